@@ -1,0 +1,286 @@
+/**
+ * The multi-device engine: runs one op over many targets concurrently and
+ * reports once. Every phase of the device layer (init, match, setup,
+ * postsuspend, preresume, commit, teardown, cleanup) goes through
+ * {@link runPhase}; there is no other loop over devices.
+ */
+import { RemusError, formatOrigin, describeCause } from './errors.js';
+import type { OpContext, OpName } from './ops.js';
+
+/** How one op call ended. */
+export type OpOutcome = 'ok' | 'error' | 'timeout' | 'aborted';
+
+/** Emitted when an op starts and when it ends. */
+export interface OpEvent {
+  readonly type: 'op-start' | 'op-end';
+  /** Device id; undefined for subkind-wide ops (init, cleanup). */
+  readonly device: string | undefined;
+  readonly subkind: string;
+  readonly op: OpName;
+  /** Checkpoint number (0 outside checkpoints). */
+  readonly checkpoint: number;
+  /** op-end only: milliseconds from start to settlement (or to timeout). */
+  readonly durationMs?: number;
+  /** op-end only. */
+  readonly outcome?: OpOutcome;
+  /** op-end only, when the outcome is not `ok`. */
+  readonly error?: RemusError;
+}
+
+/** Receives op events; must not throw (a throw is swallowed). */
+export type OpListener = (event: OpEvent) => void;
+
+/** Where a target's op runs: for errors and events. */
+export interface TargetOrigin {
+  readonly device: string | undefined;
+  readonly subkind: string;
+}
+
+export interface PhaseSpec<T> {
+  readonly op: OpName;
+  readonly targets: readonly T[];
+  /** Calls the op for one target; may return a value or a promise, or throw. */
+  readonly call: (target: T, ctx: OpContext) => unknown;
+  readonly origin: (target: T) => TargetOrigin;
+  /** Time limit for one target's op, in ms (each op starts when the phase does). */
+  readonly timeoutOf: (target: T) => number;
+  readonly checkpoint: number;
+  /** Caller's abort: pending ops settle as ABORTED and their signals fire. */
+  readonly signal?: AbortSignal | undefined;
+  readonly onEvent?: OpListener | undefined;
+}
+
+/**
+ * Outcome of a phase, one slot per target in target order.
+ * `errors[i]` is undefined when target i succeeded; then `values[i]` holds what its op returned.
+ */
+export interface PhaseResult {
+  readonly values: unknown[];
+  readonly errors: (RemusError | undefined)[];
+  /** Number of targets that failed. */
+  readonly failed: number;
+}
+
+/** A group of targets sharing one timeout: one timer and one AbortController per group. */
+interface TimeoutGroup {
+  readonly timeoutMs: number;
+  readonly controller: AbortController;
+  readonly ctx: OpContext;
+  readonly members: number[];
+}
+
+const PENDING = 0;
+const SETTLED = 1;
+
+/**
+ * Runs `spec.call` on every target at once and resolves once, after each
+ * target's op settled, timed out or was aborted. Never rejects.
+ *
+ * Invariants: resolves exactly once, also for zero targets, for ops that
+ * throw synchronously, and for ops that settle after their timeout (late
+ * results are discarded; late rejections are handled, never unhandled).
+ * Each op gets an AbortSignal that fires on its timeout or the caller's
+ * abort. Timers: one per distinct timeout value, not one per target.
+ */
+export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
+  const { targets, op, checkpoint, onEvent, signal } = spec;
+  const n = targets.length;
+  const values: unknown[] = new Array(n);
+  const errors: (RemusError | undefined)[] = new Array(n);
+  const state = new Uint8Array(n);
+  let failed = 0;
+  // Preparation token: `remaining` starts one above the target count and the
+  // token is released after every op was started, so ops that settle
+  // synchronously can never complete the phase early.
+  let remaining = n + 1;
+  let resolvePhase!: (r: PhaseResult) => void;
+  const done = new Promise<PhaseResult>((resolve) => {
+    resolvePhase = resolve;
+  });
+  const startedAt = performance.now();
+
+  const groups = makeGroups(spec);
+  let timer: NodeJS.Timeout | undefined;
+  let nextGroup = 0;
+
+  const finishOne = (): void => {
+    if (--remaining !== 0) return;
+    if (timer !== undefined) clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    resolvePhase({ values, errors, failed });
+  };
+
+  const emitEnd = (i: number, outcome: OpOutcome, error: RemusError | undefined): void => {
+    if (!onEvent) return;
+    const o = spec.origin(targets[i] as T);
+    safeEmit(onEvent, {
+      type: 'op-end',
+      device: o.device,
+      subkind: o.subkind,
+      op,
+      checkpoint,
+      durationMs: performance.now() - startedAt,
+      outcome,
+      error,
+    });
+  };
+
+  const succeed = (i: number, value: unknown): void => {
+    if (state[i] !== PENDING) return;
+    state[i] = SETTLED;
+    values[i] = value;
+    if (onEvent) emitEnd(i, 'ok', undefined);
+    finishOne();
+  };
+
+  const fail = (i: number, error: RemusError, outcome: OpOutcome): void => {
+    if (state[i] !== PENDING) return;
+    state[i] = SETTLED;
+    errors[i] = error;
+    failed++;
+    if (onEvent) emitEnd(i, outcome, error);
+    finishOne();
+  };
+
+  const failWithCause = (i: number, cause: unknown): void => {
+    if (state[i] !== PENDING) return;
+    fail(i, wrapOpError(cause, spec.origin(targets[i] as T), op), 'error');
+  };
+
+  // Abort by the caller: every pending op settles as ABORTED now.
+  function onAbort(): void {
+    for (let i = 0; i < n; i++) {
+      if (state[i] !== PENDING) continue;
+      const o = spec.origin(targets[i] as T);
+      fail(
+        i,
+        new RemusError('ABORTED', `${formatOrigin({ ...o, op })}: aborted by the caller`, {
+          ...o,
+          op,
+          cause: signal?.reason,
+        }),
+        'aborted',
+      );
+    }
+    for (const g of groups) g.controller.abort(signal?.reason);
+  }
+
+  // Timeouts: groups are sorted by timeout; the timer always waits for the
+  // nearest group still ahead, expires its pending members, then re-arms.
+  const armTimer = (): void => {
+    if (nextGroup >= groups.length) return;
+    const g = groups[nextGroup] as TimeoutGroup;
+    const elapsed = performance.now() - startedAt;
+    timer = setTimeout(onTimeout, Math.max(0, g.timeoutMs - elapsed));
+    timer.unref?.();
+  };
+  function onTimeout(): void {
+    const g = groups[nextGroup++] as TimeoutGroup;
+    const timeoutError = new RemusError('TIMEOUT', `op ${op} timed out after ${g.timeoutMs} ms`, { op });
+    g.controller.abort(timeoutError);
+    for (const i of g.members) {
+      if (state[i] !== PENDING) continue;
+      const o = spec.origin(targets[i] as T);
+      fail(
+        i,
+        new RemusError('TIMEOUT', `${formatOrigin({ ...o, op })}: did not settle within ${g.timeoutMs} ms`, {
+          ...o,
+          op,
+          details: { timeoutMs: g.timeoutMs },
+        }),
+        'timeout',
+      );
+    }
+    if (remaining > 0) armTimer();
+  }
+
+  if (signal?.aborted) {
+    // Nothing starts under an aborted signal.
+    remaining = n + 1;
+    onAbort();
+    finishOne();
+    return done;
+  }
+  signal?.addEventListener('abort', onAbort, { once: true });
+
+  for (const g of groups) {
+    for (const i of g.members) {
+      if (state[i] !== PENDING) continue; // aborted while starting
+      const target = targets[i] as T;
+      if (onEvent) {
+        const o = spec.origin(target);
+        safeEmit(onEvent, { type: 'op-start', device: o.device, subkind: o.subkind, op, checkpoint });
+      }
+      let result: unknown;
+      try {
+        result = spec.call(target, g.ctx);
+      } catch (e) {
+        failWithCause(i, e);
+        continue;
+      }
+      if (isThenable(result)) {
+        result.then(
+          (v: unknown) => succeed(i, v),
+          (e: unknown) => failWithCause(i, e),
+        );
+      } else {
+        succeed(i, result);
+      }
+    }
+  }
+  if (remaining > 1) armTimer();
+  finishOne(); // release the preparation token
+  return done;
+}
+
+function makeGroups<T>(spec: PhaseSpec<T>): TimeoutGroup[] {
+  const byTimeout = new Map<number, TimeoutGroup>();
+  const { targets, checkpoint } = spec;
+  for (let i = 0; i < targets.length; i++) {
+    const t = spec.timeoutOf(targets[i] as T);
+    let g = byTimeout.get(t);
+    if (g === undefined) {
+      const controller = new AbortController();
+      g = { timeoutMs: t, controller, ctx: { signal: controller.signal, checkpoint }, members: [] };
+      byTimeout.set(t, g);
+    }
+    g.members.push(i);
+  }
+  return [...byTimeout.values()].sort((a, b) => a.timeoutMs - b.timeoutMs);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+function safeEmit(listener: OpListener, event: OpEvent): void {
+  try {
+    listener(event);
+  } catch {
+    // A listener's fault must not change the phase's outcome.
+  }
+}
+
+/**
+ * Stamps device, subkind and op onto whatever an op threw. A RemusError keeps
+ * its code (a plugin may say SCRIPT_FAILED or UNSUPPORTED_HOST); anything else
+ * becomes OP_FAILED. The original is always the `cause`.
+ */
+export function wrapOpError(cause: unknown, origin: TargetOrigin, op: OpName): RemusError {
+  const where = formatOrigin({ ...origin, op });
+  if (cause instanceof RemusError) {
+    return new RemusError(cause.code, `${where}: ${cause.message}`, {
+      device: origin.device ?? cause.device,
+      subkind: origin.subkind,
+      op,
+      cause,
+      details: cause.details,
+    });
+  }
+  return new RemusError('OP_FAILED', `${where}: ${describeCause(cause) ?? 'failed'}`, {
+    device: origin.device,
+    subkind: origin.subkind,
+    op,
+    cause,
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * Every error code `@remus/core` and its plugins raise, in one table.
+ *
+ * Codes are stable: tools and operators match on `error.code`, never on the
+ * message. A new code is a minor release; renaming or removing one is a major.
+ */
+export const ErrorCodes = {
+  /** An op threw or rejected. `cause` holds what it threw. */
+  OP_FAILED: 'the op threw or rejected',
+  /** An op did not settle within its timeout. */
+  TIMEOUT: 'the op did not settle within its timeout',
+  /** The caller aborted the operation while the op was running. */
+  ABORTED: 'the operation was aborted by the caller',
+  /** No subkind of the device's kind in the ops list matched it. */
+  DEVICE_NOT_SUPPORTED: 'no subkind in the ops list took the device',
+  /** A phase failed on one or more devices; `failures` lists every one. */
+  PHASE_FAILED: 'a phase failed on one or more devices',
+  /** A phase was asked for in the wrong state (e.g. commit before setup). */
+  STATE: 'the phase is not allowed in the current state',
+  /** Bad input from the caller: options, device specs, names. */
+  INVALID_ARGUMENT: 'an argument is invalid',
+  /** A subkind's ops object breaks the interface (missing setup, bad kind...). */
+  INVALID_SUBKIND: 'a subkind ops object is malformed',
+  /** An external script exited non-zero or was killed. */
+  SCRIPT_FAILED: 'an external script failed',
+  /** An external script did not finish within its timeout. */
+  SCRIPT_TIMEOUT: 'an external script timed out',
+  /** A plugin package is not installed. */
+  PLUGIN_NOT_FOUND: 'a plugin package is not installed',
+  /** A plugin package does not export valid plugin metadata. */
+  PLUGIN_INVALID: 'a plugin package does not export a valid plugin',
+  /** A plugin was built for a core version range this core is not in. */
+  PLUGIN_INCOMPATIBLE: 'a plugin requires another version of @remus/core',
+  /** A plugin does not provide the subkind asked for. */
+  SUBKIND_NOT_FOUND: 'a plugin does not provide the subkind asked for',
+  /** A checkpoint of the loop failed; `details` name the checkpoint and step, `cause` the error. */
+  CHECKPOINT_FAILED: 'a checkpoint failed',
+  /** The domain adapter failed a step of a checkpoint. */
+  DOMAIN_FAILED: 'the domain adapter failed a checkpoint step',
+  /** A resource the host lacks (kernel feature, tool). */
+  UNSUPPORTED_HOST: 'the host lacks something this needs',
+} as const;
+
+/** A stable error code; see {@link ErrorCodes}. */
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** Where an error happened: which device, which subkind, which op. */
+export interface ErrorOrigin {
+  /** Device id as the caller gave it. */
+  device?: string;
+  /** Subkind name (e.g. `nic-netbuf`). */
+  subkind?: string;
+  /** Op name (e.g. `setup`, `commit`) or checkpoint step. */
+  op?: string;
+}
+
+export interface RemusErrorOptions extends ErrorOrigin {
+  cause?: unknown;
+  /** For PHASE_FAILED: every failure of the phase, in device order. */
+  failures?: readonly RemusError[];
+  /** Free-form machine-readable details (exit code, stderr tail...). */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * The one error class of Remus. `code` is stable; `device`, `subkind` and
+ * `op` say where it happened; `cause` is the original error.
+ */
+export class RemusError extends Error {
+  override readonly name = 'RemusError';
+  readonly code: ErrorCode;
+  readonly device: string | undefined;
+  readonly subkind: string | undefined;
+  readonly op: string | undefined;
+  /** Every device failure of a PHASE_FAILED error, in device order; else empty. */
+  readonly failures: readonly RemusError[];
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: RemusErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.device = options.device;
+    this.subkind = options.subkind;
+    this.op = options.op;
+    this.failures = options.failures ?? [];
+    this.details = options.details ?? {};
+  }
+
+  /** JSON form for event streams and logs (causes flattened to messages). */
+  toJSON(): Record<string, unknown> {
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      device: this.device,
+      subkind: this.subkind,
+      op: this.op,
+      details: this.details,
+      cause: describeCause(this.cause),
+      failures: this.failures.map((f) => f.toJSON()),
+    };
+  }
+}
+
+/** True when `e` is a RemusError, optionally with the given code. */
+export function isRemusError(e: unknown, code?: ErrorCode): e is RemusError {
+  return e instanceof RemusError && (code === undefined || e.code === code);
+}
+
+/** A short text for any thrown value, for messages. */
+export function describeCause(cause: unknown): string | undefined {
+  if (cause === undefined) return undefined;
+  if (cause instanceof Error) return cause.message;
+  return String(cause);
+}
+
+/** `device=vif1.0 subkind=nic-netbuf op=setup` style prefix. */
+export function formatOrigin(o: ErrorOrigin): string {
+  const parts: string[] = [];
+  if (o.device !== undefined) parts.push(`device ${o.device}`);
+  if (o.subkind !== undefined) parts.push(`subkind ${o.subkind}`);
+  if (o.op !== undefined) parts.push(`op ${o.op}`);
+  return parts.join(', ');
+}

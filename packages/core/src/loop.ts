@@ -1,0 +1,246 @@
+/**
+ * The Remus checkpoint loop (after Xen's libxl_remus.c):
+ * suspend -> postsuspend -> save -> preresume -> resume -> ack -> commit ->
+ * wait the interval -> again. The domain is the caller's, behind
+ * {@link DomainAdapter}; the devices are a set-up {@link CheckpointDevices}.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RemusError, describeCause } from './errors.js';
+import type { CheckpointDevices } from './devices.js';
+import type { MaybePromise } from './ops.js';
+
+/** Context of one domain step. */
+export interface DomainStepContext {
+  /** Fires when the step's time limit runs out or the loop is aborted. */
+  readonly signal: AbortSignal;
+  /** The checkpoint number (1 for the first). */
+  readonly checkpoint: number;
+}
+
+/**
+ * The protected domain, as the loop drives it. Provided by the caller (a VM
+ * manager, the process domain of `@remus/domain-process`, a test fake).
+ * All steps may be sync or async and get a bounded signal.
+ */
+export interface DomainAdapter {
+  /** Name for messages. */
+  readonly name: string;
+  /** Stops the domain so its state is consistent (vCPUs paused, processes frozen). */
+  suspend(ctx: DomainStepContext): MaybePromise<void>;
+  /** Saves/sends the checkpoint state of the suspended domain to the backup. */
+  save(ctx: DomainStepContext): MaybePromise<void>;
+  /** Lets the domain run again. Also called by the `resume` failure policy; must tolerate a running domain. */
+  resume(ctx: DomainStepContext): MaybePromise<void>;
+  /** Resolves when the backup acknowledged checkpoint `ctx.checkpoint`. */
+  waitAck(ctx: DomainStepContext): MaybePromise<void>;
+}
+
+/** The steps of one checkpoint, in order. */
+export const CHECKPOINT_STEPS = ['suspend', 'postsuspend', 'save', 'preresume', 'resume', 'ack', 'commit'] as const;
+export type CheckpointStep = (typeof CHECKPOINT_STEPS)[number];
+
+/** Figures of one committed checkpoint. */
+export interface CheckpointFigures {
+  readonly checkpoint: number;
+  /** Wall clock (ms since epoch) when the domain was suspended. */
+  readonly suspendedAt: number;
+  /** Wall clock (ms since epoch) when commit finished: the epoch's output is released. */
+  readonly committedAt: number;
+  /** Suspend start to resume end: how long the guest was paused. */
+  readonly pauseMs: number;
+  /** From the end of postsuspend (epoch closed) to the end of commit (its output released). */
+  readonly commitLatencyMs: number;
+  /** Duration of each step. */
+  readonly steps: Readonly<Record<CheckpointStep, number>>;
+  /** Checkpoints per second since the loop started. */
+  readonly rate: number;
+}
+
+/** What to do with the domain when a checkpoint fails. */
+export type FailurePolicy =
+  /** Resume the domain on the primary (xl: "Backup failed? resuming domain at primary"). */
+  | 'resume'
+  /** Leave it suspended (e.g. the backup takes over). */
+  | 'leave-suspended';
+
+export interface CheckpointLoopOptions {
+  /** Devices after a successful `setup()`. The loop tears them down when it ends. */
+  readonly devices: CheckpointDevices;
+  readonly domain: DomainAdapter;
+  /** Interval between checkpoints in ms. Default 200 (Xen). */
+  readonly intervalMs?: number;
+  /** `after-commit` (Xen: the interval counts from commit) or `fixed-rate` (from each suspend). Default after-commit. */
+  readonly schedule?: 'after-commit' | 'fixed-rate';
+  /** Stop after this many checkpoints. Default: unbounded. */
+  readonly maxCheckpoints?: number;
+  /** Graceful stop: the current checkpoint finishes, then teardown. */
+  readonly stop?: AbortSignal;
+  /** Hard abort: running steps are aborted, the checkpoint fails, then teardown. */
+  readonly signal?: AbortSignal;
+  /** Domain on failure. Default `resume`. */
+  readonly onFailure?: FailurePolicy;
+  /** Time limit of each domain step in ms. Default 30 000. */
+  readonly domainTimeoutMs?: number;
+  /** Called after each committed checkpoint. Must not throw (a throw is ignored). */
+  readonly onCheckpoint?: (figures: CheckpointFigures) => void;
+}
+
+export interface LoopResult {
+  readonly checkpoints: number;
+  readonly stoppedBy: 'request' | 'limit';
+  readonly durationMs: number;
+}
+
+/**
+ * Runs checkpoints until stopped, a limit is reached, or a step fails. Always
+ * tears the devices down before it settles. Rejects with CHECKPOINT_FAILED
+ * naming the checkpoint and step (`details.checkpoint`, `details.step`), the
+ * step's error as `cause`, and any teardown errors in `failures`.
+ */
+export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise<LoopResult> {
+  const { devices, domain } = options;
+  const intervalMs = options.intervalMs ?? 200;
+  const fixedRate = (options.schedule ?? 'after-commit') === 'fixed-rate';
+  const max = options.maxCheckpoints ?? Infinity;
+  const domainTimeout = options.domainTimeoutMs ?? 30_000;
+  if (!(intervalMs >= 0) || !Number.isFinite(intervalMs)) {
+    throw new RemusError('INVALID_ARGUMENT', `intervalMs ${intervalMs} must be a finite number >= 0 (ms between checkpoints)`);
+  }
+  if (devices.state !== 'ready') {
+    throw new RemusError('STATE', `the checkpoint loop needs devices after a successful setup(); they are ${devices.state}`);
+  }
+  const loopStart = performance.now();
+  let done = 0;
+  let failure: RemusError | undefined;
+  let suspended = false;
+
+  const domainStep = async (step: 'suspend' | 'save' | 'resume' | 'ack', checkpoint: number): Promise<void> => {
+    const signals = [AbortSignal.timeout(domainTimeout)];
+    if (options.signal) signals.push(options.signal);
+    const ctx = { signal: AbortSignal.any(signals), checkpoint };
+    const call = step === 'ack' ? domain.waitAck : domain[step];
+    await raceSignal(Promise.resolve(call.call(domain, ctx)), ctx.signal, `${domain.name} ${step}`);
+  };
+
+  let step: CheckpointStep = 'suspend';
+  let nextStart = performance.now();
+  try {
+    while (done < max && !options.stop?.aborted) {
+      const checkpoint = done + 1;
+      const t: Partial<Record<CheckpointStep, number>> = {};
+      const time = async (s: CheckpointStep, f: () => Promise<void>): Promise<number> => {
+        step = s;
+        const t0 = performance.now();
+        await f();
+        const t1 = performance.now();
+        t[s] = t1 - t0;
+        return t1;
+      };
+      const suspendedAt = Date.now();
+      const tSuspend = performance.now();
+      await time('suspend', () => domainStep('suspend', checkpoint));
+      suspended = true;
+      const epochClosed = await time('postsuspend', () => devices.postsuspend());
+      await time('save', () => domainStep('save', checkpoint));
+      await time('preresume', () => devices.preresume());
+      const resumed = await time('resume', () => domainStep('resume', checkpoint));
+      suspended = false;
+      await time('ack', () => domainStep('ack', checkpoint));
+      const committed = await time('commit', () => devices.commit());
+      done = checkpoint;
+      emit(options.onCheckpoint, {
+        checkpoint,
+        suspendedAt,
+        committedAt: Date.now(),
+        pauseMs: resumed - tSuspend,
+        commitLatencyMs: committed - epochClosed,
+        steps: t as Record<CheckpointStep, number>,
+        rate: done / ((committed - loopStart) / 1000),
+      });
+      if (done >= max || options.stop?.aborted) break;
+      nextStart = fixedRate ? Math.max(nextStart + intervalMs, performance.now()) : performance.now() + intervalMs;
+      await wait(nextStart - performance.now(), options.stop, options.signal);
+    }
+  } catch (e) {
+    failure = new RemusError(
+      'CHECKPOINT_FAILED',
+      `checkpoint ${done + 1} failed at step ${step}: ${describeCause(e)}`,
+      { op: step, cause: e, details: { checkpoint: done + 1, step, committed: done } },
+    );
+  }
+  const teardownFailures: RemusError[] = [];
+  if (failure && suspended && (options.onFailure ?? 'resume') === 'resume') {
+    try {
+      await domain.resume({ signal: AbortSignal.timeout(domainTimeout), checkpoint: done + 1 });
+    } catch (e) {
+      teardownFailures.push(new RemusError('DOMAIN_FAILED', `resuming ${domain.name} after the failure failed: ${describeCause(e)}`, { op: 'resume', cause: e }));
+    }
+  }
+  try {
+    await devices.teardown();
+  } catch (e) {
+    teardownFailures.push(...(e instanceof RemusError && e.failures.length > 0 ? e.failures : [e as RemusError]));
+  }
+  if (failure) {
+    throw new RemusError(failure.code, failure.message, {
+      op: failure.op,
+      cause: failure.cause,
+      details: { ...failure.details, policy: options.onFailure ?? 'resume' },
+      failures: teardownFailures,
+    });
+  }
+  if (teardownFailures.length > 0) {
+    throw new RemusError('PHASE_FAILED', `teardown after the loop failed on ${teardownFailures.length} item(s)`, {
+      op: 'teardown',
+      failures: teardownFailures,
+    });
+  }
+  return { checkpoints: done, stoppedBy: done >= max ? 'limit' : 'request', durationMs: performance.now() - loopStart };
+}
+
+/** Rejects when `signal` fires (timeout or abort), whatever the step does; a late result is dropped. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+  if (signal.aborted) return Promise.reject(stepAbortError(signal, what));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(stepAbortError(signal, what));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function stepAbortError(signal: AbortSignal, what: string): RemusError {
+  const timedOut = signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError';
+  return timedOut
+    ? new RemusError('TIMEOUT', `${what} did not finish in time`, { cause: signal.reason })
+    : new RemusError('ABORTED', `${what} was aborted`, { cause: signal.reason });
+}
+
+/** Waits `ms`, returning early (without error) on a graceful stop; a hard abort rejects. */
+async function wait(ms: number, stop: AbortSignal | undefined, abort: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return;
+  const signals = [stop, abort].filter((s): s is AbortSignal => s !== undefined);
+  try {
+    await sleep(ms, undefined, signals.length ? { signal: AbortSignal.any(signals) } : undefined);
+  } catch (e) {
+    if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
+    if (!stop?.aborted) throw e;
+  }
+}
+
+function emit(f: ((x: CheckpointFigures) => void) | undefined, x: CheckpointFigures): void {
+  if (!f) return;
+  try {
+    f(x);
+  } catch {
+    // A listener's fault does not stop the loop.
+  }
+}
