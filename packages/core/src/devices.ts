@@ -16,7 +16,7 @@ import type {
   OpsList,
   SubkindOps,
 } from './ops.js';
-import { validateDevices, validateOpsList } from './validate.js';
+import { newOperationId, validateDevices, validateOperationId, validateOpsList } from './validate.js';
 
 /** Default per-op time limits (ms). Setup-like ops may run scripts; checkpoint ops run inside the guest's pause. */
 export const DEFAULT_TIMEOUTS: Readonly<Record<OpName, number>> = {
@@ -41,6 +41,8 @@ export interface CheckpointDevicesOptions {
   readonly signal?: AbortSignal;
   /** Receives every op start and end. */
   readonly onEvent?: OpListener;
+  /** Id of this operation, seen by every op as `ctx.operation` (for tagging kernel objects). Default: a fresh random id. */
+  readonly operationId?: string;
 }
 
 /**
@@ -112,6 +114,8 @@ export function createCheckpointDevices(options: CheckpointDevicesOptions): Chec
 
 export class CheckpointDevices {
   readonly #options: CheckpointDevicesOptions;
+  /** See {@link CheckpointDevicesOptions.operationId}. */
+  readonly operationId: string;
   readonly #subkinds: SubkindSlot[];
   readonly #devices: DeviceSlot[];
   #state: LayerState = 'new';
@@ -127,6 +131,7 @@ export class CheckpointDevices {
     validateOpsList(options.ops);
     validateDevices(options.devices);
     this.#options = options;
+    this.operationId = options.operationId === undefined ? newOperationId() : validateOperationId(options.operationId);
     this.#subkinds = options.ops.map((ops) => ({ ops, status: undefined, shared: undefined }));
     this.#devices = options.devices.map((spec) => ({
       spec,
@@ -403,6 +408,7 @@ export class CheckpointDevices {
       origin: (t) => ({ device: who.device(t), subkind: who.ops(t).name }),
       timeoutOf: (t) => who.ops(t).timeouts?.[op] ?? fallback,
       checkpoint: this.#checkpoint,
+      operation: this.operationId,
       signal,
       onEvent: this.#options.onEvent,
     });

@@ -42,4 +42,11 @@ export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';
 export { CORE_VERSION, checkPlugin, createSubkind, definePlugin, loadPlugin } from './plugin.js';
 export type { LoadPluginOptions, RemusPlugin, SubkindFactory } from './plugin.js';
-export { validateDevices, validateInterfaceName, validateName, validateOpsList } from './validate.js';
+export {
+  newOperationId,
+  validateDevices,
+  validateInterfaceName,
+  validateName,
+  validateOperationId,
+  validateOpsList,
+} from './validate.js';

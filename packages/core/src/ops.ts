@@ -50,6 +50,12 @@ export interface OpContext {
   readonly signal: AbortSignal;
   /** Checkpoint number for checkpoint ops (1 for the first); 0 outside checkpoints. */
   readonly checkpoint: number;
+  /**
+   * Id of the operation (one protected run). Tag what you create in the
+   * kernel with it (an IFB alias, an iptables comment), so that `reap` can
+   * find it after a crash. Matches /^[A-Za-z0-9_-]{1,32}$/.
+   */
+  readonly operation: string;
 }
 
 /** "Not mine", with a reason that is shown when no subkind takes the device. */
@@ -174,6 +180,17 @@ export interface SubkindOps<S = any, D = any> {
    * no-op). Same rules as `postsuspend`.
    */
   commit?(handle: DeviceHandle<S, D>, ctx: OpContext): MaybePromise<void>;
+
+  /**
+   * Removes what a crashed operation left behind. Optional. Not part of a
+   * normal operation: called by recovery tools (`remus cleanup`) after the
+   * process that ran operation `operation` died without tearing down (even
+   * SIGKILL), with the devices that run had. Finds its objects by the tag
+   * it put on them (see {@link OpContext.operation}), removes them, and
+   * returns one line per object removed. Idempotent: nothing found, nothing
+   * removed, empty result.
+   */
+  reap?(operation: string, devices: readonly DeviceSpec[], ctx: OpContext): MaybePromise<readonly string[]>;
 
   /**
    * Figures for progress displays (packets held, released, dropped...).

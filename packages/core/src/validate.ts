@@ -2,11 +2,12 @@
  * Input checks made before anything is touched: ops lists, device specs and
  * the names that reach external commands.
  */
+import { randomBytes } from 'node:crypto';
 import { RemusError } from './errors.js';
 import type { DeviceSpec, OpsList } from './ops.js';
 
 const REQUIRED_OPS = ['setup', 'teardown'] as const;
-const OPTIONAL_OPS = ['init', 'cleanup', 'match', 'postsuspend', 'preresume', 'commit', 'stats'] as const;
+const OPTIONAL_OPS = ['init', 'cleanup', 'match', 'postsuspend', 'preresume', 'commit', 'stats', 'reap'] as const;
 
 /** Throws INVALID_SUBKIND naming the subkind and the member at fault. */
 export function validateOpsList(ops: OpsList): void {
@@ -86,4 +87,19 @@ export function validateName(name: unknown, what: string): string {
     );
   }
   return name;
+}
+
+const OPERATION_ID = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** Checks an operation id (see OpContext.operation). Returns it; throws INVALID_ARGUMENT. */
+export function validateOperationId(id: unknown): string {
+  if (typeof id !== 'string' || !OPERATION_ID.test(id)) {
+    throw new RemusError('INVALID_ARGUMENT', `operation id ${JSON.stringify(id)} is not valid: use 1-32 characters from A-Z a-z 0-9 _ -`);
+  }
+  return id;
+}
+
+/** A fresh operation id: `r` + 12 hex digits. */
+export function newOperationId(): string {
+  return `r${randomBytes(6).toString('hex')}`;
 }
