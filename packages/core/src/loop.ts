@@ -138,8 +138,9 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
       };
       const suspendedAt = Date.now();
       const tSuspend = performance.now();
-      await time('suspend', () => domainStep('suspend', checkpoint));
+      // A failed suspend may have half-suspended the domain: the failure policy resumes it too.
       suspended = true;
+      await time('suspend', () => domainStep('suspend', checkpoint));
       const epochClosed = await time('postsuspend', () => devices.postsuspend());
       await time('save', () => domainStep('save', checkpoint));
       await time('preresume', () => devices.preresume());

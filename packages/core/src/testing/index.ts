@@ -158,6 +158,24 @@ export function describeSubkindConformance(options: ConformanceOptions): void {
       expect(await leftovers()).toEqual([]);
     }, testTimeout);
 
+    it('reaps what a crashed operation left behind (if the subkind implements reap)', async () => {
+      const ops = await options.make();
+      const device = await options.device();
+      if (!ops.reap) {
+        // Nothing to check: without reap, crash recovery relies on teardown alone.
+        expect(ops.reap).toBeUndefined();
+        return;
+      }
+      const shared = ops.init ? await ops.init(ctx()) : undefined;
+      await ops.setup(handleFor(device, shared), ctx());
+      // The "crash": no teardown, no cleanup of the device; only the shared state goes.
+      await ops.cleanup?.(shared, ctx());
+      const removed = await ops.reap(KIT_OPERATION, [device], ctx());
+      expect(Array.isArray(removed)).toBe(true);
+      expect(await leftovers()).toEqual([]);
+      expect(await ops.reap(KIT_OPERATION, [device], ctx())).toEqual([]);
+    }, testTimeout);
+
     it('cleans up right after init, with no device set up', async () => {
       const ops = await options.make();
       await withShared(ops, async () => undefined);
