@@ -1,0 +1,186 @@
+// Needs root and a cgroup freezer (v1 at /sys/fs/cgroup/freezer and v2 at the
+// hybrid /sys/fs/cgroup/unified on this host). Every cgroup and process a test
+// makes is removed in afterEach.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createCheckpointDevices, runCheckpointLoop, type DomainStepContext } from '@remus/core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, type ProcessDomain } from '../src/index.js';
+
+const domains: ProcessDomain[] = [];
+const children: ChildProcess[] = [];
+let seq = 0;
+const op = (): string => `dptest${process.pid}x${seq++}`;
+const ctx = (checkpoint = 1): DomainStepContext => ({ signal: AbortSignal.timeout(5000), checkpoint });
+
+// A process that prints a growing counter every 2 ms.
+const TICKER = ['node', '-e', 'let i=0; setInterval(() => process.stdout.write(`${i++}\\n`), 2)'];
+
+/** True while `pid` runs (a zombie is not alive). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+afterEach(async () => {
+  for (const d of domains.splice(0)) await d.stop().catch(() => undefined);
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const root of ['/sys/fs/cgroup/freezer', '/sys/fs/cgroup/unified']) {
+    for (const name of readdirSync(root).filter((n) => n.startsWith(`remus-dptest${process.pid}`))) {
+      await reapCgroup(`${root}/${name}`);
+    }
+  }
+});
+
+describe.each(['v1', 'v2'] as const)('process domain with the cgroup %s freezer', (version) => {
+  it('starts the command inside its own cgroup, children included', async () => {
+    const d = processDomain({ command: ['sh', '-c', 'sleep 30 & sleep 30'], cgroup: version, operation: op(), stdio: 'ignore' });
+    domains.push(d);
+    await d.start();
+    expect(d.cgroupVersion).toBe(version === 'v1' ? 1 : 2);
+    expect(existsSync(d.cgroupPath as string)).toBe(true);
+    await sleep(100);
+    expect(d.pids.length).toBeGreaterThanOrEqual(2);
+    expect(d.pids).toContain(d.pid);
+  });
+
+  it('suspend stops the processes from running and resume lets them run again', async () => {
+    const d = processDomain({ command: TICKER, stdio: ['ignore', 'pipe', 'inherit'], cgroup: version, operation: op(), ack: { type: 'immediate' } });
+    domains.push(d);
+    let lines = 0;
+    await d.start();
+    const stdout = d.stdout;
+    expect(stdout).toBeDefined();
+    stdout?.on('data', (b: Buffer) => (lines += b.toString().split('\n').length - 1));
+    await sleep(200);
+    expect(lines).toBeGreaterThan(5);
+    await d.suspend(ctx());
+    await sleep(30);
+    const frozenAt = lines;
+    await sleep(200);
+    expect(lines).toBe(frozenAt);
+    await d.resume(ctx());
+    await sleep(200);
+    expect(lines).toBeGreaterThan(frozenAt + 5);
+  });
+
+  it('stop kills the command and removes the cgroup', async () => {
+    const d = processDomain({ command: ['sh', '-c', 'sleep 30 & sleep 30'], cgroup: version, operation: op(), stdio: 'ignore' });
+    domains.push(d);
+    await d.start();
+    await sleep(50);
+    const path = d.cgroupPath as string;
+    const pids = d.pids;
+    await d.suspend(ctx());
+    await d.stop();
+    expect(existsSync(path)).toBe(false);
+    for (const p of pids) expect(alive(p)).toBe(false);
+    await d.stop();
+  });
+
+  it('protects an existing process tree and gives it back alive at stop', async () => {
+    const c = spawn('sh', ['-c', 'sleep 30 & wait'], { stdio: 'ignore' });
+    children.push(c);
+    await sleep(100);
+    const h = detectFreezer(version);
+    const before = cgroupOf(c.pid as number, h);
+    const d = processDomain({ pid: c.pid as number, cgroup: version, operation: op() });
+    domains.push(d);
+    await d.start();
+    expect(d.pids.length).toBe(2);
+    await d.suspend(ctx());
+    await d.resume(ctx());
+    const path = d.cgroupPath as string;
+    await d.stop();
+    expect(existsSync(path)).toBe(false);
+    expect(c.exitCode).toBeNull();
+    expect(cgroupOf(c.pid as number, h)).toBe(before);
+  });
+});
+
+describe('process domain and the backup', () => {
+  it('save sends the hook state; waitAck resolves only after the backup received it', async () => {
+    const backup = await BackupServer.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const seen: number[][] = [];
+      const d = processDomain({
+        command: ['sleep', '30'],
+        stdio: 'ignore',
+        operation: op(),
+        ack: { type: 'remote', address: backup.address },
+        save: ({ pids, checkpoint }) => {
+          seen.push([...pids]);
+          return `state ${checkpoint}`;
+        },
+      });
+      domains.push(d);
+      await d.start();
+      await d.suspend(ctx(1));
+      await d.save(ctx(1));
+      await d.resume(ctx(1));
+      await d.waitAck(ctx(1));
+      expect(backup.stats.acked).toBe(1);
+      expect(backup.latest.toString()).toBe('state 1');
+      expect(seen[0]).toContain(d.pid);
+    } finally {
+      await backup.close();
+    }
+  });
+
+  it('waitAck fails when the backup goes away', async () => {
+    const backup = await BackupServer.listen({ host: '127.0.0.1', port: 0 });
+    const d = processDomain({ command: ['sleep', '30'], stdio: 'ignore', operation: op(), ack: { type: 'remote', address: backup.address } });
+    domains.push(d);
+    await d.start();
+    await backup.close();
+    await sleep(50);
+    await expect(async () => {
+      await d.save(ctx(1));
+      await d.waitAck(ctx(1));
+    }).rejects.toThrow(/backup/);
+  });
+
+  it('runs a real checkpoint loop with the local backup', async () => {
+    const d = processDomain({ command: ['sleep', '30'], stdio: 'ignore', operation: op() });
+    domains.push(d);
+    await d.start();
+    const devices = createCheckpointDevices({ ops: [], devices: [] });
+    await devices.setup();
+    const r = await runCheckpointLoop({ devices, domain: d, intervalMs: 5, maxCheckpoints: 10 });
+    expect(r.checkpoints).toBe(10);
+  });
+});
+
+describe('process domain failures', () => {
+  it('suspend fails with DOMAIN_FAILED once the command has exited', async () => {
+    const d = processDomain({ command: ['true'], stdio: 'ignore', operation: op() });
+    domains.push(d);
+    await d.start().catch(() => undefined);
+    await d.exited;
+    await expect(d.suspend(ctx())).rejects.toMatchObject({ code: expect.stringMatching(/DOMAIN_FAILED|STATE/) });
+  });
+
+  it('rejects bad options before touching anything', () => {
+    expect(() => processDomain({})).toThrow(/exactly one/);
+    expect(() => processDomain({ command: [] })).toThrow(/non-empty/);
+    expect(() => processDomain({ command: ['no-such-program-remus'] })).toThrow(/not found/);
+    expect(() => processDomain({ pid: 1 })).toThrow(/> 1/);
+    expect(() => processDomain({ command: ['true'], operation: 'bad op' })).toThrow(/operation id/);
+  });
+
+  it('reapCgroup kills frozen processes and removes the cgroup', async () => {
+    const d = processDomain({ command: ['sleep', '30'], stdio: 'ignore', operation: op() });
+    domains.push(d);
+    await d.start();
+    await d.suspend(ctx());
+    const path = d.cgroupPath as string;
+    const lines = await reapCgroup(path);
+    expect(lines.some((l) => l.startsWith('removed cgroup'))).toBe(true);
+    expect(existsSync(path)).toBe(false);
+    expect(await reapCgroup(path)).toEqual([]);
+  });
+});
