@@ -1,0 +1,65 @@
+// The engine on its own: one phase, settled once, whatever the ops do.
+import { describe, expect, it } from 'vitest';
+import { runPhase, type OpEvent, type PhaseSpec } from '../src/index.js';
+
+function spec<T>(targets: T[], call: PhaseSpec<T>['call'], extra: Partial<PhaseSpec<T>> = {}): PhaseSpec<T> {
+  return {
+    op: 'commit',
+    targets,
+    call,
+    origin: (t) => ({ device: String(t), subkind: 's' }),
+    timeoutOf: () => 50,
+    checkpoint: 1,
+    operation: 'test',
+    ...extra,
+  };
+}
+
+describe('runPhase', () => {
+  it('zero targets resolve at once with no failures', async () => {
+    const r = await runPhase(spec([], () => undefined));
+    expect(r).toEqual({ values: [], errors: [], failed: 0 });
+  });
+
+  it('an op that "calls back twice" (a thenable settling twice) counts once', async () => {
+    const events: OpEvent[] = [];
+    const twice = {
+      then(ok: (v: unknown) => void, fail: (e: unknown) => void) {
+        ok('first');
+        ok('second');
+        fail(new Error('and a rejection'));
+      },
+    };
+    const r = await runPhase(spec([1, 2], (t) => (t === 1 ? twice : 'plain'), { onEvent: (e) => events.push(e) }));
+    expect(r.values).toEqual(['first', 'plain']);
+    expect(r.failed).toBe(0);
+    expect(events.filter((e) => e.type === 'op-end')).toHaveLength(2);
+  });
+
+  it('timeouts are per group: a short-timeout op times out while a long one still completes', async () => {
+    const r = await runPhase(
+      spec(['short', 'long'], (t) => new Promise((res) => setTimeout(() => res(t), 60)), {
+        timeoutOf: (t) => (t === 'short' ? 20 : 500),
+      }),
+    );
+    expect(r.errors[0]?.code).toBe('TIMEOUT');
+    expect(r.errors[1]).toBeUndefined();
+    expect(r.values[1]).toBe('long');
+  });
+
+  it('an already aborted signal starts nothing and fails every target ABORTED', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    let calls = 0;
+    const r = await runPhase(spec([1, 2, 3], () => void calls++, { signal: ac.signal }));
+    expect(calls).toBe(0);
+    expect(r.errors.map((e) => e?.code)).toEqual(['ABORTED', 'ABORTED', 'ABORTED']);
+  });
+
+  it('the op signal of a timed-out op fires with a TIMEOUT reason', async () => {
+    let signal: AbortSignal | undefined;
+    await runPhase(spec([1], (_t, ctx) => ((signal = ctx.signal), new Promise(() => undefined)), { timeoutOf: () => 10 }));
+    expect(signal?.aborted).toBe(true);
+    expect((signal?.reason as { code?: string }).code).toBe('TIMEOUT');
+  });
+});
