@@ -1,0 +1,273 @@
+/**
+ * `pnpm lab:setup`: makes the host able to run the kernel lab. Idempotent;
+ * a second run only checks (dpkg, apt-cache) and returns.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { RemusError } from '@remus/core';
+import { buildCpio, type CpioEntry } from './cpio.js';
+import { execCommand, tail } from './exec.js';
+import { INIT_SCRIPT } from './guest-scripts.js';
+import { labCacheDir, stampPath, type LabStamp } from './paths.js';
+
+/** apt packages the lab needs on the host. */
+export const LAB_APT_PACKAGES = ['qemu-system-x86', 'busybox-static', 'drbd-utils'] as const;
+
+/** Modules /init loads before it can mount the host root; their dependencies come first. */
+const BOOT_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
+
+/** Where busybox-static puts its binary. */
+export const BUSYBOX = '/bin/busybox';
+
+/** Bumped when the cache layout changes; an older stamp makes setup redo everything. */
+const CACHE_FORMAT = 1;
+
+export interface SetupOptions {
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface SetupResult {
+  stamp: LabStamp;
+  /** True when nothing had to be downloaded or unpacked. */
+  cached: boolean;
+  /** What was done, in order. */
+  steps: string[];
+}
+
+const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+
+async function aptUpdate(log: (l: string) => void): Promise<void> {
+  log('apt-get update');
+  const r = await execCommand('apt-get', ['update'], { env: aptEnv, timeoutMs: 300_000 });
+  const text = `${r.stdout}\n${r.stderr}`;
+  if (r.status !== 0 || /^(W|E): (Failed to fetch|Some index files failed)/m.test(text)) {
+    throw new RemusError('OP_FAILED', `kernel lab setup: apt is unreachable (apt-get update failed):\n${tail(text)}`, {
+      details: { step: 'apt-get update' },
+    });
+  }
+}
+
+async function missingPackages(): Promise<string[]> {
+  const r = await execCommand('dpkg-query', ['-W', '-f=${Package} ${db:Status-Abbrev}\n', ...LAB_APT_PACKAGES]);
+  // One line per known package: `name ii ` when installed.
+  const installed = new Set(
+    r.stdout
+      .split('\n')
+      .map((l) => l.split(' '))
+      .filter((f) => f[1] === 'ii')
+      .map((f) => f[0]),
+  );
+  return LAB_APT_PACKAGES.filter((p) => !installed.has(p));
+}
+
+async function ensurePackages(log: (l: string) => void, steps: string[]): Promise<void> {
+  const missing = await missingPackages();
+  if (missing.length === 0) return;
+  const install = () =>
+    execCommand('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env: aptEnv, timeoutMs: 600_000 });
+  log(`apt-get install ${missing.join(' ')}`);
+  let r = await install();
+  if (r.status !== 0) {
+    await aptUpdate(log);
+    r = await install();
+  }
+  if (r.status !== 0) {
+    throw new RemusError('OP_FAILED', `kernel lab setup: apt-get install ${missing.join(' ')} failed (apt unreachable?):\n${tail(r.stderr || r.stdout)}`, {
+      details: { step: 'apt-get install', packages: missing },
+    });
+  }
+  steps.push(`installed ${missing.join(' ')}`);
+}
+
+/** The current 6.1 kernel package and its candidate version per apt's lists, or undefined. */
+async function findKernelPackage(): Promise<{ name: string; version: string } | undefined> {
+  const dep = await execCommand('apt-cache', ['depends', 'linux-image-amd64']);
+  const name = /Depends:\s*(linux-image-6\.1\.0-\d+-amd64)\b/.exec(dep.stdout)?.[1];
+  if (name === undefined) return undefined;
+  const show = await execCommand('apt-cache', ['show', '--no-all-versions', name]);
+  const version = /^Version:\s*(\S+)/m.exec(show.stdout)?.[1];
+  return version === undefined ? undefined : { name, version };
+}
+
+async function resolveKernelPackage(log: (l: string) => void): Promise<{ name: string; version: string }> {
+  let pkg = await findKernelPackage();
+  if (pkg === undefined) {
+    await aptUpdate(log);
+    pkg = await findKernelPackage();
+  }
+  if (pkg === undefined) {
+    throw new RemusError(
+      'UNSUPPORTED_HOST',
+      'kernel lab setup: apt knows no linux-image-6.1.0-*-amd64 (via `apt-cache depends linux-image-amd64`); the lab needs Debian 12 (bookworm) package lists',
+      { details: { step: 'find kernel package' } },
+    );
+  }
+  return pkg;
+}
+
+async function readStamp(cacheDir: string): Promise<LabStamp | undefined> {
+  try {
+    const stamp = JSON.parse(await readFile(stampPath(cacheDir), 'utf8')) as LabStamp;
+    if (stamp.format !== CACHE_FORMAT) return undefined;
+    if (![stamp.kernel, stamp.initramfs, join(stamp.modulesDir, 'modules.dep')].every((p) => existsSync(p))) return undefined;
+    return stamp;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Downloads `pkg` (never installs it) into `dir`; returns the .deb's path. */
+async function downloadKernel(pkg: { name: string; version: string }, dir: string): Promise<string> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const r = await execCommand('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: dir, env: aptEnv, timeoutMs: 600_000 });
+  const deb = (await readdir(dir)).find((f) => f.endsWith('.deb'));
+  if (r.status !== 0 || deb === undefined) {
+    throw new RemusError(
+      'OP_FAILED',
+      `kernel lab setup: could not download ${pkg.name} ${pkg.version}: the package is gone from the mirror or apt is unreachable:\n${tail(r.stderr || r.stdout)}`,
+      { details: { step: 'apt-get download', package: pkg.name, version: pkg.version } },
+    );
+  }
+  return join(dir, deb);
+}
+
+/** Boot modules in load order (dependencies first), from modules.dep. */
+async function bootModuleOrder(modulesDir: string): Promise<{ name: string; path: string }[]> {
+  const deps = new Map<string, string[]>();
+  for (const line of (await readFile(join(modulesDir, 'modules.dep'), 'utf8')).split('\n')) {
+    const [mod, rest] = line.split(':');
+    if (mod === undefined || rest === undefined) continue;
+    deps.set(mod.trim(), rest.trim().split(/\s+/).filter(Boolean));
+  }
+  const byName = new Map([...deps.keys()].map((p) => [p.replace(/^.*\//, '').replace(/\.ko(\.\w+)?$/, ''), p]));
+  const order: { name: string; path: string }[] = [];
+  const seen = new Set<string>();
+  const visit = (path: string): void => {
+    if (seen.has(path)) return;
+    seen.add(path);
+    for (const d of deps.get(path) ?? []) visit(d);
+    order.push({ name: path.replace(/^.*\//, '').replace(/\.ko$/, ''), path: join(modulesDir, path) });
+  };
+  for (const m of BOOT_MODULES) {
+    const path = byName.get(m);
+    if (path === undefined || !path.endsWith('.ko')) {
+      throw new RemusError('OP_FAILED', `kernel lab setup: module ${m} (uncompressed .ko) not found in ${modulesDir}`);
+    }
+    visit(path);
+  }
+  return order;
+}
+
+/** Builds the initramfs (busybox, /init, boot modules) as a newc archive. */
+async function buildInitramfs(modulesDir: string): Promise<Buffer> {
+  const modules = await bootModuleOrder(modulesDir);
+  const entries: CpioEntry[] = [
+    ...['bin', 'dev', 'proc', 'sys', 'modules', 'lower', 'rw', 'newroot'].map((d) => ({ type: 'dir' as const, path: d })),
+    { type: 'char', path: 'dev/console', major: 5, minor: 1 },
+    { type: 'file', path: 'bin/busybox', data: await readFile(BUSYBOX), mode: 0o755 },
+    { type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 },
+    { type: 'file', path: 'modules/order', data: Buffer.from(modules.map((m) => m.name).join('\n') + '\n') },
+  ];
+  for (const applet of ['sh', 'mount', 'insmod', 'mkdir', 'sleep', 'cat', 'echo', 'switch_root']) {
+    entries.push({ type: 'symlink', path: `bin/${applet}`, target: 'busybox' });
+  }
+  for (const m of modules) entries.push({ type: 'file', path: `modules/${m.name}.ko`, data: await readFile(m.path) });
+  return buildCpio(entries);
+}
+
+/**
+ * Sets the lab up: apt packages, the current 6.1 kernel package (downloaded
+ * and unpacked into the cache, never installed), modules.dep, the initramfs.
+ * Throws RemusError: UNSUPPORTED_HOST (not root, no 6.1 kernel in apt's
+ * lists), OP_FAILED (apt unreachable, package gone from the mirror, unpack
+ * failed). Safe to run again and concurrently with lab runs of the old kernel.
+ */
+export async function setupLab(options: SetupOptions = {}): Promise<SetupResult> {
+  const log = options.log ?? (() => {});
+  const steps: string[] = [];
+  if (process.getuid?.() !== 0) {
+    throw new RemusError('UNSUPPORTED_HOST', 'kernel lab setup must run as root (it installs apt packages and runs QEMU)');
+  }
+  await ensurePackages(log, steps);
+  if (!existsSync(BUSYBOX)) throw new RemusError('UNSUPPORTED_HOST', `kernel lab setup: ${BUSYBOX} is missing although busybox-static is installed`);
+
+  const cacheDir = labCacheDir();
+  await mkdir(cacheDir, { recursive: true });
+  const pkg = await resolveKernelPackage(log);
+  let stamp = await readStamp(cacheDir);
+  const kernelCached = stamp !== undefined && stamp.package === pkg.name && stamp.version === pkg.version;
+
+  if (!kernelCached) {
+    const dlDir = join(cacheDir, `download.${process.pid}`);
+    let deb: string;
+    log(`apt-get download ${pkg.name}=${pkg.version}`);
+    try {
+      deb = await downloadKernel(pkg, dlDir);
+    } catch (e) {
+      // Lists may be stale (the mirror moved on): refresh once and retry with what is current then.
+      await aptUpdate(log);
+      const fresh = await resolveKernelPackage(log);
+      pkg.name = fresh.name;
+      pkg.version = fresh.version;
+      log(`apt-get download ${pkg.name}=${pkg.version} (after apt-get update)`);
+      deb = await downloadKernel(pkg, dlDir).catch((e2: unknown) => {
+        throw e2 instanceof RemusError ? e2 : e;
+      });
+    }
+    const release = pkg.name.replace(/^linux-image-/, '');
+    const finalDir = join(cacheDir, 'kernels', `${release}_${pkg.version}`);
+    const tmpDir = `${finalDir}.tmp.${process.pid}`;
+    await rm(tmpDir, { recursive: true, force: true });
+    await mkdir(tmpDir, { recursive: true });
+    log(`dpkg-deb -x ${deb}`);
+    const x = await execCommand('dpkg-deb', ['-x', deb, tmpDir], { timeoutMs: 300_000 });
+    if (x.status !== 0) throw new RemusError('OP_FAILED', `kernel lab setup: dpkg-deb -x failed:\n${tail(x.stderr)}`);
+    log('busybox depmod');
+    const d = await execCommand(BUSYBOX, ['depmod', '-b', tmpDir, release], { timeoutMs: 300_000 });
+    if (d.status !== 0) throw new RemusError('OP_FAILED', `kernel lab setup: depmod failed:\n${tail(d.stderr)}`);
+    await rm(finalDir, { recursive: true, force: true });
+    await rename(tmpDir, finalDir);
+    await rm(dlDir, { recursive: true, force: true });
+    stamp = {
+      format: CACHE_FORMAT,
+      package: pkg.name,
+      version: pkg.version,
+      release,
+      kernel: join(finalDir, 'boot', `vmlinuz-${release}`),
+      initramfs: join(cacheDir, `initramfs-${release}.cpio`),
+      modulesDir: join(finalDir, 'lib', 'modules', release),
+    };
+    if (!existsSync(stamp.kernel)) throw new RemusError('OP_FAILED', `kernel lab setup: ${stamp.kernel} missing from ${pkg.name}`);
+    steps.push(`downloaded and unpacked ${pkg.name} ${pkg.version}`);
+  }
+  if (stamp === undefined) throw new RemusError('STATE', 'kernel lab setup: no stamp after unpacking (bug)');
+
+  // The initramfs is cheap to build: rebuild it in memory and write it only when it changed.
+  const initramfs = await buildInitramfs(stamp.modulesDir);
+  const current = existsSync(stamp.initramfs) ? await readFile(stamp.initramfs) : undefined;
+  if (current === undefined || !current.equals(initramfs)) {
+    log(`writing ${stamp.initramfs}`);
+    await writeFile(`${stamp.initramfs}.tmp`, initramfs);
+    await rename(`${stamp.initramfs}.tmp`, stamp.initramfs);
+    steps.push('built the initramfs');
+  }
+  await writeFile(`${stampPath(cacheDir)}.tmp`, JSON.stringify(stamp, null, 2) + '\n');
+  await rename(`${stampPath(cacheDir)}.tmp`, stampPath(cacheDir));
+
+  // Drop kernels other than the current one.
+  const keep = join(cacheDir, 'kernels', `${stamp.release}_${stamp.version}`);
+  for (const entry of await readdir(join(cacheDir, 'kernels')).catch(() => [] as string[])) {
+    const p = join(cacheDir, 'kernels', entry);
+    if (p !== keep && !entry.includes('.tmp.')) await rm(p, { recursive: true, force: true });
+  }
+  return { stamp, cached: steps.length === 0, steps };
+}
+
+/** The stamp of a finished setup, or undefined (not set up, or files missing). */
+export function readLabStamp(cacheDir = labCacheDir()): Promise<LabStamp | undefined> {
+  return readStamp(cacheDir);
+}
+
