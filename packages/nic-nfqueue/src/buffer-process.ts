@@ -1,0 +1,332 @@
+/**
+ * The buffer process: a small long-lived Node program that owns one
+ * NETLINK_NETFILTER socket in one network namespace and holds the packets of
+ * the queues it binds until it is told to release them.
+ *
+ * It is started once per network namespace per operation (with
+ * `ip netns exec NS node buffer-process.js`, or plainly for the namespace the
+ * caller runs in), because a netlink socket lives in the namespace of the
+ * process that opened it and Node cannot `setns`. The parent talks to it
+ * with one JSON object per line on stdin/stdout (see {@link Request}).
+ *
+ * Fail closed: when its stdin closes (the parent died) it exits; when it
+ * exits, however, the kernel unbinds its queues, drops what they held, and
+ * drops every new packet the rules queue (the rules never use
+ * `--queue-bypass`). It never accepts a packet except by a batch verdict up
+ * to a recorded epoch boundary.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+import {
+  configCommand,
+  configParams,
+  frame,
+  idAfter,
+  NETLINK_NETFILTER,
+  NF_ACCEPT,
+  NF_DROP,
+  NFQNL_CFG_CMD_BIND,
+  NFQNL_CFG_CMD_UNBIND,
+  NFQNL_MSG_CONFIG,
+  NFQNL_MSG_VERDICT,
+  NFQNL_MSG_VERDICT_BATCH,
+  NLM_F_ACK,
+  NLM_F_REQUEST,
+  parseMessages,
+  verdict,
+} from './nfqueue-wire.js';
+import type { QueueStats, Reply, Request } from './buffer-protocol.js';
+
+interface RawSocket {
+  on(event: 'message', listener: (msg: Buffer) => void): void;
+  on(event: 'error', listener: (err: { code?: string; message: string }) => void): void;
+  send(msg: Buffer, options?: { port?: number }, callback?: (err?: Error) => void): void;
+  setRecvBufferSize(size: number): unknown;
+  close(): void;
+}
+
+const require = createRequire(import.meta.url);
+const { RawNetlinkSocket } = require('netlink') as { RawNetlinkSocket: new (protocol: number, options?: object) => RawSocket };
+
+/** How long the kernel may take to ACK a config or verdict message. */
+const ACK_TIMEOUT_MS = 2000;
+/** Socket receive buffer asked for (the kernel caps it at net.core.rmem_max). */
+const RCVBUF = 8 << 20;
+
+/**
+ * One bound queue.
+ * Invariant: `ids`/`lens` from `head` on are the packets the kernel holds for
+ * this queue that this process has seen, in id order (the kernel's order),
+ * minus the ones dropped one by one at the byte cap.
+ */
+interface Queue {
+  readonly num: number;
+  readonly tag: string;
+  readonly maxBytes: number;
+  ids: number[];
+  lens: number[];
+  head: number;
+  heldBytes: number;
+  /** Last packet id seen, or -1 before the first packet. */
+  lastSeen: number;
+  /** Epoch boundary recorded by the last `mark` not yet released, or -1. */
+  mark: number;
+  released: number;
+  releasedBytes: number;
+  capDropped: number;
+  flushDropped: number;
+  epochs: number;
+}
+
+const queues = new Map<number, Queue>();
+const pendingAcks = new Map<number, { resolve: (errno: number) => void; timer: NodeJS.Timeout }>();
+let seq = Math.floor(Math.random() * 0x7fffffff);
+let overruns = 0;
+
+const sock = new RawNetlinkSocket(NETLINK_NETFILTER);
+try {
+  sock.setRecvBufferSize(RCVBUF);
+} catch {
+  // Kept at the default size: the kernel counts what overflows (user_dropped).
+}
+
+sock.on('message', (buf: Buffer) => {
+  for (const m of parseMessages(buf)) {
+    if (m.kind === 'ack') {
+      const p = pendingAcks.get(m.seq);
+      if (p) {
+        pendingAcks.delete(m.seq);
+        clearTimeout(p.timer);
+        p.resolve(m.errno);
+      }
+    } else if (m.kind === 'packet') {
+      onPacket(m.queue, m.id, m.length);
+    }
+  }
+});
+sock.on('error', (err) => {
+  // ENOBUFS: the kernel could not deliver a packet message; it dropped that
+  // packet and counted it as user_dropped. Nothing is held that we do not know.
+  if (err.code === 'ENOBUFS') overruns++;
+  else process.stderr.write(`buffer process: netlink error: ${err.message}\n`);
+});
+
+function onPacket(num: number, id: number, length: number): void {
+  const q = queues.get(num);
+  if (!q) {
+    // A packet for a queue we are unbinding: leave it to the kernel's flush.
+    return;
+  }
+  q.lastSeen = id;
+  if (q.heldBytes + length > q.maxBytes) {
+    sendNoAck(NFQNL_MSG_VERDICT, verdict(num, NF_DROP, id));
+    q.capDropped++;
+    return;
+  }
+  q.ids.push(id);
+  q.lens.push(length);
+  q.heldBytes += length;
+}
+
+function nextSeq(): number {
+  seq = (seq + 1) >>> 0;
+  if (seq === 0) seq = 1;
+  return seq;
+}
+
+function sendNoAck(type: number, payload: Buffer): void {
+  sock.send(frame(type, NLM_F_REQUEST, nextSeq(), payload), { port: 0 }, () => undefined);
+}
+
+/** Sends a message with ACK requested; resolves with the errno (0 = ok). */
+function sendAck(type: number, payload: Buffer): Promise<number> {
+  const s = nextSeq();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      pendingAcks.delete(s);
+      resolve(-1);
+    }, ACK_TIMEOUT_MS);
+    pendingAcks.set(s, { resolve, timer });
+    sock.send(frame(type, NLM_F_REQUEST | NLM_F_ACK, s, payload), { port: 0 }, (err) => {
+      if (err) {
+        pendingAcks.delete(s);
+        clearTimeout(timer);
+        resolve((err as { errno?: number }).errno ?? 5);
+      }
+    });
+  });
+}
+
+const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 16: 'EBUSY', 19: 'ENODEV', 22: 'EINVAL', 105: 'ENOBUFS' };
+function errnoName(e: number): string {
+  if (e === -1) return 'ETIMEDOUT';
+  return ERRNO_NAMES[e] ?? `errno ${e}`;
+}
+
+/** queue_dropped and user_dropped of each bound queue, from /proc (this namespace's view). */
+function kernelCounters(): Map<number, { queueDropped: number; userDropped: number }> {
+  const out = new Map<number, { queueDropped: number; userDropped: number }>();
+  try {
+    for (const line of readFileSync('/proc/net/netfilter/nfnetlink_queue', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/).map(Number);
+      if (f.length >= 7 && Number.isFinite(f[0])) out.set(f[0]!, { queueDropped: f[5]!, userDropped: f[6]! });
+    }
+  } catch {
+    // No counters: report what this process counted.
+  }
+  return out;
+}
+
+function statsOf(q: Queue, counters = kernelCounters()): QueueStats {
+  const k = counters.get(q.num) ?? { queueDropped: 0, userDropped: 0 };
+  const held = q.ids.length - q.head;
+  return {
+    queue: q.num,
+    held,
+    heldBytes: q.heldBytes,
+    released: q.released,
+    releasedBytes: q.releasedBytes,
+    capDropped: q.capDropped,
+    queueFullDropped: k.queueDropped,
+    socketDropped: k.userDropped,
+    flushDropped: q.flushDropped,
+    dropped: q.capDropped + k.queueDropped + k.userDropped + q.flushDropped,
+    epochs: q.epochs,
+  };
+}
+
+async function bind(req: Extract<Request, { op: 'bind' }>): Promise<Reply> {
+  const exclude = new Set(req.exclude);
+  for (let num = req.first; num <= req.last; num++) {
+    if (exclude.has(num) || queues.has(num)) continue;
+    const e = await sendAck(NFQNL_MSG_CONFIG, configCommand(num, NFQNL_CFG_CMD_BIND));
+    if (e === 16 || e === 1) continue; // EBUSY / EPERM: another socket owns it
+    if (e !== 0) return { id: req.id, ok: false, error: `binding queue ${num} failed: ${errnoName(e)}`, errno: errnoName(e) };
+    const p = await sendAck(NFQNL_MSG_CONFIG, configParams(num, req.copyRange, req.maxPackets));
+    if (p !== 0) {
+      await sendAck(NFQNL_MSG_CONFIG, configCommand(num, NFQNL_CFG_CMD_UNBIND));
+      return { id: req.id, ok: false, error: `configuring queue ${num} failed: ${errnoName(p)}`, errno: errnoName(p) };
+    }
+    const q: Queue = {
+      num,
+      tag: req.tag,
+      maxBytes: req.maxBytes,
+      ids: [],
+      lens: [],
+      head: 0,
+      heldBytes: 0,
+      lastSeen: -1,
+      mark: -1,
+      released: 0,
+      releasedBytes: 0,
+      capDropped: 0,
+      flushDropped: 0,
+      epochs: 0,
+    };
+    queues.set(num, q);
+    return { id: req.id, ok: true, queue: num, stats: statsOf(q) };
+  }
+  return { id: req.id, ok: false, error: `no free queue number in ${req.first}-${req.last}`, errno: 'EBUSY' };
+}
+
+function mark(req: Extract<Request, { op: 'mark' }>): Reply {
+  const q = queues.get(req.queue);
+  if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
+  q.mark = q.lastSeen;
+  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q) };
+}
+
+async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply> {
+  const q = queues.get(req.queue);
+  if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
+  const upTo = q.mark;
+  q.mark = -1;
+  q.epochs++;
+  // Nothing seen held up to the boundary: no verdict (the kernel would say ENOENT).
+  if (upTo < 0 || q.head >= q.ids.length || idAfter(q.ids[q.head]!, upTo)) {
+    return { id: req.id, ok: true, queue: q.num, stats: statsOf(q) };
+  }
+  const e = await sendAck(NFQNL_MSG_VERDICT_BATCH, verdict(q.num, NF_ACCEPT, upTo));
+  // ENOENT: the kernel held none of them any more (all dropped one by one).
+  if (e !== 0 && e !== 2) {
+    return { id: req.id, ok: false, error: `batch verdict on queue ${q.num} failed: ${errnoName(e)}`, errno: errnoName(e) };
+  }
+  while (q.head < q.ids.length && !idAfter(q.ids[q.head]!, upTo)) {
+    q.released++;
+    q.releasedBytes += q.lens[q.head]!;
+    q.heldBytes -= q.lens[q.head]!;
+    q.head++;
+  }
+  if (q.head > 4096 && q.head * 2 > q.ids.length) {
+    q.ids = q.ids.slice(q.head);
+    q.lens = q.lens.slice(q.head);
+    q.head = 0;
+  }
+  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q) };
+}
+
+async function unbind(req: Extract<Request, { op: 'unbind' }>): Promise<Reply> {
+  const mine = [...queues.values()].filter((q) => q.tag === req.tag);
+  const counters = kernelCounters();
+  let last: QueueStats | undefined;
+  for (const q of mine) {
+    queues.delete(q.num);
+    // Unbinding makes the kernel drop every packet the queue still holds.
+    const e = await sendAck(NFQNL_MSG_CONFIG, configCommand(q.num, NFQNL_CFG_CMD_UNBIND));
+    q.flushDropped += q.ids.length - q.head;
+    q.ids = [];
+    q.lens = [];
+    q.head = 0;
+    q.heldBytes = 0;
+    if (e !== 0 && e !== 2 && e !== 1) {
+      return { id: req.id, ok: false, error: `unbinding queue ${q.num} failed: ${errnoName(e)}`, errno: errnoName(e) };
+    }
+    last = statsOf(q, counters);
+  }
+  return last ? { id: req.id, ok: true, queue: last.queue, stats: last } : { id: req.id, ok: true };
+}
+
+async function handle(req: Request): Promise<Reply> {
+  switch (req.op) {
+    case 'bind':
+      return bind(req);
+    case 'mark':
+      return mark(req);
+    case 'release':
+      return release(req);
+    case 'unbind':
+      return unbind(req);
+    case 'stats': {
+      const counters = kernelCounters();
+      return { id: req.id, ok: true, all: [...queues.values()].map((q) => statsOf(q, counters)), overruns };
+    }
+    default:
+      return { id: (req as { id: number }).id, ok: false, error: `unknown op ${(req as { op: string }).op}`, errno: 'EINVAL' };
+  }
+}
+
+function write(reply: Reply | { ready: true; pid: number }): void {
+  process.stdout.write(`${JSON.stringify(reply)}\n`);
+}
+
+// Requests are handled one at a time, in order: a mark never overtakes a release.
+let chain: Promise<void> = Promise.resolve();
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  let req: Request;
+  try {
+    req = JSON.parse(line) as Request;
+  } catch {
+    return;
+  }
+  chain = chain.then(async () => write(await handle(req)));
+});
+rl.on('close', () => {
+  // The parent is gone (or tore us down): closing the socket unbinds every
+  // queue, and the kernel drops what they held.
+  sock.close();
+  process.exit(0);
+});
+
+write({ ready: true, pid: process.pid });

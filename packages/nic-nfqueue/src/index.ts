@@ -1,0 +1,24 @@
+/**
+ * @remus/nic-nfqueue: a NIC subkind that buffers a guest NIC's output per
+ * epoch in a userspace NFQUEUE buffer, for kernels without `sch_plug`.
+ *
+ * ```ts
+ * import { nicNfqueue } from '@remus/nic-nfqueue';
+ * const ops = [nicNetbuf(), nicNfqueue()]; // the kernel buffer where it exists, this one elsewhere
+ * ```
+ */
+import { definePlugin } from '@remus/core';
+import { nicNfqueue } from './subkind.js';
+
+export { nicNfqueue, SETUP_STEPS } from './subkind.js';
+export type { NicNfqueueOptions, SetupStep } from './subkind.js';
+export type { QueueStats } from './buffer-protocol.js';
+
+/** Plugin metadata: `loadPlugin('@remus/nic-nfqueue')` finds the `nic-nfqueue` subkind here. */
+export const plugin = definePlugin({
+  name: '@remus/nic-nfqueue',
+  version: '0.1.0',
+  coreRange: '>=0.1.0 <1.0.0',
+  description: 'NIC output buffering per epoch with NFQUEUE and a batch verdict (no sch_plug needed)',
+  subkinds: { 'nic-nfqueue': nicNfqueue },
+});

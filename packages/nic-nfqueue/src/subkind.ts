@@ -1,0 +1,386 @@
+/**
+ * The `nic-nfqueue` subkind: holds what a guest sends through one NIC in a
+ * kernel NFQUEUE, per epoch, and releases an epoch with one batch verdict
+ * when its checkpoint is committed. For kernels without `sch_plug`.
+ */
+import {
+  noMatch,
+  RemusError,
+  validateInterfaceName,
+  validateName,
+  type DeviceHandle,
+  type DeviceSpec,
+  type MatchResult,
+  type OpContext,
+  type SubkindOps,
+} from '@remus/core';
+import { existsSync } from 'node:fs';
+import { BufferProcess, type QueueStats } from './buffer-client.js';
+import {
+  deleteRule,
+  ensureBridgeNetfilter,
+  findRules,
+  insertRule,
+  lookupLink,
+  probeBridge,
+  probeHost,
+  queueNumbersInUse,
+  ruleSpec,
+  ruleTag,
+  type Family,
+  type HostCommands,
+  type HostProbe,
+  type Mode,
+} from './host.js';
+
+/** The steps of `setup`, in order; {@link NicNfqueueOptions.onSetupStep} sees each before it runs. */
+export const SETUP_STEPS = ['resolve', 'buffer-process', 'bridge-netfilter', 'bind-queue', 'rule-ipv4', 'rule-ipv6', 'verify'] as const;
+export type SetupStep = (typeof SETUP_STEPS)[number];
+
+/** Options of {@link nicNfqueue}. */
+export interface NicNfqueueOptions {
+  /**
+   * Network namespace (a name under /run/netns) of devices that give no
+   * `params.netns`. Undefined: the namespace this process runs in. The
+   * buffer process for it starts at `init`.
+   */
+  readonly netns?: string;
+  /** Cap on packets held per NIC (the kernel queue's length). Default 10 000. */
+  readonly maxPackets?: number;
+  /** Cap on bytes held per NIC (original packet lengths). Default 64 MiB. */
+  readonly maxBytes?: number;
+  /** Queue numbers this subkind may take, inclusive. Default [47100, 47355]. */
+  readonly queueRange?: readonly [number, number];
+  /** `ip` command. Default `ip`. */
+  readonly ip?: string;
+  /** iptables command; `<it>-save` must exist too. Default `iptables` (the system's choice of nft or legacy). */
+  readonly iptables?: string;
+  /** ip6tables command; `<it>-save` must exist too. Default `ip6tables`. */
+  readonly ip6tables?: string;
+  /** Time limit for a buffer process to start. Default 10 000 ms. */
+  readonly startTimeoutMs?: number;
+  /**
+   * Test hook for fault injection: called before each setup step; a throw
+   * fails setup at that step (teardown must then clean up).
+   */
+  readonly onSetupStep?: (step: SetupStep, device: DeviceSpec) => void | Promise<void>;
+}
+
+/**
+ * Shared state of one operation.
+ * Invariant: `processes` has at most one entry per namespace (key '' = this
+ * process's namespace); every entry is stopped by `cleanup`.
+ */
+interface Shared {
+  readonly probe: HostProbe;
+  readonly processes: Map<string, Promise<BufferProcess>>;
+}
+
+/**
+ * Per-device data, filled by setup as each resource comes into existence.
+ * `queueBound` and `rulesMaybe` are set BEFORE the step that creates the
+ * resource runs, so teardown also cleans up a step that was cut short.
+ */
+interface NicData {
+  readonly netns: string | undefined;
+  readonly ifname: string;
+  readonly tag: string;
+  mode?: Mode;
+  bridge?: string;
+  /** Bridge netfilter switches setup turned on (left on; see README). */
+  bridgeSwitches?: string[];
+  process?: BufferProcess;
+  /** A bind was asked for: teardown must unbind by tag. */
+  queueBound?: boolean;
+  queue?: number;
+  /** Rules may exist in these families: teardown must look for them. */
+  rulesMaybe: Family[];
+  /** Latest figures from the buffer process. */
+  stats?: QueueStats;
+  tornDown?: boolean;
+}
+
+/** How long a checkpoint request to the buffer process may take at most (the core's op timeout usually fires first). */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+function nsKey(netns: string | undefined): string {
+  return netns ?? '';
+}
+
+interface DeviceParams {
+  readonly ifname: string;
+  readonly netns: string | undefined;
+  readonly mode: Mode | 'auto';
+}
+
+/** Reads and validates a device's params; undefined when it has no `ifname` (not a host interface). */
+function readParams(device: DeviceSpec, defaultNetns: string | undefined): DeviceParams | undefined {
+  const p = device.params ?? {};
+  if (p.ifname === undefined) return undefined;
+  const ifname = validateInterfaceName(p.ifname, `device ${device.id}: params.ifname`);
+  const netns = p.netns === undefined ? defaultNetns : validateName(p.netns, `device ${device.id}: params.netns`);
+  const mode = p.mode ?? 'auto';
+  if (mode !== 'auto' && mode !== 'routed' && mode !== 'bridged') {
+    throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: params.mode must be "routed", "bridged" or "auto", not ${JSON.stringify(mode)}`);
+  }
+  return { ifname, netns, mode };
+}
+
+function checkNetns(netns: string | undefined): void {
+  if (netns !== undefined && !existsSync(`/run/netns/${netns}`)) {
+    throw new RemusError('OP_FAILED', `network namespace ${netns} does not exist (no /run/netns/${netns})`);
+  }
+}
+
+function positiveInt(v: unknown, what: string, fallback: number, max = 2 ** 32 - 1): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) {
+    throw new RemusError('INVALID_ARGUMENT', `nic-nfqueue: ${what} must be an integer from 1 to ${max}, not ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Makes the `nic-nfqueue` subkind. Validates the options at once (throws
+ * INVALID_ARGUMENT); touches nothing until the core calls its ops.
+ */
+export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, NicData> {
+  const defaultNetns = options.netns === undefined ? undefined : validateName(options.netns, 'nic-nfqueue: options.netns');
+  const maxPackets = positiveInt(options.maxPackets, 'maxPackets', 10_000);
+  const maxBytes = positiveInt(options.maxBytes, 'maxBytes', 64 << 20, Number.MAX_SAFE_INTEGER);
+  const [first, last] = options.queueRange ?? [47100, 47355];
+  if (!Number.isInteger(first) || !Number.isInteger(last) || first < 0 || last > 65535 || first > last) {
+    throw new RemusError('INVALID_ARGUMENT', `nic-nfqueue: queueRange must be [first, last] within 0-65535, not ${JSON.stringify(options.queueRange)}`);
+  }
+  const cmds: HostCommands = {
+    ip: options.ip ?? 'ip',
+    iptables: options.iptables ?? 'iptables',
+    ip6tables: options.ip6tables ?? 'ip6tables',
+  };
+  const startTimeoutMs = positiveInt(options.startTimeoutMs, 'startTimeoutMs', 10_000);
+
+  /** The buffer process of a namespace, started on first use (at most once per operation). */
+  const processFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferProcess> => {
+    const key = nsKey(netns);
+    let p = shared.processes.get(key);
+    if (!p) {
+      p = BufferProcess.start({ netns, ip: cmds.ip, timeoutMs: startTimeoutMs, signal });
+      shared.processes.set(key, p);
+      // A failed start must not stay cached as the namespace's process.
+      p.catch(() => {
+        if (shared.processes.get(key) === p) shared.processes.delete(key);
+      });
+    }
+    return p;
+  };
+
+  const step = async (s: SetupStep, device: DeviceSpec): Promise<void> => {
+    await options.onSetupStep?.(s, device);
+  };
+
+  const checkpointRequest = async (handle: DeviceHandle<Shared, NicData>, op: 'mark' | 'release', ctx: OpContext): Promise<void> => {
+    const d = handle.data;
+    if (!d?.process || d.queue === undefined) {
+      throw new RemusError('STATE', `device ${handle.device.id} has no bound queue: setup did not finish`);
+    }
+    const reply = await d.process.request({ op, queue: d.queue }, ctx.signal, REQUEST_TIMEOUT_MS);
+    if (reply.stats) d.stats = reply.stats;
+  };
+
+  return {
+    name: 'nic-nfqueue',
+    kind: 'nic',
+
+    /**
+     * Probes the host once (nfnetlink_queue, NFQUEUE target, iptables and
+     * ip6tables) and, if it can buffer, starts the buffer process (the
+     * shared netlink socket) for the default namespace.
+     */
+    async init(ctx) {
+      const probe = await probeHost(cmds, ctx.signal);
+      const shared: Shared = { probe, processes: new Map() };
+      if (probe.ok && (defaultNetns === undefined || existsSync(`/run/netns/${defaultNetns}`))) {
+        await processFor(shared, defaultNetns, ctx.signal);
+      }
+      return shared;
+    },
+
+    /** Stops every buffer process (closing their sockets unbinds any queue left, and the kernel drops what it held). */
+    async cleanup(shared) {
+      const all = [...shared.processes.values()];
+      shared.processes.clear();
+      await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.stop()));
+    },
+
+    /**
+     * Takes a NIC with `params.ifname` when the host can buffer it. Says no
+     * (with a reason) when the device has no `ifname`, the kernel or tools
+     * lack NFQUEUE support, or a bridged port lacks bridge netfilter. Throws
+     * when the params are invalid or the interface or namespace is missing.
+     */
+    async match(handle, ctx): Promise<MatchResult> {
+      const params = readParams(handle.device, defaultNetns);
+      if (!params) return noMatch('no params.ifname: nic-nfqueue buffers a host-side interface');
+      if (!handle.shared.probe.ok) return noMatch(handle.shared.probe.reason);
+      checkNetns(params.netns);
+      const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
+      const mode = params.mode === 'auto' ? (link.bridge ? 'bridged' : 'routed') : params.mode;
+      if (mode === 'bridged') {
+        if (!link.bridge) throw new RemusError('INVALID_ARGUMENT', `device ${handle.device.id}: mode "bridged" but ${params.ifname} is not a bridge port`);
+        const b = probeBridge();
+        if (!b.ok) return noMatch(b.reason);
+      }
+      return true;
+    },
+
+    /**
+     * Starts (or reuses) the namespace's buffer process, binds a free queue
+     * number, and inserts the IPv4 and IPv6 rules that queue what the guest
+     * sends through the interface. Records each resource before making it.
+     */
+    async setup(handle, ctx) {
+      const { device } = handle;
+      await step('resolve', device);
+      const params = readParams(device, defaultNetns);
+      if (!params) throw new RemusError('INVALID_ARGUMENT', `device ${device.id} has no params.ifname`);
+      const d: NicData = { netns: params.netns, ifname: params.ifname, tag: ruleTag(ctx.operation, device.id), rulesMaybe: [] };
+      handle.data = d;
+      checkNetns(params.netns);
+      const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
+      d.mode = params.mode === 'auto' ? (link.bridge ? 'bridged' : 'routed') : params.mode;
+      if (d.mode === 'bridged') {
+        if (!link.bridge) throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: mode "bridged" but ${params.ifname} is not a bridge port`);
+        d.bridge = link.bridge;
+      }
+
+      await step('buffer-process', device);
+      d.process = await processFor(handle.shared, d.netns, ctx.signal);
+
+      if (d.mode === 'bridged') {
+        await step('bridge-netfilter', device);
+        d.bridgeSwitches = await ensureBridgeNetfilter(cmds, d.netns, d.bridge!, ctx.signal);
+      }
+
+      await step('bind-queue', device);
+      const exclude = await queueNumbersInUse(cmds, d.netns, ctx.signal);
+      d.queueBound = true;
+      const bound = await d.process.request(
+        { op: 'bind', tag: d.tag, exclude, first, last, maxPackets, maxBytes, copyRange: 1 },
+        ctx.signal,
+        REQUEST_TIMEOUT_MS,
+      );
+      d.queue = bound.queue;
+      if (bound.stats) d.stats = bound.stats;
+
+      for (const family of ['ipv4', 'ipv6'] as const) {
+        await step(family === 'ipv4' ? 'rule-ipv4' : 'rule-ipv6', device);
+        d.rulesMaybe.push(family);
+        await insertRule(cmds, d.netns, family, ruleSpec(d.mode, d.ifname, d.tag, d.queue!), ctx.signal);
+      }
+
+      await step('verify', device);
+      // The queue is bound by the process that is still alive: the rules point at a live buffer.
+      if (!d.process.alive) {
+        throw new RemusError('OP_FAILED', `buffer process for ${device.id} died during setup (${d.process.describeExit()})`);
+      }
+    },
+
+    /**
+     * Unbinds the NIC's queue first (the kernel DROPS what it still holds:
+     * that output belongs to an epoch no backup committed), then deletes every
+     * rule tagged for this device. Idempotent; works after a failed or cut
+     * short setup; a dead buffer process counts as already unbound.
+     */
+    async teardown(handle, ctx) {
+      const d = handle.data;
+      if (!d) return;
+      const errors: unknown[] = [];
+      if (d.queueBound && d.process?.alive) {
+        try {
+          const r = await d.process.request({ op: 'unbind', tag: d.tag }, ctx.signal, REQUEST_TIMEOUT_MS);
+          if (r.stats) d.stats = r.stats;
+        } catch (e) {
+          // A process that died meanwhile unbound everything by dying.
+          if (d.process.alive) errors.push(e);
+        }
+      }
+      d.queueBound = false;
+      // A namespace that is gone took its rules with it.
+      if (d.netns !== undefined && !existsSync(`/run/netns/${d.netns}`)) d.rulesMaybe = [];
+      if (d.rulesMaybe.length > 0) {
+        try {
+          const mine = (t: string): boolean => t === d.tag;
+          for (const rule of await findRules(cmds, d.netns, mine, ctx.signal)) {
+            await deleteRule(cmds, d.netns, rule, ctx.signal);
+          }
+          const left = await findRules(cmds, d.netns, mine, ctx.signal);
+          if (left.length > 0) throw new Error(`rules still present after delete: ${left.map((r) => r.spec.join(' ')).join('; ')}`);
+          d.rulesMaybe = [];
+        } catch (e) {
+          errors.push(e);
+        }
+      }
+      d.tornDown = true;
+      if (errors.length > 0) {
+        throw new RemusError('OP_FAILED', `teardown of ${handle.device.id} left something behind: ${errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')}`, {
+          cause: errors[0],
+        });
+      }
+    },
+
+    /** Records the epoch boundary: the last packet the buffer has seen belongs to the epoch just closed. */
+    async postsuspend(handle, ctx) {
+      await checkpointRequest(handle, 'mark', ctx);
+    },
+
+    /** Releases every packet up to the recorded boundary with one batch verdict (ACKed); order is kept. */
+    async commit(handle, ctx) {
+      await checkpointRequest(handle, 'release', ctx);
+    },
+
+    /**
+     * Deletes the rules a crashed operation left, in the namespace of each of
+     * its devices (and the default one). Its queues died with its buffer
+     * processes (they exit when their parent's pipe closes).
+     */
+    async reap(operation, devices, ctx) {
+      const spaces = new Set<string | undefined>([defaultNetns]);
+      for (const dev of devices) {
+        const ns = dev.params?.netns;
+        if (ns === undefined) continue;
+        spaces.add(validateName(ns, `device ${dev.id}: params.netns`));
+      }
+      const prefix = `remus:${operation}:`;
+      const removed: string[] = [];
+      for (const ns of spaces) {
+        if (ns !== undefined && !existsSync(`/run/netns/${ns}`)) continue;
+        for (const rule of await findRules(cmds, ns, (t) => t.startsWith(prefix), ctx.signal)) {
+          await deleteRule(cmds, ns, rule, ctx.signal);
+          removed.push(`${rule.family === 'ipv4' ? 'iptables' : 'ip6tables'} raw PREROUTING rule ${rule.tag} (queue ${rule.queue ?? '?'})${ns === undefined ? '' : ` in netns ${ns}`}`);
+        }
+      }
+      return removed;
+    },
+
+    /** held/released/dropped packets (and bytes) as of the last checkpoint op; `bufferAlive` is 0 once the buffer process died. */
+    stats(handle): Record<string, number> {
+      const s = handle.data?.stats;
+      const alive = handle.data?.process?.alive ? 1 : 0;
+      if (!s) return { held: 0, released: 0, dropped: 0, bufferAlive: alive };
+      return {
+        held: s.held,
+        heldBytes: s.heldBytes,
+        released: s.released,
+        releasedBytes: s.releasedBytes,
+        dropped: s.dropped,
+        capDropped: s.capDropped,
+        queueFullDropped: s.queueFullDropped,
+        socketDropped: s.socketDropped,
+        flushDropped: s.flushDropped,
+        epochs: s.epochs,
+        queue: s.queue,
+        bufferAlive: alive,
+      };
+    },
+  };
+}

@@ -1,0 +1,144 @@
+/**
+ * Output commit on this machine's kernel, in network namespaces (needs root):
+ * packets a guest sends in epoch N reach the client only after commit N,
+ * epoch N+1 stays held until commit N+1, and order is kept, for a routed
+ * and a bridged host, over IPv4 and IPv6.
+ */
+import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { nicNfqueue } from '../src/index.js';
+import { createLab, killStrayBufferProcesses, leftovers, until, type Lab, type Topology } from './netns-lab.js';
+
+let lab: Lab | undefined;
+let layer: CheckpointDevices | undefined;
+
+afterEach(async () => {
+  await layer?.teardown().catch(() => undefined);
+  layer = undefined;
+  killStrayBufferProcesses();
+  lab?.destroy();
+  lab = undefined;
+});
+
+/** Sum of packets the host's kernel holds in NFQUEUE queues. */
+function held(l: Lab): number {
+  return [...l.queueTotals().values()].reduce((a, b) => a + b, 0);
+}
+
+/** Waits a little and checks that nothing more than `expected` reached the client. */
+async function expectStillOnly(l: Lab, expected: readonly string[]): Promise<void> {
+  // The held packets are counted in the kernel first; the pause only gives a leak time to show.
+  await new Promise((r) => setTimeout(r, 150));
+  expect(l.received()).toEqual(expected);
+}
+
+for (const topology of ['routed', 'bridged'] as const satisfies readonly Topology[]) {
+  describe(`nic-nfqueue output commit, ${topology} (netns)`, () => {
+    it(`holds epoch N until commit N and epoch N+1 until commit N+1, in order, IPv4 and IPv6 (${topology})`, async () => {
+      lab = createLab(topology);
+      await lab.startTraffic();
+      const l = lab;
+      layer = createCheckpointDevices({
+        ops: [nicNfqueue()],
+        devices: [{ id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }],
+      });
+      await layer.setup();
+      expect(layer.assignments()[0]?.subkind).toBe('nic-nfqueue');
+
+      // Epoch 1: IPv4 and IPv6 interleaved. (The receiver reads IPv4 and IPv6
+      // on two sockets, so order is checked within each family.)
+      const seq = (p: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${p}-${i + 1}`);
+      const e1v4 = seq('e1', 10);
+      const e1v6 = seq('e1v6', 3);
+      await l.send(e1v4.slice(0, 4));
+      await l.send(e1v6, l.clientV6);
+      await l.send(e1v4.slice(4));
+      await until(() => held(l) === 13, 5000, 'epoch 1 queued in the kernel');
+      await expectStillOnly(l, []);
+      await layer.postsuspend();
+      await layer.preresume();
+
+      // Epoch 2 starts when the guest resumes; its packets must wait for commit 2.
+      const e2v4 = seq('e2', 6);
+      const e2v6 = seq('e2v6', 2);
+      await l.send(e2v4.slice(0, 3));
+      await l.send(e2v6, l.clientV6);
+      await l.send(e2v4.slice(3));
+      await until(() => held(l) === 21, 5000, 'epoch 2 queued in the kernel');
+      await expectStillOnly(l, []);
+
+      await layer.commit();
+      await l.receiver!.waitFor(() => l.received().length >= 13, 5000, 'epoch 1 after commit 1');
+      expect(held(l)).toBe(8);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(byFamily(l.received())).toEqual({ v4: e1v4, v6: e1v6 });
+      expect(nicStats(layer)).toMatchObject({ released: 13, held: 8, dropped: 0 });
+
+      await layer.postsuspend();
+      await layer.preresume();
+      await layer.commit();
+      await l.receiver!.waitFor(() => l.received().length >= 21, 5000, 'epoch 2 after commit 2');
+      expect(byFamily(l.received())).toEqual({ v4: [...e1v4, ...e2v4], v6: [...e1v6, ...e2v6] });
+      // Every epoch-1 packet arrived before any epoch-2 packet.
+      const r = l.received();
+      expect(Math.max(...r.filter((p) => p.startsWith('e1')).map((p) => r.indexOf(p)))).toBeLessThan(
+        Math.min(...r.filter((p) => p.startsWith('e2')).map((p) => r.indexOf(p))),
+      );
+
+      // An epoch with no output commits fine.
+      await layer.postsuspend();
+      await layer.preresume();
+      await layer.commit();
+      expect(held(l)).toBe(0);
+
+      await layer.teardown();
+      layer = undefined;
+      expect(leftovers(l)).toEqual([]);
+      // With the rules gone the guest's output flows unbuffered again.
+      await l.send(['after']);
+      await l.receiver!.waitFor(() => l.received().includes('after'), 5000, 'unbuffered packet after teardown');
+    });
+
+    it(`buffers output to the host itself and leaves traffic from elsewhere alone (${topology})`, async () => {
+      lab = createLab(topology);
+      await lab.startTraffic();
+      const l = lab;
+      layer = createCheckpointDevices({
+        ops: [nicNfqueue()],
+        devices: [{ id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }],
+      });
+      await layer.setup();
+      // Guest -> host address: queued like forwarded output.
+      await l.send(['to-host'], l.hostV4);
+      await until(() => held(l) === 1, 5000, 'host-bound packet queued');
+      // Traffic entering the host elsewhere (from the client) is not queued.
+      const { execFileSync } = await import('node:child_process');
+      execFileSync('ip', [
+        'netns',
+        'exec',
+        l.client,
+        process.execPath,
+        '-e',
+        `const d=require('dgram').createSocket('udp4');d.send('x',9,'${l.hostV4}',()=>d.close())`,
+      ]);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(held(l)).toBe(1);
+      await layer.postsuspend();
+      await layer.preresume();
+      await layer.commit();
+      expect(held(l)).toBe(0);
+      expect(nicStats(layer)).toMatchObject({ released: 1, held: 0, dropped: 0 });
+    });
+  });
+}
+
+function byFamily(payloads: readonly string[]): { v4: string[]; v6: string[] } {
+  return { v4: payloads.filter((p) => !p.includes('v6')), v6: payloads.filter((p) => p.includes('v6')) };
+}
+
+/** The device's figures, from the subkind's stats through the layer. */
+function nicStats(l: CheckpointDevices): Readonly<Record<string, number>> {
+  const s = l.stats().find((x) => x.device === 'vif1.0');
+  if (!s) throw new Error('no stats for vif1.0');
+  return s.stats;
+}
