@@ -1,0 +1,366 @@
+/**
+ * `remus demo`: the whole thing end to end on one host, in namespaces it
+ * makes and removes.
+ *
+ *   client netns (10.77.2.2) -- router netns (vif0 10.77.1.1 | cl0 10.77.2.1) -- guest netns (10.77.1.2)
+ *
+ * The guest (a UDP echo service) runs under the process domain, in its own
+ * cgroup, frozen at each checkpoint; its NIC's host side (`vif0` in the
+ * router namespace) is protected by the best NIC subkind available
+ * (nic-netbuf, else nic-nfqueue). The client sends requests; every reply
+ * carries the time the guest sent it. Output commit is checked: a reply sent
+ * during epoch N must not reach the client before checkpoint N was
+ * acknowledged by the backup (after which commit releases it).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { newOperationId, runScript, type DomainAdapter } from '@remus/core';
+import type { ProcessDomain } from '@remus/domain-process';
+import { validateConfig, type RemusConfig } from '../config.js';
+import { Journal } from '../journal.js';
+import type { Io } from '../main.js';
+import { ip, netnsExists, removeNetns } from '../netns.js';
+import { CLI_DIR, buildOps, type BuiltOps } from '../plugins.js';
+import { ProgressView, RunFigures, ms, percentile, type ViewMode } from '../progress.js';
+import { runProtected } from '../run.js';
+
+export interface DemoOptions {
+  /** How long the client sends requests, ms. */
+  readonly durationMs: number;
+  /** Checkpoint interval, ms. */
+  readonly intervalMs: number;
+  readonly mode: ViewMode;
+  readonly stateDir: string;
+  readonly io: Io;
+  /**
+   * Protect no NIC (like `xl remus -n`): replies leave the host unbuffered,
+   * so the output-commit check must find violations. Shows that the check
+   * can fail; the demo then exits non-zero.
+   */
+  readonly noNetBuffer?: boolean;
+}
+
+/** The subkinds the demo tries, best first. */
+const NIC_PLUGINS = [
+  { package: '@remus/nic-netbuf', subkind: 'nic-netbuf' },
+  { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue' },
+];
+const PORT = 7000;
+const GUEST_IP = '10.77.1.2';
+/** Client request period, ms. */
+const PERIOD_MS = 5;
+
+/** The demo's result, as printed. */
+export interface DemoSummary {
+  readonly ok: boolean;
+  readonly operation: string;
+  readonly nic: string | undefined;
+  readonly declined: readonly { subkind: string; reason: string }[];
+  readonly checkpoints: number;
+  readonly rate: number;
+  readonly pauseP50Ms: number;
+  readonly pauseP99Ms: number;
+  readonly packetsHeldMax: number;
+  readonly packetsReleased: number;
+  readonly packetsDropped: number;
+  readonly requestsSent: number;
+  readonly repliesReceived: number;
+  readonly latencyP50Ms: number;
+  readonly latencyP99Ms: number;
+  readonly violations: number;
+  readonly cleanedUp: boolean;
+  readonly leftovers: readonly string[];
+  readonly error?: string;
+}
+
+/** Finds a compiled helper script beside this module or in dist/ (when running from src). */
+function script(name: string): string {
+  const here = fileURLToPath(new URL(`./${name}.js`, import.meta.url));
+  if (existsSync(here)) return here;
+  return fileURLToPath(new URL(`../../dist/demo/${name}.js`, import.meta.url));
+}
+
+/** Runs the demo; resolves with the exit code (0 only if no violation, replies arrived, and nothing is left). */
+export async function runDemo(o: DemoOptions): Promise<number> {
+  const { io } = o;
+  const operation = newOperationId();
+  const ns = { guest: `remus-demo-${operation}-g`, router: `remus-demo-${operation}-r`, client: `remus-demo-${operation}-c` };
+  const figures = new RunFigures();
+  const view = new ProgressView(o.mode, io.out as never, figures);
+
+  // Plugins first: nothing is touched if none can be loaded.
+  const built = o.noNetBuffer ? { ops: [], plugins: [], used: [] } : await loadNicPlugins();
+  const config: RemusConfig = validateConfig(
+    {
+      intervalMs: o.intervalMs,
+      domain: {
+        type: 'process',
+        command: ['ip', 'netns', 'exec', ns.guest, process.execPath, script('guest'), String(PORT)],
+        ack: { type: 'local' },
+      },
+      plugins: built.used.map((p) => ({ package: p.package, subkinds: { [p.subkind]: {} } })),
+      devices: o.noNetBuffer ? [] : [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', netns: ns.router } }],
+    },
+    'demo',
+  );
+  const journal = Journal.create(
+    o.stateDir,
+    operation,
+    'demo',
+    config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? CLI_DIR, subkinds: p.subkinds })),
+    config.devices,
+  );
+
+  let stop: AbortController | undefined;
+  let interrupted: string | undefined;
+  let client: ChildProcess | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    interrupted = sig;
+    view.say(`${sig}: stopping the demo and cleaning up`);
+    stop?.abort();
+    client?.kill('SIGTERM');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const frozenAt = new Map<number, number>();
+  const ackedAt = new Map<number, number>();
+  let heldMax = 0;
+  let chosen: string | undefined;
+  let declined: { subkind: string; reason: string }[] = [];
+  let clientResult: Promise<ClientReport | undefined> = Promise.resolve(undefined);
+  let setupError: string | undefined;
+  let outcome: Awaited<ReturnType<typeof runProtected>> | undefined;
+  try {
+    await buildNetwork(ns, journal);
+    view.say(`network: client ${ns.client} -> router ${ns.router} (vif0) -> guest ${ns.guest} ${GUEST_IP}:${PORT}`);
+    if (!interrupted) {
+      outcome = await runProtected(
+        {
+          config,
+          source: 'demo',
+          pluginDirs: [CLI_DIR],
+          stateDir: o.stateDir,
+          view,
+          command: 'demo',
+          journal,
+          operation,
+          stdio: ['ignore', 'pipe', 'inherit'],
+          handleSignals: false,
+          wrapDomain: (d) => recordTimes(d, frozenAt, ackedAt),
+          onCheckpoint: (_f, devices) => {
+            for (const s of devices.stats()) heldMax = Math.max(heldMax, s.stats.held ?? 0);
+          },
+          onRunning: ({ domain, devices, stop: s }) => {
+            const a = devices.assignments()[0];
+            chosen = a?.subkind;
+            declined = [...(a?.declined ?? [])];
+            stop = s;
+            if (interrupted) s.abort();
+            clientResult = startClient(domain, ns.client, o, journal, (c) => (client = c)).finally(() => s.abort());
+          },
+        },
+        built,
+      );
+    }
+  } catch (e) {
+    setupError = (e as Error).message;
+  } finally {
+    client?.kill('SIGTERM');
+  }
+  const report = await clientResult.catch(() => undefined);
+  // Namespaces go last: the run removed its own rules, cgroup and processes.
+  const leftovers: string[] = [];
+  for (const name of Object.values(ns)) {
+    try {
+      await removeNetns(name);
+    } catch (e) {
+      leftovers.push(`network namespace ${name}: ${(e as Error).message}`);
+    }
+  }
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  leftovers.push(...(await findLeftovers(operation, ns)));
+  if (leftovers.length === 0 && (outcome?.clean ?? true)) journal.remove();
+  else leftovers.push(`journal kept: ${journal.path} (run \`remus cleanup\`)`);
+
+  const s = outcome?.summary ?? figures.summary();
+  const replies = report?.replies ?? [];
+  const violations = countViolations(replies, frozenAt, ackedAt);
+  const latencies = replies.map((r) => r.r - (report?.sentAt[r.n] ?? r.r));
+  const summary: DemoSummary = {
+    ok: false,
+    operation,
+    nic: chosen,
+    declined,
+    checkpoints: s.checkpoints,
+    rate: s.rate,
+    pauseP50Ms: s.pauseP50Ms,
+    pauseP99Ms: s.pauseP99Ms,
+    packetsHeldMax: heldMax,
+    packetsReleased: s.devices.released ?? 0,
+    packetsDropped: s.devices.dropped ?? 0,
+    requestsSent: report?.sentAt.length ?? 0,
+    repliesReceived: replies.length,
+    latencyP50Ms: percentile(latencies, 0.5),
+    latencyP99Ms: percentile(latencies, 0.99),
+    violations,
+    cleanedUp: leftovers.length === 0,
+    leftovers,
+    ...(setupError || outcome?.error ? { error: setupError ?? `[${outcome?.error?.code}] ${outcome?.error?.message}` } : {}),
+  };
+  const ok = !interrupted && summary.error === undefined && summary.violations === 0 && summary.repliesReceived > 0 && summary.checkpoints > 0 && summary.cleanedUp;
+  const final = { ...summary, ok, ...(interrupted ? { interrupted } : {}) };
+  if (o.mode === 'json') view.event('demo-summary', final);
+  else io.out.write(formatSummary(final, o.intervalMs));
+  return ok ? 0 : 1;
+}
+
+/** Loads the NIC plugins that are installed, best first; the demo's ops list. */
+async function loadNicPlugins(): Promise<BuiltOps & { used: typeof NIC_PLUGINS }> {
+  const loaded: BuiltOps[] = [];
+  const used: typeof NIC_PLUGINS = [];
+  for (const p of NIC_PLUGINS) {
+    try {
+      loaded.push(await buildOps([{ package: p.package, subkinds: { [p.subkind]: {} } }], [], [CLI_DIR], 'demo'));
+      used.push(p);
+    } catch {
+      // Not installed: the next one.
+    }
+  }
+  return { ops: loaded.flatMap((b) => b.ops), plugins: loaded.flatMap((b) => b.plugins), used };
+}
+
+/** Wraps the domain to record, per checkpoint, when the guest was frozen and when the backup acknowledged. */
+function recordTimes(d: ProcessDomain, frozenAt: Map<number, number>, ackedAt: Map<number, number>): DomainAdapter {
+  const now = (): number => performance.timeOrigin + performance.now();
+  return {
+    name: d.name,
+    async suspend(ctx) {
+      await d.suspend(ctx);
+      frozenAt.set(ctx.checkpoint, now());
+    },
+    save: (ctx) => d.save(ctx),
+    resume: (ctx) => d.resume(ctx),
+    async waitAck(ctx) {
+      await d.waitAck(ctx);
+      ackedAt.set(ctx.checkpoint, now());
+    },
+  };
+}
+
+interface ClientReport {
+  readonly sentAt: number[];
+  readonly replies: { n: number; k: number; g: number; r: number }[];
+}
+
+/**
+ * A reply the guest sent at time g belongs to the first epoch N whose freeze
+ * came after g; it may reach the client only after checkpoint N was
+ * acknowledged (commit, which releases it, starts after that). A reply of an
+ * epoch that was never checkpointed must not arrive at all.
+ */
+export function countViolations(replies: readonly { g: number; r: number }[], frozenAt: ReadonlyMap<number, number>, ackedAt: ReadonlyMap<number, number>): number {
+  const epochs = [...frozenAt.entries()].sort((a, b) => a[0] - b[0]);
+  let violations = 0;
+  for (const reply of replies) {
+    const epoch = epochs.find(([, t]) => t >= reply.g);
+    const acked = epoch ? ackedAt.get(epoch[0]) : undefined;
+    if (acked === undefined || reply.r < acked) violations++;
+  }
+  return violations;
+}
+
+/** Makes the three namespaces and links them; each name is in the journal before it exists. */
+async function buildNetwork(ns: { guest: string; router: string; client: string }, journal: Journal): Promise<void> {
+  for (const name of [ns.router, ns.guest, ns.client]) {
+    journal.addNetns(name);
+    await ip(['netns', 'add', name]);
+    await ip(['-n', name, 'link', 'set', 'lo', 'up']);
+  }
+  await ip(['-n', ns.router, 'link', 'add', 'vif0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.guest]);
+  await ip(['-n', ns.router, 'link', 'add', 'cl0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.client]);
+  await ip(['-n', ns.router, 'addr', 'add', '10.77.1.1/24', 'dev', 'vif0']);
+  await ip(['-n', ns.router, 'addr', 'add', '10.77.2.1/24', 'dev', 'cl0']);
+  await ip(['-n', ns.guest, 'addr', 'add', `${GUEST_IP}/24`, 'dev', 'eth0']);
+  await ip(['-n', ns.client, 'addr', 'add', '10.77.2.2/24', 'dev', 'eth0']);
+  for (const [n, dev] of [[ns.router, 'vif0'], [ns.router, 'cl0'], [ns.guest, 'eth0'], [ns.client, 'eth0']] as const) {
+    await ip(['-n', n, 'link', 'set', dev, 'up']);
+  }
+  await ip(['-n', ns.guest, 'route', 'add', 'default', 'via', '10.77.1.1']);
+  await ip(['-n', ns.client, 'route', 'add', 'default', 'via', '10.77.2.1']);
+  await ip(['netns', 'exec', ns.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+}
+
+/** Waits for the guest's `ready`, then runs the client to completion and parses its report. */
+async function startClient(domain: ProcessDomain, clientNs: string, o: DemoOptions, journal: Journal, onChild: (c: ChildProcess) => void): Promise<ClientReport | undefined> {
+  const stdout = domain.stdout;
+  if (!stdout) return undefined;
+  await new Promise<void>((resolve, reject) => {
+    const lines = createInterface({ input: stdout });
+    const timer = setTimeout(() => reject(new Error('the guest service did not start within 10 s')), 10_000);
+    lines.on('line', (l) => {
+      if (l.trim() === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    lines.on('close', () => reject(new Error('the guest service exited before it was ready')));
+  });
+  const drainMs = Math.max(500, 6 * o.intervalMs);
+  const child = spawn('ip', ['netns', 'exec', clientNs, process.execPath, script('client'), GUEST_IP, String(PORT), String(o.durationMs), String(PERIOD_MS), String(drainMs)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (child.pid !== undefined) journal.addProcess(child.pid, 'demo client');
+  onChild(child);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  await new Promise<void>((resolve) => child.on('close', () => resolve()));
+  try {
+    return JSON.parse(out) as ClientReport;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Anything of this demo still on the host: namespaces, cgroups, the journal's resources. */
+async function findLeftovers(operation: string, ns: Record<string, string>): Promise<string[]> {
+  const left: string[] = [];
+  for (const name of Object.values(ns)) if (netnsExists(name)) left.push(`network namespace ${name}`);
+  for (const root of ['/sys/fs/cgroup/freezer', '/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    if (existsSync(`${root}/remus-${operation}`)) left.push(`cgroup ${root}/remus-${operation}`);
+  }
+  const rules = await ipTablesRules(operation);
+  left.push(...rules);
+  return left;
+}
+
+/** iptables rules in the host namespace tagged with the operation (the demo's rules live in its namespaces). */
+async function ipTablesRules(operation: string): Promise<string[]> {
+  try {
+    const r = await runScript('iptables-save', [], { timeoutMs: 10_000 });
+    return r.stdout.split('\n').filter((l) => l.includes(operation)).map((l) => `iptables rule ${l}`);
+  } catch {
+    return [];
+  }
+}
+
+function formatSummary(s: DemoSummary & { interrupted?: string }, intervalMs: number): string {
+  const lines = [
+    '',
+    `remus demo ${s.ok ? 'PASSED' : 'FAILED'} (operation ${s.operation})`,
+    `  protection:   process domain (cgroup freezer) + ${s.nic ?? 'no NIC subkind'}${s.declined.length ? ` (${s.declined.map((d) => `${d.subkind} declined: ${d.reason}`).join('; ')})` : ''}`,
+    `  checkpoints:  ${s.checkpoints} at ${intervalMs} ms intervals (${s.rate.toFixed(1)}/s)`,
+    `  pause:        p50 ${ms(s.pauseP50Ms)}, p99 ${ms(s.pauseP99Ms)}`,
+    `  packets:      held at most ${s.packetsHeldMax} at a commit, released ${s.packetsReleased}, dropped ${s.packetsDropped}`,
+    `  client:       ${s.requestsSent} requests, ${s.repliesReceived} replies, latency p50 ${ms(s.latencyP50Ms)}, p99 ${ms(s.latencyP99Ms)}`,
+    `  output commit: ${s.violations} violation(s) in ${s.repliesReceived} replies (reply received before its epoch was acknowledged)`,
+    `  cleanup:      ${s.cleanedUp ? 'nothing left (namespaces, cgroup, rules, journal removed)' : `LEFT: ${s.leftovers.join('; ')}`}`,
+    ...(s.error ? [`  error:        ${s.error}`] : []),
+    ...(s.interrupted ? [`  interrupted by ${s.interrupted}`] : []),
+    '',
+  ];
+  return lines.join('\n');
+}

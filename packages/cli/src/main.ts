@@ -1,0 +1,211 @@
+/**
+ * The `remus` command line: argument parsing and dispatch. Exit codes: 0
+ * success (a run stopped by SIGINT/SIGTERM, its limit or duration is a
+ * success), 1 a run or check failed, 2 bad usage or configuration.
+ */
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+import { RemusError, createCheckpointDevices, describeCause, isRemusError } from '@remus/core';
+import { BackupServer, describeAddress } from '@remus/domain-process';
+import { cleanupAll } from './cleanup.js';
+import { formatDoctor, hostChecks, pluginReports, type DoctorReport } from './doctor.js';
+import { runDemo } from './demo/demo.js';
+import { stateDir } from './journal.js';
+import { ProgressView, RunFigures, type ViewMode } from './progress.js';
+import { prepare, report, runProtected } from './run.js';
+
+const require = createRequire(import.meta.url);
+const VERSION = (require('../package.json') as { version: string }).version;
+
+const USAGE = `remus ${VERSION}: Remus checkpoint replication for a process tree
+
+usage:
+  remus run --config FILE [--json] [--state-dir DIR] [--checkpoints N] [--duration MS]
+  remus plan --config FILE [--json]
+  remus doctor [--config FILE] [--json]
+  remus cleanup [--state-dir DIR] [--operation ID] [--json]
+  remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
+  remus backup --listen HOST:PORT
+  remus --version | --help
+
+run        protect the configured workload until SIGINT/SIGTERM (second signal: abort)
+plan       show which subkind would take each device; changes nothing
+doctor     what this host can do, which installed plugins would take which devices, and fixes
+cleanup    remove what crashed runs left (from their journals in the state directory)
+demo       a self-contained end-to-end run in its own network namespaces
+           (--no-net-buffer: leave the NIC unprotected; the output-commit check must then fail)
+backup     a backup endpoint that receives checkpoint state and acknowledges it
+
+state directory (run journals): --state-dir, else $REMUS_STATE_DIR, else /run/remus
+`;
+
+/** Streams the CLI writes to (replaceable in tests). */
+export interface Io {
+  readonly out: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly err: NodeJS.WritableStream;
+}
+
+/** Runs the command line `argv` (without node and script); resolves with the exit code. */
+export async function main(argv: readonly string[], io: Io = { out: process.stdout, err: process.stderr }): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run':
+        return await cmdRun(rest, io);
+      case 'plan':
+        return await cmdPlan(rest, io);
+      case 'doctor':
+        return await cmdDoctor(rest, io);
+      case 'cleanup':
+        return await cmdCleanup(rest, io);
+      case 'demo':
+        return await cmdDemo(rest, io);
+      case 'backup':
+        return await cmdBackup(rest, io);
+      case '--version':
+      case 'version':
+        io.out.write(`${VERSION}\n`);
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        io.out.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        io.err.write(`remus: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    return fail(io, e, argv.includes('--json'));
+  }
+}
+
+function fail(io: Io, e: unknown, json: boolean): number {
+  const usage = isRemusError(e, 'INVALID_ARGUMENT') || isRemusError(e, 'PLUGIN_NOT_FOUND') || isRemusError(e, 'PLUGIN_INVALID') || isRemusError(e, 'PLUGIN_INCOMPATIBLE') || isRemusError(e, 'SUBKIND_NOT_FOUND') || isRemusError(e, 'INVALID_SUBKIND') || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+  if (json) {
+    const err = e instanceof RemusError ? e.toJSON() : { message: describeCause(e) };
+    io.out.write(`${JSON.stringify({ type: 'error', time: new Date().toISOString(), error: err })}\n`);
+  } else {
+    io.err.write(`remus: ${e instanceof RemusError ? `[${e.code}] ` : ''}${describeCause(e)}\n`);
+  }
+  return usage ? 2 : 1;
+}
+
+function args<T extends Record<string, { type: 'string' | 'boolean' }>>(rest: readonly string[], options: T) {
+  return parseArgs({ args: [...rest], options, allowPositionals: false, strict: true }).values;
+}
+
+function need(value: string | undefined, flag: string): string {
+  if (value === undefined) throw new RemusError('INVALID_ARGUMENT', `${flag} is required (see remus --help)`);
+  return value;
+}
+
+function positiveNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new RemusError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} must be a number > 0`);
+  return n;
+}
+
+function viewMode(json: boolean | undefined, io: Io): ViewMode {
+  if (json) return 'json';
+  return io.out.isTTY ? 'tty' : 'lines';
+}
+
+async function cmdRun(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, {
+    config: { type: 'string' },
+    json: { type: 'boolean' },
+    'state-dir': { type: 'string' },
+    checkpoints: { type: 'string' },
+    duration: { type: 'string' },
+  });
+  const file = need(v.config, '--config');
+  const { config: loaded, built, dirs } = await prepare(file);
+  const checkpoints = positiveNumber(v.checkpoints, '--checkpoints');
+  const duration = positiveNumber(v.duration, '--duration');
+  const config = { ...loaded, maxCheckpoints: checkpoints ?? loaded.maxCheckpoints, durationMs: duration ?? loaded.durationMs };
+  const mode = viewMode(v.json, io);
+  const figures = new RunFigures();
+  const view = new ProgressView(mode, io.out as never, figures);
+  const outcome = await runProtected({ config, source: file, pluginDirs: dirs, stateDir: stateDir(v['state-dir']), view, stdio: mode === 'json' ? ['ignore', 'ignore', 'inherit'] : 'inherit' }, built);
+  report(view, io.out as never, outcome, mode);
+  if (outcome.error && mode !== 'json') io.err.write(`remus: run failed: [${outcome.error.code}] ${outcome.error.message}\n`);
+  return outcome.ok && outcome.clean ? 0 : 1;
+}
+
+async function cmdPlan(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean' } });
+  const file = need(v.config, '--config');
+  const { config, built } = await prepare(file);
+  const assignments = await createCheckpointDevices({ ops: built.ops, devices: config.devices, operationId: `plan${process.pid}` }).plan();
+  const rows = assignments.map((a) => ({ device: a.device, kind: a.kind, subkind: a.subkind, declined: a.declined, ...(a.error ? { error: a.error.message } : {}) }));
+  if (v.json) io.out.write(`${JSON.stringify({ type: 'plan', ops: built.ops.map((o) => o.name), devices: rows })}\n`);
+  else {
+    io.out.write(`ops list: ${built.ops.map((o) => `${o.name} (${o.kind})`).join(', ') || 'empty'}\n`);
+    for (const r of rows) {
+      const why = r.declined.map((x) => `${x.subkind}: ${x.reason}`).join('; ');
+      io.out.write(`${r.device} (${r.kind}): ${r.subkind ?? `NOT SUPPORTED: ${r.error ?? ''}`}${why ? `  [declined: ${why}]` : ''}\n`);
+    }
+  }
+  return rows.every((r) => r.subkind !== undefined) ? 0 : 1;
+}
+
+async function cmdDoctor(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean' } });
+  const dirs = [process.cwd()];
+  let devices: DoctorReport['devices'];
+  if (v.config) {
+    const { config, built } = await prepare(v.config);
+    const plan = await createCheckpointDevices({ ops: built.ops, devices: config.devices, operationId: `doctor${process.pid}` }).plan();
+    devices = plan.map((a) => ({ device: a.device, subkind: a.subkind, declined: [...a.declined], ...(a.error ? { error: a.error.message } : {}) }));
+  }
+  const r: DoctorReport = { checks: await hostChecks(), plugins: await pluginReports(dirs), ...(devices ? { devices } : {}) };
+  io.out.write(v.json ? `${JSON.stringify({ type: 'doctor', ...r })}\n` : formatDoctor(r));
+  return 0;
+}
+
+async function cmdCleanup(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { 'state-dir': { type: 'string' }, operation: { type: 'string' }, json: { type: 'boolean' } });
+  const dir = stateDir(v['state-dir']);
+  const results = await cleanupAll(dir, v.operation);
+  if (v.json) io.out.write(`${JSON.stringify({ type: 'cleanup', stateDir: dir, results })}\n`);
+  else {
+    if (results.length === 0) io.out.write(`nothing to clean up in ${dir}\n`);
+    for (const r of results) {
+      io.out.write(`${r.operation ?? r.journal}: ${r.status === 'running' ? 'still running, left alone' : r.status}\n`);
+      for (const l of r.removed) io.out.write(`  ${l}\n`);
+      for (const l of r.errors) io.out.write(`  error: ${l}\n`);
+    }
+  }
+  return results.some((r) => r.status === 'failed') ? 1 : 0;
+}
+
+async function cmdDemo(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { duration: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'no-net-buffer': { type: 'boolean' } });
+  return runDemo({
+    durationMs: positiveNumber(v.duration, '--duration') ?? 5000,
+    intervalMs: positiveNumber(v.interval, '--interval') ?? 50,
+    mode: v.json ? 'json' : io.out.isTTY ? 'tty' : 'lines',
+    stateDir: stateDir(v['state-dir']),
+    io,
+    noNetBuffer: v['no-net-buffer'] ?? false,
+  });
+}
+
+async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { listen: { type: 'string' } });
+  const listen = need(v.listen, '--listen');
+  const m = /^(.*):(\d+)$/.exec(listen);
+  if (!m) throw new RemusError('INVALID_ARGUMENT', `--listen ${JSON.stringify(listen)} must be HOST:PORT, e.g. 0.0.0.0:7788`);
+  const backup = await BackupServer.listen({ host: m[1] as string, port: Number(m[2]) });
+  io.out.write(`backup listening on ${describeAddress(backup.address)}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await backup.close();
+  io.out.write(`backup: ${backup.stats.acked} checkpoints acknowledged, ${backup.stats.bytes} bytes\n`);
+  return 0;
+}

@@ -1,0 +1,39 @@
+/**
+ * Network namespaces the demo makes, and their removal (also by `remus
+ * cleanup`). Names are validated before they reach `ip`; every command is an
+ * argument vector with a time limit.
+ */
+import { existsSync } from 'node:fs';
+import { runScript, validateName } from '@remus/core';
+
+/** Runs `ip ARGS...` (30 s limit); rejects with SCRIPT_FAILED carrying ip's stderr. */
+export async function ip(args: readonly string[], signal?: AbortSignal): Promise<string> {
+  return (await runScript('ip', args, { timeoutMs: 30_000, signal })).stdout;
+}
+
+/** True when the named namespace exists (`/run/netns/NAME`). */
+export function netnsExists(name: string): boolean {
+  return existsSync(`/run/netns/${validateName(name, 'network namespace')}`);
+}
+
+/**
+ * Deletes a namespace after SIGKILLing every process in it. Idempotent;
+ * returns one line per thing done.
+ */
+export async function removeNetns(name: string): Promise<string[]> {
+  validateName(name, 'network namespace');
+  if (!netnsExists(name)) return [];
+  const done: string[] = [];
+  const pids = (await ip(['netns', 'pids', name]).catch(() => '')).split('\n').filter(Boolean).map(Number);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+      done.push(`killed process ${pid} in network namespace ${name}`);
+    } catch {
+      // Gone.
+    }
+  }
+  await ip(['netns', 'delete', name]);
+  done.push(`deleted network namespace ${name}`);
+  return done;
+}

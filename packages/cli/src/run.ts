@@ -1,0 +1,213 @@
+/**
+ * `remus run`: load the plugins, set the domain and devices up, run the
+ * checkpoint loop until stopped, tear everything down. The journal is on disk
+ * before anything is created, so a crash leaves nothing `remus cleanup`
+ * cannot remove.
+ */
+import { dirname, resolve } from 'node:path';
+import {
+  RemusError,
+  createCheckpointDevices,
+  describeCause,
+  newOperationId,
+  runCheckpointLoop,
+  type CheckpointDevices,
+  type CheckpointFigures,
+  type DomainAdapter,
+  type LoopResult,
+} from '@remus/core';
+import { processDomain, type ProcessDomain, type ProcessDomainOptions } from '@remus/domain-process';
+import type { Writable } from 'node:stream';
+import { loadConfig, type RemusConfig } from './config.js';
+import { Journal, stateDir } from './journal.js';
+import { buildOps, type BuiltOps } from './plugins.js';
+import { ProgressView, ms, sumStats, type RunSummary, type ViewMode } from './progress.js';
+
+export interface RunOptions {
+  readonly config: RemusConfig;
+  /** Where the config came from (for messages). */
+  readonly source: string;
+  /** Directories plugins resolve from (the config file's first). */
+  readonly pluginDirs: readonly string[];
+  readonly stateDir: string;
+  readonly view: ProgressView;
+  /** Journal `command` field. Default `run`. */
+  readonly command?: string;
+  /** Use this journal (already holding resources made before the run) instead of a new one. */
+  readonly journal?: Journal;
+  readonly operation?: string;
+  /** stdio of a started command. Default `inherit`. */
+  readonly stdio?: ProcessDomainOptions['stdio'];
+  /** Wraps the domain the loop drives (the demo records step times). */
+  readonly wrapDomain?: (d: ProcessDomain) => DomainAdapter;
+  /** Called after each committed checkpoint, after the view. */
+  readonly onCheckpoint?: (f: CheckpointFigures, devices: CheckpointDevices) => void;
+  /** Called once the loop runs (devices set up). */
+  readonly onRunning?: (ctx: { domain: ProcessDomain; devices: CheckpointDevices; stop: AbortController }) => void;
+  /** Handle SIGINT/SIGTERM (first: graceful stop, second: abort). Default true. */
+  readonly handleSignals?: boolean;
+}
+
+export interface RunOutcome {
+  readonly ok: boolean;
+  readonly summary: RunSummary;
+  readonly loop: LoopResult | undefined;
+  readonly error: RemusError | undefined;
+  /** Signal that stopped the run, if any. */
+  readonly stoppedBy: string | undefined;
+  /** True when everything the run made was removed (the journal is gone). */
+  readonly clean: boolean;
+  readonly operation: string;
+}
+
+/** Loads the config file and the plugins it names: everything that can fail before the host is touched. */
+export async function prepare(file: string): Promise<{ config: RemusConfig; built: BuiltOps; dirs: string[] }> {
+  const config = loadConfig(file);
+  const dirs = [dirname(resolve(file)), process.cwd()];
+  const built = await buildOps(config.plugins, config.devices, dirs, file);
+  return { config, built, dirs };
+}
+
+/** Runs one protected operation; never throws for run failures (see `RunOutcome.error`). */
+export async function runProtected(options: RunOptions, built: BuiltOps): Promise<RunOutcome> {
+  const { config, view } = options;
+  const operation = options.journal?.data.operation ?? options.operation ?? newOperationId();
+  const figures = view.figures;
+  // Everything below that can reject input does so before the journal exists.
+  const stop = new AbortController();
+  const abort = new AbortController();
+  const devices = createCheckpointDevices({
+    ops: built.ops,
+    devices: config.devices,
+    timeouts: config.timeouts,
+    operationId: operation,
+    signal: abort.signal,
+  });
+  const d = config.domain;
+  let journal: Journal | undefined = options.journal;
+  const domain = processDomain({
+    ...(d.command ? { command: d.command } : { pid: d.pid as number }),
+    cwd: d.cwd,
+    env: d.env,
+    cgroup: d.cgroup,
+    operation,
+    stdio: options.stdio ?? 'inherit',
+    ack: d.ack.type === 'remote' ? { type: 'remote', address: 'path' in d.ack ? { path: d.ack.path } : { host: d.ack.host, port: d.ack.port } } : d.ack,
+    onResource: (r) => (r.type === 'cgroup' ? journal?.addCgroup(r.path) : journal?.addProcess(r.pid, 'domain command')),
+  });
+  journal ??= Journal.create(
+    options.stateDir,
+    operation,
+    options.command ?? 'run',
+    config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? process.cwd(), subkinds: p.subkinds })),
+    config.devices,
+  );
+
+  let stoppedBy: string | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!stop.signal.aborted) {
+      stoppedBy = sig;
+      view.say(`${sig}: stopping after the current checkpoint (again to abort)`);
+      view.event('stopping', { signal: sig });
+      stop.abort(new RemusError('ABORTED', `stopped by ${sig}`));
+    } else {
+      view.event('aborting', { signal: sig });
+      abort.abort(new RemusError('ABORTED', `aborted by a second ${sig}`));
+    }
+  };
+  if (options.handleSignals ?? true) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  const durationTimer = config.durationMs === undefined ? undefined : setTimeout(() => stop.abort(), config.durationMs);
+
+  view.event('start', { operation, journal: journal.path, intervalMs: config.intervalMs, devices: config.devices.map((x) => x.id), ops: built.ops.map((o) => o.name) });
+  let error: RemusError | undefined;
+  let loop: LoopResult | undefined;
+  try {
+    await domain.start(AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]));
+    view.say(`domain ${domain.name}: pid ${domain.pid}, cgroup ${domain.cgroupPath} (v${domain.cgroupVersion})`);
+    view.event('domain', { name: domain.name, pid: domain.pid, cgroup: domain.cgroupPath, cgroupVersion: domain.cgroupVersion });
+    if (!stop.signal.aborted) {
+      await devices.setup();
+      const assignments = devices.assignments().map((a) => ({ device: a.device, subkind: a.subkind }));
+      for (const a of assignments) view.say(`device ${a.device}: ${a.subkind}`);
+      view.event('setup', { assignments });
+      view.start();
+      options.onRunning?.({ domain, devices, stop });
+      loop = await runCheckpointLoop({
+        devices,
+        domain: options.wrapDomain ? options.wrapDomain(domain) : domain,
+        intervalMs: config.intervalMs,
+        schedule: config.schedule,
+        maxCheckpoints: config.maxCheckpoints,
+        onFailure: config.onFailure,
+        domainTimeoutMs: config.domainTimeoutMs,
+        stop: stop.signal,
+        signal: abort.signal,
+        onCheckpoint: (f) => {
+          const totals = sumStats(devices.stats());
+          figures.add(f, totals);
+          view.checkpoint(f, totals);
+          options.onCheckpoint?.(f, devices);
+        },
+      });
+    }
+  } catch (e) {
+    error = e instanceof RemusError ? e : new RemusError('OP_FAILED', describeCause(e) ?? 'unknown failure', { cause: e });
+  } finally {
+    view.stop();
+    if (durationTimer) clearTimeout(durationTimer);
+  }
+  // The loop tears the devices down; this covers a failure before the loop ran.
+  let clean = true;
+  await devices.teardown().catch((e: unknown) => {
+    clean = false;
+    error ??= e as RemusError;
+  });
+  try {
+    await domain.stop();
+  } catch (e) {
+    clean = false;
+    error ??= e as RemusError;
+  }
+  const leftover = (f: RemusError): boolean => f.op === 'teardown' || f.op === 'cleanup';
+  if (error && (error.op === 'teardown' || error.failures.some(leftover))) clean = false;
+  if (options.handleSignals ?? true) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (clean && !options.journal) journal.remove();
+  const summary = figures.summary();
+  const outcome: RunOutcome = { ok: error === undefined, summary, loop, error, stoppedBy, clean, operation };
+  return outcome;
+}
+
+/** Prints the end of a run: summary lines, or the `end` event. */
+export function report(view: ProgressView, out: Writable, outcome: RunOutcome, mode: ViewMode): void {
+  const s = outcome.summary;
+  if (mode === 'json') {
+    view.event('end', {
+      ok: outcome.ok,
+      operation: outcome.operation,
+      stoppedBy: outcome.stoppedBy ?? outcome.loop?.stoppedBy,
+      clean: outcome.clean,
+      summary: s,
+      ...(outcome.error ? { error: outcome.error.toJSON() } : {}),
+    });
+    return;
+  }
+  if (mode === 'quiet') return;
+  out.write(
+    [
+      `checkpoints: ${s.checkpoints} (${s.rate.toFixed(1)}/s)`,
+      `pause: p50 ${ms(s.pauseP50Ms)}, p99 ${ms(s.pauseP99Ms)}`,
+      `commit latency: p50 ${ms(s.commitLatencyP50Ms)}, p99 ${ms(s.commitLatencyP99Ms)}`,
+      ...Object.entries(s.devices).map(([k, v]) => `${k}: ${v}`),
+      outcome.error ? `failed: [${outcome.error.code}] ${outcome.error.message}` : `stopped: ${outcome.stoppedBy ?? outcome.loop?.stoppedBy ?? 'request'}`,
+      ...(outcome.clean ? [] : ['some resources could not be removed: run `remus cleanup`']),
+    ].join('\n') + '\n',
+  );
+}
+
+export { stateDir };
