@@ -44,6 +44,8 @@ export class BufferProcess {
   #exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   #stderr = '';
   readonly #exitWaiters: (() => void)[] = [];
+  /** Latest figures per queue, from replies and the process's periodic reports. */
+  readonly #latest = new Map<number, QueueStats>();
 
   private constructor(netns: string | undefined, child: ChildProcess) {
     this.netns = netns;
@@ -53,6 +55,11 @@ export class BufferProcess {
   /** The buffer process's pid (the node process itself: `ip netns exec` execs it). */
   get pid(): number | undefined {
     return this.#child.pid;
+  }
+
+  /** The latest figures of a queue (updated by every reply and every ~250 ms while they change). */
+  latestStats(queue: number): QueueStats | undefined {
+    return this.#latest.get(queue);
   }
 
   /** False once the process exited. */
@@ -90,9 +97,9 @@ export class BufferProcess {
     let onReady: (() => void) | undefined;
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
-      let msg: Reply | { ready: true };
+      let msg: Reply | { ready: true } | { stats: QueueStats[] };
       try {
-        msg = JSON.parse(line) as Reply | { ready: true };
+        msg = JSON.parse(line) as Reply | { ready: true } | { stats: QueueStats[] };
       } catch {
         return;
       }
@@ -100,6 +107,11 @@ export class BufferProcess {
         onReady?.();
         return;
       }
+      if ('stats' in msg && !('id' in msg)) {
+        for (const s of msg.stats) bp.#latest.set(s.queue, s);
+        return;
+      }
+      if (msg.ok && msg.stats) bp.#latest.set(msg.stats.queue, msg.stats);
       const p = bp.#pending.get(msg.id);
       if (!p) return;
       bp.#pending.delete(msg.id);
@@ -114,7 +126,8 @@ export class BufferProcess {
         clearTimeout(timer);
         options.signal.removeEventListener('abort', onAbort);
         onReady = undefined;
-        bp.#exitWaiters.splice(bp.#exitWaiters.indexOf(onDeath) >>> 0, 1);
+        const i = bp.#exitWaiters.indexOf(onDeath);
+        if (i >= 0) bp.#exitWaiters.splice(i, 1);
         if (err) {
           bp.kill();
           reject(err);

@@ -53,6 +53,8 @@ const { RawNetlinkSocket } = require('netlink') as { RawNetlinkSocket: new (prot
 const ACK_TIMEOUT_MS = 2000;
 /** Socket receive buffer asked for (the kernel caps it at net.core.rmem_max). */
 const RCVBUF = 8 << 20;
+/** How often changed figures are reported to the parent. */
+const STATS_INTERVAL_MS = 250;
 
 /**
  * One bound queue.
@@ -112,8 +114,12 @@ sock.on('error', (err) => {
   else process.stderr.write(`buffer process: netlink error: ${err.message}\n`);
 });
 
+/** Set when figures changed since the last report. */
+let dirty = false;
+
 function onPacket(num: number, id: number, length: number): void {
   const q = queues.get(num);
+  dirty = true;
   if (!q) {
     // A packet for a queue we are unbinding: leave it to the kernel's flush.
     return;
@@ -242,6 +248,7 @@ async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply>
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
   const upTo = q.mark;
   q.mark = -1;
+  dirty = true;
   q.epochs++;
   // Nothing seen held up to the boundary: no verdict (the kernel would say ENOENT).
   if (upTo < 0 || q.head >= q.ids.length || idAfter(q.ids[q.head]!, upTo)) {
@@ -306,7 +313,7 @@ async function handle(req: Request): Promise<Reply> {
   }
 }
 
-function write(reply: Reply | { ready: true; pid: number }): void {
+function write(reply: Reply | { ready: true; pid: number } | { stats: QueueStats[] }): void {
   process.stdout.write(`${JSON.stringify(reply)}\n`);
 }
 
@@ -330,3 +337,11 @@ rl.on('close', () => {
 });
 
 write({ ready: true, pid: process.pid });
+
+// Reports figures while they change, so progress displays see held output grow between checkpoints.
+setInterval(() => {
+  if (!dirty || queues.size === 0) return;
+  dirty = false;
+  const counters = kernelCounters();
+  write({ stats: [...queues.values()].map((q) => statsOf(q, counters)) });
+}, STATS_INTERVAL_MS);

@@ -362,10 +362,15 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       return removed;
     },
 
-    /** held/released/dropped packets (and bytes) as of the last checkpoint op; `bufferAlive` is 0 once the buffer process died. */
+    /**
+     * held/released/dropped packets (and bytes), as the buffer process last
+     * reported them (every checkpoint op, and every ~250 ms while they
+     * change); `bufferAlive` is 0 once the buffer process died.
+     */
     stats(handle): Record<string, number> {
-      const s = handle.data?.stats;
-      const alive = handle.data?.process?.alive ? 1 : 0;
+      const d = handle.data;
+      const s = (d?.queue !== undefined ? d.process?.latestStats(d.queue) : undefined) ?? d?.stats;
+      const alive = d?.process?.alive ? 1 : 0;
       if (!s) return { held: 0, released: 0, dropped: 0, bufferAlive: alive };
       return {
         held: s.held,
@@ -380,6 +385,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
         epochs: s.epochs,
         queue: s.queue,
         bufferAlive: alive,
+        bufferPid: d?.process?.pid ?? 0,
       };
     },
   };
