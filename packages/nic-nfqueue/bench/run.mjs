@@ -1,0 +1,213 @@
+#!/usr/bin/env node
+// pnpm bench for @remus/nic-nfqueue (needs root; builds its own namespaces).
+//
+// A routed lab (guest -> host -> client namespaces). In one run:
+//  1. a bulk TCP transfer guest -> client, unbuffered (the baseline);
+//  2. the same transfer through nic-nfqueue with 25 ms epochs, then 100 ms
+//     epochs (checkpoint loop: wait the epoch, postsuspend, preresume, commit);
+//  3. commit latency (median, p99) under that load, against the commit of an
+//     empty epoch (a pipe round trip to the buffer process, no verdict).
+// Prints the figures and writes ${REMUS_BENCH_OUT}/nic-nfqueue.json.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createCheckpointDevices } from '@remus/core';
+import { nicNfqueue } from '../dist/index.js';
+
+const SECONDS = Number(process.env.NFQ_BENCH_SECONDS ?? 3);
+const tag = `${process.pid % 100000}`;
+const ns = { guest: `nfqb-${tag}-g`, host: `nfqb-${tag}-h`, client: `nfqb-${tag}-c` };
+const vif = `nqb${tag}v`;
+const sh = (file, args) => execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const nsx = (n, file, args) => sh('ip', ['netns', 'exec', n, file, ...args]);
+const children = [];
+
+function buildLab() {
+  for (const n of Object.values(ns)) {
+    sh('ip', ['netns', 'add', n]);
+    sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
+  }
+  sh('ip', ['link', 'add', `nqb${tag}g`, 'netns', ns.guest, 'type', 'veth', 'peer', 'name', vif, 'netns', ns.host]);
+  sh('ip', ['link', 'add', `nqb${tag}h`, 'netns', ns.host, 'type', 'veth', 'peer', 'name', `nqb${tag}c`, 'netns', ns.client]);
+  const cfg = [
+    [ns.guest, `nqb${tag}g`, '10.77.1.2/24'],
+    [ns.host, vif, '10.77.1.1/24'],
+    [ns.host, `nqb${tag}h`, '10.77.2.1/24'],
+    [ns.client, `nqb${tag}c`, '10.77.2.2/24'],
+  ];
+  for (const [n, i, a] of cfg) {
+    sh('ip', ['-n', n, 'addr', 'add', a, 'dev', i]);
+    sh('ip', ['-n', n, 'link', 'set', i, 'up']);
+  }
+  nsx(ns.host, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  sh('ip', ['-n', ns.guest, 'route', 'add', 'default', 'via', '10.77.1.1']);
+  sh('ip', ['-n', ns.client, 'route', 'add', 'default', 'via', '10.77.2.1']);
+}
+
+function destroyLab() {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const n of Object.values(ns)) {
+    try {
+      sh('ip', ['netns', 'del', n]);
+    } catch {
+      // Not made or already gone.
+    }
+  }
+}
+
+/** Runs `node -e code` in a namespace; resolves with its first stdout line matching `re`. */
+function nodeIn(n, code, re) {
+  const child = spawn('ip', ['netns', 'exec', n, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      if (re.test(l)) resolve(l);
+    });
+    child.on('exit', (c) => reject(new Error(`process in ${n} exited (${c}) before printing ${re}`)));
+  });
+}
+
+const SINK = `
+const net=require('net');let total=0,t0=0,t1=0;
+const srv=net.createServer(s=>{t0=performance.now();s.on('data',d=>{total+=d.length;t1=performance.now();});
+s.on('end',()=>{console.log('done '+total+' '+(t1-t0));process.exit(0);});});
+srv.listen(5001,'10.77.2.2',()=>console.log('listening'));`;
+const SOURCE = `
+const net=require('net');const buf=Buffer.alloc(1<<16,120);const end=Date.now()+${SECONDS * 1000};
+const s=net.connect(5001,'10.77.2.2',()=>{const pump=()=>{while(Date.now()<end){if(!s.write(buf))return s.once('drain',pump);}s.end();console.log('sent');};pump();});`;
+
+/** One bulk transfer; `during` runs while it goes and is stopped when the sink has everything. */
+async function transfer(during) {
+  const sink = nodeIn(ns.client, SINK, /^(listening|done)/);
+  await sink;
+  const done = new Promise((resolve, reject) => {
+    const child = children.at(-1);
+    createInterface({ input: child.stdout }).on('line', (l) => l.startsWith('done') && resolve(l));
+    child.on('exit', (c) => c !== 0 && reject(new Error(`sink exited ${c}`)));
+  });
+  const stop = { stopped: false };
+  const loop = during ? during(stop) : Promise.resolve();
+  await nodeIn(ns.guest, SOURCE, /^sent/).catch(() => undefined);
+  const line = await done;
+  stop.stopped = true;
+  await loop;
+  const [, bytes, ms] = line.split(' ').map(Number);
+  return { bytes, ms, mbps: (bytes * 8) / (ms / 1000) / 1e6 };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function pct(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+const median = (xs) => pct(xs, 50);
+
+/** A checkpoint loop over the layer, counted from commit as Xen does; returns commit durations (ms). */
+function checkpointLoop(layer, epochMs, commitsMs) {
+  return async (stop) => {
+    while (!stop.stopped) {
+      await sleep(epochMs);
+      await layer.postsuspend();
+      await layer.preresume();
+      const t = performance.now();
+      await layer.commit();
+      commitsMs.push(performance.now() - t);
+    }
+    // Release what the last epoch held, so nothing is dropped at teardown.
+    await layer.postsuspend();
+    await layer.preresume();
+    await layer.commit();
+  };
+}
+
+async function buffered(epochMs) {
+  const layer = createCheckpointDevices({
+    ops: [nicNfqueue()],
+    devices: [{ id: 'vif', kind: 'nic', params: { ifname: vif, netns: ns.host } }],
+  });
+  await layer.setup();
+  try {
+    const commits = [];
+    const r = await transfer(checkpointLoop(layer, epochMs, commits));
+    const stats = layer.stats()[0].stats;
+    return { ...r, commits, stats };
+  } finally {
+    await layer.teardown();
+  }
+}
+
+async function emptyCommits(n) {
+  const layer = createCheckpointDevices({
+    ops: [nicNfqueue()],
+    devices: [{ id: 'vif', kind: 'nic', params: { ifname: vif, netns: ns.host } }],
+  });
+  await layer.setup();
+  const out = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      await layer.postsuspend();
+      await layer.preresume();
+      const t = performance.now();
+      await layer.commit();
+      out.push(performance.now() - t);
+    }
+  } finally {
+    await layer.teardown();
+  }
+  return out;
+}
+
+process.on('SIGINT', () => {
+  destroyLab();
+  process.exit(130);
+});
+
+const figures = [];
+try {
+  buildLab();
+  const base = await transfer(undefined);
+  console.log(`unbuffered: ${base.mbps.toFixed(0)} Mbit/s (${(base.bytes / 1e6).toFixed(1)} MB in ${base.ms.toFixed(0)} ms)`);
+  const empty = await emptyCommits(200);
+  console.log(`empty-epoch commit: median ${median(empty).toFixed(3)} ms, p99 ${pct(empty, 99).toFixed(3)} ms`);
+  figures.push({ name: 'throughput unbuffered', value: base.mbps, unit: 'Mbit/s' });
+  for (const epochMs of [25, 100]) {
+    const r = await buffered(epochMs);
+    const perEpoch = r.stats.released / Math.max(1, r.stats.epochs);
+    console.log(
+      `${epochMs} ms epochs: ${r.mbps.toFixed(0)} Mbit/s (${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms), ` +
+        `commit median ${median(r.commits).toFixed(3)} ms p99 ${pct(r.commits, 99).toFixed(3)} ms over ${r.commits.length} commits, ` +
+        `${perEpoch.toFixed(0)} packets per release, dropped ${r.stats.dropped}`,
+    );
+    figures.push({
+      name: `throughput bulk TCP, ${epochMs} ms epochs`,
+      value: r.mbps,
+      unit: 'Mbit/s',
+      baseline: { name: 'same transfer unbuffered', value: base.mbps, unit: 'Mbit/s' },
+      ratio: r.mbps / base.mbps,
+    });
+    for (const [label, p] of [
+      ['median', 50],
+      ['p99', 99],
+    ]) {
+      const v = pct(r.commits, p);
+      const b = pct(empty, p);
+      figures.push({
+        name: `commit latency ${label} under bulk TCP, ${epochMs} ms epochs`,
+        value: v,
+        unit: 'ms',
+        baseline: { name: `empty-epoch commit ${label} (pipe round trip, no verdict)`, value: b, unit: 'ms' },
+        ratio: v / b,
+        ...(label === 'median' ? { target: '< 1 ms' } : {}),
+      });
+    }
+    figures.push({ name: `packets per release, ${epochMs} ms epochs`, value: perEpoch, unit: 'packets' });
+  }
+} finally {
+  destroyLab();
+}
+
+const outDir = process.env.REMUS_BENCH_OUT ?? join(new URL('../../..', import.meta.url).pathname, 'bench-results');
+mkdirSync(outDir, { recursive: true });
+writeFileSync(join(outDir, 'nic-nfqueue.json'), `${JSON.stringify({ package: '@remus/nic-nfqueue', figures }, null, 2)}\n`);
+console.log(`wrote ${join(outDir, 'nic-nfqueue.json')}`);
