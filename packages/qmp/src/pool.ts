@@ -1,0 +1,108 @@
+/**
+ * Shared QMP connections. A QEMU `-qmp` monitor serves one client at a time
+ * (a second client waits unanswered until the first leaves), so everything
+ * that drives one QEMU in one process (the COLO nic and disk subkinds, a
+ * driver migrating and failing over) must share one connection. The pool
+ * hands out leases on one client per address and closes it when the last
+ * lease is released.
+ */
+import { RemusError } from '@remus/core';
+import { connectQmp, formatQmpAddress, parseQmpAddress, type QmpAddress, type QmpClient, type QmpConnectOptions } from './client.js';
+
+/** A share of one pooled connection. Release it exactly once (extra releases are no-ops). */
+export interface QmpLease {
+  readonly client: QmpClient;
+  /** Gives the share back; the last release closes the connection. Idempotent. */
+  release(): Promise<void>;
+}
+
+/** One address's connection. Invariant: `refs` counts unreleased leases plus acquirers still waiting for `client`. */
+interface Entry {
+  readonly client: Promise<QmpClient>;
+  refs: number;
+}
+
+export class QmpPool {
+  readonly #entries = new Map<string, Entry>();
+
+  /**
+   * Leases the pool's connection to `address`, connecting if there is none
+   * (or the last one was closed by QEMU: nothing reconnects a live client,
+   * but a fresh acquire after a loss makes a new one). Rejects like
+   * {@link connectQmp}; an aborted acquire gives its share back.
+   */
+  async acquire(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpLease> {
+    const key = formatQmpAddress(parseQmpAddress(address));
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      // The shared attempt is bounded by its own timeout, not by one acquirer's signal.
+      const { signal: _ignored, ...shared } = options;
+      const client = connectQmp(address, shared);
+      const made: Entry = { client, refs: 0 };
+      entry = made;
+      this.#entries.set(key, made);
+      client.then(
+        (c) => {
+          void c.whenClosed().then(() => {
+            if (this.#entries.get(key) === made) this.#entries.delete(key);
+          });
+        },
+        () => {
+          if (this.#entries.get(key) === made) this.#entries.delete(key);
+        },
+      );
+    }
+    const mine = entry;
+    mine.refs++;
+    let client: QmpClient;
+    try {
+      client = await abortable(mine.client, options.signal);
+    } catch (e) {
+      await this.#drop(key, mine);
+      throw e;
+    }
+    let released = false;
+    return {
+      client,
+      release: async () => {
+        if (released) return;
+        released = true;
+        await this.#drop(key, mine);
+      },
+    };
+  }
+
+  /** Number of open or opening connections (for tests and leak checks). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  async #drop(key: string, entry: Entry): Promise<void> {
+    if (--entry.refs > 0) return;
+    if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    const client = await entry.client.catch(() => undefined);
+    await client?.close();
+  }
+}
+
+/** The process-wide pool the COLO subkinds use unless given another. */
+export const sharedQmpPool = new QmpPool();
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new RemusError('ABORTED', 'QMP connect aborted', { cause: signal.reason }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new RemusError('ABORTED', 'QMP connect aborted', { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
