@@ -115,8 +115,8 @@ const PROBE_IFB = 'rbprobe';
 
 /**
  * Makes the `nic-netbuf` ops. Throws INVALID_ARGUMENT for bad options.
- * Devices: `{ kind: 'nic', params: { ifname?, netns? } }`; `ifname` defaults
- * to the device id.
+ * Devices: `{ kind: 'nic', params: { ifname?, netns?, buffer? } }`; `ifname`
+ * defaults to the device id; `buffer: false` declines the NIC.
  */
 export function nicNetbuf(options: NicNetbufOptions = {}): SubkindOps<NetbufShared, NicData> {
   return createNetbuf(options, {});
@@ -281,12 +281,14 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
 
     /**
      * Takes every NIC whose interface exists when the kernel has sch_plug.
+     * Says no to a NIC with `params.buffer: false` (like `xl remus -n`).
      * Throws INVALID_ARGUMENT for bad params, a missing namespace or a
      * missing interface; says no (with the reason) when sch_plug is missing,
      * probed once per operation in a throwaway namespace.
      */
     async match(h, ctx): Promise<MatchResult> {
       const { ifname, netns } = readParams(h.device);
+      if (h.device.params?.['buffer'] === false) return noMatch(`buffering is turned off for ${h.device.id} (params.buffer: false)`);
       if (netns !== undefined && !netnsExists(netns)) {
         throw new RemusError('INVALID_ARGUMENT', `device ${h.device.id}: network namespace ${netns} does not exist (see \`ip netns list\`)`, {
           details: { netns },

@@ -1,0 +1,101 @@
+// The measurement itself: run on the host (stand-in qdisc, this kernel has no
+// sch_plug) by run.mjs, and inside the kernel lab (real plug) as a program.
+//
+// Builds a host namespace + guest namespace with NICS veth pairs, sets the
+// NICs up through nic-netbuf's own ops, then times postsuspend and commit per
+// NIC through the shared channel, and the same qdisc change spawned as one
+// `tc` process per op (the baseline), in the same run. Prints one line
+// `RESULT <json>` and removes everything it made.
+//
+// Usage: node body.mjs [--stand-in] [--iterations N] [--spawn-iterations N]
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { createNetbuf } from '../dist/netbuf.js';
+
+const run = promisify(execFile);
+const NICS = 2;
+
+export async function measure({ standIn, iterations, spawnIterations }) {
+  const id = `${process.pid}`;
+  const host = `rnb-bench-h-${id}`;
+  const guest = `rnb-bench-g-${id}`;
+  const sh = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const standInArgs = standIn ? ['bfifo', 'limit', '10000000'] : undefined;
+  const ops = createNetbuf({ lockName: `remus-nic-netbuf-bench-${id}` }, { standIn: standInArgs });
+  const ctx = { signal: new AbortController().signal, checkpoint: 0, operation: `bench${id}` };
+  let shared;
+  const handles = [];
+  try {
+    sh('ip', 'netns', 'add', host);
+    sh('ip', 'netns', 'add', guest);
+    for (let i = 0; i < NICS; i++) {
+      sh('ip', '-n', host, 'link', 'add', `vh${i}`, 'type', 'veth', 'peer', 'name', `vg${i}`, 'netns', guest);
+      sh('ip', '-n', host, 'link', 'set', `vh${i}`, 'up');
+      sh('ip', '-n', guest, 'link', 'set', `vg${i}`, 'up');
+    }
+    shared = await ops.init(ctx);
+    for (let i = 0; i < NICS; i++) {
+      const h = { device: { id: `nic${i}`, kind: 'nic', params: { ifname: `vh${i}`, netns: host } }, shared, data: undefined };
+      handles.push(h);
+      if (!standIn) {
+        const verdict = await ops.match(h, ctx);
+        if (verdict !== true) throw new Error(`nic-netbuf does not match: ${JSON.stringify(verdict)}`);
+      }
+      await ops.setup(h, ctx);
+    }
+    const channelTimes = { postsuspend: [], commit: [] };
+    const timeOp = async (op, h, record) => {
+      const t0 = process.hrtime.bigint();
+      await ops[op](h, ctx);
+      const us = Number(process.hrtime.bigint() - t0) / 1000;
+      if (record) channelTimes[op].push(us);
+    };
+    const warmup = Math.min(50, iterations);
+    for (let k = 0; k < warmup + iterations; k++) {
+      for (const h of handles) await timeOp('postsuspend', h, k >= warmup);
+      for (const h of handles) await timeOp('commit', h, k >= warmup);
+    }
+    // Baseline: the same change, one spawned tc process per op (child_process, the cheapest spawn).
+    const spawnTimes = [];
+    const ifb = handles[0].data.ifb;
+    for (let k = 0; k < spawnIterations; k++) {
+      const tail = standInArgs ?? ['plug', k % 2 === 0 ? 'block' : 'release'];
+      const t0 = process.hrtime.bigint();
+      await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', ...tail]);
+      spawnTimes.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+    if (!standIn) await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', 'plug', 'release_indefinite']);
+    return {
+      kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
+      qdisc: standIn ? 'bfifo (stand-in: no sch_plug)' : 'plug',
+      nics: NICS,
+      postsuspend: summary(channelTimes.postsuspend),
+      commit: summary(channelTimes.commit),
+      spawn: summary(spawnTimes),
+    };
+  } finally {
+    for (const h of handles) await ops.teardown(h, ctx).catch((e) => console.error(`teardown: ${e.message}`));
+    if (shared) await ops.cleanup(shared, ctx);
+    for (const ns of [host, guest]) spawnSync('ip', ['netns', 'del', ns]);
+  }
+}
+
+function summary(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const at = (q) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { n: s.length, medianUs: at(0.5), p99Us: at(0.99) };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const arg = (name, fallback) => {
+    const i = process.argv.indexOf(name);
+    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  };
+  const result = await measure({
+    standIn: process.argv.includes('--stand-in'),
+    iterations: arg('--iterations', 500),
+    spawnIterations: arg('--spawn-iterations', 200),
+  });
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
