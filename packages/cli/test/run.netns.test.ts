@@ -1,0 +1,219 @@
+// `remus run`, `plan` and `cleanup` as a user runs them: the built CLI in a
+// child process, real config files, a real NIC (a veth in a network
+// namespace this file makes) protected by @remus/nic-nfqueue, the real
+// cgroup freezer. Needs root and network namespaces. After every test:
+// no cgroup, no iptables rule, no journal, no process of the run is left.
+import { rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { alive, cgroupsOf, events, hostRemusRules, ip, journals, makeNics, remus, rulesMentioning, start, tempDir, writeConfig, type Running } from './helpers.js';
+
+const PREFIX = `rcli${process.pid}`;
+let nics: Awaited<ReturnType<typeof makeNics>>;
+let dir: string;
+let state: string;
+const running: Running[] = [];
+const operations: string[] = [];
+
+function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    intervalMs: 20,
+    domain: { type: 'process', command: ['sleep', '300'] },
+    plugins: [
+      { package: '@remus/nic-netbuf', subkinds: { 'nic-netbuf': {} } },
+      { package: '@remus/nic-nfqueue', subkinds: { 'nic-nfqueue': {} } },
+    ],
+    devices: [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', netns: nics.router } }],
+    ...extra,
+  };
+}
+
+/** Asserts nothing of `operation` is left: cgroup, rules, journal, processes in the router namespace. */
+async function expectNothingLeft(operation: string): Promise<void> {
+  expect(cgroupsOf(operation)).toEqual([]);
+  expect(await rulesMentioning(nics.router, operation)).toEqual([]);
+  expect(await rulesMentioning(nics.router, 'remus')).toEqual([]);
+  expect(await hostRemusRules()).toEqual([]);
+  expect(journals(state)).toEqual([]);
+  expect((await ip(['netns', 'pids', nics.router])).trim()).toBe('');
+}
+
+beforeAll(async () => {
+  nics = await makeNics(PREFIX);
+});
+
+afterEach(async () => {
+  for (const r of running.splice(0)) if (r.child.exitCode === null) r.child.kill('SIGKILL');
+  // Whatever a failed test left goes through the product's own cleanup, then by hand.
+  await remus(['cleanup', '--state-dir', state]);
+  rmSync(state, { recursive: true, force: true });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+afterAll(async () => {
+  await nics.remove();
+});
+
+describe('remus run', () => {
+  it('protects a process and a NIC, streams JSON events, and leaves nothing', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 15 }));
+    const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const ev = events(r.stdout);
+    const types = ev.map((e) => e.type);
+    expect(types.slice(0, 3)).toEqual(['start', 'domain', 'setup']);
+    expect(ev.find((e) => e.type === 'setup')?.assignments).toEqual([{ device: 'guest0', subkind: 'nic-nfqueue' }]);
+    const checkpoints = ev.filter((e) => e.type === 'checkpoint');
+    expect(checkpoints).toHaveLength(15);
+    expect(checkpoints.map((c) => c.checkpoint)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    expect(checkpoints[0]).toHaveProperty('pauseMs');
+    expect(checkpoints[0]).toHaveProperty('devices.released');
+    const end = ev.at(-1) as { type: string; ok: boolean; stoppedBy: string; clean: boolean; summary: { checkpoints: number; pauseP50Ms: number; pauseP99Ms: number } };
+    expect(end).toMatchObject({ type: 'end', ok: true, stoppedBy: 'limit', clean: true });
+    expect(end.summary.checkpoints).toBe(15);
+    expect(end.summary.pauseP99Ms).toBeGreaterThanOrEqual(end.summary.pauseP50Ms);
+    await expectNothingLeft(ev[0]?.operation as string);
+  });
+
+  it('prints progress and a summary for people without --json', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 5 }));
+    const r = await remus(['run', '--config', file, '--state-dir', state]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/device guest0: nic-nfqueue/);
+    expect(r.stdout).toMatch(/checkpoints: 5 \(/);
+    expect(r.stdout).toMatch(/pause: p50 [\d.]+ ms, p99 [\d.]+ ms/);
+    expect(r.stdout).toMatch(/released: \d+/);
+    expect(journals(state)).toEqual([]);
+  });
+
+  it('SIGINT mid-run stops after the current checkpoint and cleans up', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+    running.push(run);
+    const startEv = await run.waitFor((e) => e.type === 'start');
+    const domainEv = await run.waitFor((e) => e.type === 'domain');
+    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 5);
+    expect(cgroupsOf(startEv.operation as string)).toHaveLength(1);
+    expect(await rulesMentioning(nics.router, startEv.operation as string)).not.toEqual([]);
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    const end = events(r.stdout).at(-1);
+    expect(end).toMatchObject({ type: 'end', ok: true, stoppedBy: 'SIGINT', clean: true });
+    expect(events(r.stdout).some((e) => e.type === 'stopping' && e.signal === 'SIGINT')).toBe(true);
+    expect(alive(domainEv.pid as number)).toBe(false);
+    await expectNothingLeft(startEv.operation as string);
+  });
+
+  it('SIGTERM ends it cleanly too', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+    running.push(run);
+    const startEv = await run.waitFor((e) => e.type === 'start');
+    await run.waitFor((e) => e.type === 'checkpoint');
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', stoppedBy: 'SIGTERM', clean: true });
+    await expectNothingLeft(startEv.operation as string);
+  });
+
+  it('after SIGKILL, remus cleanup removes the cgroup, the rules and the processes from the journal', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+    running.push(run);
+    const startEv = await run.waitFor((e) => e.type === 'start');
+    const domainEv = await run.waitFor((e) => e.type === 'domain');
+    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    const op = startEv.operation as string;
+    run.child.kill('SIGKILL');
+    await run.done;
+    // The dead run left its journal, cgroup, rules and guest behind.
+    expect(journals(state)).toEqual([`${op}.json`]);
+    expect(cgroupsOf(op)).toHaveLength(1);
+    expect(await rulesMentioning(nics.router, op)).not.toEqual([]);
+    expect(alive(domainEv.pid as number)).toBe(true);
+
+    const c = await remus(['cleanup', '--state-dir', state, '--json']);
+    expect(c.code).toBe(0);
+    const res = events(c.stdout)[0] as { results: { operation: string; status: string; removed: string[]; errors: string[] }[] };
+    expect(res.results).toHaveLength(1);
+    expect(res.results[0]).toMatchObject({ operation: op, status: 'cleaned', errors: [] });
+    const removed = res.results[0]?.removed.join('\n') ?? '';
+    expect(removed).toMatch(/nic-nfqueue: .*rule/);
+    expect(removed).toMatch(/removed cgroup/);
+    await sleep(50);
+    expect(alive(domainEv.pid as number)).toBe(false);
+    await expectNothingLeft(op);
+    // A second cleanup finds nothing.
+    const again = await remus(['cleanup', '--state-dir', state]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/nothing to clean up/);
+  });
+
+  it('cleanup leaves the journal of a run that is still alive alone', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+    running.push(run);
+    const startEv = await run.waitFor((e) => e.type === 'checkpoint');
+    void startEv;
+    const c = await remus(['cleanup', '--state-dir', state]);
+    expect(c.code).toBe(0);
+    expect(c.stdout).toMatch(/still running, left alone/);
+    expect(journals(state)).toHaveLength(1);
+    run.child.kill('SIGINT');
+    expect((await run.done).code).toBe(0);
+    expect(journals(state)).toEqual([]);
+  });
+
+  it('a protected command that exits fails the run, which still cleans up', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', command: ['sleep', '0.3'] } }));
+    const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
+    expect(r.code).toBe(1);
+    const end = events(r.stdout).at(-1) as { type: string; ok: boolean; clean: boolean; error: { code: string; message: string } };
+    expect(end).toMatchObject({ type: 'end', ok: false, clean: true });
+    expect(end.error.code).toBe('CHECKPOINT_FAILED');
+    expect(end.error.message).toMatch(/exited/);
+    await expectNothingLeft(events(r.stdout)[0]?.operation as string);
+  });
+});
+
+describe('remus plan', () => {
+  it('says which subkind takes each device and why the others declined, changing nothing', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const r = await remus(['plan', '--config', file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/guest0 \(nic\): nic-nfqueue/);
+    expect(r.stdout).toMatch(/declined: nic-netbuf: .*sch_plug/);
+    const j = await remus(['plan', '--config', file, '--json']);
+    expect(events(j.stdout)[0]).toMatchObject({ type: 'plan', devices: [{ device: 'guest0', subkind: 'nic-nfqueue' }] });
+    expect(await rulesMentioning(nics.router, 'remus')).toEqual([]);
+    expect((await ip(['netns', 'pids', nics.router])).trim()).toBe('');
+  });
+
+  it('fails for a device no subkind can take', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.router } }] }));
+    const r = await remus(['plan', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/gone \(nic\): NOT SUPPORTED/);
+  });
+});
