@@ -4,7 +4,9 @@ export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Network-namespace tests share the host's netfilter: one file at a time.
+    // Each test file in its own process: leftover checks look for buffer
+    // processes by parent pid. Files one at a time to spare the 2 cores.
+    pool: 'forks',
     fileParallelism: false,
   },
 });

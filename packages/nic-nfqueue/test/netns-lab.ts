@@ -7,12 +7,12 @@
  * Needs root, iproute2 and iptables (CI runs as root).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
-let counter = 0;
 
 export function sh(file: string, args: readonly string[]): string {
   return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -106,7 +106,9 @@ function macOf(ns: string, ifname: string): string {
  * buffered IPv6 neighbour discovery never stands between a send and the wire.
  */
 export function createLab(topology: Topology): Lab {
-  const n = `${process.pid % 100000}${String.fromCharCode(97 + (counter++ % 26))}`;
+  // pid + 4 random hex digits: unique across workers and runs, and short
+  // enough for 15-byte interface names.
+  const n = `${process.pid % 100000}${randomBytes(2).toString('hex')}`;
   const guest = `nfq-${n}-g`;
   const host = `nfq-${n}-h`;
   const client = `nfq-${n}-c`;
