@@ -1,0 +1,508 @@
+/**
+ * The four COLO subkinds: the COLO proxy (nic) and block replication (disk),
+ * each for the primary and for the secondary QEMU. They share one shape,
+ * made by {@link coloSubkind}: `init` leases the QMP connection and probes
+ * the QEMU; `match` declines devices that are not COLO-shaped or a QEMU that
+ * lacks what COLO needs (before anything is changed); `setup` adds exactly
+ * the chardevs, objects, block nodes and exports its plan lists, recording
+ * each before asking; `teardown` removes what is still there, newest first.
+ */
+import { RemusError, noMatch, validateName, type DeviceHandle, type MatchResult, type OpContext, type SubkindOps } from '@remus/core';
+import { isQmpError, type QmpClient } from '@remus/qmp';
+import { formatAddress, optValue, parseAddress, qmpSocketAddress, type ColoSocketAddress } from './address.js';
+import {
+  COLO_BASE_REQUIREMENTS,
+  closeShared,
+  make,
+  nodeName,
+  openShared,
+  qemuId,
+  startObserving,
+  tagPrefix,
+  undoAll,
+  type ColoDeviceData,
+  type ColoQemuOptions,
+  type ColoShared,
+  type Requirement,
+} from './qemu.js';
+
+/** Params of a primary COLO nic (`kind: 'nic'`). Addresses are `{ host, port }`, `"host:port"` or `{ path }`. */
+export interface ColoPrimaryNicParams {
+  /** The QEMU netdev id the guest's NIC uses (`-netdev tap,id=hn0,...`). Must exist. */
+  readonly netdev: string;
+  /** Listening address the secondary's tx redirector connects to (filter-mirror output; COLO-FT.txt: :9003). */
+  readonly mirror: ColoSocketAddress | string;
+  /** Listening address the secondary's rx redirector connects to (colo-compare secondary_in; COLO-FT.txt: :9004). */
+  readonly compare: ColoSocketAddress | string;
+  /** Local loop: the rx redirector sends the primary's packets here, colo-compare reads them (COLO-FT.txt: :9001). A unix path is fine. */
+  readonly primaryIn: ColoSocketAddress | string;
+  /** Local loop: colo-compare sends released packets here, the other rx redirector reads them (COLO-FT.txt: :9005). */
+  readonly compareOut: ColoSocketAddress | string;
+}
+
+/** Params of a secondary COLO nic (`kind: 'nic'`). */
+export interface ColoSecondaryNicParams {
+  /** The QEMU netdev id the guest's NIC uses. Must exist. */
+  readonly netdev: string;
+  /** The primary's `mirror` address (its tx traffic arrives here). */
+  readonly mirror: ColoSocketAddress | string;
+  /** The primary's `compare` address (this side's rx output goes there). */
+  readonly compare: ColoSocketAddress | string;
+  /** Seconds between reconnect attempts of the two client chardevs (the primary may listen later). Default 1. */
+  readonly reconnectSeconds?: number;
+}
+
+/** Params of a primary COLO disk (`kind: 'disk'`). */
+export interface ColoPrimaryDiskParams {
+  /** The quorum the guest's disk sits on (`-drive id=colo-disk0,driver=quorum,...`): a drive id or node name. Must be a quorum. */
+  readonly quorum: string;
+  /** The secondary's NBD server. */
+  readonly nbd: ColoSocketAddress | string;
+  /** The export name on the secondary (its `export`). */
+  readonly export: string;
+}
+
+/** Params of a secondary COLO disk (`kind: 'disk'`). */
+export interface ColoSecondaryDiskParams {
+  /** The drive id or node name to export: the disk the replication driver's hidden/active images sit on (COLO-FT.txt: `parent0`). Must exist. */
+  readonly node: string;
+  /** Where the NBD server listens (the primary's `nbd`). One NBD server per QEMU: every disk of the operation must name the same one. */
+  readonly nbd: ColoSocketAddress | string;
+  /** The export name the primary asks for. Default: `node`. */
+  readonly export?: string;
+  /** Optional check: this replication quorum (COLO-FT.txt: `colo-disk0`) must exist. */
+  readonly quorum?: string;
+}
+
+/** A subkind's plan for one device: what it checks in `match` and adds in `setup`. */
+interface Plan {
+  /** Throws INVALID_ARGUMENT / DEVICE_NOT_READY if the QEMU cannot take this device as configured. Reads only. */
+  check(client: QmpClient, ctx: OpContext): Promise<void>;
+  /** Adds everything, one recorded step at a time. */
+  build(shared: ColoShared, data: ColoDeviceData, ctx: OpContext): Promise<void>;
+}
+
+interface ColoSubkindSpec {
+  readonly name: string;
+  readonly kind: 'nic' | 'disk';
+  readonly requires: readonly Requirement[];
+  /** The param that marks a device as COLO-shaped for this subkind; devices without it are "not mine". */
+  readonly marker: string;
+  /** Reads and validates the params (throws INVALID_ARGUMENT), names the QEMU ids. */
+  plan(params: Readonly<Record<string, unknown>>, device: string, operation: string): Plan;
+}
+
+function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+  if (options === null || typeof options !== 'object' || options.qmp === undefined) {
+    throw new RemusError('INVALID_ARGUMENT', `${spec.name}: options.qmp (the QEMU's QMP socket) is required, e.g. ${spec.name.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())}({ qmp: '/run/qemu/qmp.sock' })`);
+  }
+  const requires = [...COLO_BASE_REQUIREMENTS, ...spec.requires];
+  const planFor = (h: DeviceHandle<ColoShared, ColoDeviceData>, ctx: OpContext): Plan =>
+    spec.plan(h.device.params ?? {}, validateName(h.device.id, 'device id'), ctx.operation);
+  return {
+    name: spec.name,
+    kind: spec.kind,
+    /** Leases the QMP connection and probes the QEMU (schema, object types). Changes nothing. */
+    init: (ctx) => openShared(options, requires, ctx),
+    /** Releases the connection lease (the last release closes it). */
+    cleanup: (shared) => closeShared(shared),
+    /**
+     * "Not mine" for a device without the subkind's marker param, and for
+     * every device when the QEMU lacks a COLO feature (the reason lists
+     * what is missing). Throws for a COLO device that is misconfigured (bad
+     * params, a netdev or drive QEMU does not have). Reads only.
+     */
+    match: async (h, ctx): Promise<MatchResult> => {
+      const params = h.device.params ?? {};
+      if (params[spec.marker] === undefined) return noMatch(`no params.${spec.marker}: not a COLO ${spec.kind}`);
+      if (h.shared.missing.length > 0) {
+        return noMatch(`QEMU at ${h.shared.where} lacks what COLO needs: ${h.shared.missing.join(', ')}`);
+      }
+      await planFor(h, ctx).check(h.shared.client, ctx);
+      return true;
+    },
+    /** Adds the device's chardevs/objects/nodes/exports through QMP, recording each before it is asked for. */
+    setup: async (h, ctx) => {
+      const plan = planFor(h, ctx);
+      const data: ColoDeviceData = { made: [], observed: startObserving(h.shared) };
+      h.data = data;
+      await plan.build(h.shared, data, ctx);
+    },
+    /** Removes what setup recorded and QEMU still has, newest first. Idempotent; also after a failed or aborted setup. */
+    teardown: (h) => undoAll(h.shared, h.data),
+    /**
+     * QEMU runs COLO checkpoints itself, so there is nothing to do at
+     * postsuspend/preresume (absent). At commit the subkind confirms that
+     * COLO is still running on its QEMU: a COLO_EXIT (failover, error) or,
+     * for a primary disk, a QUORUM_REPORT_BAD from its replication child
+     * since setup fails the commit, so the caller learns the protection is
+     * gone. No I/O: it reads what the event subscription saw.
+     */
+    commit: (h) => {
+      const o = h.data?.observed;
+      if (!o) return;
+      if (o.coloExit) {
+        const d = o.coloExit.data;
+        throw new RemusError('OP_FAILED', `COLO exited on QEMU ${h.shared.where} (mode ${d.mode}, reason ${d.reason}): the device is no longer protected`, {
+          details: { event: 'COLO_EXIT', ...d },
+        });
+      }
+      const bad = [...o.quorumBad.entries()].filter(([node]) => node.startsWith('colo-'));
+      if (spec.name === 'colo-primary-disk' && bad.length > 0) {
+        throw new RemusError('OP_FAILED', `replication child reported bad on QEMU ${h.shared.where} (${bad.map(([n, k]) => `${n} x${k}`).join(', ')}): the secondary's disk is not in sync`, {
+          details: { event: 'QUORUM_REPORT_BAD', nodes: bad.map(([n]) => n) },
+        });
+      }
+    },
+    /** What QEMU reported since setup: `vmStops`/`vmResumes` (COLO checkpoints pause and resume the VM), `coloExits`, `quorumReportsBad`. */
+    stats: (h): Record<string, number> => {
+      const o = h.data?.observed;
+      if (!o) return {};
+      return {
+        vmStops: o.vmStops,
+        vmResumes: o.vmResumes,
+        coloExits: o.coloExit ? 1 : 0,
+        quorumReportsBad: [...o.quorumBad.values()].reduce((a, b) => a + b, 0),
+        resources: h.data!.made.length,
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Checks shared by the plans (read-only QMP queries).
+
+/** Netdev ids, from HMP `info network` (QMP has no query for netdevs in QEMU 7.2). */
+async function netdevs(client: QmpClient, ctx: OpContext): Promise<Set<string>> {
+  const text = await client.hmp('info network', { signal: ctx.signal });
+  const out = new Set<string>();
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^[\s\\]*([A-Za-z][\w.-]*): index=\d+,type=([\w-]+)/.exec(line);
+    if (m && m[2] !== 'nic') out.add(m[1]!);
+  }
+  return out;
+}
+
+async function requireNetdev(client: QmpClient, netdev: string, ctx: OpContext): Promise<void> {
+  const have = await netdevs(client, ctx);
+  if (!have.has(netdev)) {
+    throw new RemusError('INVALID_ARGUMENT', `netdev ${netdev} is not in this QEMU (netdevs: ${[...have].join(', ') || 'none'})`, {
+      details: { netdev },
+    });
+  }
+}
+
+interface BlockInfo {
+  device: string;
+  inserted?: { 'node-name': string; drv: string };
+}
+interface NodeInfo {
+  'node-name': string;
+  drv: string;
+}
+
+/** Resolves a drive id or node name to its node name and driver; undefined if QEMU has neither. */
+async function findNode(client: QmpClient, name: string, ctx: OpContext): Promise<NodeInfo | undefined> {
+  const [blocks, nodes] = await Promise.all([
+    client.execute<BlockInfo[]>('query-block', undefined, { signal: ctx.signal }),
+    client.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }, { signal: ctx.signal }),
+  ]);
+  const node = nodes.find((n) => n['node-name'] === name);
+  if (node) return node;
+  const blk = blocks.find((b) => b.device === name)?.inserted;
+  return blk ? { 'node-name': blk['node-name'], drv: blk.drv } : undefined;
+}
+
+function str(params: Readonly<Record<string, unknown>>, key: string, device: string): string {
+  return qemuId(params[key], `device ${device}: params.${key}`);
+}
+
+function chardevSocket(id: string, addr: ColoSocketAddress, server: boolean, reconnect?: number): Record<string, unknown> {
+  const data: Record<string, unknown> = { addr: qmpSocketAddress(addr), server };
+  if (server) data['wait'] = false;
+  if (reconnect !== undefined) data['reconnect'] = reconnect;
+  return { id, backend: { type: 'socket', data } };
+}
+
+// ---------------------------------------------------------------------------
+// The four subkinds.
+
+const NIC_OBJECTS_PRIMARY: readonly Requirement[] = [
+  { command: 'chardev-add' },
+  { command: 'chardev-remove' },
+  { command: 'query-chardev' },
+  { command: 'object-add' },
+  { command: 'object-del' },
+  { command: 'human-monitor-command' },
+  { objectType: 'filter-mirror' },
+  { objectType: 'filter-redirector' },
+  { objectType: 'colo-compare' },
+  { objectType: 'iothread' },
+];
+
+/**
+ * The COLO proxy on the primary: six socket chardevs (two servers the
+ * secondary connects to, two local loops), filter-mirror (tx to the
+ * secondary), two filter-redirectors (rx into colo-compare, colo-compare's
+ * output back out), an iothread and colo-compare, exactly as QEMU's
+ * docs/COLO-FT.txt wires them. Device params: {@link ColoPrimaryNicParams}.
+ */
+export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+  return coloSubkind(
+    {
+      name: 'colo-primary-nic',
+      kind: 'nic',
+      requires: NIC_OBJECTS_PRIMARY,
+      marker: 'compare',
+      plan(params, device, operation) {
+        const netdev = str(params, 'netdev', device);
+        const mirror = parseAddress(params['mirror'], `device ${device}: params.mirror`);
+        const compare = parseAddress(params['compare'], `device ${device}: params.compare`);
+        const primaryIn = parseAddress(params['primaryIn'], `device ${device}: params.primaryIn`);
+        const compareOut = parseAddress(params['compareOut'], `device ${device}: params.compareOut`);
+        const p = tagPrefix(operation, device);
+        const id = {
+          mirror: `${p}mirror`,
+          compare: `${p}compare`,
+          pri: `${p}pri`,
+          priIn: `${p}pri-in`,
+          out: `${p}out`,
+          outIn: `${p}out-in`,
+          filterMirror: `${p}m0`,
+          redirectOut: `${p}redire0`,
+          redirectIn: `${p}redire1`,
+          iothread: `${p}iothread`,
+          compareObj: `${p}comp0`,
+        };
+        return {
+          check: (client, ctx) => requireNetdev(client, netdev, ctx),
+          async build(shared, data, ctx) {
+            const c = shared.client;
+            const o = { signal: ctx.signal };
+            const chardev = (cid: string, addr: ColoSocketAddress, server: boolean) =>
+              make(data, { type: 'chardev', id: cid }, () => c.execute('chardev-add', chardevSocket(cid, addr, server), o), ctx);
+            const object = (args: Record<string, unknown>) =>
+              make(data, { type: 'object', id: args['id'] as string }, () => c.execute('object-add', args, o), ctx);
+            await chardev(id.mirror, mirror, true);
+            await chardev(id.compare, compare, true);
+            await chardev(id.pri, primaryIn, true);
+            await chardev(id.priIn, primaryIn, false);
+            await chardev(id.out, compareOut, true);
+            await chardev(id.outIn, compareOut, false);
+            await object({ 'qom-type': 'filter-mirror', id: id.filterMirror, netdev, queue: 'tx', outdev: id.mirror });
+            await object({ 'qom-type': 'filter-redirector', id: id.redirectOut, netdev, queue: 'rx', indev: id.out });
+            await object({ 'qom-type': 'filter-redirector', id: id.redirectIn, netdev, queue: 'rx', outdev: id.pri });
+            await object({ 'qom-type': 'iothread', id: id.iothread });
+            await object({
+              'qom-type': 'colo-compare',
+              id: id.compareObj,
+              primary_in: id.priIn,
+              secondary_in: id.compare,
+              outdev: id.outIn,
+              iothread: id.iothread,
+            });
+          },
+        };
+      },
+    },
+    options,
+  );
+}
+
+/**
+ * The COLO proxy on the secondary: two client chardevs to the primary's
+ * mirror and compare servers (reconnecting, so the secondary may be set up
+ * first, as COLO requires), two filter-redirectors (tx in from the mirror,
+ * rx out to colo-compare) and filter-rewriter (TCP sequence numbers).
+ * Device params: {@link ColoSecondaryNicParams}.
+ */
+export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+  return coloSubkind(
+    {
+      name: 'colo-secondary-nic',
+      kind: 'nic',
+      requires: [
+        ...NIC_OBJECTS_PRIMARY.filter((r) => !('objectType' in r)),
+        { objectType: 'filter-redirector' },
+        { objectType: 'filter-rewriter' },
+      ],
+      marker: 'mirror',
+      plan(params, device, operation) {
+        const netdev = str(params, 'netdev', device);
+        const mirror = parseAddress(params['mirror'], `device ${device}: params.mirror`);
+        const compare = parseAddress(params['compare'], `device ${device}: params.compare`);
+        const reconnect = params['reconnectSeconds'] ?? 1;
+        if (typeof reconnect !== 'number' || !Number.isInteger(reconnect) || reconnect < 1 || reconnect > 3600) {
+          throw new RemusError('INVALID_ARGUMENT', `device ${device}: params.reconnectSeconds must be an integer 1-3600`);
+        }
+        const p = tagPrefix(operation, device);
+        const id = { red0: `${p}red0`, red1: `${p}red1`, f1: `${p}f1`, f2: `${p}f2`, rew: `${p}rew0` };
+        return {
+          check: (client, ctx) => requireNetdev(client, netdev, ctx),
+          async build(shared, data, ctx) {
+            const c = shared.client;
+            const o = { signal: ctx.signal };
+            const chardev = (cid: string, addr: ColoSocketAddress) =>
+              make(data, { type: 'chardev', id: cid }, () => c.execute('chardev-add', chardevSocket(cid, addr, false, reconnect), o), ctx);
+            const object = (args: Record<string, unknown>) =>
+              make(data, { type: 'object', id: args['id'] as string }, () => c.execute('object-add', args, o), ctx);
+            await chardev(id.red0, mirror);
+            await chardev(id.red1, compare);
+            await object({ 'qom-type': 'filter-redirector', id: id.f1, netdev, queue: 'tx', indev: id.red0 });
+            await object({ 'qom-type': 'filter-redirector', id: id.f2, netdev, queue: 'rx', outdev: id.red1 });
+            await object({ 'qom-type': 'filter-rewriter', id: id.rew, netdev, queue: 'all' });
+          },
+        };
+      },
+    },
+    options,
+  );
+}
+
+/**
+ * Block replication on the primary: a `replication,mode=primary` node over
+ * an NBD client to the secondary's export (HMP `drive_add -n`, as QEMU's
+ * docs do: QMP has no equivalent taking these legacy options), then that
+ * node added to the guest disk's quorum with `x-blockdev-change`. Device
+ * params: {@link ColoPrimaryDiskParams}. The NBD server must answer: QEMU
+ * opens the connection synchronously and its monitor waits meanwhile.
+ */
+export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+  return coloSubkind(
+    {
+      name: 'colo-primary-disk',
+      kind: 'disk',
+      requires: [
+        { command: 'human-monitor-command' },
+        { command: 'x-blockdev-change' },
+        { command: 'blockdev-del' },
+        { command: 'query-named-block-nodes' },
+        { command: 'query-block' },
+        { command: 'x-debug-query-block-graph' },
+        { blockDriver: 'replication' },
+        { blockDriver: 'quorum' },
+        { blockDriver: 'nbd' },
+      ],
+      marker: 'quorum',
+      plan(params, device, operation) {
+        const quorum = str(params, 'quorum', device);
+        const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
+        const exportName = str(params, 'export', device);
+        const node = nodeName(operation, device, 'rep');
+        const server =
+          'path' in nbd ? `file.path=${optValue(nbd.path)}` : `file.host=${optValue(nbd.host)},file.port=${nbd.port}`;
+        const driveAdd = `drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,${server},file.export=${optValue(exportName)},node-name=${node}`;
+        return {
+          async check(client, ctx) {
+            const q = await findNode(client, quorum, ctx);
+            if (!q) throw new RemusError('INVALID_ARGUMENT', `device ${device}: quorum ${quorum} is not a drive or node of this QEMU`);
+            if (q.drv !== 'quorum') {
+              throw new RemusError('INVALID_ARGUMENT', `device ${device}: ${quorum} is a ${q.drv} node, not a quorum (COLO needs -drive driver=quorum,... under the guest disk)`);
+            }
+          },
+          async build(shared, data, ctx) {
+            const c = shared.client;
+            await make(
+              data,
+              { type: 'node', nodeName: node },
+              async () => {
+                const out = (await c.hmp(driveAdd, { signal: ctx.signal })).trim();
+                // drive_add -n prints nothing on success and the error text otherwise.
+                if (out !== '' && out !== 'OK') {
+                  throw new RemusError('QMP_FAILED', `drive_add of the replication node to ${formatAddress(nbd)} failed: ${out}`, {
+                    details: { command: 'human-monitor-command', hmp: 'drive_add', output: out },
+                  });
+                }
+              },
+              ctx,
+            );
+            await make(data, { type: 'child', parent: quorum, nodeName: node }, () => c.execute('x-blockdev-change', { parent: quorum, node }, { signal: ctx.signal }), ctx);
+          },
+        };
+      },
+    },
+    options,
+  );
+}
+
+/**
+ * Block replication on the secondary: the NBD server (one per QEMU, shared
+ * by the subkind's devices, stopped with the last) and a writable NBD export
+ * of the disk under the replication driver, for the primary's replication
+ * child to write into. Device params: {@link ColoSecondaryDiskParams}.
+ */
+export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+  return coloSubkind(
+    {
+      name: 'colo-secondary-disk',
+      kind: 'disk',
+      requires: [
+        { command: 'nbd-server-start' },
+        { command: 'nbd-server-stop' },
+        { command: 'block-export-add' },
+        { command: 'block-export-del' },
+        { command: 'query-block-exports' },
+        { command: 'query-named-block-nodes' },
+        { command: 'query-block' },
+        { exportType: 'nbd' },
+        { blockDriver: 'replication' },
+        { blockDriver: 'quorum' },
+      ],
+      marker: 'node',
+      plan(params, device, operation) {
+        const nodeParam = str(params, 'node', device);
+        const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
+        const exportName = params['export'] === undefined ? nodeParam : str(params, 'export', device);
+        const quorum = params['quorum'] === undefined ? undefined : str(params, 'quorum', device);
+        const exportId = `${tagPrefix(operation, device)}nbd`;
+        const key = formatAddress(nbd);
+        let resolved: string | undefined;
+        const resolve = async (client: QmpClient, ctx: OpContext): Promise<string> => {
+          const n = await findNode(client, nodeParam, ctx);
+          if (!n) throw new RemusError('INVALID_ARGUMENT', `device ${device}: ${nodeParam} is not a drive or node of this QEMU`);
+          return n['node-name'];
+        };
+        return {
+          async check(client, ctx) {
+            resolved = await resolve(client, ctx);
+            if (quorum && !(await findNode(client, quorum, ctx))) {
+              throw new RemusError('INVALID_ARGUMENT', `device ${device}: quorum ${quorum} is not a drive or node of this QEMU`);
+            }
+          },
+          async build(shared, data, ctx) {
+            const c = shared.client;
+            const nodeName = resolved ?? (await resolve(c, ctx));
+            if (shared.nbd && shared.nbd.key !== key) {
+              throw new RemusError('INVALID_ARGUMENT', `device ${device}: QEMU has one NBD server, already set up on ${shared.nbd.key}; every disk must name it (got ${key})`);
+            }
+            const nbdState = (shared.nbd ??= { key, users: new Set(), started: false });
+            await make(
+              data,
+              { type: 'nbd-user', device },
+              async () => {
+                nbdState.users.add(device);
+                if (nbdState.started) return;
+                nbdState.started = true;
+                try {
+                  await c.execute('nbd-server-start', { addr: qmpSocketAddress(nbd) }, { signal: ctx.signal });
+                } catch (e) {
+                  // Refused for sure: nothing to stop. (A lost answer or timeout keeps `started`, and teardown stops it if it runs.)
+                  if (isQmpError(e)) nbdState.started = false;
+                  throw e;
+                }
+              },
+              ctx,
+            );
+            await make(
+              data,
+              { type: 'export', id: exportId },
+              () => c.execute('block-export-add', { type: 'nbd', id: exportId, 'node-name': nodeName, name: exportName, writable: true }, { signal: ctx.signal }),
+              ctx,
+            );
+          },
+        };
+      },
+    },
+    options,
+  );
+}

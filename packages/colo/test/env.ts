@@ -1,0 +1,340 @@
+/**
+ * Test environment: real QEMU processes (qemu-system-x86_64, qemu-img and
+ * qemu-nbd from apt; no guest OS) in temp dirs, killed by PID and removed by
+ * `stop()`. Each QEMU gets two QMP monitors: [0] for the subkinds (or a
+ * fault proxy in front of it), [1] for the test's own inspection.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import * as netModule from 'node:net';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connectQmp, type QmpClient } from '@remus/qmp';
+
+export interface Proc {
+  readonly pid: number;
+  readonly process: ChildProcess;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+function launch(cmd: string, args: readonly string[], cwd: string): Proc {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    pid: child.pid!,
+    process: child,
+    stderr: () => err,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
+
+export interface TestQemu extends Proc {
+  readonly dir: string;
+  /** [0]: for the code under test; [1]: for inspection. */
+  readonly qmp: readonly [string, string];
+  /** A client on monitor [1], for inspection. */
+  readonly inspect: QmpClient;
+}
+
+const tracked: { stop(): Promise<void> }[] = [];
+/** Stops everything started through this module (call in afterAll/afterEach). */
+export async function stopAll(): Promise<void> {
+  for (const t of tracked.splice(0)) await t.stop();
+}
+
+export function tempDir(tag: string): { dir: string; stop(): Promise<void> } {
+  const dir = mkdtempSync(join(tmpdir(), `remus-colo-${tag}-${process.pid}-`));
+  const t = { dir, stop: async () => rmSync(dir, { recursive: true, force: true }) };
+  tracked.push(t);
+  return t;
+}
+
+function image(dir: string, name: string): string {
+  const path = join(dir, name);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, '16M']);
+  return path;
+}
+
+async function startQemu(tag: string, extra: (dir: string) => string[]): Promise<TestQemu> {
+  const { dir } = tempDir(tag);
+  const qmp: [string, string] = [join(dir, 'qmp0.sock'), join(dir, 'qmp1.sock')];
+  const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-accel', 'tcg', '-m', '64'];
+  for (const s of qmp) args.push('-qmp', `unix:${s},server=on,wait=off`);
+  args.push(...extra(dir));
+  const p = launch('qemu-system-x86_64', args, dir);
+  tracked.unshift(p); // stopped before its dir is removed
+  for (let i = 0; i < 400 && !qmp.every((s) => existsSync(s)); i++) {
+    if (p.process.exitCode !== null) break;
+    await sleep(25);
+  }
+  if (!qmp.every((s) => existsSync(s))) throw new Error(`QEMU did not start: ${p.stderr()}`);
+  const inspect = await connectQmp(qmp[1], { timeoutMs: 20_000 });
+  tracked.unshift({ stop: () => inspect.close() });
+  return { ...p, dir, qmp, inspect };
+}
+
+/** A primary-shaped QEMU: netdev `hn0`, guest disk `colo-disk0` = quorum over a qcow2 image. */
+export function startPrimary(): Promise<TestQemu> {
+  return startQemu('pri', (dir) => [
+    '-netdev',
+    'user,id=hn0',
+    '-drive',
+    `if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1,children.0.file.filename=${image(dir, 'primary.qcow2')},children.0.driver=qcow2`,
+  ]);
+}
+
+/** A secondary-shaped QEMU per COLO-FT.txt: netdev `hn0`, `parent0`, replication (secondary) over active/hidden images, quorum `colo-disk0`. */
+export function startSecondary(): Promise<TestQemu> {
+  return startQemu('sec', (dir) => [
+    '-netdev',
+    'user,id=hn0',
+    '-drive',
+    `if=none,id=parent0,file.filename=${image(dir, 'parent.qcow2')},driver=qcow2`,
+    '-drive',
+    `if=none,id=childs0,driver=replication,mode=secondary,file.driver=qcow2,top-id=colo-disk0,file.file.filename=${image(dir, 'active.qcow2')},file.backing.driver=qcow2,file.backing.file.filename=${image(dir, 'hidden.qcow2')},file.backing.backing=parent0`,
+    '-drive',
+    'if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1,children.0=childs0',
+  ]);
+}
+
+/** A qemu-nbd server exporting a scratch image as `name` on 127.0.0.1:port (stands in for a secondary's export). */
+export async function startNbd(port: number, name: string): Promise<Proc> {
+  const { dir } = tempDir('nbd');
+  const p = launch('qemu-nbd', ['-f', 'qcow2', '-x', name, '-b', '127.0.0.1', '-p', String(port), '-e', '8', '-t', image(dir, 'nbd.qcow2')], dir);
+  tracked.unshift(p);
+  for (let i = 0; i < 200; i++) {
+    if (await canConnect(port)) return p;
+    await sleep(25);
+  }
+  throw new Error(`qemu-nbd did not listen: ${p.stderr()}`);
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netModule.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Free TCP ports on 127.0.0.1 (bound and released; a race with other processes is unlikely). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, async () => {
+      const s = createServer();
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      return s;
+    }),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
+}
+
+/** Everything of a QEMU that COLO set-up may touch, as sorted lists; equal snapshots mean "left as it was". */
+export interface Snapshot {
+  objects: string[];
+  chardevs: string[];
+  nodes: string[];
+  exports: string[];
+  edges: string[];
+  filters: string[];
+  nbdServer: boolean;
+}
+
+export async function snapshot(q: TestQemu): Promise<Snapshot> {
+  const c = q.inspect;
+  const [objects, chardevs, nodes, exports, graph, network] = await Promise.all([
+    c.execute<{ name: string }[]>('qom-list', { path: '/objects' }),
+    c.execute<{ label: string }[]>('query-chardev'),
+    c.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true }),
+    c.execute<{ id: string; 'node-name': string }[]>('query-block-exports'),
+    c.execute<{ nodes: { id: number; name: string }[]; edges: { parent: number; child: number; name: string }[] }>('x-debug-query-block-graph'),
+    c.hmp('info network'),
+  ]);
+  const name = (id: number) => graph.nodes.find((n) => n.id === id)?.name ?? String(id);
+  return {
+    objects: objects.map((o) => o.name).sort(),
+    chardevs: chardevs.map((x) => x.label).sort(),
+    nodes: nodes.map((n) => n['node-name']).sort(),
+    exports: exports.map((e) => `${e.id}:${e['node-name']}`).sort(),
+    edges: graph.edges.map((e) => `${name(e.parent)} -${e.name}-> ${name(e.child)}`).sort(),
+    filters: network.split(/\r?\n/).filter((l) => /^\s+- /.test(l)).map((l) => l.trim()).sort(),
+    nbdServer: await nbdServerRunning(c),
+  };
+}
+
+/** QEMU 7.2 has no query for the NBD server: starting one on an unused unix path tells (and is undone at once). */
+async function nbdServerRunning(c: QmpClient): Promise<boolean> {
+  const probe = join(tmpdir(), `remus-colo-nbdprobe-${process.pid}-${Math.random().toString(36).slice(2)}.sock`);
+  try {
+    await c.execute('nbd-server-start', { addr: { type: 'unix', data: { path: probe } } });
+  } catch (e) {
+    if (/already running/i.test((e as Error).message)) return true;
+    throw e;
+  } finally {
+    rmSync(probe, { force: true });
+  }
+  await c.execute('nbd-server-stop');
+  return false;
+}
+
+/** Differences from `base` as readable lines (for the conformance kit's `leftovers`). */
+export function diff(base: Snapshot, now: Snapshot): string[] {
+  const out: string[] = [];
+  for (const k of Object.keys(base) as (keyof Snapshot)[]) {
+    const b = base[k];
+    const n = now[k];
+    if (Array.isArray(b) && Array.isArray(n)) {
+      for (const x of n) if (!b.includes(x)) out.push(`${k}: extra ${x}`);
+      for (const x of b) if (!n.includes(x)) out.push(`${k}: missing ${x}`);
+    } else if (b !== n) out.push(`${k}: was ${String(b)}, now ${String(n)}`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// A QMP proxy for fault injection: sits between a client and a real QEMU
+// monitor, logs every command, and can fail or swallow the Nth changing
+// command, or rewrite answers (to fake a QEMU lacking a feature).
+
+export const CHANGING = new Set([
+  'chardev-add',
+  'chardev-remove',
+  'object-add',
+  'object-del',
+  'human-monitor-command',
+  'x-blockdev-change',
+  'blockdev-add',
+  'blockdev-del',
+  'nbd-server-start',
+  'nbd-server-stop',
+  'block-export-add',
+  'block-export-del',
+]);
+
+export interface ProxyOptions {
+  /** Fail the Nth set-up command (1-based, counting commands in CHANGING that add something). */
+  failAt?: number;
+  /** `refuse`: answer an error without forwarding. `lost`: forward, then swallow QEMU's answer (the client times out). */
+  mode?: 'refuse' | 'lost';
+  /** Rewrites an answer before it reaches the client. */
+  rewrite?: (command: string, answer: any) => any;
+}
+
+export interface QmpProxy {
+  readonly path: string;
+  /** Every command the client sent, in order. */
+  readonly log: string[];
+  /** Set-up commands seen (adds), for choosing failAt. */
+  readonly adds: number;
+  /** Sends an event to the connected client as if QEMU had emitted it. */
+  emit(event: Record<string, unknown>): void;
+  close(): Promise<void>;
+}
+
+const ADDS = new Set(['chardev-add', 'object-add', 'x-blockdev-change', 'blockdev-add', 'nbd-server-start', 'block-export-add']);
+
+function isAdd(msg: { execute: string; arguments?: Record<string, unknown> }): boolean {
+  if (msg.execute === 'human-monitor-command') return String(msg.arguments?.['command-line'] ?? '').startsWith('drive_add');
+  if (msg.execute === 'x-blockdev-change') return msg.arguments?.['node'] !== undefined;
+  return ADDS.has(msg.execute);
+}
+
+export async function startProxy(target: string, options: ProxyOptions = {}): Promise<QmpProxy> {
+  const { dir } = tempDir('proxy');
+  const path = join(dir, 'proxy.sock');
+  const log: string[] = [];
+  let adds = 0;
+  const sockets = new Set<Socket>();
+  const clients = new Set<Socket>();
+  const server = createServer((client) => {
+    sockets.add(client);
+    clients.add(client);
+    client.on('close', () => clients.delete(client));
+    const upstream = netModule.connect({ path: target });
+    sockets.add(upstream);
+    const pending = new Map<unknown, { command: string; swallow: boolean }>();
+    let upBuf = '';
+    let downBuf = '';
+    client.setEncoding('utf8');
+    upstream.setEncoding('utf8');
+    const closeBoth = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', closeBoth).on('error', closeBoth);
+    upstream.on('close', closeBoth).on('error', closeBoth);
+    upstream.on('data', (d: string) => {
+      upBuf += d;
+      let i: number;
+      while ((i = upBuf.indexOf('\n')) >= 0) {
+        const line = upBuf.slice(0, i).trim();
+        upBuf = upBuf.slice(i + 1);
+        if (!line) continue;
+        let msg = JSON.parse(line);
+        const p = 'id' in msg ? pending.get(msg.id) : undefined;
+        if (p) {
+          pending.delete(msg.id);
+          if (p.swallow) continue;
+          if (options.rewrite) msg = options.rewrite(p.command, msg);
+        }
+        client.write(JSON.stringify(msg) + '\r\n');
+      }
+    });
+    client.on('data', (d: string) => {
+      downBuf += d;
+      let i: number;
+      while ((i = downBuf.indexOf('\n')) >= 0) {
+        const line = downBuf.slice(0, i).trim();
+        downBuf = downBuf.slice(i + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line);
+        log.push(msg.execute === 'human-monitor-command' ? `hmp ${String(msg.arguments['command-line']).split(' ')[0]}` : msg.execute);
+        let swallow = false;
+        if (isAdd(msg)) {
+          adds++;
+          if (adds === options.failAt) {
+            if ((options.mode ?? 'refuse') === 'refuse') {
+              client.write(JSON.stringify({ error: { class: 'GenericError', desc: `injected failure at step ${adds} (${msg.execute})` }, id: msg.id }) + '\r\n');
+              continue;
+            }
+            swallow = true;
+          }
+        }
+        pending.set(msg.id, { command: msg.execute, swallow });
+        upstream.write(line + '\n');
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  const proxy: QmpProxy = {
+    path,
+    log,
+    get adds() {
+      return adds;
+    },
+    emit(event) {
+      for (const c of clients) c.write(JSON.stringify(event) + '\r\n');
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  tracked.unshift({ stop: () => proxy.close() });
+  return proxy;
+}
