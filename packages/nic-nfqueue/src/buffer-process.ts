@@ -299,6 +299,10 @@ async function handle(req: Request): Promise<Reply> {
     case 'bind':
       return bind(req);
     case 'mark':
+      // Let the netlink messages already readable be handled first, so the
+      // boundary is as late as the kernel allows (an unread packet would only
+      // be released one epoch late, never early).
+      await new Promise((r) => setImmediate(r));
       return mark(req);
     case 'release':
       return release(req);

@@ -49,19 +49,52 @@ function procHas(path: string, word: string): boolean {
 }
 
 /**
+ * Whether the kernel can load `module` on demand: it is listed as built in or
+ * as a module of the running kernel (`/lib/modules/<release>/modules.*`).
+ * /proc lists a target or subsystem only once its module is loaded, and
+ * iptables or the first queue bind loads it.
+ */
+function moduleAvailable(module: string): boolean {
+  const dir = `/lib/modules/${release()}`;
+  const re = new RegExp(`/${module.replace(/[-_]/g, '[-_]')}\\.ko`);
+  for (const f of ['modules.builtin', 'modules.dep']) {
+    try {
+      if (re.test(readFileSync(`${dir}/${f}`, 'utf8'))) return true;
+    } catch {
+      // No such list: modules are not installed (or the kernel has none).
+    }
+  }
+  return false;
+}
+
+function release(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A kernel feature is there when /proc lists it, or its module can be loaded. */
+function kernelHas(procPath: string, word: string | undefined, module: string): boolean {
+  const listed = word === undefined ? existsSync(procPath) : procHas(procPath, word);
+  return listed || moduleAvailable(module);
+}
+
+/**
  * Checks that the kernel has nfnetlink_queue and the NFQUEUE target, and that
  * iptables and ip6tables run. Reads /proc and runs `iptables -V`; changes nothing.
  */
 export async function probeHost(cmds: HostCommands, signal: AbortSignal): Promise<HostProbe> {
-  if (!existsSync('/proc/net/netfilter/nfnetlink_queue')) {
-    return { ok: false, reason: 'kernel lacks nfnetlink_queue (/proc/net/netfilter/nfnetlink_queue is missing)' };
+  if (!kernelHas('/proc/net/netfilter/nfnetlink_queue', undefined, 'nfnetlink_queue')) {
+    return { ok: false, reason: 'kernel lacks nfnetlink_queue (no /proc/net/netfilter/nfnetlink_queue, no module)' };
   }
   for (const [file, proc] of [
     ['ip_tables_targets', 'IPv4'],
     ['ip6_tables_targets', 'IPv6'],
   ] as const) {
-    if (!procHas(`/proc/net/${file}`, 'NFQUEUE')) {
-      return { ok: false, reason: `kernel lacks the ${proc} NFQUEUE target (not listed in /proc/net/${file})` };
+    if (!kernelHas(`/proc/net/${file}`, 'NFQUEUE', 'xt_NFQUEUE')) {
+      return { ok: false, reason: `kernel lacks the ${proc} NFQUEUE target (not in /proc/net/${file}, no xt_NFQUEUE module)` };
     }
   }
   let nftBackend = false;
@@ -81,9 +114,15 @@ export async function probeHost(cmds: HostCommands, signal: AbortSignal): Promis
 /** Whether bridged traffic can be matched: br_netfilter and the physdev match. */
 export function probeBridge(): { ok: true } | { ok: false; reason: string } {
   if (!existsSync('/proc/sys/net/bridge/bridge-nf-call-iptables')) {
-    return { ok: false, reason: 'kernel lacks bridge netfilter (br_netfilter): bridged traffic never reaches iptables' };
+    // Unlike the others, br_netfilter is not loaded on demand by iptables.
+    return {
+      ok: false,
+      reason: moduleAvailable('br_netfilter')
+        ? 'bridge netfilter is not loaded: bridged traffic never reaches iptables (modprobe br_netfilter)'
+        : 'kernel lacks bridge netfilter (br_netfilter): bridged traffic never reaches iptables',
+    };
   }
-  if (!procHas('/proc/net/ip_tables_matches', 'physdev') || !procHas('/proc/net/ip6_tables_matches', 'physdev')) {
+  if (!kernelHas('/proc/net/ip_tables_matches', 'physdev', 'xt_physdev') || !kernelHas('/proc/net/ip6_tables_matches', 'physdev', 'xt_physdev')) {
     return { ok: false, reason: 'kernel lacks the physdev match (xt_physdev)' };
   }
   return { ok: true };
@@ -151,10 +190,22 @@ export async function queueNumbersInUse(cmds: HostCommands, netns: string | unde
   const addRange = (a: number, b: number): void => {
     for (let n = a; n <= b && n - a < 65536; n++) used.add(n);
   };
+  const scan = (text: string): void => {
+    for (const m of text.matchAll(/--queue-num (\d+)/g)) used.add(Number(m[1]));
+    for (const m of text.matchAll(/--queue-balance (\d+):(\d+)/g)) addRange(Number(m[1]), Number(m[2]));
+  };
   for (const family of ['ipv4', 'ipv6'] as const) {
-    const r = await runIn(cmds, netns, `${tool(cmds, family)}-save`, [], signal);
-    for (const m of r.stdout.matchAll(/--queue-num (\d+)/g)) used.add(Number(m[1]));
-    for (const m of r.stdout.matchAll(/--queue-balance (\d+):(\d+)/g)) addRange(Number(m[1]), Number(m[2]));
+    scan((await runIn(cmds, netns, `${tool(cmds, family)}-save`, [], signal)).stdout);
+  }
+  // Rules of the other backend queue packets just the same (legacy and nft
+  // tables both hook into netfilter); the nft side shows in `nft list ruleset`.
+  for (const save of ['iptables-legacy-save', 'ip6tables-legacy-save']) {
+    if (save === `${cmds.iptables}-save` || save === `${cmds.ip6tables}-save`) continue;
+    const r = await runIn(cmds, netns, save, [], signal).catch((e: unknown) => {
+      if (signal.aborted) throw e;
+      return undefined;
+    });
+    if (r) scan(r.stdout);
   }
   // Native nft rules (not made by iptables) may queue too; nft may be absent.
   const nft = await runIn(cmds, netns, 'nft', ['list', 'ruleset'], signal, [0, 1]).catch((e: unknown) => {

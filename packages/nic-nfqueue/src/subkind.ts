@@ -352,11 +352,29 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       }
       const prefix = `remus:${operation}:`;
       const removed: string[] = [];
+      // The crashed run may have used another backend than this factory's
+      // (legacy vs nft): look in each, one after the other, so a backend
+      // reached under two names finds its rules only once.
+      const backends: { cmds: HostCommands; required: boolean }[] = [
+        { cmds, required: true },
+        { cmds: { ...cmds, iptables: 'iptables-legacy', ip6tables: 'ip6tables-legacy' }, required: false },
+        { cmds: { ...cmds, iptables: 'iptables-nft', ip6tables: 'ip6tables-nft' }, required: false },
+      ];
       for (const ns of spaces) {
         if (ns !== undefined && !existsSync(`/run/netns/${ns}`)) continue;
-        for (const rule of await findRules(cmds, ns, (t) => t.startsWith(prefix), ctx.signal)) {
-          await deleteRule(cmds, ns, rule, ctx.signal);
-          removed.push(`${rule.family === 'ipv4' ? 'iptables' : 'ip6tables'} raw PREROUTING rule ${rule.tag} (queue ${rule.queue ?? '?'})${ns === undefined ? '' : ` in netns ${ns}`}`);
+        for (const b of backends) {
+          let rules;
+          try {
+            rules = await findRules(b.cmds, ns, (t) => t.startsWith(prefix), ctx.signal);
+          } catch (e) {
+            if (b.required || ctx.signal.aborted) throw e;
+            continue; // That backend is not installed.
+          }
+          for (const rule of rules) {
+            await deleteRule(b.cmds, ns, rule, ctx.signal);
+            const bin = rule.family === 'ipv4' ? b.cmds.iptables : b.cmds.ip6tables;
+            removed.push(`${bin} raw PREROUTING rule ${rule.tag} (queue ${rule.queue ?? '?'})${ns === undefined ? '' : ` in netns ${ns}`}`);
+          }
         }
       }
       return removed;

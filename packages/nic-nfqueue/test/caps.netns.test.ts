@@ -43,9 +43,9 @@ describe('nic-nfqueue caps (netns)', () => {
     await layer.setup();
     const sent = Array.from({ length: 8 }, (_, i) => `cap-${i + 1}`);
     await l.send(sent);
-    await until(() => held(l) === 5, 5000, 'five packets held');
+    await until(() => held(l) === 5, 10_000, 'five packets held');
     await checkpoint(layer);
-    await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 5, 5000, 'the five held packets');
+    await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 5, 10_000, 'the five held packets');
     await new Promise((r) => setTimeout(r, 150));
     expect(l.received()).toEqual(sent.slice(0, 5));
     expect(layer.stats()[0]!.stats).toMatchObject({ released: 5, queueFullDropped: 3, dropped: 3, held: 0 });
@@ -62,10 +62,10 @@ describe('nic-nfqueue caps (netns)', () => {
     await layer.setup();
     const sent = ['byt-1', 'byt-2', 'byt-3', 'byt-4', 'byt-5'];
     await l.send(sent);
-    await until(() => layer.stats()[0]!.stats.capDropped === 2, 5000, 'two packets dropped at the byte cap');
+    await until(() => layer.stats()[0]!.stats.capDropped === 2, 10_000, 'two packets dropped at the byte cap');
     expect(held(l)).toBe(3);
     await checkpoint(layer);
-    await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 3, 5000, 'the three held packets');
+    await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 3, 10_000, 'the three held packets');
     await new Promise((r) => setTimeout(r, 150));
     expect(l.received()).toEqual(sent.slice(0, 3));
     expect(layer.stats()[0]!.stats).toMatchObject({ released: 3, releasedBytes: 99, capDropped: 2, dropped: 2, heldBytes: 0 });

@@ -144,7 +144,7 @@ export function createLab(topology: Topology): Lab {
     async send(payloads, addr) {
       addr ??= this.clientV4;
       for (const p of payloads) this.sender!.write(`${addr} ${this.port} ${p}`);
-      await this.sender!.waitFor((l) => payloads.every((p) => l.includes(`sent ${p}`)), 5000, `sends ${payloads.join(',')}`);
+      await this.sender!.waitFor((l) => payloads.every((p) => l.includes(`sent ${p}`)), 10_000, `sends ${payloads.join(',')}`);
     },
     queueTotals() {
       const out = new Map<number, number>();
@@ -172,7 +172,15 @@ export function createLab(topology: Topology): Lab {
       made.push(ns);
       sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
       // Fixed addresses without duplicate detection, so they work at once.
-      nsx(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+      // No router solicitations either: the guest sends only what a test sends
+      // (its MLD reports go out when interfaces come up, before any rule exists).
+      nsx(ns, 'sysctl', [
+        '-qw',
+        'net.ipv6.conf.all.accept_dad=0',
+        'net.ipv6.conf.default.accept_dad=0',
+        'net.ipv6.conf.all.router_solicitations=0',
+        'net.ipv6.conf.default.router_solicitations=0',
+      ]);
     }
     sh('ip', ['link', 'add', gIf, 'netns', guest, 'type', 'veth', 'peer', 'name', vif, 'netns', host]);
     sh('ip', ['link', 'add', hostToClient, 'netns', host, 'type', 'veth', 'peer', 'name', cIf, 'netns', client]);
@@ -222,7 +230,7 @@ export function createLab(topology: Topology): Lab {
 /** Rules in the namespace whose comment starts with `remus:` (both families), as `-S` lines. */
 export function remusRules(ns: string): string[] {
   const out: string[] = [];
-  for (const bin of ['iptables-save', 'ip6tables-save']) {
+  for (const bin of ['iptables-save', 'ip6tables-save', 'iptables-legacy-save', 'ip6tables-legacy-save']) {
     for (const l of nsx(ns, bin, []).split('\n')) if (l.includes('remus:')) out.push(`${bin}: ${l}`);
   }
   return out;
