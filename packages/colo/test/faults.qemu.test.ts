@@ -1,0 +1,154 @@
+/**
+ * Fault injection on real QEMUs, through a QMP proxy between the subkinds
+ * and the monitor:
+ * - a failure at each set-up step (QEMU refuses it, or QEMU does it but the
+ *   answer is lost and the command times out) leaves the QEMU exactly as it
+ *   was: the core tears down, teardown removes what may exist;
+ * - a QEMU lacking a COLO feature (the proxy hides it from the probes) is
+ *   refused with the missing feature named, before any command that
+ *   changes something is sent.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCheckpointDevices, type DeviceSpec, type OpsList, type RemusError } from '@remus/core';
+import { coloPrimaryOps, coloSecondaryOps } from '../src/index.js';
+import { CHANGING, diff, freePorts, snapshot, startPrimary, startProxy, startSecondary, stopAll, type TestQemu } from './env.js';
+
+let pri: TestQemu;
+let sec: TestQemu;
+let priDevices: DeviceSpec[];
+let secDevices: DeviceSpec[];
+let servingDisk: DeviceSpec;
+
+const PRIMARY_STEPS = 13; // 6 chardevs, 5 objects, drive_add, x-blockdev-change
+const SECONDARY_STEPS = 7; // 2 chardevs, 3 objects, nbd-server-start, block-export-add
+
+beforeAll(async () => {
+  [sec, pri] = await Promise.all([startSecondary(), startPrimary()]);
+  const [mirror, compare, nbd, nbd2] = await freePorts(4);
+  const at = (port: number) => ({ host: '127.0.0.1', port });
+  secDevices = [
+    { id: 'nic0', kind: 'nic', params: { netdev: 'hn0', mirror: at(mirror!), compare: at(compare!) } },
+    { id: 'disk0', kind: 'disk', params: { node: 'parent0', nbd: at(nbd2!), export: 'parent0' } },
+  ];
+  priDevices = [
+    { id: 'nic0', kind: 'nic', params: { netdev: 'hn0', mirror: at(mirror!), compare: at(compare!), primaryIn: { path: join(pri.dir, 'p.sock') }, compareOut: { path: join(pri.dir, 'o.sock') } } },
+    { id: 'disk0', kind: 'disk', params: { quorum: 'colo-disk0', nbd: at(nbd!), export: 'parent0' } },
+  ];
+  servingDisk = { id: 'serve', kind: 'disk', params: { node: 'parent0', nbd: at(nbd!), export: 'parent0' } };
+});
+afterAll(stopAll);
+
+/** Runs `body` while the secondary exports its disk (set up directly), so that the primary's drive_add finds an NBD export. */
+async function withServing(body: () => Promise<void>): Promise<void> {
+  const serving = createCheckpointDevices({ ops: coloSecondaryOps({ qmp: sec.qmp[0] }), devices: [servingDisk], operationId: 'serving' });
+  await serving.setup();
+  try {
+    await body();
+  } finally {
+    await serving.teardown();
+  }
+}
+
+async function setupThrough(ops: OpsList, devices: DeviceSpec[], operationId: string): Promise<RemusError | undefined> {
+  const layer = createCheckpointDevices({ ops, devices, operationId, timeouts: { setup: 20_000, teardown: 20_000 } });
+  try {
+    await layer.setup();
+  } catch (e) {
+    return e as RemusError;
+  }
+  await layer.teardown();
+  return undefined;
+}
+
+describe('a failure at each QMP set-up step leaves nothing behind', () => {
+  it('counts the steps: the secondary list makes 7 changes, the primary list 13, and a clean run restores both', async () => {
+    const secBase = await snapshot(sec);
+    const p1 = await startProxy(sec.qmp[0]);
+    expect(await setupThrough(coloSecondaryOps({ qmp: p1.path }), secDevices, 'count1')).toBeUndefined();
+    expect(p1.adds).toBe(SECONDARY_STEPS);
+    expect(diff(secBase, await snapshot(sec))).toEqual([]);
+
+    await withServing(async () => {
+      const priBase = await snapshot(pri);
+      const p2 = await startProxy(pri.qmp[0]);
+      expect(await setupThrough(coloPrimaryOps({ qmp: p2.path }), priDevices, 'count2')).toBeUndefined();
+      expect(p2.adds).toBe(PRIMARY_STEPS);
+      expect(diff(priBase, await snapshot(pri))).toEqual([]);
+    });
+  });
+
+  for (const mode of ['refuse', 'lost'] as const) {
+    it(`secondary list, QEMU ${mode === 'refuse' ? 'refuses' : 'does it but the answer is lost at'} step 1..${SECONDARY_STEPS}`, async () => {
+      const base = await snapshot(sec);
+      for (let step = 1; step <= SECONDARY_STEPS; step++) {
+        const proxy = await startProxy(sec.qmp[0], { failAt: step, mode });
+        const ops = coloSecondaryOps({ qmp: proxy.path, ...(mode === 'lost' ? { commandTimeoutMs: 1500 } : {}) });
+        const e = await setupThrough(ops, secDevices, `s${mode}${step}`);
+        expect(e, `step ${step}`).toMatchObject({ code: 'PHASE_FAILED' });
+        expect(e!.message).toMatch(mode === 'refuse' ? new RegExp(`injected failure at step ${step}`) : /no answer within 1500 ms/);
+        expect(diff(base, await snapshot(sec)), `${mode} at step ${step}`).toEqual([]);
+        await proxy.close();
+      }
+    });
+
+    it(`primary list, QEMU ${mode === 'refuse' ? 'refuses' : 'does it but the answer is lost at'} step 1..${PRIMARY_STEPS}`, async () => {
+      await withServing(async () => {
+        const base = await snapshot(pri);
+        for (let step = 1; step <= PRIMARY_STEPS; step++) {
+          const proxy = await startProxy(pri.qmp[0], { failAt: step, mode });
+          const ops = coloPrimaryOps({ qmp: proxy.path, ...(mode === 'lost' ? { commandTimeoutMs: 1500 } : {}) });
+          const e = await setupThrough(ops, priDevices, `p${mode}${step}`);
+          expect(e, `step ${step}`).toMatchObject({ code: 'PHASE_FAILED' });
+          expect(e!.message).toMatch(mode === 'refuse' ? new RegExp(`injected failure at step ${step}`) : /no answer within 1500 ms/);
+          expect(diff(base, await snapshot(pri)), `${mode} at step ${step}`).toEqual([]);
+          await proxy.close();
+        }
+      });
+    });
+  }
+});
+
+/** Hides `value` from every enum in a query-qmp-schema answer. */
+function withoutEnumValue(value: string) {
+  return (command: string, answer: any) => {
+    if (command !== 'query-qmp-schema') return answer;
+    return {
+      ...answer,
+      return: answer.return.map((e: any) => (e['meta-type'] === 'enum' ? { ...e, values: e.values.filter((v: string) => v !== value), members: e.members?.filter((m: any) => m.name !== value) } : e)),
+    };
+  };
+}
+function withoutObjectType(type: string) {
+  return (command: string, answer: any) => (command === 'qom-list-types' ? { ...answer, return: answer.return.filter((t: any) => t.name !== type) } : answer);
+}
+function withoutCommand(name: string) {
+  return (command: string, answer: any) => (command === 'query-qmp-schema' ? { ...answer, return: answer.return.filter((e: any) => e.name !== name) } : answer);
+}
+
+describe('a QEMU lacking a COLO feature is refused before anything is changed', () => {
+  const cases = [
+    { side: 'primary', lacks: 'object type colo-compare', rewrite: withoutObjectType('colo-compare'), device: 'nic0' },
+    { side: 'primary', lacks: 'block driver replication', rewrite: withoutEnumValue('replication'), device: 'disk0' },
+    { side: 'primary', lacks: 'QMP command x-blockdev-change', rewrite: withoutCommand('x-blockdev-change'), device: 'disk0' },
+    { side: 'secondary', lacks: 'object type filter-rewriter', rewrite: withoutObjectType('filter-rewriter'), device: 'nic0' },
+    { side: 'secondary', lacks: 'migration capability x-colo', rewrite: withoutEnumValue('x-colo'), device: 'nic0' },
+    { side: 'secondary', lacks: 'block export type nbd', rewrite: withoutEnumValue('nbd'), device: 'disk0' },
+  ] as const;
+  for (const c of cases) {
+    it(`${c.side} QEMU without ${c.lacks}: DEVICE_NOT_SUPPORTED naming it, no changing command sent`, async () => {
+      const q = c.side === 'primary' ? pri : sec;
+      const base = await snapshot(q);
+      const proxy = await startProxy(q.qmp[0], { rewrite: c.rewrite });
+      const ops = c.side === 'primary' ? coloPrimaryOps({ qmp: proxy.path }) : coloSecondaryOps({ qmp: proxy.path });
+      const e = await setupThrough(ops, c.side === 'primary' ? priDevices : secDevices, `lack${cases.indexOf(c)}`);
+      expect(e).toMatchObject({ code: 'PHASE_FAILED' });
+      const notSupported = e!.failures.find((f) => f.device === c.device);
+      expect(notSupported).toMatchObject({ code: 'DEVICE_NOT_SUPPORTED' });
+      expect(notSupported!.message).toContain(`lacks what COLO needs: `);
+      expect(notSupported!.message).toContain(c.lacks);
+      expect(proxy.log.filter((cmd) => CHANGING.has(cmd) || cmd === 'hmp drive_add')).toEqual([]);
+      expect(diff(base, await snapshot(q))).toEqual([]);
+    });
+  }
+});
