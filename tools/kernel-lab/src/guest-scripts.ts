@@ -26,18 +26,20 @@ export PATH=/bin
 fail() { echo "remus-lab-init: $*"; echo o > /proc/sysrq-trigger; sleep 30; }
 mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev || fail "mounting proc, sys, dev"
 for m in $(cat /modules/order); do insmod "/modules/$m.ko" || fail "insmod $m"; done
-mkdir -p /lower /rw /newroot
+mkdir -p /lower /share /rw /newroot
 o=trans=virtio,version=9p2000.L,msize=262144
 n=0
-until mount -t 9p -o "$o,ro" hostroot /lower; do
-  n=$((n + 1)); [ "$n" -lt 100 ] || fail "mounting the host root (9p)"; sleep 0.1
+until mount -t 9p -o "$o" labshare /share; do
+  n=$((n + 1)); [ "$n" -lt 100 ] || fail "mounting the lab share (9p)"; sleep 0.1
 done
+. /share/boot.conf || fail "reading boot.conf"
+mount -t 9p -o "$o,ro,cache=$ROOT_CACHE" hostroot /lower || fail "mounting the host root (9p)"
 mount -t tmpfs -o mode=0755 rw /rw && mkdir /rw/up /rw/work || fail "mounting the overlay tmpfs"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/up,workdir=/rw/work /newroot || fail "mounting the overlay"
 mount -t tmpfs -o mode=0755 run /newroot/run || fail "mounting /run"
 mkdir -p /newroot/run/remus-lab/host /newroot/run/remus-lab/share
 mount --move /lower /newroot/run/remus-lab/host || fail "moving the host root"
-mount -t 9p -o "$o" labshare /newroot/run/remus-lab/share || fail "mounting the lab share (9p)"
+mount --move /share /newroot/run/remus-lab/share || fail "moving the lab share"
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp || fail "mounting /tmp"
 mount --move /proc /newroot/proc && mount --move /sys /newroot/sys && mount --move /dev /newroot/dev || fail "moving proc, sys, dev"
 echo "remus-lab-init: handing over to the agent"

@@ -29,7 +29,7 @@ export interface LabRunOptions {
   timeoutMs?: number;
   /** Bound on the boot, ms, when this run needs one. Default 120 000. */
   bootTimeoutMs?: number;
-  /** Extra host folders visible in the guest at the same path (read-only, fresh). */
+  /** Extra host folders visible in the guest at the same path (read-only). */
   shares?: string[];
 }
 
@@ -140,7 +140,7 @@ function isUnder(path: string, dir: string): boolean {
 
 class Session implements LabSession {
   private guest: Guest | undefined;
-  /** Host folders already bound in the current guest (each fresh, so their subfolders need no bind). */
+  /** Host folders already bound in the current guest (a bind covers its subfolders). */
   private bound: string[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;

@@ -165,7 +165,7 @@ async function bootModuleOrder(modulesDir: string): Promise<{ name: string; path
 async function buildInitramfs(modulesDir: string): Promise<Buffer> {
   const modules = await bootModuleOrder(modulesDir);
   const entries: CpioEntry[] = [
-    ...['bin', 'dev', 'proc', 'sys', 'modules', 'lower', 'rw', 'newroot'].map((d) => ({ type: 'dir' as const, path: d })),
+    ...['bin', 'dev', 'proc', 'sys', 'modules', 'lower', 'share', 'rw', 'newroot'].map((d) => ({ type: 'dir' as const, path: d })),
     { type: 'char', path: 'dev/console', major: 5, minor: 1 },
     { type: 'file', path: 'bin/busybox', data: await readFile(BUSYBOX), mode: 0o755 },
     { type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 },

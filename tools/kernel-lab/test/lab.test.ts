@@ -1,0 +1,210 @@
+// Kernel lab self-test: boots the real 6.1 kernel under QEMU (needs root and
+// `pnpm lab:setup`; fails loudly without them). One shared boot for most
+// tests; crash and timeout tests reboot on purpose.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isRemusError } from '@remus/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertLabReady,
+  expectLabPass,
+  formatLabResult,
+  repoRoot,
+  runInLab,
+  setupLab,
+  startLab,
+  type LabResult,
+  type LabSession,
+} from '../src/index.js';
+
+const nodeBody = fileURLToPath(new URL('./fixtures/node-body.mjs', import.meta.url));
+
+/** QEMU processes that are children of this process (setpriv execs QEMU in place). */
+function ourQemuPids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (comm.startsWith('qemu-system') && ppid === process.pid) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
+}
+
+function show(r: LabResult): string {
+  return formatLabResult(r);
+}
+
+describe('kernel lab (boots QEMU)', () => {
+  let lab: LabSession;
+  const hostTmp = mkdtempSync(join(tmpdir(), 'kernel-lab-test-'));
+
+  beforeAll(async () => {
+    lab = await startLab();
+  });
+
+  afterAll(async () => {
+    const pid = lab?.pid;
+    await lab?.close();
+    rmSync(hostTmp, { recursive: true, force: true });
+    if (pid !== undefined) expect(() => process.kill(pid, 0)).toThrow();
+    expect(ourQemuPids()).toEqual([]);
+  });
+
+  it('loads sch_plug, ifb, veth, act_mirred, cls_u32, sch_ingress and drbd, and a plug qdisc attaches', async () => {
+    const r = await lab.run({
+      script: `set -e
+for m in sch_plug ifb veth act_mirred cls_u32 sch_ingress drbd; do modprobe "$m"; done
+for m in sch_plug ifb veth act_mirred cls_u32 sch_ingress drbd; do grep -q "^$m " /proc/modules || { echo "$m not loaded"; exit 1; }; done
+ip link add klab0 type veth peer name klab1
+tc qdisc add dev klab0 root handle 1: plug limit 10000
+tc qdisc show dev klab0 | grep -q 'qdisc plug 1:'
+head -1 /proc/drbd
+echo modules-ok
+`,
+    });
+    expectLabPass(r);
+    expect(r.exitCode).toBe(0);
+    expect(r.output).toContain('modules-ok');
+    expect(r.output).toMatch(/version: 8\.4/);
+  });
+
+  it('reports a failing script as fail with its exit code and its stdout and stderr', async () => {
+    const r = await lab.run({ script: 'echo to-stdout\necho to-stderr >&2\nexit 7\n' });
+    expect(r.outcome, show(r)).toBe('fail');
+    expect(r.exitCode).toBe(7);
+    expect(r.output).toContain('to-stdout');
+    expect(r.output).toContain('to-stderr');
+    expect(() => expectLabPass(r)).toThrow(/fail \(exit code 7\)[\s\S]*to-stderr[\s\S]*console tail/);
+  });
+
+  it('reports a body killed by a signal as fail with 128 + the signal', async () => {
+    const r = await lab.run({ script: 'kill -KILL $$' });
+    expect(r.outcome, show(r)).toBe('fail');
+    expect(r.exitCode).toBe(137);
+  });
+
+  it('runs a compiled node program from the checkout with args and env, as root in the 6.1 kernel', async () => {
+    const r = await lab.run({ node: { file: nodeBody, args: ['a b', "it's"] }, env: { KL_FIXTURE: 'from-host' } });
+    expectLabPass(r);
+    const line = r.output.trim().split('\n').at(-1) ?? '';
+    expect(JSON.parse(line)).toEqual({ args: ['a b', "it's"], env: 'from-host', release: expect.stringMatching(/^6\.1\./), code: 'STATE', uid: 0 });
+    const failing = await lab.run({ node: { file: nodeBody }, env: { KL_EXIT: '4' } });
+    expect(failing.outcome, show(failing)).toBe('fail');
+    expect(failing.exitCode).toBe(4);
+  });
+
+  it('shows the checkout read-only at its host path, host folders under /tmp, and a private guest /tmp', async () => {
+    writeFileSync(join(hostTmp, 'from-host.txt'), 'hello from the host\n');
+    const root = repoRoot();
+    const r = await lab.run({
+      script: `set -e
+test -f ${JSON.stringify(join(root, 'pnpm-workspace.yaml'))}
+if touch ${JSON.stringify(join(root, 'kernel-lab-write-probe'))} 2>/dev/null; then echo "checkout is writable"; exit 1; fi
+cat ${JSON.stringify(join(hostTmp, 'from-host.txt'))}
+echo guest-only > /tmp/guest-file
+pwd
+`,
+      shares: [hostTmp],
+    });
+    expectLabPass(r);
+    expect(r.output).toContain('hello from the host');
+    expect(r.output).toContain(root);
+    // A new file written after the boot is seen.
+    writeFileSync(join(hostTmp, 'later.txt'), 'written later\n');
+    const later = await lab.run({ script: `cat ${JSON.stringify(join(hostTmp, 'later.txt'))}`, shares: [hostTmp] });
+    expectLabPass(later);
+    expect(later.output).toContain('written later');
+  });
+
+  it('reports a guest that powers off without reporting as crash, never as pass', async () => {
+    const pidBefore = lab.pid;
+    const r = await lab.run({ script: 'echo going-down; poweroff -f; sleep 60' });
+    expect(r.outcome, show(r)).toBe('crash');
+    expect(r.exitCode).toBeUndefined();
+    expect(r.output).toContain('going-down');
+    expect(r.output).toMatch(/without reporting/);
+    expect(lab.pid).toBeUndefined();
+    if (pidBefore !== undefined) expect(() => process.kill(pidBefore, 0)).toThrow();
+  });
+
+  it('reports a kernel crash (sysrq c) as crash, after booting a new guest for the run', async () => {
+    const r = await lab.run({ script: 'echo c > /proc/sysrq-trigger; sleep 60' });
+    expect(r.outcome, show(r)).toBe('crash');
+    expect(r.exitCode).toBeUndefined();
+    expect(r.console).toMatch(/sysrq|Kernel panic/i);
+  });
+
+  it('boots a new guest for the next run after a crash', async () => {
+    const r = await lab.run({ script: 'echo back; cat /proc/sys/kernel/hostname' });
+    expectLabPass(r);
+    expect(r.output).toContain('back');
+    expect(lab.pid).toBeGreaterThan(0);
+  });
+  it('reports a body that outlives its timeout as timeout and kills the guest', async () => {
+    const r = await lab.run({ script: 'echo started; sleep 600', timeoutMs: 8000 });
+    expect(r.outcome, show(r)).toBe('timeout');
+    expect(r.exitCode).toBeUndefined();
+    expect(r.output).toContain('started');
+    expect(lab.pid).toBeUndefined();
+  });
+
+});
+
+describe('kernel lab one-shot runs and errors', () => {
+  it('runInLab boots, runs one body, passes and leaves no QEMU behind', async () => {
+    const r = await runInLab({ script: 'modprobe sch_plug && echo one-shot' });
+    expectLabPass(r);
+    expect(r.output).toContain('one-shot');
+    expect(ourQemuPids()).toEqual([]);
+  });
+
+  it('reports a boot that does not finish in time as timeout, with the console tail', async () => {
+    const r = await runInLab({ script: 'true', bootTimeoutMs: 500 });
+    expect(r.outcome, show(r)).toBe('timeout');
+    expect(r.output).toMatch(/did not (boot|open)/);
+    expect(typeof r.console).toBe('string');
+    expect(ourQemuPids()).toEqual([]);
+    const err = await startLab({ bootTimeoutMs: 500 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isRemusError(err, 'TIMEOUT'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/console tail/);
+    expect(ourQemuPids()).toEqual([]);
+  });
+
+  it('rejects a run with both or neither of script and node', async () => {
+    await expect(runInLab({})).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(runInLab({ script: 'true', node: { file: nodeBody } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('tells to run pnpm lab:setup when the cache is not set up', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'kernel-lab-empty-'));
+    const saved = process.env.REMUS_LAB_CACHE;
+    process.env.REMUS_LAB_CACHE = empty;
+    try {
+      await expect(assertLabReady()).rejects.toMatchObject({ code: 'STATE', message: expect.stringContaining('pnpm lab:setup') });
+      await expect(runInLab({ script: 'true' })).rejects.toMatchObject({ code: 'STATE' });
+    } finally {
+      if (saved === undefined) delete process.env.REMUS_LAB_CACHE;
+      else process.env.REMUS_LAB_CACHE = saved;
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it('setup is idempotent: run again on a set-up cache it downloads and builds nothing', async () => {
+    const before = await assertLabReady();
+    const r = await setupLab();
+    expect(r.cached).toBe(true);
+    expect(r.steps).toEqual([]);
+    expect(r.stamp).toEqual(before);
+  });
+});
