@@ -1,0 +1,543 @@
+/**
+ * The COLO driver: from a description of the two sides (QMP sockets of
+ * running QEMUs started with the COLO command lines, their pids, addresses),
+ * it sets both sides up, starts replication (x-colo migration with a
+ * checkpoint delay), reports status and figures from QEMU's events, and runs
+ * a watchdog that fails over to the survivor when the peer dies or hangs.
+ *
+ * QEMU has no heartbeat of its own: when the secondary dies and nobody fails
+ * the primary over, colo-compare holds every reply forever and clients hang.
+ *
+ * No split brain on one host: only one side's tap is on the clients' network
+ * at a time. Promoting the secondary first fences the primary (SIGKILL by
+ * pid, confirmed gone) and takes its tap off the network (`fence.detach`),
+ * and only then connects the secondary (`fence.attach`). Across two hosts a
+ * pid and a local bridge are not enough: a partition looks like a death, so
+ * it needs an arbiter (a third node or quorum) and a fencing device (power /
+ * IPMI, or the switch port) that the survivor uses before it answers clients.
+ */
+import { readFileSync } from 'node:fs';
+import { RemusError } from '@remus/core';
+import { connectQmp, isQmpError, type QmpAddress, type QmpClient, type QmpEvent } from '@remus/qmp';
+import { COLO_IDS } from './qemu.js';
+
+/** One side of the pair. */
+export interface ColoSide {
+  /** QMP socket for commands. */
+  readonly qmp: string | QmpAddress;
+  /** A second QMP socket for events and liveness probes (recommended: a busy command connection cannot hide a death). */
+  readonly qmpEvents?: string | QmpAddress;
+  /** Pid of the QEMU process on this host: liveness ("process gone") and fencing (SIGKILL). */
+  readonly pid?: number;
+}
+
+/** What connects a side to the clients' network and takes it off (fencing). */
+export interface ColoNetworkFence {
+  /** Connects `side` to the clients' network. */
+  attach(side: ColoRole, signal: AbortSignal): Promise<void>;
+  /** Takes `side` off the clients' network; must succeed when it already is off. */
+  detach(side: ColoRole, signal: AbortSignal): Promise<void>;
+}
+
+export type ColoRole = 'primary' | 'secondary';
+
+/** The watchdog's bounds. A dead peer is noticed within `intervalMs + probeTimeoutMs * misses` (a hung one), or at once when its process or QMP socket goes away. */
+export interface ColoWatchdogOptions {
+  /** Period of liveness probes (pid, query-status), ms. Default 200. */
+  readonly intervalMs?: number;
+  /** Time a probe may take, ms. Default 1500. */
+  readonly probeTimeoutMs?: number;
+  /** Consecutive missed probes that declare a side hung. Default 3. */
+  readonly misses?: number;
+}
+
+export interface ColoPairOptions {
+  readonly primary: ColoSide;
+  readonly secondary: ColoSide;
+  /** Where the secondary listens for the migration (as given to its -incoming), e.g. `tcp:127.0.0.1:9998`. */
+  readonly migrationUri: string;
+  /** The secondary's NBD server: it listens there, the primary's replication child connects there. */
+  readonly nbd: { readonly host: string; readonly port: number };
+  /** x-checkpoint-delay: the period of checkpoints when outputs agree, ms. Default 2000. */
+  readonly checkpointDelayMs?: number;
+  /** Object ids of the command lines, when they differ from {@link COLO_IDS}. */
+  readonly ids?: Partial<typeof COLO_IDS>;
+  readonly fence?: ColoNetworkFence;
+  readonly watchdog?: ColoWatchdogOptions | false;
+  /** Progress and decisions, as they happen. */
+  readonly onEvent?: (e: ColoDriverEvent) => void;
+  /** Bound of QMP commands, ms. Default 10000. */
+  readonly commandTimeoutMs?: number;
+}
+
+export type ColoState = 'connected' | 'starting' | 'replicating' | 'failing-over' | 'failed-over' | 'stopped' | 'failed';
+
+export type ColoDriverEvent =
+  | { type: 'step'; side: ColoRole; step: string; ms: number }
+  | { type: 'state'; state: ColoState }
+  | { type: 'checkpoint'; index: number; pauseMs: number; onDemand: boolean }
+  | { type: 'peer-failure'; side: ColoRole; why: string }
+  | { type: 'failover'; survivor: ColoRole; why: string; ms: number }
+  | { type: 'error'; error: RemusError };
+
+/** Figures and state, from QEMU's events. Times in ms. */
+export interface ColoStatus {
+  readonly state: ColoState;
+  /** Serving side (primary until a failover). */
+  readonly active: ColoRole;
+  /** Checkpoints completed (a STOP followed by a RESUME on the primary while in COLO). */
+  readonly checkpoints: number;
+  /** Checkpoints that came sooner than the delay: forced by colo-compare on divergent output. */
+  readonly onDemandCheckpoints: number;
+  /** From start() to the end of the first checkpoint. */
+  readonly timeToFirstCheckpointMs?: number;
+  /** Pause per checkpoint (STOP to RESUME, QEMU's own timestamps). */
+  readonly pauseMs: { readonly p50?: number; readonly p99?: number; readonly max?: number; readonly count: number };
+  /** Why and when replication ended, after a failover. */
+  readonly failover?: { readonly survivor: ColoRole; readonly why: string; readonly detectedAt: number; readonly doneAt: number };
+}
+
+/** The default watchdog bounds. */
+export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } as const;
+
+interface SideConn {
+  readonly role: ColoRole;
+  readonly spec: ColoSide;
+  cmd: QmpClient;
+  ev: QmpClient;
+}
+
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function eventMs(e: QmpEvent): number {
+  return e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+}
+
+function percentile(sorted: readonly number[], q: number): number | undefined {
+  if (sorted.length === 0) return undefined;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/** True when `pid` is a running (not zombie) process. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) [ZX]/.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs `pid` and waits, bounded, until it is gone. Throws TIMEOUT when it outlives `timeoutMs`. */
+async function killAndConfirm(pid: number, timeoutMs: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  const until = now() + timeoutMs;
+  while (processAlive(pid)) {
+    if (now() > until) throw new RemusError('TIMEOUT', `colo: pid ${pid} still alive ${timeoutMs} ms after SIGKILL`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * A COLO pair under this driver. Create it with {@link ColoPair.connect};
+ * then {@link ColoPair.start}. All methods are async; every QMP wait is
+ * bounded by `commandTimeoutMs`.
+ *
+ * Invariants: at most one failover ever runs; once `failing-over` starts the
+ * watchdog is stopped; after {@link ColoPair.close} no timer, listener or
+ * socket of the driver remains.
+ */
+export class ColoPair {
+  readonly #opts: ColoPairOptions;
+  readonly #ids: typeof COLO_IDS;
+  readonly #sides: Record<ColoRole, SideConn>;
+  readonly #abort = new AbortController();
+  #state: ColoState = 'connected';
+  #active: ColoRole = 'primary';
+  #startedAt?: number;
+  #firstCheckpointAt?: number;
+  #inColo = false;
+  #stopAt?: number;
+  #lastCheckpointEnd?: number;
+  readonly #pauses: number[] = [];
+  #onDemand = 0;
+  #failover?: { survivor: ColoRole; why: string; detectedAt: number; doneAt: number };
+  #failoverRun?: Promise<void>;
+  #watchdogTimer?: NodeJS.Timeout;
+  readonly #misses: Record<ColoRole, number> = { primary: 0, secondary: 0 };
+  readonly #unsubscribe: (() => void)[] = [];
+  readonly #stateWaiters = new Set<() => void>();
+
+  private constructor(opts: ColoPairOptions, sides: Record<ColoRole, SideConn>) {
+    this.#opts = opts;
+    this.#ids = { ...COLO_IDS, ...opts.ids };
+    this.#sides = sides;
+  }
+
+  /**
+   * Connects to both sides' QMP (commands and events). Rejects with
+   * QMP_FAILED / TIMEOUT (nothing left open) when a side does not answer
+   * within `timeoutMs` (default 30000: a primary waits for its secondary's
+   * proxy connection before its monitor answers).
+   */
+  static async connect(opts: ColoPairOptions, timeoutMs = 30_000, signal?: AbortSignal): Promise<ColoPair> {
+    const opened: QmpClient[] = [];
+    const open = async (addr: string | QmpAddress): Promise<QmpClient> => {
+      const until = now() + timeoutMs;
+      for (;;) {
+        try {
+          const c = await connectQmp(addr, { timeoutMs: Math.max(1000, until - now()), signal, commandTimeoutMs: opts.commandTimeoutMs ?? 10_000 });
+          opened.push(c);
+          return c;
+        } catch (e) {
+          // The socket may not exist yet while QEMU starts.
+          if (now() > until || signal?.aborted) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    };
+    try {
+      const side = async (role: ColoRole, spec: ColoSide): Promise<SideConn> => {
+        const cmd = await open(spec.qmp);
+        const ev = spec.qmpEvents !== undefined ? await open(spec.qmpEvents) : cmd;
+        return { role, spec, cmd, ev };
+      };
+      const secondary = await side('secondary', opts.secondary);
+      const primary = await side('primary', opts.primary);
+      const pair = new ColoPair(opts, { primary, secondary });
+      pair.#listen();
+      return pair;
+    } catch (e) {
+      await Promise.all(opened.map((c) => c.close().catch(() => {})));
+      throw e;
+    }
+  }
+
+  /** Current state and figures. */
+  status(): ColoStatus {
+    const sorted = [...this.#pauses].sort((a, b) => a - b);
+    return {
+      state: this.#state,
+      active: this.#active,
+      checkpoints: this.#pauses.length,
+      onDemandCheckpoints: this.#onDemand,
+      timeToFirstCheckpointMs:
+        this.#firstCheckpointAt !== undefined && this.#startedAt !== undefined ? this.#firstCheckpointAt - this.#startedAt : undefined,
+      pauseMs: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1), count: sorted.length },
+      failover: this.#failover,
+    };
+  }
+
+  /** The QMP command connection of a side (for callers' own queries). */
+  qmp(role: ColoRole): QmpClient {
+    return this.#sides[role].cmd;
+  }
+
+  #emit(e: ColoDriverEvent): void {
+    try {
+      this.#opts.onEvent?.(e);
+    } catch {
+      /* a listener must not break the driver */
+    }
+  }
+
+  #setState(s: ColoState): void {
+    this.#state = s;
+    this.#emit({ type: 'state', state: s });
+    for (const w of this.#stateWaiters) w();
+  }
+
+  #listen(): void {
+    const p = this.#sides.primary;
+    const s = this.#sides.secondary;
+    this.#unsubscribe.push(
+      p.ev.onEvent((e) => this.#onPrimaryEvent(e)),
+      s.ev.onEvent((e) => this.#onSecondaryEvent(e)),
+    );
+    for (const side of [p, s]) {
+      for (const c of new Set([side.cmd, side.ev])) {
+        void c.whenClosed().then(() => this.#peerFailed(side.role, 'QMP connection closed'));
+      }
+    }
+  }
+
+  #onPrimaryEvent(e: QmpEvent): void {
+    switch (e.event) {
+      case 'MIGRATION':
+        if ((e.data as { status?: string }).status === 'colo') this.#inColo = true;
+        break;
+      case 'STOP':
+        if (this.#inColo) this.#stopAt = eventMs(e);
+        break;
+      case 'RESUME': {
+        if (!this.#inColo || this.#stopAt === undefined) break;
+        const end = eventMs(e);
+        const pauseMs = end - this.#stopAt;
+        const delay = this.#opts.checkpointDelayMs ?? 2000;
+        // A checkpoint that began well before the delay ran out was forced by a divergence.
+        const onDemand = this.#lastCheckpointEnd !== undefined && this.#stopAt - this.#lastCheckpointEnd < delay * 0.8;
+        this.#stopAt = undefined;
+        this.#lastCheckpointEnd = end;
+        this.#pauses.push(pauseMs);
+        if (onDemand) this.#onDemand++;
+        if (this.#firstCheckpointAt === undefined) this.#firstCheckpointAt = now();
+        this.#emit({ type: 'checkpoint', index: this.#pauses.length, pauseMs, onDemand });
+        break;
+      }
+      case 'QUORUM_REPORT_BAD': {
+        const node = (e.data as { 'node-name'?: string })['node-name'];
+        if (node === this.#ids.replication) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
+        break;
+      }
+      case 'COLO_EXIT':
+        if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed('secondary', 'COLO_EXIT (error) on the primary');
+        break;
+      case 'SHUTDOWN':
+        void this.#peerFailed('primary', 'primary QEMU shut down');
+        break;
+    }
+  }
+
+  #onSecondaryEvent(e: QmpEvent): void {
+    switch (e.event) {
+      case 'COLO_EXIT':
+        if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed('primary', 'COLO_EXIT (error) on the secondary');
+        break;
+      case 'SHUTDOWN':
+        void this.#peerFailed('secondary', 'secondary QEMU shut down');
+        break;
+    }
+  }
+
+  async #step<T>(role: ColoRole, step: string, run: (c: QmpClient) => Promise<T>): Promise<T> {
+    const t0 = now();
+    try {
+      return await run(this.#sides[role].cmd);
+    } catch (e) {
+      throw new RemusError('OP_FAILED', `colo ${role}: ${step} failed: ${e instanceof Error ? e.message : String(e)}`, { op: step, cause: e });
+    } finally {
+      this.#emit({ type: 'step', side: role, step, ms: now() - t0 });
+    }
+  }
+
+  /**
+   * Starts replication: the secondary's NBD export and x-colo; the primary's
+   * replication child, x-colo, events, the checkpoint delay; then the
+   * migration. Resolves once the primary reports COLO mode (bounded by
+   * `timeoutMs`, default 120000); rejects with OP_FAILED naming the step,
+   * TIMEOUT or ABORTED. Starts the watchdog unless disabled.
+   */
+  async start(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#state !== 'connected') throw new RemusError('STATE', `colo: start() in state ${this.#state}`);
+    this.#setState('starting');
+    this.#startedAt = now();
+    const ids = this.#ids;
+    const { host, port } = this.#opts.nbd;
+    try {
+      await this.#step('secondary', 'migrate-set-capabilities', (c) =>
+        c.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-colo', state: true }] }),
+      );
+      await this.#step('secondary', 'nbd-server-start', (c) =>
+        c.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(port) } } }),
+      );
+      await this.#step('secondary', 'nbd-server-add', (c) => c.execute('nbd-server-add', { device: ids.parent, writable: true }));
+      await this.#step('primary', 'drive_add replication', async (c) => {
+        const out = await c.hmp(
+          `drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,file.host=${host},file.port=${port},file.export=${ids.parent},node-name=${ids.replication}`,
+        );
+        if (out.trim() !== '' && !/^OK/i.test(out.trim())) throw new RemusError('OP_FAILED', `drive_add said: ${out.trim()}`);
+      });
+      await this.#step('primary', 'x-blockdev-change add', (c) => c.execute('x-blockdev-change', { parent: ids.disk, node: ids.replication }));
+      await this.#step('primary', 'migrate-set-capabilities', (c) =>
+        c.execute('migrate-set-capabilities', {
+          capabilities: [
+            { capability: 'x-colo', state: true },
+            { capability: 'events', state: true },
+          ],
+        }),
+      );
+      await this.#step('primary', 'migrate-set-parameters', (c) =>
+        c.execute('migrate-set-parameters', { 'x-checkpoint-delay': this.#opts.checkpointDelayMs ?? 2000 }),
+      );
+      await this.#step('primary', 'migrate', (c) => c.execute('migrate', { uri: this.#opts.migrationUri }));
+      await this.#waitFor(() => this.#inColo || this.#state !== 'starting', options.timeoutMs ?? 120_000, options.signal, 'the primary to enter COLO');
+      if ((this.#state as ColoState) !== 'starting') throw new RemusError('STATE', `colo: replication did not start (state ${this.#state})`);
+    } catch (e) {
+      if ((this.#state as ColoState) === 'starting') this.#setState('failed');
+      throw e;
+    }
+    this.#setState('replicating');
+    if (this.#opts.watchdog !== false) this.#startWatchdog();
+  }
+
+  async #waitFor(done: () => boolean, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
+    const until = now() + timeoutMs;
+    while (!done()) {
+      if (signal?.aborted) throw new RemusError('ABORTED', `colo: aborted waiting for ${what}`, { cause: signal.reason });
+      if (now() > until) throw new RemusError('TIMEOUT', `colo: ${what} did not happen within ${timeoutMs} ms`);
+      // Events arrive on the QMP connections; poll the primary's migration status as well.
+      const st = await this.#sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, { timeoutMs: 5000 }).catch(() => undefined);
+      if (st?.status === 'colo') this.#inColo = true;
+      if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  #startWatchdog(): void {
+    const w = { ...DEFAULT_WATCHDOG, ...(this.#opts.watchdog || {}) };
+    const tick = async (): Promise<void> => {
+      this.#watchdogTimer = undefined;
+      if (this.#state !== 'replicating') return;
+      await Promise.all((['primary', 'secondary'] as const).map((r) => this.#probe(r, w.probeTimeoutMs, w.misses)));
+      if (this.#state === 'replicating') this.#watchdogTimer = setTimeout(() => void tick(), w.intervalMs);
+    };
+    this.#watchdogTimer = setTimeout(() => void tick(), w.intervalMs);
+  }
+
+  async #probe(role: ColoRole, timeoutMs: number, misses: number): Promise<void> {
+    const side = this.#sides[role];
+    if (side.spec.pid !== undefined && !processAlive(side.spec.pid)) {
+      await this.#peerFailed(role, `process ${side.spec.pid} is gone`);
+      return;
+    }
+    try {
+      const st = await side.ev.execute<{ mode?: string; reason?: string }>('query-colo-status', undefined, { timeoutMs });
+      this.#misses[role] = 0;
+      if (this.#state === 'replicating' && st.mode === 'none' && st.reason === 'error') {
+        await this.#peerFailed(role === 'primary' ? 'secondary' : 'primary', `query-colo-status on the ${role}: COLO ended with an error`);
+      }
+    } catch (e) {
+      if (this.#state !== 'replicating') return;
+      if (isQmpError(e) && !/closed/.test(e.message)) {
+        this.#misses[role] = 0; // QEMU answered (with an error): alive
+        return;
+      }
+      this.#misses[role]++;
+      if (this.#misses[role] >= misses) await this.#peerFailed(role, `QMP silent for ${misses} probes of ${timeoutMs} ms`);
+    }
+  }
+
+  /** Records that `failed` is dead or hung and fails over to the other side (once). */
+  #peerFailed(failed: ColoRole, why: string): Promise<void> {
+    if (this.#state === 'stopped' || this.#state === 'failed-over' || this.#failoverRun) return this.#failoverRun ?? Promise.resolve();
+    if (this.#state !== 'replicating') {
+      if (this.#state === 'starting' || this.#state === 'connected') this.#setState('failed');
+      return Promise.resolve();
+    }
+    this.#emit({ type: 'peer-failure', side: failed, why });
+    return this.failover(failed === 'primary' ? 'secondary' : 'primary', why).catch((e: unknown) => {
+      this.#emit({ type: 'error', error: e instanceof RemusError ? e : new RemusError('OP_FAILED', String(e), { cause: e }) });
+    });
+  }
+
+  /**
+   * Fails over to `survivor` (manual failover, or the watchdog's). The other
+   * side is fenced first when this host can (SIGKILL by pid, confirmed gone;
+   * `fence.detach`), then the survivor runs its sequence and, when it is the
+   * secondary, `fence.attach` connects it. Runs at most once; a second call
+   * returns the first one's promise. Rejects with OP_FAILED naming the step.
+   */
+  failover(survivor: ColoRole, why = 'manual failover'): Promise<void> {
+    if (this.#failoverRun) return this.#failoverRun;
+    if (this.#state !== 'replicating') return Promise.reject(new RemusError('STATE', `colo: failover in state ${this.#state}`));
+    const detectedAt = now();
+    this.#stopWatchdog();
+    this.#setState('failing-over');
+    this.#failoverRun = (async () => {
+      try {
+        if (survivor === 'secondary') await this.#promoteSecondary();
+        else await this.#primaryAlone();
+      } catch (e) {
+        this.#setState('failed');
+        throw e;
+      }
+      const doneAt = now();
+      this.#active = survivor;
+      this.#failover = { survivor, why, detectedAt, doneAt };
+      this.#setState('failed-over');
+      this.#emit({ type: 'failover', survivor, why, ms: doneAt - detectedAt });
+    })();
+    return this.#failoverRun;
+  }
+
+  async #fence(role: ColoRole): Promise<void> {
+    const pid = this.#sides[role].spec.pid;
+    if (pid !== undefined) await killAndConfirm(pid, 5000);
+    await this.#opts.fence?.detach(role, this.#abort.signal);
+  }
+
+  /** The primary is gone: the secondary takes over (sequence of colo.md). */
+  async #promoteSecondary(): Promise<void> {
+    const ids = this.#ids;
+    await this.#fence('primary');
+    const s = 'secondary';
+    await this.#step(s, 'nbd-server-stop', (c) => c.execute('nbd-server-stop'));
+    await this.#step(s, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
+    for (const id of [ids.secRedirectRx, ids.secRedirectTx]) await this.#step(s, `object-del ${id}`, (c) => c.execute('object-del', { id }));
+    for (const id of [ids.secChardevCompare, ids.secChardevMirror]) await this.#step(s, `chardev-remove ${id}`, (c) => c.execute('chardev-remove', { id }));
+    await this.#opts.fence?.attach('secondary', this.#abort.signal);
+  }
+
+  /** The secondary is gone: the primary goes on alone and releases what colo-compare holds. */
+  async #primaryAlone(): Promise<void> {
+    const ids = this.#ids;
+    await this.#fence('secondary');
+    const p = 'primary';
+    await this.#step(p, 'x-blockdev-change remove', (c) => c.execute('x-blockdev-change', { parent: ids.disk, child: 'children.1' }));
+    await this.#step(p, `drive_del ${ids.replication}`, (c) => c.hmp(`drive_del ${ids.replication}`));
+    for (const id of [ids.compare, ids.iothread, ids.mirror, ids.redirectIn, ids.redirectOut]) {
+      await this.#step(p, `object-del ${id}`, (c) => c.execute('object-del', { id }));
+    }
+    await this.#step(p, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
+  }
+
+  #stopWatchdog(): void {
+    if (this.#watchdogTimer) clearTimeout(this.#watchdogTimer);
+    this.#watchdogTimer = undefined;
+  }
+
+  /** Resolves when the state is one of `states` (bounded). */
+  async waitForState(states: readonly ColoState[], timeoutMs: number): Promise<ColoState> {
+    const until = now() + timeoutMs;
+    while (!states.includes(this.#state)) {
+      const left = until - now();
+      if (left <= 0) throw new RemusError('TIMEOUT', `colo: state ${this.#state} after ${timeoutMs} ms, wanted ${states.join('/')}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(done, Math.min(left, 200));
+        function done(): void {
+          clearTimeout(t);
+          r();
+        }
+        this.#stateWaiters.add(done);
+      });
+      this.#stateWaiters.clear();
+    }
+    return this.#state;
+  }
+
+  /** Stops the watchdog and closes the QMP connections; QEMUs keep running. Idempotent. */
+  async close(): Promise<void> {
+    this.#stopWatchdog();
+    this.#abort.abort();
+    if (this.#state !== 'failed' && this.#state !== 'failed-over') this.#state = 'stopped';
+    for (const u of this.#unsubscribe.splice(0)) u();
+    const clients = new Set<QmpClient>();
+    for (const s of Object.values(this.#sides)) {
+      clients.add(s.cmd);
+      clients.add(s.ev);
+    }
+    await Promise.all([...clients].map((c) => c.close().catch(() => {})));
+    await this.#failoverRun?.catch(() => {});
+  }
+}

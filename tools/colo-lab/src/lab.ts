@@ -1,0 +1,199 @@
+/**
+ * One COLO lab: namespaces, images, the guest, both QEMUs (with the TCG
+ * workaround shim when the accelerator is TCG), and a client. `close()`
+ * kills both QEMUs by pid and removes the namespaces and every file.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RemusError, runScript } from '@remus/core';
+import { ColoPair, type ColoDriverEvent, type ColoPairOptions } from './driver.js';
+import { GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
+import { PRIMARY_TAP, SECONDARY_TAP, attachTap, createLabNetwork, detachTap, removeLabNetwork, type LabNetwork } from './net.js';
+import { DEFAULT_PORTS, LOOPBACK, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';
+import { SHIM_BANNER, buildShim, detectAccel, readShimStats, type Accel, type ShimStats } from './shim.js';
+
+export interface ColoLabOptions {
+  /** Unique name prefix (namespaces); default `colo-<pid>`. */
+  readonly prefix?: string;
+  readonly accel?: Accel;
+  /** x-checkpoint-delay, ms. Default 2000. */
+  readonly checkpointDelayMs?: number;
+  readonly memoryMiB?: number;
+  readonly onEvent?: (e: ColoDriverEvent) => void;
+  readonly watchdog?: ColoPairOptions['watchdog'];
+}
+
+/** The answer of the guest's counter service. */
+export interface CounterAnswer {
+  count: number;
+  rand: string;
+}
+
+export class ColoLab {
+  readonly dir: string;
+  readonly net: LabNetwork;
+  readonly accel: Accel;
+  readonly primary: QemuProcess;
+  readonly secondary: QemuProcess;
+  readonly pair: ColoPair;
+  /** Where each side's shim counters live (TCG only). */
+  readonly shimStats?: { primary: string; secondary: string };
+  #closed = false;
+
+  private constructor(f: { dir: string; net: LabNetwork; accel: Accel; primary: QemuProcess; secondary: QemuProcess; pair: ColoPair; shimStats?: { primary: string; secondary: string } }) {
+    this.dir = f.dir;
+    this.net = f.net;
+    this.accel = f.accel;
+    this.primary = f.primary;
+    this.secondary = f.secondary;
+    this.pair = f.pair;
+    this.shimStats = f.shimStats;
+  }
+
+  /**
+   * Builds the guest, the network and the images, starts both QEMUs and
+   * connects the driver (replication not started: call `lab.pair.start()`).
+   * On failure everything made so far is removed.
+   */
+  static async create(options: ColoLabOptions = {}): Promise<ColoLab> {
+    if (process.getuid?.() !== 0) throw new RemusError('UNSUPPORTED_HOST', 'colo-lab needs root (network namespaces, taps)');
+    const accel = options.accel ?? detectAccel();
+    const prefix = options.prefix ?? `colo-${process.pid}`;
+    const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
+    let net: LabNetwork | undefined;
+    const procs: QemuProcess[] = [];
+    try {
+      const kernel = await findGuestKernel();
+      const initrd = join(dir, 'initramfs.cpio');
+      await buildGuestInitramfs(kernel, dir, initrd);
+      const images = { primary: join(dir, 'primary.qcow2'), parent: join(dir, 'parent.qcow2'), active: join(dir, 'active.qcow2'), hidden: join(dir, 'hidden.qcow2') };
+      await createImages(images, 16);
+      let shimStats: { primary: string; secondary: string } | undefined;
+      let shim: string | undefined;
+      if (accel === 'tcg') {
+        shim = await buildShim(join(dir, 'colo-tcg-shim.so'));
+        shimStats = { primary: join(dir, 'shim-primary.stats'), secondary: join(dir, 'shim-secondary.stats') };
+      }
+      net = await createLabNetwork(prefix);
+      const base = (side: 'primary' | 'secondary', tap: string): VmSpec => ({
+        accel,
+        memoryMiB: options.memoryMiB ?? 256,
+        kernel: kernel.kernel,
+        initrd,
+        append: 'console=ttyS0 panic=-1 ipv6.disable=1 quiet',
+        tap,
+        mac: GUEST_MAC,
+        qmpSocket: join(dir, `${side}.qmp`),
+        qmpEventSocket: join(dir, `${side}-events.qmp`),
+        serialLog: join(dir, `${side}.serial`),
+        ports: DEFAULT_PORTS,
+      });
+      const shimEnv = (side: 'primary' | 'secondary'): Record<string, string> =>
+        shim === undefined || shimStats === undefined ? {} : { LD_PRELOAD: shim, COLO_SHIM_ROLE: side, COLO_SHIM_STATS: shimStats[side] };
+      const sSpec = base('secondary', SECONDARY_TAP);
+      const secondary = spawnQemu(net.hostNs, secondaryArgs({ ...sSpec, parentImage: images.parent, activeImage: images.active, hiddenImage: images.hidden }), join(dir, 'secondary.log'), shimEnv('secondary'));
+      procs.push(secondary);
+      const pSpec = base('primary', PRIMARY_TAP);
+      const primary = spawnQemu(net.hostNs, primaryArgs({ ...pSpec, image: images.primary }), join(dir, 'primary.log'), shimEnv('primary'));
+      procs.push(primary);
+      const theNet = net;
+      const pair = await ColoPair.connect({
+        primary: { qmp: pSpec.qmpSocket, qmpEvents: pSpec.qmpEventSocket, pid: primary.pid },
+        secondary: { qmp: sSpec.qmpSocket, qmpEvents: sSpec.qmpEventSocket, pid: secondary.pid },
+        migrationUri: `tcp:${LOOPBACK}:${DEFAULT_PORTS.migration}`,
+        nbd: { host: LOOPBACK, port: DEFAULT_PORTS.nbd },
+        checkpointDelayMs: options.checkpointDelayMs ?? 2000,
+        onEvent: options.onEvent,
+        watchdog: options.watchdog,
+        fence: {
+          attach: (side) => attachTap(theNet, side === 'primary' ? PRIMARY_TAP : SECONDARY_TAP),
+          detach: (side) => detachTap(theNet, side === 'primary' ? PRIMARY_TAP : SECONDARY_TAP),
+        },
+      });
+      return new ColoLab({ dir, net, accel, primary, secondary, pair, shimStats });
+    } catch (e) {
+      for (const p of procs) await p.kill();
+      if (net) await removeLabNetwork(net);
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** One request to the counter service from the client namespace, bounded by `timeoutMs`. Throws SCRIPT_FAILED/SCRIPT_TIMEOUT when no answer. */
+  async request(timeoutMs = 10_000): Promise<CounterAnswer> {
+    const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+    const r = await runScript('ip', ['netns', 'exec', this.net.clientNs, 'busybox', 'nc', '-w', secs, GUEST_IP, '80'], {
+      input: 'GET /cgi-bin/count HTTP/1.0\r\n\r\n',
+      timeoutMs,
+    });
+    const m = /count=(\d+) rand=(\S+)/.exec(r.stdout);
+    if (!m) throw new RemusError('OP_FAILED', `colo-lab: unexpected answer from the guest: ${JSON.stringify(r.stdout)}`);
+    return { count: Number(m[1]), rand: m[2]! };
+  }
+
+  /**
+   * Boots the guest on the primary alone, pauses it, then starts COLO (the
+   * migration of a paused VM sends every page: no write can slip past
+   * software emulation's dirty tracking before replication starts).
+   */
+  async start(timeoutMs = 150_000): Promise<void> {
+    await this.waitGuestReady(timeoutMs);
+    await this.pair.qmp('primary').execute('stop');
+    await this.pair.start({ timeoutMs });
+  }
+
+  /** Sends `text` to the guest's TCP echo and returns what came back (bounded). */
+  async echo(text: string, timeoutMs = 10_000): Promise<string> {
+    const r = await runScript('ip', ['netns', 'exec', this.net.clientNs, 'busybox', 'nc', '-w', String(Math.ceil(timeoutMs / 1000)), GUEST_IP, '7'], {
+      input: text,
+      timeoutMs: timeoutMs + 2000,
+    });
+    return r.stdout;
+  }
+
+  /** Waits until the guest on the primary printed its ready line (bounded). */
+  async waitGuestReady(timeoutMs: number): Promise<void> {
+    const file = join(this.dir, 'primary.serial');
+    const until = Date.now() + timeoutMs;
+    while (!(existsSync(file) && readFileSync(file, 'utf8').includes(GUEST_READY_LINE))) {
+      if (this.primary.gone) throw new RemusError('STATE', `colo-lab: the primary QEMU exited while the guest booted:\n${this.logs()}`);
+      if (Date.now() > until) throw new RemusError('TIMEOUT', `colo-lab: the guest was not ready within ${timeoutMs} ms:\n${this.logs()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** The shim's counters per side (TCG only). */
+  shim(): { primary?: ShimStats; secondary?: ShimStats } {
+    if (!this.shimStats) return {};
+    return { primary: readShimStats(this.shimStats.primary), secondary: readShimStats(this.shimStats.secondary) };
+  }
+
+  /** Whether the shim announced itself in each QEMU's log. */
+  shimAnnounced(): { primary: boolean; secondary: boolean } {
+    const has = (f: string): boolean => existsSync(f) && readFileSync(f, 'utf8').includes(SHIM_BANNER);
+    return { primary: has(join(this.dir, 'primary.log')), secondary: has(join(this.dir, 'secondary.log')) };
+  }
+
+  /** Tails of both QEMU logs and serial consoles, for failure messages. */
+  logs(max = 1500): string {
+    const t = (name: string): string => {
+      const f = join(this.dir, name);
+      const s = existsSync(f) ? readFileSync(f, 'utf8') : '(none)';
+      return `--- ${name}\n${s.length > max ? s.slice(-max) : s}`;
+    };
+    return ['primary.log', 'secondary.log', 'primary.serial', 'secondary.serial'].map(t).join('\n');
+  }
+
+  /** Kills both QEMUs by pid, removes namespaces and files. Idempotent, best effort. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.pair.close().catch(() => {});
+    await this.primary.kill();
+    await this.secondary.kill();
+    await removeLabNetwork(this.net);
+    if (process.env.REMUS_COLO_KEEP !== '1') await rm(this.dir, { recursive: true, force: true });
+  }
+}
