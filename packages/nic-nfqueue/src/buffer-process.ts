@@ -72,8 +72,12 @@ interface Queue {
   heldBytes: number;
   /** Last packet id seen, or -1 before the first packet. */
   lastSeen: number;
-  /** Epoch boundary recorded by the last `mark` not yet released, or -1. */
-  mark: number;
+  /**
+   * Epoch boundaries recorded by `mark` and not yet released, oldest first
+   * (-1: no packet seen yet). `release` takes the oldest: commit N releases
+   * up to boundary N even if boundary N+1 was already recorded.
+   */
+  marks: number[];
   released: number;
   releasedBytes: number;
   capDropped: number;
@@ -170,9 +174,13 @@ function errnoName(e: number): string {
   return ERRNO_NAMES[e] ?? `errno ${e}`;
 }
 
+/** The counters read last (see {@link kernelCounters}). */
+let lastCounters = new Map<number, { queueDropped: number; userDropped: number }>();
+
 /** queue_dropped and user_dropped of each bound queue, from /proc (this namespace's view). */
 function kernelCounters(): Map<number, { queueDropped: number; userDropped: number }> {
   const out = new Map<number, { queueDropped: number; userDropped: number }>();
+  lastCounters = out;
   try {
     for (const line of readFileSync('/proc/net/netfilter/nfnetlink_queue', 'utf8').split('\n')) {
       const f = line.trim().split(/\s+/).map(Number);
@@ -223,7 +231,7 @@ async function bind(req: Extract<Request, { op: 'bind' }>): Promise<Reply> {
       head: 0,
       heldBytes: 0,
       lastSeen: -1,
-      mark: -1,
+      marks: [],
       released: 0,
       releasedBytes: 0,
       capDropped: 0,
@@ -239,15 +247,15 @@ async function bind(req: Extract<Request, { op: 'bind' }>): Promise<Reply> {
 function mark(req: Extract<Request, { op: 'mark' }>): Reply {
   const q = queues.get(req.queue);
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
-  q.mark = q.lastSeen;
-  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q) };
+  q.marks.push(q.lastSeen);
+  // No /proc read here: this runs inside the guest's pause.
+  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q, lastCounters) };
 }
 
 async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply> {
   const q = queues.get(req.queue);
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
-  const upTo = q.mark;
-  q.mark = -1;
+  const upTo = q.marks.shift() ?? -1;
   dirty = true;
   q.epochs++;
   // Nothing seen held up to the boundary: no verdict (the kernel would say ENOENT).

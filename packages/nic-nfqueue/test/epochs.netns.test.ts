@@ -135,6 +135,39 @@ for (const topology of ['routed', 'bridged'] as const satisfies readonly Topolog
   });
 }
 
+describe('nic-nfqueue boundaries (netns)', () => {
+  it('a commit releases up to the oldest boundary not yet committed, never a later one', async () => {
+    lab = createLab('routed');
+    const l = lab;
+    await l.startTraffic();
+    // Direct op calls: the core never runs two postsuspends before a commit, a pipelined caller might.
+    const ops = nicNfqueue();
+    const ctx = { signal: new AbortController().signal, checkpoint: 1, operation: `bound${process.pid}` };
+    const shared = await ops.init!(ctx);
+    const handle = { device: { id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }, shared, data: undefined };
+    try {
+      await ops.setup(handle, ctx);
+      await l.send(['b1-1', 'b1-2']);
+      await until(() => held(l) >= 2, 10_000, 'epoch 1 held');
+      await ops.postsuspend!(handle, ctx);
+      await l.send(['b2-1']);
+      await until(() => held(l) >= 3, 10_000, 'epoch 2 held');
+      await ops.postsuspend!(handle, ctx);
+      await ops.commit!(handle, ctx);
+      await l.receiver!.waitFor(() => l.received().length >= 2, 10_000, 'epoch 1');
+      await new Promise((r) => setTimeout(r, 150));
+      expect(l.received()).toEqual(['b1-1', 'b1-2']);
+      await ops.commit!(handle, ctx);
+      await l.receiver!.waitFor(() => l.received().length >= 3, 10_000, 'epoch 2');
+      expect(l.received()).toEqual(['b1-1', 'b1-2', 'b2-1']);
+    } finally {
+      await ops.teardown(handle, ctx);
+      await ops.cleanup!(shared, ctx);
+    }
+    expect(leftovers(l)).toEqual([]);
+  });
+});
+
 function byFamily(payloads: readonly string[]): { v4: string[]; v6: string[] } {
   return { v4: payloads.filter((p) => !p.includes('v6')), v6: payloads.filter((p) => p.includes('v6')) };
 }
