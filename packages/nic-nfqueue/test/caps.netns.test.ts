@@ -34,7 +34,7 @@ async function checkpoint(layer: CheckpointDevices): Promise<void> {
 
 describe('nic-nfqueue caps (netns)', () => {
   it('at the packet cap the kernel drops new packets; they are counted and the held ones go out at commit', async () => {
-    lab = createLab('routed');
+    lab = createLab('routed', { ipv6: false });
     const l = lab;
     await l.startTraffic();
     const layer = track(
@@ -52,7 +52,7 @@ describe('nic-nfqueue caps (netns)', () => {
   });
 
   it('at the byte cap the buffer drops new packets; they are counted and the held ones go out at commit', async () => {
-    lab = createLab('routed');
+    lab = createLab('routed', { ipv6: false });
     const l = lab;
     await l.startTraffic();
     // Each datagram is 20 (IP) + 8 (UDP) + 5 bytes = 33 bytes: three fit in 100.

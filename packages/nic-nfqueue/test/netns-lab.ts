@@ -105,7 +105,8 @@ function macOf(ns: string, ifname: string): string {
  * IPv6 fd77:1::/64. Neighbour entries the guest needs are static, so the
  * buffered IPv6 neighbour discovery never stands between a send and the wire.
  */
-export function createLab(topology: Topology): Lab {
+export function createLab(topology: Topology, options: { ipv6?: boolean } = {}): Lab {
+  const ipv6 = options.ipv6 ?? true;
   // pid + 4 random hex digits: unique across workers and runs, and short
   // enough for 15-byte interface names.
   const n = `${process.pid % 100000}${randomBytes(2).toString('hex')}`;
@@ -181,6 +182,8 @@ export function createLab(topology: Topology): Lab {
         'net.ipv6.conf.all.router_solicitations=0',
         'net.ipv6.conf.default.router_solicitations=0',
       ]);
+      // Without IPv6 the guest sends nothing of its own (no MLD reports): exact counts hold.
+      if (!ipv6 && ns === guest) nsx(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     }
     sh('ip', ['link', 'add', gIf, 'netns', guest, 'type', 'veth', 'peer', 'name', vif, 'netns', host]);
     sh('ip', ['link', 'add', hostToClient, 'netns', host, 'type', 'veth', 'peer', 'name', cIf, 'netns', client]);
@@ -189,7 +192,7 @@ export function createLab(topology: Topology): Lab {
     };
     const up = (ns: string, ifname: string): void => void sh('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
     addr(guest, gIf, '10.77.1.2/24');
-    addr(guest, gIf, 'fd77:1::2/64');
+    if (ipv6) addr(guest, gIf, 'fd77:1::2/64');
     up(guest, gIf);
     if (topology === 'routed') {
       addr(host, vif, '10.77.1.1/24');
@@ -203,10 +206,10 @@ export function createLab(topology: Topology): Lab {
       addr(client, cIf, 'fd77:2::2/64');
       up(client, cIf);
       sh('ip', ['-n', guest, 'route', 'add', 'default', 'via', '10.77.1.1']);
-      sh('ip', ['-n', guest, '-6', 'route', 'add', 'default', 'via', 'fd77:1::1']);
+      if (ipv6) sh('ip', ['-n', guest, '-6', 'route', 'add', 'default', 'via', 'fd77:1::1']);
       sh('ip', ['-n', client, 'route', 'add', 'default', 'via', '10.77.2.1']);
       sh('ip', ['-n', client, '-6', 'route', 'add', 'default', 'via', 'fd77:2::1']);
-      sh('ip', ['-n', guest, '-6', 'neigh', 'replace', 'fd77:1::1', 'lladdr', macOf(host, vif), 'dev', gIf, 'nud', 'permanent']);
+      if (ipv6) sh('ip', ['-n', guest, '-6', 'neigh', 'replace', 'fd77:1::1', 'lladdr', macOf(host, vif), 'dev', gIf, 'nud', 'permanent']);
     } else {
       sh('ip', ['-n', host, 'link', 'add', bridge!, 'type', 'bridge']);
       sh('ip', ['-n', host, 'link', 'set', vif, 'master', bridge!]);
@@ -218,7 +221,7 @@ export function createLab(topology: Topology): Lab {
       addr(client, cIf, '10.77.1.3/24');
       addr(client, cIf, 'fd77:1::3/64');
       up(client, cIf);
-      sh('ip', ['-n', guest, '-6', 'neigh', 'replace', 'fd77:1::3', 'lladdr', macOf(client, cIf), 'dev', gIf, 'nud', 'permanent']);
+      if (ipv6) sh('ip', ['-n', guest, '-6', 'neigh', 'replace', 'fd77:1::3', 'lladdr', macOf(client, cIf), 'dev', gIf, 'nud', 'permanent']);
     }
   } catch (e) {
     lab.destroy();
