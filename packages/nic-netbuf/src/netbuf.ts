@@ -180,7 +180,9 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
     const ifb = d.ifb!;
 
     await step('tag-ifb', h, ctx);
-    await must('ip', ['link', 'set', 'dev', ifb, 'alias', d.tag], at, `cannot tag IFB ${ifb}`);
+    // addrgenmode none: no IPv6 link-local address, hence no router solicitations or MLD
+    // reports of the IFB's own landing in its plug (only the guest's packets are held).
+    await must('ip', ['link', 'set', 'dev', ifb, 'alias', d.tag, 'addrgenmode', 'none'], at, `cannot tag IFB ${ifb}`);
 
     await step('add-qdisc', h, ctx);
     await must('tc', ['qdisc', 'add', 'dev', ifb, 'root', 'handle', '1:', ...bufferArgs], at, plugHint(ifb, standIn));

@@ -67,6 +67,10 @@ describe('setup and teardown (built-in recipe)', () => {
     expect(mine).toHaveLength(1);
     expect(mine[0]!.ifname).toMatch(/^rb[0-9a-f]{8}$/);
     expect(mine[0]!.ifalias).toBe('remus-netbuf:op-a:vh0');
+    // The IFB sends nothing of its own into the buffer: no IPv6 link-local address.
+    const ifbLink = JSON.parse(sh('ip', ['-n', n.host, '-d', '-j', 'link', 'show', 'dev', mine[0]!.ifname]))[0] as { inet6_addr_gen_mode: string };
+    expect(ifbLink.inet6_addr_gen_mode).toBe('none');
+    expect(sh('ip', ['-n', n.host, '-6', 'addr', 'show', 'dev', mine[0]!.ifname]).trim()).toBe('');
     expect(h.data!.ifb).toBe(mine[0]!.ifname);
     const root = qdiscs(n.host, mine[0]!.ifname).find((q) => q.root);
     expect(root).toMatchObject({ kind: 'bfifo', handle: '1:' });
