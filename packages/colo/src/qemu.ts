@@ -5,7 +5,7 @@
  * reports, and the one way set-up changes are recorded and undone.
  */
 import { createHash } from 'node:crypto';
-import { RemusError, type OpContext } from '@remus/core';
+import { RemusError, type DeviceSpec, type OpContext } from '@remus/core';
 import { QmpSchema, isQmpError, sharedQmpPool, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease, type QmpPool } from '@remus/qmp';
 
 /** Options every COLO subkind factory takes. */
@@ -356,4 +356,73 @@ export function qemuId(value: unknown, what: string): string {
     );
   }
   return value;
+}
+
+/**
+ * Crash recovery (`reap` of every COLO subkind): finds what operation
+ * `operation` tagged in this QEMU for `devices` of `kind` and removes it:
+ * NBD exports (and the NBD server when no export is left), quorum children
+ * and replication nodes, proxy objects (iothreads last), chardevs.
+ */
+export async function reapQemu(
+  options: ColoQemuOptions,
+  kind: string,
+  operation: string,
+  devices: readonly DeviceSpec[],
+  ctx: OpContext,
+): Promise<string[]> {
+  const mine = devices.filter((d) => d.kind === kind);
+  if (mine.length === 0) return [];
+  const lease = await (options.pool ?? sharedQmpPool).acquire(options.qmp, { signal: ctx.signal });
+  const c = lease.client;
+  const o = { signal: ctx.signal };
+  const prefixes = mine.map((d) => tagPrefix(operation, d.id));
+  const tagged = (id: string): boolean => prefixes.some((p) => id.startsWith(p));
+  const lines: string[] = [];
+  try {
+    if (kind === 'disk') {
+      const exports = await c.execute<{ id: string; type: string }[]>('query-block-exports', undefined, o);
+      const ours = exports.filter((e) => tagged(e.id));
+      for (const e of ours) {
+        await c.execute('block-export-del', { id: e.id, mode: 'hard' }, o);
+        await waitExportGone(c, e.id);
+        lines.push(`removed NBD export ${e.id}`);
+      }
+      if (ours.length > 0 && ours.length === exports.filter((e) => e.type === 'nbd').length) {
+        try {
+          await c.execute('nbd-server-stop', undefined, o);
+          lines.push('stopped the NBD server');
+        } catch (e) {
+          if (!(isQmpError(e) && /not running/i.test(e.desc))) throw e;
+        }
+      }
+      const names = new Set(mine.map((d) => nodeName(operation, d.id, 'rep')));
+      const graph = await c.execute<BlockGraph>('x-debug-query-block-graph', undefined, o);
+      for (const node of graph.nodes.filter((n) => n.type === 'block-driver' && names.has(n.name))) {
+        for (const edge of graph.edges.filter((e) => e.child === node.id)) {
+          const parent = graph.nodes.find((n) => n.id === edge.parent);
+          if (parent?.type !== 'block-driver') continue;
+          await c.execute('x-blockdev-change', { parent: parent.name, child: edge.name }, o);
+          lines.push(`removed quorum child ${edge.name} (${node.name}) of ${parent.name}`);
+        }
+        await c.execute('blockdev-del', { 'node-name': node.name }, o);
+        lines.push(`removed block node ${node.name}`);
+      }
+    }
+    const objects = (await c.execute<{ name: string; type: string }[]>('qom-list', { path: '/objects' }, o)).filter((x) => tagged(x.name));
+    // Filters and colo-compare before the iothread colo-compare runs in.
+    objects.sort((a, b) => Number(a.type.includes('iothread')) - Number(b.type.includes('iothread')));
+    for (const x of objects) {
+      await c.execute('object-del', { id: x.name }, o);
+      lines.push(`removed object ${x.name}`);
+    }
+    const chardevs = (await c.execute<{ label: string }[]>('query-chardev', undefined, o)).filter((x) => tagged(x.label));
+    for (const x of chardevs) {
+      await c.execute('chardev-remove', { id: x.label }, o);
+      lines.push(`removed chardev ${x.label}`);
+    }
+    return lines;
+  } finally {
+    await lease.release();
+  }
 }

@@ -17,6 +17,7 @@ import {
   nodeName,
   openShared,
   qemuId,
+  reapQemu,
   startObserving,
   tagPrefix,
   undoAll,
@@ -131,6 +132,14 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
     /** Removes what setup recorded and QEMU still has, newest first. Idempotent; also after a failed or aborted setup. */
     teardown: (h) => undoAll(h.shared, h.data),
     /**
+     * After a crash of the process that ran `operation`: removes from this
+     * QEMU everything tagged with that operation for the given devices of
+     * this subkind's kind (ids `colo.<operation>.<device>.*`, the hashed
+     * replication node), and stops the NBD server if an export it removed
+     * was the last. Returns one line per thing removed; idempotent.
+     */
+    reap: (operation, devices, ctx) => reapQemu(options, spec.kind, operation, devices, ctx),
+    /**
      * QEMU runs COLO checkpoints itself, so there is nothing to do at
      * postsuspend/preresume (absent). At commit the subkind confirms that
      * COLO is still running on its QEMU: a COLO_EXIT (failover, error) or,
@@ -147,8 +156,10 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
           details: { event: 'COLO_EXIT', ...d },
         });
       }
-      const bad = [...o.quorumBad.entries()].filter(([node]) => node.startsWith('colo-'));
-      if (spec.name === 'colo-primary-disk' && bad.length > 0) {
+      // QUORUM_REPORT_BAD names the failing child: a replication node this device added means the secondary's disk fell behind.
+      const mine = new Set(h.data!.made.flatMap((r) => (r.type === 'node' ? [r.nodeName] : [])));
+      const bad = [...o.quorumBad.entries()].filter(([node]) => mine.has(node));
+      if (bad.length > 0) {
         throw new RemusError('OP_FAILED', `replication child reported bad on QEMU ${h.shared.where} (${bad.map(([n, k]) => `${n} x${k}`).join(', ')}): the secondary's disk is not in sync`, {
           details: { event: 'QUORUM_REPORT_BAD', nodes: bad.map(([n]) => n) },
         });
@@ -456,7 +467,6 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
         const quorum = params['quorum'] === undefined ? undefined : str(params, 'quorum', device);
         const exportId = `${tagPrefix(operation, device)}nbd`;
         const key = formatAddress(nbd);
-        let resolved: string | undefined;
         const resolve = async (client: QmpClient, ctx: OpContext): Promise<string> => {
           const n = await findNode(client, nodeParam, ctx);
           if (!n) throw new RemusError('INVALID_ARGUMENT', `device ${device}: ${nodeParam} is not a drive or node of this QEMU`);
@@ -464,14 +474,14 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
         };
         return {
           async check(client, ctx) {
-            resolved = await resolve(client, ctx);
+            await resolve(client, ctx);
             if (quorum && !(await findNode(client, quorum, ctx))) {
               throw new RemusError('INVALID_ARGUMENT', `device ${device}: quorum ${quorum} is not a drive or node of this QEMU`);
             }
           },
           async build(shared, data, ctx) {
             const c = shared.client;
-            const nodeName = resolved ?? (await resolve(c, ctx));
+            const nodeName = await resolve(c, ctx);
             if (shared.nbd && shared.nbd.key !== key) {
               throw new RemusError('INVALID_ARGUMENT', `device ${device}: QEMU has one NBD server, already set up on ${shared.nbd.key}; every disk must name it (got ${key})`);
             }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCheckpointDevices, type DeviceSpec, type RemusError } from '@remus/core';
 import { coloPrimaryOps, coloSecondaryOps } from '../src/index.js';
+import { QmpPool } from '@remus/qmp';
 import { diff, freePorts, snapshot, startPrimary, startProxy, startSecondary, stopAll, type Snapshot, type TestQemu } from './env.js';
 
 let pri: TestQemu;
@@ -128,5 +129,71 @@ describe('COLO primary and secondary ops lists on a real QEMU pair', () => {
     expect((e as RemusError).failures[0]?.message).toMatch(/COLO exited .*mode secondary, reason error/);
     await secondary.teardown();
     expect(diff(secBefore, await snapshot(sec))).toEqual([]);
+  });
+
+  it('reap removes what a crashed operation left in both QEMUs, and finds nothing the second time', async () => {
+    const secBefore = await snapshot(sec);
+    const priBefore = await snapshot(pri);
+    // The crashed run: its own pool, so its connections can "die" while QEMU keeps what it made.
+    const crashPool = new QmpPool();
+    await createCheckpointDevices({ ops: coloSecondaryOps({ qmp: sec.qmp[0], pool: crashPool }), devices: secDevices, operationId: 'crashed' }).setup();
+    await createCheckpointDevices({ ops: coloPrimaryOps({ qmp: pri.qmp[0], pool: crashPool }), devices: priDevices, operationId: 'crashed' }).setup();
+    for (const path of [sec.qmp[0], pri.qmp[0]]) {
+      const lease = await crashPool.acquire(path);
+      await lease.client.close();
+      await lease.release();
+    }
+    expect(diff(priBefore, await snapshot(pri)).length).toBeGreaterThan(0);
+
+    const ctx = { signal: AbortSignal.timeout(30_000), checkpoint: 0, operation: 'recovery' };
+    const reapAll = async () => {
+      const lines: string[] = [];
+      for (const ops of [...coloPrimaryOps({ qmp: pri.qmp[0] })]) lines.push(...(await ops.reap!('crashed', priDevices, ctx)));
+      for (const ops of [...coloSecondaryOps({ qmp: sec.qmp[0] })]) lines.push(...(await ops.reap!('crashed', secDevices, ctx)));
+      return lines;
+    };
+    const lines = await reapAll();
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^removed quorum child children\.\d+ \(colo-[0-9a-f]{16}-rep\)/),
+        expect.stringMatching(/^removed block node colo-/),
+        'removed object colo.crashed.nic0.comp0',
+        'removed chardev colo.crashed.nic0.mirror',
+        'removed NBD export colo.crashed.disk0.nbd',
+        'stopped the NBD server',
+        'removed object colo.crashed.nic0.rew0',
+      ]),
+    );
+    expect(diff(priBefore, await snapshot(pri))).toEqual([]);
+    expect(diff(secBefore, await snapshot(sec))).toEqual([]);
+    expect(await reapAll()).toEqual([]);
+  });
+
+  it("commit fails when the primary's replication child reports bad (injected QUORUM_REPORT_BAD), not for another node", async () => {
+    const secondary = createCheckpointDevices({ ops: coloSecondaryOps({ qmp: sec.qmp[0] }), devices: [secDevices[1]!], operationId: 'badsec' });
+    await secondary.setup();
+    const proxy = await startProxy(pri.qmp[0]);
+    const primary = createCheckpointDevices({ ops: coloPrimaryOps({ qmp: proxy.path }), devices: [priDevices[1]!], operationId: 'badpri' });
+    try {
+      await primary.setup();
+      const repl = (await snapshot(pri)).nodes.find((n) => n.endsWith('-rep'))!;
+      const bad = (node: string) =>
+        proxy.emit({ event: 'QUORUM_REPORT_BAD', data: { type: 'read', error: 'Input/output error', 'node-name': node, 'sector-num': 0, 'sectors-count': 8 }, timestamp: { seconds: 0, microseconds: 0 } });
+      bad('some-other-node');
+      await new Promise((r) => setTimeout(r, 50));
+      await primary.postsuspend();
+      await primary.preresume();
+      await primary.commit();
+      bad(repl);
+      await new Promise((r) => setTimeout(r, 50));
+      await primary.postsuspend();
+      await primary.preresume();
+      const e = await primary.commit().catch((x: unknown) => x);
+      expect((e as RemusError).failures[0]?.message).toMatch(new RegExp(`replication child reported bad .*${repl} x1`));
+      expect(primary.stats()[0]?.stats['quorumReportsBad']).toBe(2);
+    } finally {
+      await primary.teardown();
+      await secondary.teardown();
+    }
   });
 });
