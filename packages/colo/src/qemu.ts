@@ -262,8 +262,9 @@ export function childEdge(graph: BlockGraph, parent: string, child: string): str
  * end; entries that failed stay recorded for a second attempt.
  */
 export async function undoAll(shared: ColoShared, data: ColoDeviceData | undefined): Promise<void> {
-  if (!data || data.made.length === 0) return;
+  if (!data) return;
   shared.observers.delete(data.observed);
+  if (data.made.length === 0) return;
   const client = shared.client;
   const state = await queryState(client, data.made);
   const failures: string[] = [];
