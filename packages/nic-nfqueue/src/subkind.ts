@@ -30,6 +30,7 @@ import {
   type Family,
   type HostCommands,
   type HostProbe,
+  type LinkInfo,
   type Mode,
 } from './host.js';
 
@@ -124,6 +125,15 @@ function readParams(device: DeviceSpec, defaultNetns: string | undefined): Devic
     throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: params.mode must be "routed", "bridged" or "auto", not ${JSON.stringify(mode)}`);
   }
   return { ifname, netns, mode };
+}
+
+/** The mode a device is handled in: its `params.mode`, or bridged exactly when the interface is a bridge port. */
+function resolveMode(device: DeviceSpec, params: DeviceParams, link: LinkInfo): Mode {
+  const mode = params.mode === 'auto' ? (link.bridge ? 'bridged' : 'routed') : params.mode;
+  if (mode === 'bridged' && !link.bridge) {
+    throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: mode "bridged" but ${params.ifname} is not a bridge port`);
+  }
+  return mode;
 }
 
 function checkNetns(netns: string | undefined): void {
@@ -224,9 +234,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       if (!handle.shared.probe.ok) return noMatch(handle.shared.probe.reason);
       checkNetns(params.netns);
       const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
-      const mode = params.mode === 'auto' ? (link.bridge ? 'bridged' : 'routed') : params.mode;
-      if (mode === 'bridged') {
-        if (!link.bridge) throw new RemusError('INVALID_ARGUMENT', `device ${handle.device.id}: mode "bridged" but ${params.ifname} is not a bridge port`);
+      if (resolveMode(handle.device, params, link) === 'bridged') {
         const b = probeBridge();
         if (!b.ok) return noMatch(b.reason);
       }
@@ -247,11 +255,8 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       handle.data = d;
       checkNetns(params.netns);
       const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
-      d.mode = params.mode === 'auto' ? (link.bridge ? 'bridged' : 'routed') : params.mode;
-      if (d.mode === 'bridged') {
-        if (!link.bridge) throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: mode "bridged" but ${params.ifname} is not a bridge port`);
-        d.bridge = link.bridge;
-      }
+      d.mode = resolveMode(device, params, link);
+      d.bridge = link.bridge;
 
       await step('buffer-process', device);
       d.process = await processFor(handle.shared, d.netns, ctx.signal);

@@ -7,7 +7,7 @@
 import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue } from '../src/index.js';
-import { boundQueues, createLab, killStrayBufferProcesses, leftovers, sh, until, type Lab } from './netns-lab.js';
+import { boundQueues, createLab, remusRules, killStrayBufferProcesses, leftovers, sh, until, type Lab } from './netns-lab.js';
 
 let lab: Lab | undefined;
 const layers: CheckpointDevices[] = [];
@@ -93,6 +93,34 @@ describe('nic-nfqueue queue numbers (netns)', () => {
     await checkpoint(a);
     await checkpoint(b);
     await Promise.all([a.teardown(), b.teardown()]);
+    expect(leftovers(l)).toEqual([]);
+  });
+});
+
+describe('nic-nfqueue modes (netns)', () => {
+  it('auto mode queues a bridge port by physdev and a routed interface by input interface; bridged on a routed port is an error', async () => {
+    lab = createLab('bridged', { ipv6: false });
+    const l = lab;
+    const bridged = track(createCheckpointDevices({ ops: [nicNfqueue()], devices: [{ id: 'br', kind: 'nic', params: { ifname: l.vif, netns: l.host } }] }));
+    await bridged.setup();
+    const rules = remusRules(l.host);
+    expect(rules).toHaveLength(2);
+    expect(rules.every((r) => r.includes(`--physdev-in ${l.vif}`))).toBe(true);
+    // The bridge device itself is no bridge port: routed, it is matched by input interface; bridged is an error.
+    const routed = track(
+      createCheckpointDevices({ ops: [nicNfqueue()], devices: [{ id: 'rt', kind: 'nic', params: { ifname: l.bridge!, netns: l.host, mode: 'routed' } }] }),
+    );
+    await routed.setup();
+    expect(remusRules(l.host).filter((r) => r.includes(`-i ${l.bridge!} `))).toHaveLength(2);
+    const wrong = createCheckpointDevices({
+      ops: [nicNfqueue()],
+      devices: [{ id: 'x', kind: 'nic', params: { ifname: l.bridge!, netns: l.host, mode: 'bridged' } }],
+    });
+    await expect(wrong.setup()).rejects.toSatisfy((e: { failures?: { code: string; message: string }[] }) =>
+      (e.failures ?? []).some((f) => /not a bridge port/.test(f.message + String((f as { cause?: Error }).cause?.message))),
+    );
+    await routed.teardown();
+    await bridged.teardown();
     expect(leftovers(l)).toEqual([]);
   });
 });
