@@ -17,14 +17,20 @@
  * IPMI, or the switch port) that the survivor uses before it answers clients.
  */
 import { readFileSync } from 'node:fs';
-import { RemusError } from '@remus/core';
-import { connectQmp, isQmpError, type QmpAddress, type QmpClient, type QmpEvent } from '@remus/qmp';
-import { COLO_IDS } from './qemu.js';
+import { RemusError, createCheckpointDevices, newOperationId, type CheckpointDevices, type DeviceSpec } from '@remus/core';
+import { coloPrimaryOps, coloSecondaryOps } from '@remus/colo';
+import { QmpPool, connectQmp, isQmpError, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
 
 /** One side of the pair. */
 export interface ColoSide {
-  /** QMP socket for commands. */
+  /** QMP socket for commands (shared with the side's @remus/colo subkinds through one pool). */
   readonly qmp: string | QmpAddress;
+  /**
+   * The side's COLO devices for @remus/colo's ops list: a `nic` (params of
+   * ColoPrimaryNicParams / ColoSecondaryNicParams) and a `disk`
+   * (ColoPrimaryDiskParams / ColoSecondaryDiskParams).
+   */
+  readonly devices: readonly DeviceSpec[];
   /** A second QMP socket for events and liveness probes (recommended: a busy command connection cannot hide a death). */
   readonly qmpEvents?: string | QmpAddress;
   /** Pid of the QEMU process on this host: liveness ("process gone") and fencing (SIGKILL). */
@@ -56,12 +62,12 @@ export interface ColoPairOptions {
   readonly secondary: ColoSide;
   /** Where the secondary listens for the migration (as given to its -incoming), e.g. `tcp:127.0.0.1:9998`. */
   readonly migrationUri: string;
-  /** The secondary's NBD server: it listens there, the primary's replication child connects there. */
-  readonly nbd: { readonly host: string; readonly port: number };
+  /** The guest disk's quorum on the primary (the replication child is its `children.1`). Default `colo-disk0`. */
+  readonly quorum?: string;
   /** x-checkpoint-delay: the period of checkpoints when outputs agree, ms. Default 2000. */
   readonly checkpointDelayMs?: number;
-  /** Object ids of the command lines, when they differ from {@link COLO_IDS}. */
-  readonly ids?: Partial<typeof COLO_IDS>;
+  /** Operation id tagging what the subkinds add to QEMU. Default: a fresh one. */
+  readonly operationId?: string;
   readonly fence?: ColoNetworkFence;
   readonly watchdog?: ColoWatchdogOptions | false;
   /** Progress and decisions, as they happen. */
@@ -103,8 +109,15 @@ export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses:
 interface SideConn {
   readonly role: ColoRole;
   readonly spec: ColoSide;
-  cmd: QmpClient;
-  ev: QmpClient;
+  /** Lease on the pooled command connection (the subkinds share it). */
+  readonly lease: QmpLease;
+  readonly cmd: QmpClient;
+  /** Events and watchdog probes: a second monitor when given, else `cmd`. */
+  readonly ev: QmpClient;
+  /** The side's device layer (@remus/colo ops list on @remus/core). */
+  readonly layer: CheckpointDevices;
+  /** What the subkinds added that failover removes, found after setup. */
+  made?: { objects: Map<string, string>; chardevs: string[]; replicationNode?: string };
 }
 
 function now(): number {
@@ -160,7 +173,8 @@ async function killAndConfirm(pid: number, timeoutMs: number): Promise<void> {
  */
 export class ColoPair {
   readonly #opts: ColoPairOptions;
-  readonly #ids: typeof COLO_IDS;
+  readonly #pool: QmpPool;
+  readonly #operation: string;
   readonly #sides: Record<ColoRole, SideConn>;
   readonly #abort = new AbortController();
   #state: ColoState = 'connected';
@@ -179,9 +193,10 @@ export class ColoPair {
   readonly #unsubscribe: (() => void)[] = [];
   readonly #stateWaiters = new Set<() => void>();
 
-  private constructor(opts: ColoPairOptions, sides: Record<ColoRole, SideConn>) {
+  private constructor(opts: ColoPairOptions, pool: QmpPool, operation: string, sides: Record<ColoRole, SideConn>) {
     this.#opts = opts;
-    this.#ids = { ...COLO_IDS, ...opts.ids };
+    this.#pool = pool;
+    this.#operation = operation;
     this.#sides = sides;
   }
 
@@ -192,14 +207,16 @@ export class ColoPair {
    * proxy connection before its monitor answers).
    */
   static async connect(opts: ColoPairOptions, timeoutMs = 30_000, signal?: AbortSignal): Promise<ColoPair> {
-    const opened: QmpClient[] = [];
-    const open = async (addr: string | QmpAddress): Promise<QmpClient> => {
+    const pool = new QmpPool();
+    const operation = opts.operationId ?? newOperationId();
+    const commandTimeoutMs = opts.commandTimeoutMs ?? 10_000;
+    const leases: QmpLease[] = [];
+    const direct: QmpClient[] = [];
+    const retry = async <T>(open: () => Promise<T>): Promise<T> => {
       const until = now() + timeoutMs;
       for (;;) {
         try {
-          const c = await connectQmp(addr, { timeoutMs: Math.max(1000, until - now()), signal, commandTimeoutMs: opts.commandTimeoutMs ?? 10_000 });
-          opened.push(c);
-          return c;
+          return await open();
         } catch (e) {
           // The socket may not exist yet while QEMU starts.
           if (now() > until || signal?.aborted) throw e;
@@ -209,17 +226,24 @@ export class ColoPair {
     };
     try {
       const side = async (role: ColoRole, spec: ColoSide): Promise<SideConn> => {
-        const cmd = await open(spec.qmp);
-        const ev = spec.qmpEvents !== undefined ? await open(spec.qmpEvents) : cmd;
-        return { role, spec, cmd, ev };
+        const lease = await retry(() => pool.acquire(spec.qmp, { timeoutMs: 5000, signal, commandTimeoutMs }));
+        leases.push(lease);
+        let ev = lease.client;
+        if (spec.qmpEvents !== undefined) {
+          ev = await retry(() => connectQmp(spec.qmpEvents!, { timeoutMs: 5000, signal, commandTimeoutMs }));
+          direct.push(ev);
+        }
+        const ops = role === 'primary' ? coloPrimaryOps({ qmp: spec.qmp, pool, commandTimeoutMs }) : coloSecondaryOps({ qmp: spec.qmp, pool, commandTimeoutMs });
+        const layer = createCheckpointDevices({ ops, devices: spec.devices, operationId: operation });
+        return { role, spec, lease, cmd: lease.client, ev, layer };
       };
       const secondary = await side('secondary', opts.secondary);
       const primary = await side('primary', opts.primary);
-      const pair = new ColoPair(opts, { primary, secondary });
+      const pair = new ColoPair(opts, pool, operation, { primary, secondary });
       pair.#listen();
       return pair;
     } catch (e) {
-      await Promise.all(opened.map((c) => c.close().catch(() => {})));
+      await Promise.all([...leases.map((l) => l.release()), ...direct.map((c) => c.close().catch(() => {}))]);
       throw e;
     }
   }
@@ -297,7 +321,7 @@ export class ColoPair {
       }
       case 'QUORUM_REPORT_BAD': {
         const node = (e.data as { 'node-name'?: string })['node-name'];
-        if (node === this.#ids.replication) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
+        if (node !== undefined && node === this.#sides.primary.made?.replicationNode) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
         break;
       }
       case 'COLO_EXIT':
@@ -342,23 +366,15 @@ export class ColoPair {
     if (this.#state !== 'connected') throw new RemusError('STATE', `colo: start() in state ${this.#state}`);
     this.#setState('starting');
     this.#startedAt = now();
-    const ids = this.#ids;
-    const { host, port } = this.#opts.nbd;
     try {
+      // COLO order: the secondary first (its proxy chardevs reconnect until the primary listens; its NBD export must exist before the primary's replication child connects).
+      await this.#step('secondary', 'set up devices (@remus/colo)', () => this.#sides.secondary.layer.setup());
+      await this.#step('primary', 'set up devices (@remus/colo)', () => this.#sides.primary.layer.setup());
+      await this.#step('secondary', 'proxy connected', () => this.#waitProxyConnected(options.signal));
+      for (const r of ['primary', 'secondary'] as const) this.#sides[r].made = await this.#step(r, 'list COLO resources', (c) => this.#listMade(c));
       await this.#step('secondary', 'migrate-set-capabilities', (c) =>
         c.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-colo', state: true }] }),
       );
-      await this.#step('secondary', 'nbd-server-start', (c) =>
-        c.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(port) } } }),
-      );
-      await this.#step('secondary', 'nbd-server-add', (c) => c.execute('nbd-server-add', { device: ids.parent, writable: true }));
-      await this.#step('primary', 'drive_add replication', async (c) => {
-        const out = await c.hmp(
-          `drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,file.host=${host},file.port=${port},file.export=${ids.parent},node-name=${ids.replication}`,
-        );
-        if (out.trim() !== '' && !/^OK/i.test(out.trim())) throw new RemusError('OP_FAILED', `drive_add said: ${out.trim()}`);
-      });
-      await this.#step('primary', 'x-blockdev-change add', (c) => c.execute('x-blockdev-change', { parent: ids.disk, node: ids.replication }));
       await this.#step('primary', 'migrate-set-capabilities', (c) =>
         c.execute('migrate-set-capabilities', {
           capabilities: [
@@ -379,6 +395,39 @@ export class ColoPair {
     }
     this.#setState('replicating');
     if (this.#opts.watchdog !== false) this.#startWatchdog();
+  }
+
+  /** What this operation's subkinds added to a QEMU (objects by type, chardevs, the replication node). */
+  async #listMade(c: QmpClient): Promise<NonNullable<SideConn['made']>> {
+    const prefix = `colo.${this.#operation}.`;
+    const objects = new Map<string, string>();
+    for (const o of await c.execute<{ name: string; type: string }[]>('qom-list', { path: '/objects' })) {
+      const m = /^child<(.+)>$/.exec(o.type);
+      if (m && o.name.startsWith(prefix)) objects.set(o.name, m[1]!);
+    }
+    const chardevs = (await c.execute<{ label: string }[]>('query-chardev')).map((x) => x.label).filter((l) => l.startsWith(prefix));
+    const nodes = await c.execute<{ 'node-name': string; drv: string }[]>('query-named-block-nodes', { flat: true });
+    const replicationNode = nodes.find((n) => n.drv === 'replication' && n['node-name'].startsWith('colo-'))?.['node-name'];
+    return { objects, chardevs, replicationNode };
+  }
+
+  /** Waits (bounded, 10 s) until the secondary's proxy chardevs are connected to the primary's servers. */
+  async #waitProxyConnected(signal?: AbortSignal): Promise<void> {
+    const prefix = `colo.${this.#operation}.`;
+    await this.#waitUntil(async () => {
+      const chardevs = await this.#sides.secondary.cmd.execute<{ label: string; filename: string }[]>('query-chardev');
+      const mine = chardevs.filter((c) => c.label.startsWith(prefix));
+      return mine.length > 0 && mine.every((c) => !c.filename.startsWith('disconnected:'));
+    }, 10_000, signal, "the secondary's proxy to connect to the primary");
+  }
+
+  async #waitUntil(done: () => Promise<boolean>, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
+    const until = now() + timeoutMs;
+    while (!(await done())) {
+      if (signal?.aborted) throw new RemusError('ABORTED', `colo: aborted waiting for ${what}`, { cause: signal.reason });
+      if (now() > until) throw new RemusError('TIMEOUT', `colo: ${what} did not happen within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   async #waitFor(done: () => boolean, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
@@ -477,28 +526,40 @@ export class ColoPair {
     await this.#opts.fence?.detach(role, this.#abort.signal);
   }
 
-  /** The primary is gone: the secondary takes over (sequence of colo.md). */
+  /**
+   * The primary is gone: the secondary takes over (sequence of colo.md):
+   * stop the NBD server, lost-heartbeat, drop the redirectors and their
+   * chardevs, connect the network. The filter-rewriter stays: connections
+   * opened under COLO keep needing its sequence-number translation.
+   */
   async #promoteSecondary(): Promise<void> {
-    const ids = this.#ids;
+    const made = this.#sides.secondary.made;
     await this.#fence('primary');
     const s = 'secondary';
     await this.#step(s, 'nbd-server-stop', (c) => c.execute('nbd-server-stop'));
     await this.#step(s, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
-    for (const id of [ids.secRedirectRx, ids.secRedirectTx]) await this.#step(s, `object-del ${id}`, (c) => c.execute('object-del', { id }));
-    for (const id of [ids.secChardevCompare, ids.secChardevMirror]) await this.#step(s, `chardev-remove ${id}`, (c) => c.execute('chardev-remove', { id }));
+    const redirectors = [...(made?.objects ?? [])].filter(([, type]) => type === 'filter-redirector').map(([id]) => id).reverse();
+    for (const id of redirectors) await this.#step(s, `object-del ${id}`, (c) => c.execute('object-del', { id }));
+    for (const id of [...(made?.chardevs ?? [])].reverse()) await this.#step(s, `chardev-remove ${id}`, (c) => c.execute('chardev-remove', { id }));
     await this.#opts.fence?.attach('secondary', this.#abort.signal);
   }
 
-  /** The secondary is gone: the primary goes on alone and releases what colo-compare holds. */
+  /**
+   * The secondary is gone: the primary goes on alone (sequence of colo.md):
+   * drop the replication child from the quorum, delete colo-compare, its
+   * iothread and the filters (which releases what colo-compare held), then
+   * lost-heartbeat. What is left (chardevs) goes with the device layer's teardown at stop().
+   */
   async #primaryAlone(): Promise<void> {
-    const ids = this.#ids;
+    const made = this.#sides.primary.made;
     await this.#fence('secondary');
     const p = 'primary';
-    await this.#step(p, 'x-blockdev-change remove', (c) => c.execute('x-blockdev-change', { parent: ids.disk, child: 'children.1' }));
-    await this.#step(p, `drive_del ${ids.replication}`, (c) => c.hmp(`drive_del ${ids.replication}`));
-    for (const id of [ids.compare, ids.iothread, ids.mirror, ids.redirectIn, ids.redirectOut]) {
-      await this.#step(p, `object-del ${id}`, (c) => c.execute('object-del', { id }));
-    }
+    const quorum = this.#opts.quorum ?? 'colo-disk0';
+    await this.#step(p, 'x-blockdev-change remove', (c) => c.execute('x-blockdev-change', { parent: quorum, child: 'children.1' }));
+    if (made?.replicationNode) await this.#step(p, `drive_del ${made.replicationNode}`, (c) => c.hmp(`drive_del ${made.replicationNode}`));
+    const order = ['colo-compare', 'iothread', 'filter-mirror', 'filter-redirector'];
+    const objects = [...(made?.objects ?? [])].sort((a, b) => order.indexOf(a[1]) - order.indexOf(b[1]));
+    for (const [id] of objects) await this.#step(p, `object-del ${id}`, (c) => c.execute('object-del', { id }));
     await this.#step(p, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
   }
 
@@ -526,18 +587,35 @@ export class ColoPair {
     return this.#state;
   }
 
-  /** Stops the watchdog and closes the QMP connections; QEMUs keep running. Idempotent. */
+  /**
+   * Ends replication and keeps the primary serving (or the survivor, after a
+   * failover): a failover to the primary if still replicating (the
+   * secondary is fenced), then the primary's device layer is torn down
+   * (what is left of the proxy). Then {@link ColoPair.close}.
+   */
+  async stop(): Promise<void> {
+    if (this.#state === 'replicating') await this.failover('primary', 'stop requested');
+    else await this.#failoverRun?.catch(() => {});
+    if (this.#active === 'primary' && this.#state === 'failed-over') await this.#sides.primary.layer.teardown();
+    await this.close();
+  }
+
+  /**
+   * Detaches the driver: stops the watchdog and closes its QMP connections
+   * (the subkinds' too); QEMUs keep running as they are, and QEMU alone
+   * cannot notice a dead peer. Idempotent.
+   */
   async close(): Promise<void> {
     this.#stopWatchdog();
     this.#abort.abort();
     if (this.#state !== 'failed' && this.#state !== 'failed-over') this.#state = 'stopped';
     for (const u of this.#unsubscribe.splice(0)) u();
-    const clients = new Set<QmpClient>();
-    for (const s of Object.values(this.#sides)) {
-      clients.add(s.cmd);
-      clients.add(s.ev);
-    }
-    await Promise.all([...clients].map((c) => c.close().catch(() => {})));
     await this.#failoverRun?.catch(() => {});
+    for (const s of Object.values(this.#sides)) {
+      if (s.ev !== s.cmd) await s.ev.close().catch(() => {});
+      // The pool is this pair's own: closing the client ends the subkinds' shares too.
+      await s.cmd.close().catch(() => {});
+      await s.lease.release();
+    }
   }
 }

@@ -6,7 +6,7 @@ export { CLIENT_IP, GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, 
 export type { GuestKernel } from './guest.js';
 export { BRIDGE, PRIMARY_TAP, SECONDARY_TAP, attachTap, bridgePorts, createLabNetwork, detachTap, listLabNamespaces, removeLabNetwork } from './net.js';
 export type { LabNetwork } from './net.js';
-export { COLO_IDS, DEFAULT_PORTS, LOOPBACK, createImages, primaryArgs, secondaryArgs, spawnQemu } from './qemu.js';
+export { COLO_IDS, DEFAULT_PORTS, LOOPBACK, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu } from './qemu.js';
 export type { ColoPorts, QemuProcess, VmSpec } from './qemu.js';
 export { SHIM_BANNER, SHIM_REFUSE_EXIT, SHIM_SOURCE, buildShim, detectAccel, readShimStats } from './shim.js';
 export type { Accel, ShimStats } from './shim.js';

@@ -11,7 +11,7 @@ import { RemusError, runScript } from '@remus/core';
 import { ColoPair, type ColoDriverEvent, type ColoPairOptions } from './driver.js';
 import { GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 import { PRIMARY_TAP, SECONDARY_TAP, attachTap, createLabNetwork, detachTap, removeLabNetwork, type LabNetwork } from './net.js';
-import { DEFAULT_PORTS, LOOPBACK, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';
+import { DEFAULT_PORTS, LOOPBACK, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';
 import { SHIM_BANNER, buildShim, detectAccel, readShimStats, type Accel, type ShimStats } from './shim.js';
 
 export interface ColoLabOptions {
@@ -99,11 +99,11 @@ export class ColoLab {
       const primary = spawnQemu(net.hostNs, primaryArgs({ ...pSpec, image: images.primary }), join(dir, 'primary.log'), shimEnv('primary'));
       procs.push(primary);
       const theNet = net;
+      const devices = coloDevices(DEFAULT_PORTS, dir);
       const pair = await ColoPair.connect({
-        primary: { qmp: pSpec.qmpSocket, qmpEvents: pSpec.qmpEventSocket, pid: primary.pid },
-        secondary: { qmp: sSpec.qmpSocket, qmpEvents: sSpec.qmpEventSocket, pid: secondary.pid },
+        primary: { qmp: pSpec.qmpSocket, qmpEvents: pSpec.qmpEventSocket, pid: primary.pid, devices: devices.primary },
+        secondary: { qmp: sSpec.qmpSocket, qmpEvents: sSpec.qmpEventSocket, pid: secondary.pid, devices: devices.secondary },
         migrationUri: `tcp:${LOOPBACK}:${DEFAULT_PORTS.migration}`,
-        nbd: { host: LOOPBACK, port: DEFAULT_PORTS.nbd },
         checkpointDelayMs: options.checkpointDelayMs ?? 2000,
         onEvent: options.onEvent,
         watchdog: options.watchdog,

@@ -7,46 +7,33 @@
  */
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
-import { RemusError, runScript } from '@remus/core';
+import { join } from 'node:path';
+import { RemusError, runScript, type DeviceSpec } from '@remus/core';
 import type { Accel } from './shim.js';
 
 /** TCP ports on the host namespace's loopback. */
 export interface ColoPorts {
-  /** Primary's colo-compare primary input (server + client on the primary). */
-  readonly compare0: number;
-  /** Primary's filter-mirror output to the secondary's rx. */
+  /** Primary's filter-mirror output, the secondary's rx redirector connects to it. */
   readonly mirror: number;
-  /** Secondary's tx back into the primary's colo-compare. */
+  /** Primary's colo-compare secondary input, the secondary's tx redirector connects to it. */
   readonly compare1: number;
-  /** colo-compare output back into the primary's rx redirector. */
-  readonly compareOut: number;
   /** Secondary's incoming migration. */
   readonly migration: number;
   /** Secondary's NBD server (block replication). */
   readonly nbd: number;
 }
 
-export const DEFAULT_PORTS: ColoPorts = { compare0: 9001, mirror: 9003, compare1: 9004, compareOut: 9005, migration: 9998, nbd: 9999 };
+export const DEFAULT_PORTS: ColoPorts = { mirror: 9003, compare1: 9004, migration: 9998, nbd: 9999 };
 /** The loopback address every COLO socket uses (both QEMUs share the namespace). */
 export const LOOPBACK = '127.0.0.1';
 
-/** Ids of the QEMU objects the driver's QMP sequences name. */
+/** Ids the command lines give and the COLO devices name (the proxy and replication pieces themselves are added at run time by @remus/colo). */
 export const COLO_IDS = {
-  /** The guest disk on both sides: a quorum (vote-threshold 1). */
+  /** The guest NIC's netdev on both sides. */
+  netdev: 'hn0',
+  /** The guest disk on both sides: a quorum (vote-threshold 1); the primary's replication child becomes its children.1. */
   disk: 'colo-disk0',
-  /** Primary: filter-mirror, the two redirectors, colo-compare, its iothread, the replication child. */
-  mirror: 'm0',
-  redirectIn: 'redire0',
-  redirectOut: 'redire1',
-  compare: 'comp0',
-  iothread: 'iothread1',
-  replication: 'replication0',
-  /** Secondary: the two redirectors, the rewriter, their chardevs, the disk exported over NBD. */
-  secRedirectTx: 'f1',
-  secRedirectRx: 'f2',
-  rewriter: 'rew0',
-  secChardevMirror: 'red0',
-  secChardevCompare: 'red1',
+  /** Secondary: the copy of the primary's disk under the replication driver, exported over NBD. */
   parent: 'parent0',
 } as const;
 
@@ -91,46 +78,28 @@ function commonArgs(spec: VmSpec, name: string): string[] {
     '-mon', 'chardev=qmp1,mode=control',
     // Without vhost and without a vnet header: with one, colo-compare logs
     // "unsupported packet in" for every packet and silently stops comparing.
-    '-netdev', `tap,id=hn0,ifname=${spec.tap},script=no,downscript=no,vhost=off,vnet_hdr=off`,
-    '-device', `virtio-net-pci,netdev=hn0,mac=${spec.mac}`,
+    '-netdev', `tap,id=${COLO_IDS.netdev},ifname=${spec.tap},script=no,downscript=no,vhost=off,vnet_hdr=off`,
+    '-device', `virtio-net-pci,netdev=${COLO_IDS.netdev},mac=${spec.mac}`,
   ];
 }
 
-/** The primary: proxy chardevs and filters, colo-compare, a quorum disk over `image`; with `paused`, started with -S. */
+/** The primary: a quorum disk over `image`; with `paused`, started with -S. */
 export function primaryArgs(spec: VmSpec & { readonly image: string; readonly paused?: boolean }): string[] {
-  const p = spec.ports;
-  const tcp = (port: number) => `host=${LOOPBACK},port=${port}`;
   const id = COLO_IDS;
   return [
     ...commonArgs(spec, 'colo-primary'),
-    '-chardev', `socket,id=mirror0,${tcp(p.mirror)},server=on,wait=off`,
-    '-chardev', `socket,id=compare1,${tcp(p.compare1)},server=on,wait=on`,
-    '-chardev', `socket,id=compare0,${tcp(p.compare0)},server=on,wait=off`,
-    '-chardev', `socket,id=compare0-0,${tcp(p.compare0)}`,
-    '-chardev', `socket,id=compare_out,${tcp(p.compareOut)},server=on,wait=off`,
-    '-chardev', `socket,id=compare_out0,${tcp(p.compareOut)}`,
-    '-object', `filter-mirror,id=${id.mirror},netdev=hn0,queue=tx,outdev=mirror0`,
-    '-object', `filter-redirector,netdev=hn0,id=${id.redirectIn},queue=rx,indev=compare_out`,
-    '-object', `filter-redirector,netdev=hn0,id=${id.redirectOut},queue=rx,outdev=compare0`,
-    '-object', `iothread,id=${id.iothread}`,
-    '-object', `colo-compare,id=${id.compare},primary_in=compare0-0,secondary_in=compare1,outdev=compare_out0,iothread=${id.iothread}`,
     '-drive', `if=none,id=${id.disk},driver=quorum,read-pattern=fifo,vote-threshold=1,children.0.file.filename=${spec.image},children.0.driver=qcow2`,
     '-device', `virtio-blk-pci,drive=${id.disk}`,
     ...(spec.paused ? ['-S'] : []),
   ];
 }
 
-/** The secondary: redirectors and rewriter, a replication disk (active and hidden images over parent0), waiting for migration. */
+/** The secondary: a replication disk (active and hidden images over parent0, a copy of the primary's image), waiting for migration. */
 export function secondaryArgs(spec: VmSpec & { readonly parentImage: string; readonly activeImage: string; readonly hiddenImage: string }): string[] {
   const p = spec.ports;
   const id = COLO_IDS;
   return [
     ...commonArgs(spec, 'colo-secondary'),
-    '-chardev', `socket,id=${id.secChardevMirror},host=${LOOPBACK},port=${p.mirror},reconnect=1`,
-    '-chardev', `socket,id=${id.secChardevCompare},host=${LOOPBACK},port=${p.compare1},reconnect=1`,
-    '-object', `filter-redirector,id=${id.secRedirectTx},netdev=hn0,queue=tx,indev=${id.secChardevMirror}`,
-    '-object', `filter-redirector,id=${id.secRedirectRx},netdev=hn0,queue=rx,outdev=${id.secChardevCompare}`,
-    '-object', `filter-rewriter,id=${id.rewriter},netdev=hn0,queue=all`,
     '-drive', `if=none,id=${id.parent},file.filename=${spec.parentImage},driver=qcow2`,
     '-drive',
     `if=none,id=childs0,driver=replication,mode=secondary,file.driver=qcow2,top-id=${id.disk},` +
@@ -139,6 +108,22 @@ export function secondaryArgs(spec: VmSpec & { readonly parentImage: string; rea
     '-device', `virtio-blk-pci,drive=${id.disk}`,
     '-incoming', `tcp:${LOOPBACK}:${p.migration}`,
   ];
+}
+
+/** The COLO devices of each side, for @remus/colo's ops lists (params as its README documents). */
+export function coloDevices(ports: ColoPorts, dir: string): { primary: DeviceSpec[]; secondary: DeviceSpec[] } {
+  const at = (port: number) => ({ host: LOOPBACK, port });
+  const id = COLO_IDS;
+  return {
+    primary: [
+      { id: 'nic0', kind: 'nic', params: { netdev: id.netdev, mirror: at(ports.mirror), compare: at(ports.compare1), primaryIn: { path: join(dir, 'colo-pri-in.sock') }, compareOut: { path: join(dir, 'colo-out.sock') } } },
+      { id: 'disk0', kind: 'disk', params: { quorum: id.disk, nbd: at(ports.nbd), export: id.parent } },
+    ],
+    secondary: [
+      { id: 'nic0', kind: 'nic', params: { netdev: id.netdev, mirror: at(ports.mirror), compare: at(ports.compare1) } },
+      { id: 'disk0', kind: 'disk', params: { node: id.parent, nbd: at(ports.nbd), export: id.parent, quorum: id.disk } },
+    ],
+  };
 }
 
 /** Creates the qcow2 images: the primary's, the secondary's copy (parent0), and its active and hidden images. */
