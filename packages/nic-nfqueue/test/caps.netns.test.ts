@@ -72,6 +72,25 @@ describe('nic-nfqueue caps (netns)', () => {
   });
 });
 
+describe('nic-nfqueue bursts (netns)', () => {
+  it('a burst of 1000 small packets in one epoch is held whole and released complete and in order', async () => {
+    lab = createLab('routed', { ipv6: false });
+    const l = lab;
+    await l.startTraffic();
+    const layer = track(createCheckpointDevices({ ops: [nicNfqueue()], devices: [{ id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }] }));
+    await layer.setup();
+    const sent = Array.from({ length: 1000 }, (_, i) => `burst-${i + 1}`);
+    await l.send(sent);
+    await until(() => held(l) === 1000, 10_000, '1000 packets held');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(l.received()).toEqual([]);
+    await checkpoint(layer);
+    await l.receiver!.waitFor(() => l.received().length >= 1000, 10_000, 'the burst after commit');
+    expect(l.received()).toEqual(sent);
+    expect(layer.stats()[0]!.stats).toMatchObject({ released: 1000, dropped: 0, held: 0 });
+  });
+});
+
 describe('nic-nfqueue queue numbers (netns)', () => {
   it('concurrent operations in one namespace get distinct queues, and a number a leftover rule uses is skipped', async () => {
     lab = createLab('routed');
