@@ -47,7 +47,13 @@ export interface ColoNetworkFence {
 
 export type ColoRole = 'primary' | 'secondary';
 
-/** The watchdog's bounds. A dead peer is noticed within `intervalMs + probeTimeoutMs * misses` (a hung one), or at once when its process or QMP socket goes away. */
+/**
+ * The watchdog's bounds. A peer whose process or QMP socket goes away is
+ * noticed at once (socket closed) or within `intervalMs` (pid probe); a hung
+ * one (QMP silent) within {@link watchdogBoundMs}: `(intervalMs +
+ * probeTimeoutMs) * misses + intervalMs`. COLO_EXIT (error) and
+ * QUORUM_REPORT_BAD on the replication child act as soon as they arrive.
+ */
 export interface ColoWatchdogOptions {
   /** Period of liveness probes (pid, query-status), ms. Default 200. */
   readonly intervalMs?: number;
@@ -105,6 +111,12 @@ export interface ColoStatus {
 
 /** The default watchdog bounds. */
 export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } as const;
+
+/** The longest a hung peer goes unnoticed with these watchdog options, ms. */
+export function watchdogBoundMs(options: ColoWatchdogOptions = {}): number {
+  const w = { ...DEFAULT_WATCHDOG, ...options };
+  return (w.intervalMs + w.probeTimeoutMs) * w.misses + w.intervalMs;
+}
 
 interface SideConn {
   readonly role: ColoRole;

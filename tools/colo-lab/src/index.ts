@@ -1,4 +1,4 @@
-export { ColoPair, DEFAULT_WATCHDOG, processAlive } from './driver.js';
+export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
 export type { ColoDriverEvent, ColoNetworkFence, ColoPairOptions, ColoRole, ColoSide, ColoState, ColoStatus, ColoWatchdogOptions } from './driver.js';
 export { ColoLab } from './lab.js';
 export type { ColoLabOptions, CounterAnswer } from './lab.js';

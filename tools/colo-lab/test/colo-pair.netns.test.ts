@@ -10,7 +10,7 @@
  * KVM they check that no shim was loaded.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, type CounterAnswer } from '../src/index.js';
+import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, watchdogBoundMs, type CounterAnswer } from '../src/index.js';
 
 let lab: ColoLab | undefined;
 let seq = 0;
@@ -57,7 +57,7 @@ async function firstAnswer(l: ColoLab, since: number, boundMs: number): Promise<
   let last: unknown;
   while (performance.now() - since < boundMs) {
     try {
-      const answer = await l.request(3000);
+      const answer = await l.request(1000);
       return { answer, ms: performance.now() - since };
     } catch (e) {
       last = e;
@@ -126,5 +126,24 @@ describe('COLO pair (two real QEMUs, netns)', () => {
         `pause p50 ${f.pauseMs.p50?.toFixed(0)} ms p99 ${f.pauseMs.p99?.toFixed(0)} ms over ${f.checkpoints} checkpoints, ` +
         `failover done ${(f.failover!.doneAt - f.failover!.detectedAt).toFixed(0)} ms after detection, an answer ${ms.toFixed(0)} ms after the kill`,
     );
+  });
+
+  it('a hung secondary (SIGSTOP) is noticed within the watchdog bound, fenced, and the primary serves on', async () => {
+    const l = await startLab();
+    for (let i = 1; i <= 2; i++) expect((await l.request(10_000)).count).toBe(i);
+    const stoppedAt = performance.timeOrigin + performance.now();
+    process.kill(l.secondary.pid, 'SIGSTOP');
+    const answer = await l.request(30_000);
+    expect(answer.count).toBe(3);
+    const st = l.pair.status();
+    expect(st.state).toBe('failed-over');
+    expect(st.active).toBe('primary');
+    expect(st.failover?.why).toMatch(/QMP silent/);
+    const bound = watchdogBoundMs();
+    // The bound plus scheduling slack on a loaded 2-core machine.
+    expect(st.failover!.detectedAt - stoppedAt, 'detection within the stated bound').toBeLessThan(bound + 1500);
+    expect(l.secondary.gone, 'the hung secondary was fenced (SIGKILL by pid)').toBe(true);
+    expect((await l.request(10_000)).count).toBe(4);
+    console.log(`colo figures (secondary hung): detected ${(st.failover!.detectedAt - stoppedAt).toFixed(0)} ms after SIGSTOP (bound ${bound} ms)`);
   });
 });
