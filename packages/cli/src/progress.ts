@@ -18,11 +18,17 @@ export function percentile(values: readonly number[], q: number): number {
 /** Device figures summed over devices, per key (e.g. `held`, `released`). */
 export type DeviceTotals = Record<string, number>;
 
-/** Sums each numeric stat over every device. */
+/** The device counters that add up over devices (others, like a queue number, do not). */
+export const COUNTERS = ['held', 'released', 'dropped', 'heldBytes', 'releasedBytes'] as const;
+
+/** Sums each counter of {@link COUNTERS} over every device that reports it. */
 export function sumStats(list: readonly { stats: Readonly<Record<string, number>> }[]): DeviceTotals {
   const out: DeviceTotals = {};
   for (const { stats } of list) {
-    for (const [k, v] of Object.entries(stats)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+    for (const k of COUNTERS) {
+      const v = stats[k];
+      if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+    }
   }
   return out;
 }
@@ -116,9 +122,9 @@ export class ProgressView {
     this.#out.write(`${text}\n`);
   }
 
-  /** After each committed checkpoint. */
-  checkpoint(f: CheckpointFigures, devices: DeviceTotals): void {
-    this.event('checkpoint', { ...f, devices });
+  /** After each committed checkpoint: the figures, the device totals and each device's own stats. */
+  checkpoint(f: CheckpointFigures, devices: DeviceTotals, perDevice: readonly unknown[] = []): void {
+    this.event('checkpoint', { ...f, devices, perDevice });
   }
 
   stop(): void {
@@ -140,8 +146,9 @@ export class ProgressView {
 
 /** `checkpoints 120  rate 39.8/s  pause p50 1.20 ms p99 3.40 ms  held 12 released 11` */
 export function statusLine(s: RunSummary): string {
-  const dev = Object.entries(s.devices)
-    .map(([k, v]) => `${k} ${v}`)
+  const dev = (['held', 'released', 'dropped'] as const)
+    .filter((k) => s.devices[k] !== undefined)
+    .map((k) => `${k} ${s.devices[k]}`)
     .join(' ');
   return `checkpoints ${s.checkpoints}  rate ${s.rate.toFixed(1)}/s  pause p50 ${ms(s.pauseP50Ms)} p99 ${ms(s.pauseP99Ms)}  commit p50 ${ms(s.commitLatencyP50Ms)}${dev ? `  ${dev}` : ''}`;
 }

@@ -146,9 +146,10 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
         stop: stop.signal,
         signal: abort.signal,
         onCheckpoint: (f) => {
-          const totals = sumStats(devices.stats());
+          const perDevice = devices.stats();
+          const totals = sumStats(perDevice);
           figures.add(f, totals);
-          view.checkpoint(f, totals);
+          view.checkpoint(f, totals, perDevice);
           options.onCheckpoint?.(f, devices);
         },
       });
@@ -203,7 +204,7 @@ export function report(view: ProgressView, out: Writable, outcome: RunOutcome, m
       `checkpoints: ${s.checkpoints} (${s.rate.toFixed(1)}/s)`,
       `pause: p50 ${ms(s.pauseP50Ms)}, p99 ${ms(s.pauseP99Ms)}`,
       `commit latency: p50 ${ms(s.commitLatencyP50Ms)}, p99 ${ms(s.commitLatencyP99Ms)}`,
-      ...Object.entries(s.devices).map(([k, v]) => `${k}: ${v}`),
+      ...(['held', 'released', 'dropped'] as const).filter((k) => s.devices[k] !== undefined).map((k) => `${k === 'held' ? 'held now' : k}: ${s.devices[k]} packets`),
       outcome.error ? `failed: [${outcome.error.code}] ${outcome.error.message}` : `stopped: ${outcome.stoppedBy ?? outcome.loop?.stoppedBy ?? 'request'}`,
       ...(outcome.clean ? [] : ['some resources could not be removed: run `remus cleanup`']),
     ].join('\n') + '\n',

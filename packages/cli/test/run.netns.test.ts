@@ -87,7 +87,7 @@ describe('remus run', () => {
     expect(r.stdout).toMatch(/device guest0: nic-nfqueue/);
     expect(r.stdout).toMatch(/checkpoints: 5 \(/);
     expect(r.stdout).toMatch(/pause: p50 [\d.]+ ms, p99 [\d.]+ ms/);
-    expect(r.stdout).toMatch(/released: \d+/);
+    expect(r.stdout).toMatch(/released: \d+ packets/);
     expect(journals(state)).toEqual([]);
   });
 

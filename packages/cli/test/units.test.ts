@@ -17,7 +17,7 @@ describe('figures', () => {
   });
 
   it('sums device stats per key', () => {
-    expect(sumStats([{ stats: { held: 2, released: 10 } }, { stats: { held: 1, released: 5, dropped: 1 } }, { stats: {} }])).toEqual({ held: 3, released: 15, dropped: 1 });
+    expect(sumStats([{ stats: { held: 2, released: 10, queue: 47100 } }, { stats: { held: 1, released: 5, dropped: 1, queue: 47101 } }, { stats: {} }])).toEqual({ held: 3, released: 15, dropped: 1 });
   });
 
   it('the status line shows rate, pause percentiles and device totals', () => {
