@@ -225,6 +225,54 @@ describe('checkpoint barrier', () => {
   });
 });
 
+describe('no process per checkpoint', () => {
+  /** Counts every process Node starts (async and sync) while `body` runs, through the bindings child_process uses. */
+  async function spawnsDuring(body: () => Promise<unknown>): Promise<number> {
+    const binding = (name: string): any => (process as unknown as { binding(n: string): any }).binding(name);
+    const proto = binding('process_wrap').Process.prototype;
+    const sync = binding('spawn_sync');
+    const [origAsync, origSync] = [proto.spawn, sync.spawn];
+    let n = 0;
+    proto.spawn = function (this: unknown, ...a: unknown[]) {
+      n++;
+      return origAsync.apply(this, a);
+    };
+    sync.spawn = (...a: unknown[]) => {
+      n++;
+      return origSync.apply(sync, a);
+    };
+    try {
+      await body();
+    } finally {
+      proto.spawn = origAsync;
+      sync.spawn = origSync;
+    }
+    return n;
+  }
+
+  it('match and setup may run drbdsetup; postsuspend and preresume start no process', async () => {
+    const ops = make();
+    const { h, done } = await open(ops);
+    // The counter sees processes: match looks the resource name up with drbdsetup (here /bin/false).
+    expect(await spawnsDuring(async () => ops.match!(h, ctx()))).toBeGreaterThan(0);
+    await ops.setup(h, ctx());
+    const spawned = await spawnsDuring(async () => {
+      for (let i = 1; i <= 5; i++) {
+        // Each barrier really waits: two requests in flight, answered 10 ms into preresume.
+        fake.write(procText(minorText(7, { ap: 1, pe: 1 })));
+        await ops.postsuspend!(h, ctx(i));
+        const barrier = ops.preresume!(h, ctx(i));
+        setTimeout(() => fake.write(procText(minorText(7))), 10);
+        await barrier;
+      }
+    });
+    expect(ops.stats!(h)['checkpoints']).toBe(5);
+    expect(spawned).toBe(0);
+    await ops.teardown(h, ctx());
+    await done();
+  });
+});
+
 describe('protocol D (Remus checkpoint ioctls)', () => {
   function fakeIoctls(ack: (signal: AbortSignal) => Promise<void>) {
     const calls: string[] = [];
