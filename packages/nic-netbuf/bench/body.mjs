@@ -17,6 +17,8 @@ const run = promisify(execFile);
 const NICS = 2;
 
 export async function measure({ standIn, iterations, spawnIterations }) {
+  const t0 = Date.now();
+  const progress = (m) => process.env.REMUS_LAB && console.error(`[bench +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
   const id = `${process.pid}`;
   const host = `rnb-bench-h-${id}`;
   const guest = `rnb-bench-g-${id}`;
@@ -44,6 +46,7 @@ export async function measure({ standIn, iterations, spawnIterations }) {
       }
       await ops.setup(h, ctx);
     }
+    progress('set up');
     const channelTimes = { postsuspend: [], commit: [] };
     const timeOp = async (op, h, record) => {
       const t0 = process.hrtime.bigint();
@@ -56,6 +59,7 @@ export async function measure({ standIn, iterations, spawnIterations }) {
       for (const h of handles) await timeOp('postsuspend', h, k >= warmup);
       for (const h of handles) await timeOp('commit', h, k >= warmup);
     }
+    progress('channel ops timed');
     // Baseline: the same change, one spawned tc process per op (child_process, the cheapest spawn).
     const spawnTimes = [];
     const ifb = handles[0].data.ifb;
@@ -65,6 +69,7 @@ export async function measure({ standIn, iterations, spawnIterations }) {
       await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', ...tail]);
       spawnTimes.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
+    progress('spawns timed');
     if (!standIn) await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', 'plug', 'release_indefinite']);
     return {
       kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),

@@ -63,8 +63,8 @@ try {
   const { runInLab, assertLabReady } = await import('@remus/kernel-lab');
   await assertLabReady();
   const res = await runInLab({
-    node: { file: join(here, 'body.mjs'), args: ['--iterations', '200', '--spawn-iterations', '30'] },
-    timeoutMs: 120_000,
+    node: { file: join(here, 'body.mjs'), args: ['--iterations', '100', '--spawn-iterations', '15'] },
+    timeoutMs: 300_000,
   });
   const line = res.output.split('\n').find((l) => l.startsWith('RESULT '));
   if (res.outcome !== 'pass' || !line) throw new Error(`lab run ${res.outcome} (exit ${res.exitCode}): ${res.output.slice(-1500)}`);

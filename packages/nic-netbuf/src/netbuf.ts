@@ -504,9 +504,10 @@ async function probePlug(timeoutMs: number, ctx: OpContext): Promise<string | un
 function foreignIngress(d: NicData, kind: string): RemusError {
   return new RemusError(
     'OP_FAILED',
-    `interface ${d.ifname}${inNs(d.netns)} already has an ${kind} qdisc that nic-netbuf did not create; ` +
-      `remove it (\`tc${d.netns === undefined ? '' : ` -n ${d.netns}`} qdisc del dev ${d.ifname} ${kind === 'clsact' ? 'clsact' : 'ingress'}\`) ` +
-      'or, if a crashed Remus run left it, reap that operation',
+    `interface ${d.ifname}${inNs(d.netns)} already has an ${kind} qdisc that this operation did not create ` +
+      '(another program, another Remus operation buffering this NIC, or a crashed run); ' +
+      `if it is not in use, remove it (\`tc${d.netns === undefined ? '' : ` -n ${d.netns}`} qdisc del dev ${d.ifname} ${kind === 'clsact' ? 'clsact' : 'ingress'}\`), ` +
+      'or reap the crashed operation',
     { details: { step: 'check-ingress', ifname: d.ifname, netns: d.netns, kind } },
   );
 }
