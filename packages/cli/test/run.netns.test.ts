@@ -179,6 +179,36 @@ describe('remus run', () => {
     expect(journals(state)).toEqual([]);
   });
 
+  it('commits only what a separate `remus backup` acknowledged', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const port = 20_000 + (process.pid % 20_000);
+    const backup = start(['backup', '--listen', `127.0.0.1:${port}`]);
+    running.push(backup);
+    for (let i = 0; i < 200 && !backup.stdout().includes('listening'); i++) await sleep(25);
+    expect(backup.stdout()).toMatch(`backup listening on 127.0.0.1:${port}`);
+    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 7, domain: { type: 'process', command: ['sleep', '300'], ack: { type: 'remote', host: '127.0.0.1', port } } }));
+    const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
+    expect(r.code).toBe(0);
+    expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, summary: { checkpoints: 7 } });
+    backup.child.kill('SIGINT');
+    const b = await backup.done;
+    expect(b.code).toBe(0);
+    expect(b.stdout).toMatch(/backup: 7 checkpoints acknowledged/);
+  });
+
+  it('fails cleanly when the backup cannot be reached', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', command: ['sleep', '300'], ack: { type: 'remote', path: `/tmp/remus-no-backup-${process.pid}.sock` } } }));
+    const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
+    expect(r.code).toBe(1);
+    const end = events(r.stdout).at(-1) as { ok: boolean; clean: boolean; error: { message: string } };
+    expect(end).toMatchObject({ ok: false, clean: true });
+    expect(end.error.message).toMatch(/cannot reach the backup/);
+    await expectNothingLeft(events(r.stdout)[0]?.operation as string);
+  });
+
   it('a protected command that exits fails the run, which still cleans up', async () => {
     dir = tempDir('remus-cli-');
     state = tempDir('remus-state-');
