@@ -10,22 +10,22 @@ export interface ExecResult {
   error?: Error;
 }
 
-/** Runs `file args`; resolves (never rejects) once it exits or `timeoutMs` kills it. */
+/** Runs `file args`; resolves (never rejects) once it exits or `timeoutMs` kills it. `stdoutFd`: write stdout there instead. */
 export function execCommand(
   file: string,
   args: readonly string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; stdoutFd?: number } = {},
 ): Promise<ExecResult> {
   return new Promise((resolvePromise) => {
     const child = spawn(file, [...args], {
       cwd: options.cwd,
       env: options.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', options.stdoutFd ?? 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 600_000);
     child.on('error', (error) => {
       clearTimeout(timer);

@@ -20,7 +20,10 @@ export const QUIT_PORT_VALUE = 0x10;
 /** QEMU's exit status after a clean QUIT. */
 export const QUIT_EXIT_STATUS = (QUIT_PORT_VALUE << 1) | 1;
 
-/** `/init` of the initramfs; `/modules/order` lists the modules to insmod, one a line. */
+/**
+ * `/init` of the initramfs; `/modules/order` lists the modules to insmod, one a
+ * line. Reads share/boot.conf (KVER, MODULES_DIR, BUSYBOX, ROOT_CACHE).
+ */
 export const INIT_SCRIPT = `#!/bin/sh
 export PATH=/bin
 fail() { echo "remus-lab-init: $*"; echo o > /proc/sysrq-trigger; sleep 30; }
@@ -42,13 +45,24 @@ mount --move /lower /newroot/run/remus-lab/host || fail "moving the host root"
 mount --move /share /newroot/run/remus-lab/share || fail "moving the lab share"
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp || fail "mounting /tmp"
 mount --move /proc /newroot/proc && mount --move /sys /newroot/sys && mount --move /dev /newroot/dev || fail "moving proc, sys, dev"
+# Everything busybox can do here costs nothing; the host's binaries come over 9p.
+mkdir -p /newroot/dev/pts /newroot/dev/shm "/newroot/lib/modules/$KVER"
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts || fail "mounting devpts"
+mount -t tmpfs -o mode=1777 shm /newroot/dev/shm || fail "mounting /dev/shm"
+mount --bind "/newroot/run/remus-lab/host$MODULES_DIR" "/newroot/lib/modules/$KVER" || fail "binding the modules"
+for t in modprobe insmod rmmod lsmod depmod modinfo; do ln -sf "$BUSYBOX" "/newroot/usr/sbin/$t" || fail "linking $t"; done
+echo /usr/sbin/modprobe > /proc/sys/kernel/modprobe
+echo remus-lab > /proc/sys/kernel/hostname
+ip link set lo up || fail "lo up"
+insmod "/newroot/lib/modules/$KVER/kernel/drivers/block/loop.ko" || fail "insmod loop"
+stty -F /newroot/dev/ttyS1 raw -echo || fail "stty on the control line"
 echo "remus-lab-init: handing over to the agent"
 exec switch_root /newroot /bin/bash /run/remus-lab/share/agent.sh
 fail "switch_root"
 `;
 
 /**
- * The agent. Reads share/boot.conf (KVER, MODULES_DIR, BUSYBOX). Per job
+ * The agent; /init has done the mounts, module and tty set-up. Per job
  * reads share/jobs/<id>/{binds,cwd,env,body}, appends the body's output to
  * share/jobs/<id>/output and reports its exit status.
  */
@@ -58,17 +72,6 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 exec </dev/null >/dev/console 2>&1
 die() { echo "remus-lab-agent: $*"; echo o > /proc/sysrq-trigger; sleep 30; }
 say() { printf '%s\\n' "$*" >&3; }
-. "$S/boot.conf" || die "cannot read boot.conf"
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 shm /dev/shm
-mkdir -p "/lib/modules/$KVER" && mount --bind "$H$MODULES_DIR" "/lib/modules/$KVER" || die "binding the modules"
-for t in modprobe insmod rmmod lsmod depmod modinfo; do ln -sf "$BUSYBOX" "/usr/sbin/$t" || die "linking $t"; done
-echo /usr/sbin/modprobe > /proc/sys/kernel/modprobe
-echo remus-lab > /proc/sys/kernel/hostname
-ip link set lo up
-modprobe loop
-stty -F /dev/ttyS1 raw -echo || die "stty on the control line"
 exec 3<>/dev/ttyS1 || die "opening the control line"
 
 run_job() {

@@ -91,7 +91,9 @@ export class Guest {
     readonly runDir: string,
   ) {
     liveGuests.add(child);
+    const t0 = Date.now();
     const onData = (d: Buffer) => {
+      if (process.env.REMUS_LAB_TRACE === '1') process.stderr.write(`[remus-lab +${Date.now() - t0} ms] ${d.toString('utf8')}`);
       this.consoleText = (this.consoleText + d.toString('utf8')).slice(-4 * CONSOLE_TAIL_CHARS);
     };
     child.stdout?.on('data', onData);

@@ -27,7 +27,7 @@ export interface LabStamp {
   version: string;
   /** Kernel release, e.g. `6.1.0-57-amd64` (the /lib/modules folder name). */
   release: string;
-  /** Absolute path of the kernel image. */
+  /** Absolute path of the kernel image (an ELF vmlinux QEMU boots through its PVH entry). */
   kernel: string;
   /** Absolute path of the initramfs. */
   initramfs: string;

@@ -2,7 +2,7 @@
  * `pnpm lab:setup`: makes the host able to run the kernel lab. Idempotent;
  * a second run only checks (dpkg, apt-cache) and returns.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RemusError } from '@remus/core';
@@ -12,7 +12,7 @@ import { INIT_SCRIPT } from './guest-scripts.js';
 import { labCacheDir, stampPath, type LabStamp } from './paths.js';
 
 /** apt packages the lab needs on the host. */
-export const LAB_APT_PACKAGES = ['qemu-system-x86', 'busybox-static', 'drbd-utils'] as const;
+export const LAB_APT_PACKAGES = ['qemu-system-x86', 'busybox-static', 'drbd-utils', 'xz-utils'] as const;
 
 /** Modules /init loads before it can mount the host root; their dependencies come first. */
 const BOOT_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
@@ -21,7 +21,7 @@ const BOOT_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
 export const BUSYBOX = '/bin/busybox';
 
 /** Bumped when the cache layout changes; an older stamp makes setup redo everything. */
-const CACHE_FORMAT = 1;
+const CACHE_FORMAT = 2;
 
 export interface SetupOptions {
   /** Progress lines (default: none). */
@@ -81,14 +81,19 @@ async function ensurePackages(log: (l: string) => void, steps: string[]): Promis
   steps.push(`installed ${missing.join(' ')}`);
 }
 
-/** The current 6.1 kernel package and its candidate version per apt's lists, or undefined. */
+/**
+ * The current 6.1 kernel package and its version per apt's lists (what the
+ * `linux-image-amd64` metapackage depends on), or undefined. One apt-cache
+ * call when the dependency pins the version (it does on Debian).
+ */
 async function findKernelPackage(): Promise<{ name: string; version: string } | undefined> {
-  const dep = await execCommand('apt-cache', ['depends', 'linux-image-amd64']);
-  const name = /Depends:\s*(linux-image-6\.1\.0-\d+-amd64)\b/.exec(dep.stdout)?.[1];
-  if (name === undefined) return undefined;
-  const show = await execCommand('apt-cache', ['show', '--no-all-versions', name]);
+  const meta = await execCommand('apt-cache', ['show', '--no-all-versions', 'linux-image-amd64']);
+  const dep = /^Depends:.*?\b(linux-image-6\.1\.0-\d+-amd64)\b(?:\s*\(=\s*([^)\s]+)\))?/m.exec(meta.stdout);
+  if (dep?.[1] === undefined) return undefined;
+  if (dep[2] !== undefined) return { name: dep[1], version: dep[2] };
+  const show = await execCommand('apt-cache', ['show', '--no-all-versions', dep[1]]);
   const version = /^Version:\s*(\S+)/m.exec(show.stdout)?.[1];
-  return version === undefined ? undefined : { name, version };
+  return version === undefined ? undefined : { name: dep[1], version };
 }
 
 async function resolveKernelPackage(log: (l: string) => void): Promise<{ name: string; version: string }> {
@@ -100,7 +105,7 @@ async function resolveKernelPackage(log: (l: string) => void): Promise<{ name: s
   if (pkg === undefined) {
     throw new RemusError(
       'UNSUPPORTED_HOST',
-      'kernel lab setup: apt knows no linux-image-6.1.0-*-amd64 (via `apt-cache depends linux-image-amd64`); the lab needs Debian 12 (bookworm) package lists',
+      'kernel lab setup: apt knows no linux-image-6.1.0-*-amd64 (the dependency of linux-image-amd64); the lab needs Debian 12 (bookworm) package lists',
       { details: { step: 'find kernel package' } },
     );
   }
@@ -132,6 +137,27 @@ async function downloadKernel(pkg: { name: string; version: string }, dir: strin
     );
   }
   return join(dir, deb);
+}
+
+/**
+ * Unpacks the ELF vmlinux from the xz-compressed bzImage. QEMU boots it
+ * directly through its PVH entry, which skips decompressing the kernel under
+ * emulation (about 9 s of a boot on a busy machine).
+ */
+async function extractVmlinux(vmlinuz: string, out: string): Promise<void> {
+  const image = await readFile(vmlinuz);
+  const magic = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);
+  for (let at = image.indexOf(magic); at >= 0; at = image.indexOf(magic, at + 1)) {
+    const part = `${out}.xz`;
+    await writeFile(part, image.subarray(at));
+    const fd = openSync(out, 'w');
+    const r = await execCommand('xz', ['-dc', '--single-stream', part], { stdoutFd: fd, timeoutMs: 300_000 }).finally(() => closeSync(fd));
+    await rm(part, { force: true });
+    const head = await readFile(out).then((b) => b.subarray(0, 4));
+    if (r.status === 0 && head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) return;
+  }
+  await rm(out, { force: true });
+  throw new RemusError('OP_FAILED', `kernel lab setup: could not unpack an ELF vmlinux from ${vmlinuz} (xz stream not found)`);
 }
 
 /** Boot modules in load order (dependencies first), from modules.dep. */
@@ -171,7 +197,7 @@ async function buildInitramfs(modulesDir: string): Promise<Buffer> {
     { type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 },
     { type: 'file', path: 'modules/order', data: Buffer.from(modules.map((m) => m.name).join('\n') + '\n') },
   ];
-  for (const applet of ['sh', 'mount', 'insmod', 'mkdir', 'sleep', 'cat', 'echo', 'switch_root']) {
+  for (const applet of ['sh', 'mount', 'insmod', 'mkdir', 'sleep', 'cat', 'echo', 'ln', 'ip', 'stty', 'switch_root']) {
     entries.push({ type: 'symlink', path: `bin/${applet}`, target: 'busybox' });
   }
   for (const m of modules) entries.push({ type: 'file', path: `modules/${m.name}.ko`, data: await readFile(m.path) });
@@ -228,6 +254,8 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
     log('busybox depmod');
     const d = await execCommand(BUSYBOX, ['depmod', '-b', tmpDir, release], { timeoutMs: 300_000 });
     if (d.status !== 0) throw new RemusError('OP_FAILED', `kernel lab setup: depmod failed:\n${tail(d.stderr)}`);
+    log('unpacking vmlinux');
+    await extractVmlinux(join(tmpDir, 'boot', `vmlinuz-${release}`), join(tmpDir, 'boot', 'vmlinux'));
     await rm(finalDir, { recursive: true, force: true });
     await rename(tmpDir, finalDir);
     await rm(dlDir, { recursive: true, force: true });
@@ -236,7 +264,7 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
       package: pkg.name,
       version: pkg.version,
       release,
-      kernel: join(finalDir, 'boot', `vmlinuz-${release}`),
+      kernel: join(finalDir, 'boot', 'vmlinux'),
       initramfs: join(cacheDir, `initramfs-${release}.cpio`),
       modulesDir: join(finalDir, 'lib', 'modules', release),
     };

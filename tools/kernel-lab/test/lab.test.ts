@@ -1,6 +1,7 @@
 // Kernel lab self-test: boots the real 6.1 kernel under QEMU (needs root and
 // `pnpm lab:setup`; fails loudly without them). One shared boot for most
 // tests; crash and timeout tests reboot on purpose.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,9 @@ import {
 } from '../src/index.js';
 
 const nodeBody = fileURLToPath(new URL('./fixtures/node-body.mjs', import.meta.url));
+const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+/** A child program that prints `CODE message` of assertLabReady's error (needs the built dist). */
+const probe = `import(${JSON.stringify(distIndex)}).then((m) => m.assertLabReady()).then(() => console.log('READY'), (e) => console.log(e.code + ' ' + e.message));`;
 
 /** QEMU processes that are children of this process (setpriv execs QEMU in place). */
 function ourQemuPids(): number[] {
@@ -135,19 +139,17 @@ pwd
     if (pidBefore !== undefined) expect(() => process.kill(pidBefore, 0)).toThrow();
   });
 
-  it('reports a kernel crash (sysrq c) as crash, after booting a new guest for the run', async () => {
+  it('boots a new guest for the run after a crash, and reports a kernel crash (sysrq c) as crash', async () => {
+    const again = await lab.run({ script: 'echo back' });
+    expectLabPass(again);
+    expect(again.output).toContain('back');
+    expect(lab.pid).toBeGreaterThan(0);
     const r = await lab.run({ script: 'echo c > /proc/sysrq-trigger; sleep 60' });
     expect(r.outcome, show(r)).toBe('crash');
     expect(r.exitCode).toBeUndefined();
     expect(r.console).toMatch(/sysrq|Kernel panic/i);
   });
 
-  it('boots a new guest for the next run after a crash', async () => {
-    const r = await lab.run({ script: 'echo back; cat /proc/sys/kernel/hostname' });
-    expectLabPass(r);
-    expect(r.output).toContain('back');
-    expect(lab.pid).toBeGreaterThan(0);
-  });
   it('reports a body that outlives its timeout as timeout and kills the guest', async () => {
     const r = await lab.run({ script: 'echo started; sleep 600', timeoutMs: 8000 });
     expect(r.outcome, show(r)).toBe('timeout');
@@ -184,6 +186,18 @@ describe('kernel lab one-shot runs and errors', () => {
   it('rejects a run with both or neither of script and node', async () => {
     await expect(runInLab({})).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(runInLab({ script: 'true', node: { file: nodeBody } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('says the lab needs root when run as another user', () => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', probe], {
+      encoding: 'utf8',
+    });
+    expect(r.stdout, r.stderr).toMatch(/^UNSUPPORTED_HOST .*needs root/);
+  });
+
+  it('says QEMU is missing when qemu-system-x86_64 is not on PATH', () => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', env: { ...process.env, PATH: '/nonexistent' } });
+    expect(r.stdout, r.stderr).toMatch(/^UNSUPPORTED_HOST .*needs QEMU.*pnpm lab:setup/);
   });
 
   it('tells to run pnpm lab:setup when the cache is not set up', async () => {
