@@ -86,7 +86,7 @@ export function validateConfig(raw: unknown, source = 'config'): RemusConfig {
     throw configError(source, [{ path: '$', message: 'must be a JSON object', fix: 'write { "domain": {...}, "plugins": [...], "devices": [...] }' }]);
   }
   unknownKeys(raw, TOP_KEYS, '', p);
-  const intervalMs = num(raw, 'intervalMs', '', p, { def: 200, min: 0, fix: 'milliseconds between checkpoints, e.g. 200 (Xen) or 25 (40 per second)' });
+  const intervalMs = num(raw, 'intervalMs', '', p, { def: 200, min: 1, fix: 'milliseconds between checkpoints, at least 1, e.g. 200 (Xen) or 25 (40 per second)' });
   const schedule = oneOf(raw, 'schedule', '', p, ['after-commit', 'fixed-rate'], 'after-commit');
   const maxCheckpoints = num(raw, 'maxCheckpoints', '', p, { min: 1, integer: true, fix: 'a whole number of checkpoints >= 1, or leave it out to run until stopped' });
   const durationMs = num(raw, 'durationMs', '', p, { min: 1, fix: 'milliseconds to run before stopping, or leave it out to run until stopped' });
