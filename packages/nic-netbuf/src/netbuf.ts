@@ -231,6 +231,13 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
   };
 
   const builtInTeardown = async (d: NicData): Promise<string[]> => {
+    if (d.netns !== undefined && !netnsExists(d.netns)) {
+      // The namespace is gone, and with it the NIC, its ingress qdisc and our IFB.
+      d.ingressAdded = false;
+      d.ifb = undefined;
+      d.ifbCreated = false;
+      return [];
+    }
     const at = where(d.netns);
     const problems: string[] = [];
     if (d.ingressAdded) {

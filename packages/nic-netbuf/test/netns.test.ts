@@ -156,6 +156,18 @@ describe('setup and teardown (built-in recipe)', () => {
 });
 
 describe('teardown after a setup that failed', () => {
+  it('succeeds when the NIC’s namespace vanished (everything in it is gone)', async () => {
+    const n = net();
+    const o = ops();
+    const shared = await started(o);
+    const h = handle<NetbufShared, NicData>(nicDevice(n), shared);
+    await o.setup(h, ctx());
+    sh('ip', ['netns', 'del', n.host]);
+    await o.teardown(h, ctx());
+    await o.teardown(h, ctx());
+    expect(h.data).toMatchObject({ ifb: undefined, ingressAdded: false });
+  });
+
   for (const failAt of SETUP_STEPS) {
     it(`leaves nothing behind when setup fails before step ${failAt}`, async () => {
       const n = net();
