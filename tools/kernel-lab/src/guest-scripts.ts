@@ -51,8 +51,8 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts || fail "mo
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm || fail "mounting /dev/shm"
 mount --bind "/newroot/run/remus-lab/host$MODULES_DIR" "/newroot/lib/modules/$KVER" || fail "binding the modules"
 for t in modprobe insmod rmmod lsmod depmod modinfo; do ln -sf "$BUSYBOX" "/newroot/usr/sbin/$t" || fail "linking $t"; done
-echo /usr/sbin/modprobe > /proc/sys/kernel/modprobe
-echo remus-lab > /proc/sys/kernel/hostname
+echo /usr/sbin/modprobe > /newroot/proc/sys/kernel/modprobe
+echo remus-lab > /newroot/proc/sys/kernel/hostname
 ip link set lo up || fail "lo up"
 insmod "/newroot/lib/modules/$KVER/kernel/drivers/block/loop.ko" || fail "insmod loop"
 stty -F /newroot/dev/ttyS1 raw -echo || fail "stty on the control line"

@@ -4,7 +4,7 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { RemusError } from '@remus/core';
 import { Guest, QEMU, findOnPath, shellQuote, type BootFailure, type GuestJob } from './guest.js';
 import { labCacheDir, repoRoot, stampPath, type LabStamp } from './paths.js';
-import { readLabStamp } from './setup.js';
+import { INIT_HASH, readLabStamp } from './setup.js';
 
 /**
  * How a lab run ended. Only 'pass' is success.
@@ -86,6 +86,9 @@ export async function assertLabReady(): Promise<LabStamp> {
       'STATE',
       `the kernel lab is not set up (${stampPath(labCacheDir())} missing, stale, or its files are gone); run \`pnpm lab:setup\``,
     );
+  }
+  if (stamp.initHash !== INIT_HASH) {
+    throw new RemusError('STATE', 'the kernel lab initramfs is out of date (this version of @remus/kernel-lab changed /init); run `pnpm lab:setup`');
   }
   return stamp;
 }

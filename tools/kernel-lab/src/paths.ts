@@ -31,6 +31,8 @@ export interface LabStamp {
   kernel: string;
   /** Absolute path of the initramfs. */
   initramfs: string;
+  /** Hash of the `/init` inside it; another one means the initramfs is out of date. */
+  initHash: string;
   /** Absolute path of the folder holding `kernel/`, `modules.dep`... for `release`. */
   modulesDir: string;
 }

@@ -4,6 +4,7 @@
  */
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { RemusError } from '@remus/core';
 import { buildCpio, type CpioEntry } from './cpio.js';
@@ -19,6 +20,9 @@ const BOOT_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
 
 /** Where busybox-static puts its binary. */
 export const BUSYBOX = '/bin/busybox';
+
+/** Identifies the `/init` this version of the lab puts in the initramfs. */
+export const INIT_HASH = createHash('sha256').update(INIT_SCRIPT).digest('hex').slice(0, 16);
 
 /** Bumped when the cache layout changes; an older stamp makes setup redo everything. */
 const CACHE_FORMAT = 2;
@@ -266,6 +270,7 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
       release,
       kernel: join(finalDir, 'boot', 'vmlinux'),
       initramfs: join(cacheDir, `initramfs-${release}.cpio`),
+      initHash: INIT_HASH,
       modulesDir: join(finalDir, 'lib', 'modules', release),
     };
     if (!existsSync(stamp.kernel)) throw new RemusError('OP_FAILED', `kernel lab setup: ${stamp.kernel} missing from ${pkg.name}`);
@@ -282,6 +287,7 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
     await rename(`${stamp.initramfs}.tmp`, stamp.initramfs);
     steps.push('built the initramfs');
   }
+  stamp.initHash = INIT_HASH;
   await writeFile(`${stampPath(cacheDir)}.tmp`, JSON.stringify(stamp, null, 2) + '\n');
   await rename(`${stampPath(cacheDir)}.tmp`, stampPath(cacheDir));
 

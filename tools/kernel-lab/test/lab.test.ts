@@ -161,8 +161,15 @@ pwd
 });
 
 describe('kernel lab one-shot runs and errors', () => {
-  it('runInLab boots, runs one body, passes and leaves no QEMU behind', async () => {
-    const r = await runInLab({ script: 'modprobe sch_plug && echo one-shot' });
+  it('runInLab boots, runs one body (modules autoload), passes and leaves no QEMU behind', async () => {
+    const r = await runInLab({
+      script: `set -e
+ip link add klab2 type veth peer name klab3
+tc qdisc add dev klab2 root handle 1: plug
+grep -q '^sch_plug ' /proc/modules
+test "$(hostname)" = remus-lab
+echo one-shot`,
+    });
     expectLabPass(r);
     expect(r.output).toContain('one-shot');
     expect(ourQemuPids()).toEqual([]);
