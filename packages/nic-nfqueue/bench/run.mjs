@@ -18,7 +18,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createCheckpointDevices } from '@remus/core';
+import { createRequire } from 'node:module';
 import { nicNfqueue } from '../dist/index.js';
+import { BufferProcess } from '../dist/buffer-client.js';
+import { configCommand, frame, NETLINK_NETFILTER, NFQNL_MSG_CONFIG, NLM_F_ACK, NLM_F_REQUEST } from '../dist/nfqueue-wire.js';
 
 const SECONDS = Number(process.env.NFQ_BENCH_SECONDS ?? 4);
 /** Buffered transfers are repeated; TCP through a per-epoch buffer varies from run to run. */
@@ -173,6 +176,47 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
+/**
+ * The price of the buffer process design, measured alone: a request's round
+ * trip over the pipe (an unbind of a tag it does not know: answered at once,
+ * no kernel call), against a netlink
+ * request's round trip to the kernel from this process (an UNBIND of a queue
+ * nobody bound: the kernel answers with an error at once).
+ */
+async function roundTrips(n) {
+  const signal = new AbortController().signal;
+  const bp = await BufferProcess.start({ netns: undefined, ip: 'ip', timeoutMs: 10_000, signal });
+  const pipe = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await bp.request({ op: 'unbind', tag: 'remus:bench:none' }, signal, 5000);
+      pipe.push(performance.now() - t);
+    }
+  } finally {
+    await bp.stop();
+  }
+  const { RawNetlinkSocket } = createRequire(import.meta.url)('netlink');
+  const sock = new RawNetlinkSocket(NETLINK_NETFILTER);
+  const direct = [];
+  let seq = 1;
+  let waiting;
+  sock.on('message', () => waiting?.());
+  try {
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await new Promise((resolve) => {
+        waiting = resolve;
+        sock.send(frame(NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq++, configCommand(65535, 2)), { port: 0 });
+      });
+      direct.push(performance.now() - t);
+    }
+  } finally {
+    sock.close();
+  }
+  return { pipe, direct };
+}
+
 /** Sets the guest's TCP congestion control (per namespace; a child namespace may only pick an allowed one). */
 function setGuestCc(cc) {
   nsx(ns.guest, 'sysctl', ['-qw', `net.ipv4.tcp_congestion_control=${cc}`]);
@@ -181,6 +225,23 @@ function setGuestCc(cc) {
 const figures = [];
 try {
   buildLab();
+  const rt = await roundTrips(300);
+  console.log(
+    `round trip: pipe to the buffer process median ${median(rt.pipe).toFixed(3)} ms p99 ${pct(rt.pipe, 99).toFixed(3)} ms; ` +
+      `netlink to the kernel in-process median ${median(rt.direct).toFixed(3)} ms p99 ${pct(rt.direct, 99).toFixed(3)} ms`,
+  );
+  for (const [label, p] of [
+    ['median', 50],
+    ['p99', 99],
+  ]) {
+    figures.push({
+      name: `pipe round trip to the buffer process, ${label}`,
+      value: pct(rt.pipe, p),
+      unit: 'ms',
+      baseline: { name: `netlink request round trip in-process, ${label}`, value: pct(rt.direct, p), unit: 'ms' },
+      ratio: pct(rt.pipe, p) / pct(rt.direct, p),
+    });
+  }
   const empty = await emptyCommits(200);
   console.log(`empty-epoch commit: median ${median(empty).toFixed(3)} ms, p99 ${pct(empty, 99).toFixed(3)} ms`);
   // Reno: a classic loss-based sender. BBR: this machine's default, whose model takes the

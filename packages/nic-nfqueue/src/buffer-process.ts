@@ -74,10 +74,12 @@ interface Queue {
   lastSeen: number;
   /**
    * Epoch boundaries recorded by `mark` and not yet released, oldest first
-   * (-1: no packet seen yet). `release` takes the oldest: commit N releases
-   * up to boundary N even if boundary N+1 was already recorded.
+   * (`upTo` -1: no packet seen yet). `release` for checkpoint N takes the
+   * oldest boundary of N and forgets the ones before it (checkpoints that
+   * failed): commit N releases up to boundary N, even if boundary N+1 was
+   * already recorded, and never up to a boundary it does not know.
    */
-  marks: number[];
+  marks: { checkpoint: number; upTo: number }[];
   released: number;
   releasedBytes: number;
   capDropped: number;
@@ -247,7 +249,7 @@ async function bind(req: Extract<Request, { op: 'bind' }>): Promise<Reply> {
 function mark(req: Extract<Request, { op: 'mark' }>): Reply {
   const q = queues.get(req.queue);
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
-  q.marks.push(q.lastSeen);
+  q.marks.push({ checkpoint: req.checkpoint, upTo: q.lastSeen });
   // No /proc read here: this runs inside the guest's pause.
   return { id: req.id, ok: true, queue: q.num, stats: statsOf(q, lastCounters) };
 }
@@ -255,7 +257,9 @@ function mark(req: Extract<Request, { op: 'mark' }>): Reply {
 async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply> {
   const q = queues.get(req.queue);
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
-  const upTo = q.marks.shift() ?? -1;
+  const at = q.marks.findIndex((m) => m.checkpoint === req.checkpoint);
+  const upTo = at < 0 ? -1 : q.marks[at]!.upTo;
+  if (at >= 0) q.marks.splice(0, at + 1);
   dirty = true;
   q.epochs++;
   // Nothing seen held up to the boundary: no verdict (the kernel would say ENOENT).
@@ -283,6 +287,7 @@ async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply>
 
 async function unbind(req: Extract<Request, { op: 'unbind' }>): Promise<Reply> {
   const mine = [...queues.values()].filter((q) => q.tag === req.tag);
+  if (mine.length === 0) return { id: req.id, ok: true };
   const counters = kernelCounters();
   let last: QueueStats | undefined;
   for (const q of mine) {

@@ -46,8 +46,10 @@ export type Request =
       /** Bytes of each packet copied to userspace (only its length is used). */
       readonly copyRange: number;
     }
-  | { readonly id: number; readonly op: 'mark'; readonly queue: number }
-  | { readonly id: number; readonly op: 'release'; readonly queue: number }
+  /** Records the boundary of checkpoint `checkpoint`'s epoch: the last packet seen now. */
+  | { readonly id: number; readonly op: 'mark'; readonly queue: number; readonly checkpoint: number }
+  /** Releases up to the boundary of checkpoint `checkpoint` (none recorded: nothing). */
+  | { readonly id: number; readonly op: 'release'; readonly queue: number; readonly checkpoint: number }
   /** Unbinds every queue bound for `tag` (the kernel drops what they hold). */
   | { readonly id: number; readonly op: 'unbind'; readonly tag: string }
   | { readonly id: number; readonly op: 'stats' };

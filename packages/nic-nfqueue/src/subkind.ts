@@ -193,7 +193,10 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
     if (!d?.process || d.queue === undefined) {
       throw new RemusError('STATE', `device ${handle.device.id} has no bound queue: setup did not finish`);
     }
-    const reply = await d.process.request({ op, queue: d.queue }, ctx.signal, REQUEST_TIMEOUT_MS);
+    // postsuspend must wait for the answer: the boundary is the last packet the
+    // buffer process has seen when it handles the request, so it must handle
+    // it before the guest resumes (afterwards it would take in epoch N+1).
+    const reply = await d.process.request({ op, queue: d.queue, checkpoint: ctx.checkpoint }, ctx.signal, REQUEST_TIMEOUT_MS);
     if (reply.stats) d.stats = reply.stats;
   };
 

@@ -136,30 +136,43 @@ for (const topology of ['routed', 'bridged'] as const satisfies readonly Topolog
 }
 
 describe('nic-nfqueue boundaries (netns)', () => {
-  it('a commit releases up to the oldest boundary not yet committed, never a later one', async () => {
+  it('commit N releases up to boundary N: not a later one, nothing without one, and older ones are forgotten', async () => {
     lab = createLab('routed');
     const l = lab;
     await l.startTraffic();
     // Direct op calls: the core never runs two postsuspends before a commit, a pipelined caller might.
     const ops = nicNfqueue();
-    const ctx = { signal: new AbortController().signal, checkpoint: 1, operation: `bound${process.pid}` };
+    const signal = new AbortController().signal;
+    const ctx = { signal, checkpoint: 0, operation: `bound${process.pid}` };
+    const at = (checkpoint: number) => ({ ...ctx, checkpoint });
     const shared = await ops.init!(ctx);
     const handle = { device: { id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }, shared, data: undefined };
     try {
       await ops.setup(handle, ctx);
       await l.send(['b1-1', 'b1-2']);
       await until(() => held(l) >= 2, 10_000, 'epoch 1 held');
-      await ops.postsuspend!(handle, ctx);
+      await ops.postsuspend!(handle, at(1));
       await l.send(['b2-1']);
       await until(() => held(l) >= 3, 10_000, 'epoch 2 held');
-      await ops.postsuspend!(handle, ctx);
-      await ops.commit!(handle, ctx);
+      await ops.postsuspend!(handle, at(2));
+      await ops.commit!(handle, at(1));
       await l.receiver!.waitFor(() => l.received().length >= 2, 10_000, 'epoch 1');
       await new Promise((r) => setTimeout(r, 150));
       expect(l.received()).toEqual(['b1-1', 'b1-2']);
-      await ops.commit!(handle, ctx);
+      await ops.commit!(handle, at(2));
       await l.receiver!.waitFor(() => l.received().length >= 3, 10_000, 'epoch 2');
       expect(l.received()).toEqual(['b1-1', 'b1-2', 'b2-1']);
+      // A commit for a checkpoint whose boundary was never recorded releases nothing.
+      await l.send(['b3-1']);
+      await until(() => held(l) >= 1, 10_000, 'epoch 3 held');
+      await ops.commit!(handle, at(3));
+      await new Promise((r) => setTimeout(r, 150));
+      expect(l.received()).toEqual(['b1-1', 'b1-2', 'b2-1']);
+      // A boundary left by a failed checkpoint (4) is forgotten when checkpoint 5 commits.
+      await ops.postsuspend!(handle, at(4));
+      await ops.postsuspend!(handle, at(5));
+      await ops.commit!(handle, at(5));
+      await l.receiver!.waitFor(() => l.received().length >= 4, 10_000, 'epoch 3 at commit 5');
     } finally {
       await ops.teardown(handle, ctx);
       await ops.cleanup!(shared, ctx);
