@@ -17,6 +17,11 @@ const ctx = (checkpoint = 1): DomainStepContext => ({ signal: AbortSignal.timeou
 // A process that prints a growing counter every 2 ms.
 const TICKER = ['node', '-e', 'let i=0; setInterval(() => process.stdout.write(`${i++}\\n`), 2)'];
 
+/** Waits (up to 10 s) until `cond` holds. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await sleep(10);
+}
+
 /** True while `pid` runs (a zombie is not alive). */
 function alive(pid: number): boolean {
   try {
@@ -56,15 +61,15 @@ describe.each(['v1', 'v2'] as const)('process domain with the cgroup %s freezer'
     const stdout = d.stdout;
     expect(stdout).toBeDefined();
     stdout?.on('data', (b: Buffer) => (lines += b.toString().split('\n').length - 1));
-    await sleep(200);
-    expect(lines).toBeGreaterThan(5);
+    // Node may take a while to start on a loaded host: wait for its output.
+    await until(() => lines > 5);
     await d.suspend(ctx());
     await sleep(30);
     const frozenAt = lines;
     await sleep(200);
     expect(lines).toBe(frozenAt);
     await d.resume(ctx());
-    await sleep(200);
+    await until(() => lines > frozenAt + 5);
     expect(lines).toBeGreaterThan(frozenAt + 5);
   });
 
