@@ -97,6 +97,28 @@ describe('remus demo', () => {
   });
 });
 
+describe('remus demo killed by SIGKILL', () => {
+  it('leaves namespaces, cgroup and journal that remus cleanup then removes', async () => {
+    state = tempDir('remus-demo-');
+    const run = start(['demo', '--duration', '20000', '--json', '--state-dir', state]);
+    running.push(run);
+    const startEv = await run.waitFor((e) => e.type === 'start');
+    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    const op = startEv.operation as string;
+    run.child.kill('SIGKILL');
+    await run.done;
+    expect(netnsNames().filter((n) => n.includes(op))).toHaveLength(3);
+    expect(cgroupsOf(op)).toHaveLength(1);
+    expect(journals(state)).toEqual([`${op}.json`]);
+    const c = await remus(['cleanup', '--state-dir', state]);
+    expect(c.code).toBe(0);
+    expect(c.stdout).toMatch(new RegExp(`${op}: cleaned`));
+    expect(c.stdout).toMatch(/deleted network namespace remus-demo-/);
+    expect(c.stdout).toMatch(/removed cgroup/);
+    nothingLeft(op);
+  });
+});
+
 describe('remus doctor', () => {
   it('reports what this host can do, which plugins would take devices, and leaves nothing', async () => {
     state = tempDir('remus-doctor-');
