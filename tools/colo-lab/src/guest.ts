@@ -103,6 +103,9 @@ while true; do sleep 3600; done
 
 const COUNT_CGI = `#!/bin/sh
 # The counter lives in sector 0 of /dev/vda; O_DIRECT so each value is on the (replicated) disk.
+# One request at a time: mkdir is the lock.
+while ! mkdir /run/count.lock 2>/dev/null; do usleep 10000; done
+trap 'rmdir /run/count.lock' EXIT
 n=$(dd if=/dev/vda bs=512 count=1 iflag=direct 2>/dev/null | head -c 20 | tr -dc 0-9)
 [ -n "$n" ] || n=0
 n=$((n + 1))
@@ -111,7 +114,7 @@ r=$(xxd -p -l 8 /dev/urandom)-$(sed -n 's/^now at \\([0-9]*\\) nsecs$/\\1/p' /pr
 printf 'Content-Type: text/plain\\r\\n\\r\\ncount=%s rand=%s\\n' "$n" "$r"
 `;
 
-const APPLETS = ['sh', 'mount', 'insmod', 'ip', 'httpd', 'nc', 'cat', 'echo', 'sleep', 'mkdir', 'cp', 'dd', 'head', 'tr', 'printf', 'xxd', 'sed'];
+const APPLETS = ['sh', 'mount', 'insmod', 'ip', 'httpd', 'nc', 'cat', 'echo', 'sleep', 'mkdir', 'cp', 'dd', 'head', 'tr', 'printf', 'xxd', 'sed', 'usleep', 'rmdir'];
 
 /**
  * Writes the guest initramfs (newc cpio) to `file`, staging it in `workDir`
@@ -120,7 +123,7 @@ const APPLETS = ['sh', 'mount', 'insmod', 'ip', 'httpd', 'nc', 'cat', 'echo', 's
  */
 export async function buildGuestInitramfs(kernel: GuestKernel, workDir: string, file: string): Promise<void> {
   const root = join(workDir, 'initramfs');
-  for (const d of ['bin', 'dev', 'proc', 'sys', 'modules', 'www']) await mkdir(join(root, d), { recursive: true });
+  for (const d of ['bin', 'dev', 'proc', 'sys', 'modules', 'www', 'run']) await mkdir(join(root, d), { recursive: true });
   await copyFile(BUSYBOX, join(root, 'bin', 'busybox'));
   await chmod(join(root, 'bin', 'busybox'), 0o755);
   for (const a of APPLETS) await symlink('busybox', join(root, 'bin', a));

@@ -9,6 +9,8 @@
  * that it still intervened, and fail loudly when it no longer applies. With
  * KVM they check that no shim was loaded.
  */
+import { join } from 'node:path';
+import { connectQmp } from '@remus/qmp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, watchdogBoundMs, type CounterAnswer } from '../src/index.js';
 
@@ -121,6 +123,18 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     expect(await bridgePorts(l.net)).not.toContain(SECONDARY_TAP);
     expect((await l.request(10_000)).count).toBe(7);
     const f = l.pair.status();
+    // stop(): the primary's leftover COLO devices go, the primary serves on.
+    await l.pair.stop();
+    const q = await connectQmp(join(l.dir, 'primary-events.qmp'));
+    try {
+      const objects = await q.execute<{ name: string }[]>('qom-list', { path: '/objects' });
+      const chardevs = await q.execute<{ label: string }[]>('query-chardev');
+      expect([...objects.map((o) => o.name), ...chardevs.map((c) => c.label)].filter((n) => n.startsWith('colo.'))).toEqual([]);
+      expect(await q.execute('query-status')).toMatchObject({ running: true });
+    } finally {
+      await q.close();
+    }
+    expect((await l.request(10_000)).count).toBe(8);
     console.log(
       `colo figures (secondary killed): first checkpoint ${f.timeToFirstCheckpointMs?.toFixed(0)} ms after start, ` +
         `pause p50 ${f.pauseMs.p50?.toFixed(0)} ms p99 ${f.pauseMs.p99?.toFixed(0)} ms over ${f.checkpoints} checkpoints, ` +
@@ -145,5 +159,22 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     expect(l.secondary.gone, 'the hung secondary was fenced (SIGKILL by pid)').toBe(true);
     expect((await l.request(10_000)).count).toBe(4);
     console.log(`colo figures (secondary hung): detected ${(st.failover!.detectedAt - stoppedAt).toFixed(0)} ms after SIGSTOP (bound ${bound} ms)`);
+  });
+
+  it('a manual failover to the secondary fences the live primary first; then the secondary serves alone', async () => {
+    const l = await startLab();
+    for (let i = 1; i <= 2; i++) expect((await l.request(10_000)).count).toBe(i);
+    const t0 = performance.now();
+    await l.pair.failover('secondary', 'operator');
+    const ms = performance.now() - t0;
+    expect(l.primary.gone, 'the old primary was killed before the secondary was connected').toBe(true);
+    expect(await bridgePorts(l.net)).toEqual(expect.arrayContaining([SECONDARY_TAP]));
+    expect(await bridgePorts(l.net)).not.toContain(PRIMARY_TAP);
+    expect(l.pair.status()).toMatchObject({ state: 'failed-over', active: 'secondary', failover: { survivor: 'secondary', why: 'operator' } });
+    expect((await firstAnswer(l, performance.now(), 30_000)).answer.count).toBe(3);
+    // A second failover request is the same failover, not a new one.
+    await l.pair.failover('primary');
+    expect(l.pair.status().active).toBe('secondary');
+    console.log(`colo figures (manual failover to the secondary): ${ms.toFixed(0)} ms`);
   });
 });
