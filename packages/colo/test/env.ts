@@ -73,11 +73,12 @@ async function startQemu(tag: string, extra: (dir: string) => string[]): Promise
   args.push(...extra(dir));
   const p = launch('qemu-system-x86_64', args, dir);
   tracked.unshift(p); // stopped before its dir is removed
-  for (let i = 0; i < 400 && !qmp.every((s) => existsSync(s)); i++) {
+  const ready = async () => qmp.every((s) => existsSync(s));
+  for (let i = 0; i < 400 && !(await ready()); i++) {
     if (p.process.exitCode !== null) break;
     await sleep(25);
   }
-  if (!qmp.every((s) => existsSync(s))) throw new Error(`QEMU did not start: ${p.stderr()}`);
+  if (!(await ready())) throw new Error(`QEMU did not start: ${p.stderr()}`);
   const inspect = await connectQmp(qmp[1], { timeoutMs: 20_000 });
   tracked.unshift({ stop: () => inspect.close() });
   return { ...p, dir, qmp, inspect };
@@ -338,3 +339,4 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   tracked.unshift({ stop: () => proxy.close() });
   return proxy;
 }
+

@@ -88,34 +88,68 @@ export async function connectQmp(address: string | QmpAddress, options: QmpConne
   const addr = parseQmpAddress(address);
   const timeoutMs = options.timeoutMs ?? 5000;
   const where = formatQmpAddress(addr);
-  const socket = 'path' in addr ? net.connect({ path: addr.path }) : net.connect({ host: addr.host, port: addr.port });
-  socket.setNoDelay?.(true);
-  const client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
-  const fail = (e: RemusError): never => {
-    client.destroy(e);
-    throw e;
-  };
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
+  let gaveUp = false;
   const bounded = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new RemusError('TIMEOUT', `QMP ${where}: no greeting and negotiation within ${timeoutMs} ms`, { details: { address: where } })),
-      timeoutMs,
-    );
-    onAbort = () => reject(new RemusError('ABORTED', `QMP ${where}: connection aborted`, { cause: options.signal?.reason }));
+    timer = setTimeout(() => {
+      gaveUp = true;
+      reject(new RemusError('TIMEOUT', `QMP ${where}: no greeting and negotiation within ${timeoutMs} ms`, { details: { address: where } }));
+    }, timeoutMs);
+    onAbort = () => {
+      gaveUp = true;
+      reject(new RemusError('ABORTED', `QMP ${where}: connection aborted`, { cause: options.signal?.reason }));
+    };
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener('abort', onAbort, { once: true });
   });
+  bounded.catch(() => undefined);
+  let client: QmpClient | undefined;
   try {
+    const socket = await Promise.race([openSocket(addr, () => gaveUp), bounded]);
+    client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
     await Promise.race([client.ready(), bounded]);
     await Promise.race([client.execute('qmp_capabilities', undefined, { timeoutMs }), bounded]);
   } catch (e) {
-    fail(e instanceof RemusError ? e : new QmpError(`QMP ${where}: ${String(e)}`, { desc: String(e), cause: e }));
+    const error = e instanceof RemusError ? e : new QmpError(`QMP ${where}: ${String(e)}`, { desc: String(e), cause: e });
+    client?.destroy(error);
+    throw error;
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener('abort', onAbort);
   }
   return client;
+}
+
+/**
+ * Opens the socket. A unix monitor whose listen backlog is full (QEMU is
+ * still busy with a previous client's goodbye) refuses with EAGAIN at once:
+ * that is retried every 20 ms until `gaveUp()`; other errors fail at once
+ * with QMP_FAILED.
+ */
+async function openSocket(addr: QmpAddress, gaveUp: () => boolean): Promise<net.Socket> {
+  const where = formatQmpAddress(addr);
+  for (;;) {
+    const socket = 'path' in addr ? net.connect({ path: addr.path }) : net.connect({ host: addr.host, port: addr.port });
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      socket.once('connect', () => resolve(undefined));
+      socket.once('error', resolve);
+    });
+    if (!error) {
+      socket.removeAllListeners('error');
+      if (gaveUp()) {
+        socket.destroy();
+        throw new QmpError(`QMP ${where}: connection attempt abandoned`, { desc: 'abandoned' });
+      }
+      socket.setNoDelay?.(true);
+      return socket;
+    }
+    socket.destroy();
+    if (error.code !== 'EAGAIN' || gaveUp()) {
+      throw new QmpError(`QMP ${where}: ${error.message}`, { desc: error.message, cause: error });
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 interface Pending {

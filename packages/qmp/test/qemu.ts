@@ -47,13 +47,15 @@ export async function startQemu(options: StartQemuOptions = {}): Promise<TestQem
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  for (let i = 0; i < 200 && !qmp.every((s) => existsSync(s)); i++) {
+  const ready = async () => qmp.every((s) => existsSync(s));
+  for (let i = 0; i < 400 && !(await ready()); i++) {
     if (child.exitCode !== null) break;
     await sleep(25);
   }
-  if (!qmp.every((s) => existsSync(s))) {
+  if (!(await ready())) {
     await stop();
     throw new Error(`QEMU did not start: ${err}`);
   }
   return { pid: child.pid!, dir, qmp, process: child, stderr: () => err, stop };
 }
+
