@@ -232,6 +232,8 @@ export interface ProxyOptions {
   failAt?: number;
   /** `refuse`: answer an error without forwarding. `lost`: forward, then swallow QEMU's answer (the client times out). */
   mode?: 'refuse' | 'lost';
+  /** Called with the count when a set-up command passes (before it is forwarded). */
+  onAdd?: (count: number) => void;
   /** Rewrites an answer before it reaches the client. */
   rewrite?: (command: string, answer: any) => any;
 }
@@ -308,6 +310,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
         let swallow = false;
         if (isAdd(msg)) {
           adds++;
+          options.onAdd?.(adds);
           if (adds === options.failAt) {
             if ((options.mode ?? 'refuse') === 'refuse') {
               client.write(JSON.stringify({ error: { class: 'GenericError', desc: `injected failure at step ${adds} (${msg.execute})` }, id: msg.id }) + '\r\n');
@@ -340,3 +343,14 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   return proxy;
 }
 
+
+/** A qemu-storage-daemon (same QEMU 7.2 build, a QMP server without COLO, net filters or migration): a real QEMU lacking the features. */
+export async function startStorageDaemon(): Promise<{ qmp: string }> {
+  const { dir } = tempDir('qsd');
+  const qmp = join(dir, 'qsd.sock');
+  const p = launch('qemu-storage-daemon', ['--chardev', `socket,path=${qmp},server=on,wait=off,id=m0`, '--monitor', 'chardev=m0'], dir);
+  tracked.unshift(p);
+  for (let i = 0; i < 400 && !existsSync(qmp); i++) await sleep(25);
+  if (!existsSync(qmp)) throw new Error(`qemu-storage-daemon did not start: ${p.stderr()}`);
+  return { qmp };
+}

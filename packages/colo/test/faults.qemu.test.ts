@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCheckpointDevices, type DeviceSpec, type OpsList, type RemusError } from '@remus/core';
 import { coloPrimaryOps, coloSecondaryOps } from '../src/index.js';
-import { CHANGING, diff, freePorts, snapshot, startPrimary, startProxy, startSecondary, stopAll, type TestQemu } from './env.js';
+import { CHANGING, diff, freePorts, snapshot, startPrimary, startProxy, startSecondary, startStorageDaemon, stopAll, type TestQemu } from './env.js';
 
 let pri: TestQemu;
 let sec: TestQemu;
@@ -109,6 +109,23 @@ describe('a failure at each QMP set-up step leaves nothing behind', () => {
   }
 });
 
+describe('an abort in the middle of set-up leaves nothing behind', () => {
+  it('the caller aborts while the 4th change of the primary list is in flight; the core tears down', async () => {
+    await withServing(async () => {
+      const base = await snapshot(pri);
+      const ac = new AbortController();
+      const proxy = await startProxy(pri.qmp[0], { onAdd: (n) => n === 4 && ac.abort(new Error('operator pressed ^C')) });
+      const layer = createCheckpointDevices({ ops: coloPrimaryOps({ qmp: proxy.path }), devices: priDevices, operationId: 'aborted', signal: ac.signal });
+      const e = await layer.setup().catch((x: unknown) => x as RemusError);
+      expect(e).toMatchObject({ code: 'PHASE_FAILED' });
+      expect((e as RemusError).failures.some((f) => f.code === 'ABORTED')).toBe(true);
+      expect(layer.state).toBe('torn-down');
+      expect(proxy.adds).toBeLessThan(PRIMARY_STEPS);
+      expect(diff(base, await snapshot(pri))).toEqual([]);
+    });
+  });
+});
+
 /** Hides `value` from every enum in a query-qmp-schema answer. */
 function withoutEnumValue(value: string) {
   return (command: string, answer: any) => {
@@ -151,4 +168,26 @@ describe('a QEMU lacking a COLO feature is refused before anything is changed', 
       expect(diff(base, await snapshot(q))).toEqual([]);
     });
   }
+});
+
+describe('a real QEMU without COLO is refused before anything is changed', () => {
+  it('qemu-storage-daemon 7.2 (QMP, but no COLO, filters or migration): every device declined with what it lacks; no changing command sent', async () => {
+    const qsd = await startStorageDaemon();
+    for (const [side, ops] of [
+      ['primary', (qmp: string) => coloPrimaryOps({ qmp })],
+      ['secondary', (qmp: string) => coloSecondaryOps({ qmp })],
+    ] as const) {
+      const proxy = await startProxy(qsd.qmp);
+      const e = await setupThrough(ops(proxy.path), side === 'primary' ? priDevices : secDevices, `qsd${side}`);
+      expect(e).toMatchObject({ code: 'PHASE_FAILED' });
+      expect(e!.failures.map((f) => f.code)).toEqual(['DEVICE_NOT_SUPPORTED', 'DEVICE_NOT_SUPPORTED']);
+      const nic = e!.failures[0]!.message;
+      expect(nic).toContain('migration capability x-colo');
+      expect(nic).toContain('QMP command x-colo-lost-heartbeat');
+      expect(nic).toContain(side === 'primary' ? 'object type colo-compare' : 'object type filter-rewriter');
+      expect(proxy.log.filter((cmd) => CHANGING.has(cmd))).toEqual([]);
+      expect(proxy.log).toContain('query-qmp-schema');
+      await proxy.close();
+    }
+  });
 });
