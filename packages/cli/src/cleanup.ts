@@ -5,7 +5,7 @@
  */
 import { rmSync } from 'node:fs';
 import { createSubkind, describeCause, type OpContext } from '@remus/core';
-import { reapCgroup } from '@remus/domain-process';
+import { reapCgroup, releaseCgroup } from '@remus/domain-process';
 import { listJournals, stillRunning, type JournalData } from './journal.js';
 import { removeNetns } from './netns.js';
 import { loadPluginFrom } from './plugins.js';
@@ -44,7 +44,8 @@ export async function cleanupAll(dir: string, only?: string): Promise<CleanupRes
 /**
  * Removes what one dead run left: each subkind's `reap` (rebuilt from the
  * recorded plugins and options), then the processes it started, its
- * cgroups, and its network namespaces. Every step runs even if an earlier
+ * cgroups (killing what is in them, or, for a protected pid, moving the
+ * processes to the parent cgroup alive), and its network namespaces. Every step runs even if an earlier
  * one failed.
  */
 export async function cleanupRun(data: JournalData): Promise<{ removed: string[]; errors: string[] }> {
@@ -86,7 +87,9 @@ export async function cleanupRun(data: JournalData): Promise<{ removed: string[]
       return [`killed ${proc.what} (pid ${proc.pid})`];
     });
   }
-  for (const path of data.cgroups) await step(`cgroup ${path}`, () => reapCgroup(path));
+  // A protected pid tree is given back alive; what the run started is killed.
+  const removeCgroup = data.domainMode === 'pid' ? releaseCgroup : reapCgroup;
+  for (const path of data.cgroups) await step(`cgroup ${path}`, () => removeCgroup(path));
   for (const name of data.netns) await step(`network namespace ${name}`, () => removeNetns(name));
   return { removed, errors };
 }

@@ -43,6 +43,12 @@ export interface JournalData {
   readonly startedAt: string;
   readonly plugins: JournalPlugin[];
   readonly devices: DeviceSpec[];
+  /**
+   * How the domain's processes were obtained: `command` (started by the run:
+   * cleanup kills them) or `pid` (protected running processes: cleanup gives
+   * them back alive). Absent: `command`.
+   */
+  readonly domainMode?: 'command' | 'pid';
   /** Cgroup directories created (recorded before creation). */
   readonly cgroups: string[];
   /** Network namespaces created (recorded before creation). */
@@ -80,7 +86,7 @@ export class Journal {
   }
 
   /** Creates the journal of a new run (creating the state directory if needed). */
-  static create(dir: string, operation: string, command: string, plugins: JournalPlugin[], devices: readonly DeviceSpec[]): Journal {
+  static create(dir: string, operation: string, command: string, plugins: JournalPlugin[], devices: readonly DeviceSpec[], domainMode: 'command' | 'pid' = 'command'): Journal {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const j = new Journal(join(dir, `${operation}.json`), {
       format: 1,
@@ -91,6 +97,7 @@ export class Journal {
       startedAt: new Date().toISOString(),
       plugins,
       devices: [...devices],
+      domainMode,
       cgroups: [],
       netns: [],
       processes: [],

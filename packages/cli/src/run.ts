@@ -101,6 +101,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     options.command ?? 'run',
     config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? process.cwd(), subkinds: p.subkinds })),
     config.devices,
+    d.command ? 'command' : 'pid',
   );
 
   let stoppedBy: string | undefined;

@@ -162,6 +162,33 @@ describe('remus run', () => {
     expect(again.stdout).toMatch(/nothing to clean up/);
   });
 
+  it('protects a running pid, gives it back alive at the end, and also after SIGKILL + cleanup', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const { spawn } = await import('node:child_process');
+    const victim = spawn('sleep', ['300'], { stdio: 'ignore' });
+    try {
+      const pid = victim.pid as number;
+      const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', pid } }));
+      const ok = await remus(['run', '--config', file, '--json', '--state-dir', state, '--checkpoints', '3']);
+      expect(ok.code).toBe(0);
+      expect(alive(pid)).toBe(true);
+      const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+      running.push(run);
+      const startEv = await run.waitFor((e) => e.type === 'start');
+      await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 2);
+      run.child.kill('SIGKILL');
+      await run.done;
+      const c = await remus(['cleanup', '--state-dir', state]);
+      expect(c.code).toBe(0);
+      expect(c.stdout).toMatch(new RegExp(`moved process ${pid} back`));
+      expect(alive(pid)).toBe(true);
+      await expectNothingLeft(startEv.operation as string);
+    } finally {
+      victim.kill('SIGKILL');
+    }
+  });
+
   it('cleanup leaves the journal of a run that is still alive alone', async () => {
     dir = tempDir('remus-cli-');
     state = tempDir('remus-state-');

@@ -147,6 +147,41 @@ export function cgroupOf(pid: number, h: FreezerHierarchy): string | undefined {
 }
 
 /**
+ * Gives a cgroup's processes back and removes it: thaws it, moves every
+ * member to the parent cgroup (their original cgroups are not known after a
+ * crash), removes the directory. The processes keep running. Idempotent.
+ * For crash recovery of a domain that protected a running pid.
+ */
+export async function releaseCgroup(path: string, signal: AbortSignal = AbortSignal.timeout(10_000)): Promise<string[]> {
+  if (!existsSync(path)) return [];
+  const done: string[] = [];
+  await setFrozen(path, false, signal).catch(() => undefined);
+  const parent = join(path, '..');
+  for (const pid of cgroupPids(path)) {
+    try {
+      addToCgroup(parent, pid);
+      done.push(`moved process ${pid} back to cgroup ${parent}`);
+    } catch {
+      // It exited.
+    }
+  }
+  for (;;) {
+    try {
+      rmdirSync(path);
+      done.push(`removed cgroup ${path}`);
+      return done;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return done;
+      if (code !== 'EBUSY' || signal.aborted) {
+        throw new RemusError('OP_FAILED', `cannot remove cgroup ${path}: ${(e as Error).message}`, { cause: e });
+      }
+      await sleep(10);
+    }
+  }
+}
+
+/**
  * Removes a cgroup and every process in it: thaws it, SIGKILLs each member,
  * waits (bounded by `signal`, default 10 s) until it is empty, removes the
  * directory. Idempotent: a missing cgroup is nothing to do. Returns one line

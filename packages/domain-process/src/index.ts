@@ -10,5 +10,5 @@ export { ProcessDomain, findProgram, processDomain } from './domain.js';
 export type { AckOption, CommandExit, DomainResource, ProcessDomainOptions, SaveContext } from './domain.js';
 export { BackupLink, BackupServer, describeAddress } from './backup.js';
 export type { BackupAddress, BackupStats } from './backup.js';
-export { cgroupOf, cgroupPids, detectFreezer, reapCgroup, setFrozen } from './cgroup.js';
+export { cgroupOf, cgroupPids, detectFreezer, reapCgroup, releaseCgroup, setFrozen } from './cgroup.js';
 export type { CgroupChoice, FreezerHierarchy } from './cgroup.js';

@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createCheckpointDevices, runCheckpointLoop, type DomainStepContext } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, type ProcessDomain } from '../src/index.js';
+import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, releaseCgroup, type ProcessDomain } from '../src/index.js';
 
 const domains: ProcessDomain[] = [];
 const children: ChildProcess[] = [];
@@ -187,5 +187,20 @@ describe('process domain failures', () => {
     expect(lines.some((l) => l.startsWith('removed cgroup'))).toBe(true);
     expect(existsSync(path)).toBe(false);
     expect(await reapCgroup(path)).toEqual([]);
+  });
+
+  it('releaseCgroup thaws the members, moves them to the parent alive and removes the cgroup', async () => {
+    const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+    children.push(c);
+    const d = processDomain({ pid: c.pid as number, operation: op() });
+    domains.push(d);
+    await d.start();
+    await d.suspend(ctx());
+    const path = d.cgroupPath as string;
+    const lines = await releaseCgroup(path);
+    expect(lines).toContain(`moved process ${c.pid} back to cgroup ${path}/..`);
+    expect(existsSync(path)).toBe(false);
+    expect(alive(c.pid as number)).toBe(true);
+    expect(await releaseCgroup(path)).toEqual([]);
   });
 });
