@@ -1,9 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 // One vitest run over every package, tool and the cross-package fixtures.
-// Each folder is a project; its own vitest.config.ts (if any) sets its timeouts.
+// Each folder with a vitest.config.ts is a project (every package must have one).
 export default defineConfig({
   test: {
-    projects: ['packages/*', 'tools/*', 'test-fixtures'],
+    projects: ['packages/*/vitest.config.ts', 'tools/*/vitest.config.ts', 'test-fixtures/vitest.config.ts'],
   },
 });
