@@ -196,4 +196,23 @@ describe('COLO primary and secondary ops lists on a real QEMU pair', () => {
       await secondary.teardown();
     }
   });
+
+  it('a misconfigured COLO device (unknown netdev, unknown drive, a drive that is not a quorum) fails in match, before anything changes', async () => {
+    const priBefore = await snapshot(pri);
+    const secBefore = await snapshot(sec);
+    const nic = { ...priDevices[0]!, params: { ...priDevices[0]!.params, netdev: 'hn9' } };
+    const e1 = await createCheckpointDevices({ ops: coloPrimaryOps({ qmp: pri.qmp[0] }), devices: [nic], operationId: 'badnic' }).setup().catch((x: unknown) => x as RemusError);
+    expect(e1!.failures.map((f) => [f.code, f.op])).toEqual([['INVALID_ARGUMENT', 'match']]);
+    expect(e1!.failures[0]!.message).toContain('netdev hn9 is not in this QEMU (netdevs: hn0)');
+    const disk = { ...secDevices[1]!, params: { ...secDevices[1]!.params, node: 'nosuch' } };
+    const e2 = await createCheckpointDevices({ ops: coloSecondaryOps({ qmp: sec.qmp[0] }), devices: [disk], operationId: 'baddisk' }).setup().catch((x: unknown) => x as RemusError);
+    expect(e2!.failures.map((f) => [f.code, f.op])).toEqual([['INVALID_ARGUMENT', 'match']]);
+    expect(e2!.failures[0]!.message).toContain('nosuch is not a drive or node of this QEMU');
+    const notQuorum = { ...priDevices[1]!, params: { ...priDevices[1]!.params, quorum: (await pri.inspect.execute<{ 'node-name': string; drv: string }[]>('query-named-block-nodes', { flat: true })).find((n) => n.drv === 'qcow2')!['node-name'] } };
+    const e3 = await createCheckpointDevices({ ops: coloPrimaryOps({ qmp: pri.qmp[0] }), devices: [notQuorum], operationId: 'badq' }).setup().catch((x: unknown) => x as RemusError);
+    expect(e3!.failures.map((f) => f.code)).toEqual(['INVALID_ARGUMENT']);
+    expect(e3!.failures[0]!.message).toMatch(/is a qcow2 node, not a quorum/);
+    expect(diff(priBefore, await snapshot(pri))).toEqual([]);
+    expect(diff(secBefore, await snapshot(sec))).toEqual([]);
+  });
 });
