@@ -4,7 +4,7 @@
  * inside a checkpoint's pause.
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RemusError, validateName } from '@remus/core';
 
@@ -156,7 +156,7 @@ export async function releaseCgroup(path: string, signal: AbortSignal = AbortSig
   if (!existsSync(path)) return [];
   const done: string[] = [];
   await setFrozen(path, false, signal).catch(() => undefined);
-  const parent = join(path, '..');
+  const parent = dirname(path);
   for (const pid of cgroupPids(path)) {
     try {
       addToCgroup(parent, pid);
