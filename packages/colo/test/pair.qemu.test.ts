@@ -208,8 +208,9 @@ describe('COLO primary and secondary ops lists on a real QEMU pair', () => {
     const e2 = await createCheckpointDevices({ ops: coloSecondaryOps({ qmp: sec.qmp[0] }), devices: [disk], operationId: 'baddisk' }).setup().catch((x: unknown) => x as RemusError);
     expect(e2!.failures.map((f) => [f.code, f.op])).toEqual([['INVALID_ARGUMENT', 'match']]);
     expect(e2!.failures[0]!.message).toContain('nosuch is not a drive or node of this QEMU');
-    const notQuorum = { ...priDevices[1]!, params: { ...priDevices[1]!.params, quorum: (await pri.inspect.execute<{ 'node-name': string; drv: string }[]>('query-named-block-nodes', { flat: true })).find((n) => n.drv === 'qcow2')!['node-name'] } };
-    const e3 = await createCheckpointDevices({ ops: coloPrimaryOps({ qmp: pri.qmp[0] }), devices: [notQuorum], operationId: 'badq' }).setup().catch((x: unknown) => x as RemusError);
+    // (The primary disk subkind pointed at the secondary's QEMU, whose parent0 is a plain qcow2 drive.)
+    const notQuorum = { ...priDevices[1]!, params: { ...priDevices[1]!.params, quorum: 'parent0' } };
+    const e3 = await createCheckpointDevices({ ops: coloPrimaryOps({ qmp: sec.qmp[0] }), devices: [notQuorum], operationId: 'badq' }).setup().catch((x: unknown) => x as RemusError);
     expect(e3!.failures.map((f) => f.code)).toEqual(['INVALID_ARGUMENT']);
     expect(e3!.failures[0]!.message).toMatch(/is a qcow2 node, not a quorum/);
     expect(diff(priBefore, await snapshot(pri))).toEqual([]);
