@@ -29,7 +29,9 @@ export class QmpPool {
    * Leases the pool's connection to `address`, connecting if there is none
    * (or the last one was closed by QEMU: nothing reconnects a live client,
    * but a fresh acquire after a loss makes a new one). Rejects like
-   * {@link connectQmp}; an aborted acquire gives its share back.
+   * {@link connectQmp}; an aborted acquire gives its share back. `options`
+   * (timeouts) apply when this call opens the connection; later acquirers
+   * share it as it is.
    */
   async acquire(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpLease> {
     const key = formatQmpAddress(parseQmpAddress(address));
