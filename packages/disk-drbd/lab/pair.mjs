@@ -1,7 +1,8 @@
 // A DRBD 8.4 pair inside one kernel-lab guest (run as root there, never on
 // the host): two loop devices on guest tmpfs files, resource r0 on minor 0
 // (this host: Primary) and r1 on minor 1 (the "backup"), connected to each
-// other over 127.0.0.1 ports 7789/7790 with protocol C. drbdsetup-84 drives
+// other over loopback (127.0.0.1:7789 and 127.0.0.2:7790: distinct addresses,
+// because DRBD 8.4 names a connection by its endpoints) with protocol C. drbdsetup-84 drives
 // the kernel directly, so no configuration file or host name is involved.
 //
 // `node pair.mjs up` makes it (idempotent within a guest), `down` removes it.
@@ -17,8 +18,8 @@ const SIZE_MB = 16;
 
 /** The two sides: the primary (here) and the backup (the peer). */
 export const SIDES = [
-  { resource: 'r0', minor: 0, port: 7789, peerPort: 7790, file: `${DIR}/r0.img` },
-  { resource: 'r1', minor: 1, port: 7790, peerPort: 7789, file: `${DIR}/r1.img` },
+  { resource: 'r0', minor: 0, local: 'ipv4:127.0.0.1:7789', peer: 'ipv4:127.0.0.2:7790', file: `${DIR}/r0.img` },
+  { resource: 'r1', minor: 1, local: 'ipv4:127.0.0.2:7790', peer: 'ipv4:127.0.0.1:7789', file: `${DIR}/r1.img` },
 ];
 
 export function run(cmd, args, { allowFail = false } = {}) {
@@ -71,7 +72,7 @@ export async function up() {
     drbdsetup('attach', String(s.minor), loops[s.resource], loops[s.resource], 'internal');
   }
   for (const s of SIDES) {
-    drbdsetup('connect', s.resource, `ipv4:127.0.0.1:${s.port}`, `ipv4:127.0.0.1:${s.peerPort}`, '--protocol=C');
+    drbdsetup('connect', s.resource, s.local, s.peer, '--protocol=C');
   }
   for (const s of SIDES) await waitFor(s.minor, /cs:Connected/);
   // Both backing files are zeros: identical, so no initial sync is needed.
@@ -90,15 +91,6 @@ export function down() {
   for (const s of SIDES) run(DRBDSETUP, ['down', s.resource], { allowFail: true });
   for (const loop of Object.values(state.loops)) run('losetup', ['-d', loop], { allowFail: true });
   rmSync(DIR, { recursive: true, force: true });
-}
-
-/** Reconnects the backup after a test disconnected it, and waits until both disks are UpToDate again. */
-export async function reconnectBackup() {
-  const s = SIDES[1];
-  if (!/cs:(Connected|WFConnection)/.test(minorLine(1)) || /StandAlone/.test(minorLine(1))) {
-    drbdsetup('connect', s.resource, `ipv4:127.0.0.1:${s.port}`, `ipv4:127.0.0.1:${s.peerPort}`, '--protocol=C');
-  }
-  await waitFor(0, /cs:Connected ro:Primary\/Secondary ds:UpToDate\/UpToDate/);
 }
 
 /** What the plugin must leave as it found it: each resource's configuration and its cs/ro/ds/protocol. */

@@ -1,14 +1,13 @@
-// Kernel-lab scenarios for @remus/disk-drbd, run as root in the guest after
-// `pair.mjs up`: `node scenarios.mjs NAME`. Each prints one line
-// `RESULT {json}` with what the host-side test asserts, and exits 0; any
-// unexpected error exits 1 with its stack. Every scenario leaves the pair
-// Connected, r0 Primary, UpToDate/UpToDate, as it found it.
+// Kernel-lab scenarios for @remus/disk-drbd, run as root in the guest:
+// `node scenarios.mjs up match loop ... down`. Each prints one line
+// `RESULT NAME {json}` with what the host-side test asserts. Every scenario
+// leaves the pair Connected, r0 Primary, UpToDate/UpToDate, as it found it.
 import { spawn } from 'node:child_process';
 import { chmodSync, closeSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createCheckpointDevices } from '@remus/core';
 import { diskDrbd } from '../dist/index.js';
-import { DIR, DRBDSETUP, drbdsetup, minorLine, pair, reconnectBackup, run, SIDES, snapshot, waitFor } from './pair.mjs';
+import { DIR, DRBDSETUP, down, drbdsetup, minorLine, pair, run, SIDES, snapshot, up, waitFor } from './pair.mjs';
 
 const t0 = performance.now();
 /** Progress on stderr, so a hung scenario shows where it stopped. */
@@ -94,6 +93,17 @@ function firstDifference(a, b) {
 }
 
 const scenarios = {
+  /** Makes the DRBD pair (lab/pair.mjs), unless this guest already has it. */
+  async up() {
+    return up();
+  },
+
+  /** Removes the pair. */
+  async down() {
+    down();
+    return {};
+  },
+
   /** A DRBD disk given by path, by resource, or both matches; one given by the backup's Secondary minor fails with the fix. */
   async match() {
     const ops = diskDrbd();
@@ -129,12 +139,16 @@ const scenarios = {
     const layer = createCheckpointDevices({ ops: [diskDrbd({ barrierTimeoutMs: 20_000 })], devices: [disk({ path: '/dev/drbd0' })] });
     await layer.setup();
     trace('set up');
+    const dw = () => Number(/dw:(\d+)/.exec(readFileSync('/proc/drbd', 'utf8'))?.[1] ?? 0);
+    const written = dw();
     const pgid = startWriters();
-    trace('writers started');
+    // dd comes over 9p and starts slowly in the guest: checkpoint only once data flows.
+    for (let i = 0; i < 1200 && dw() === written; i++) await sleep(50);
+    trace(`writers started, dw ${written} -> ${dw()}`);
     const checkpoints = [];
     try {
       for (let i = 1; i <= n; i++) {
-        await sleep(150);
+        await sleep(300);
         suspend(pgid);
         const started = performance.now();
         await layer.postsuspend();
@@ -167,10 +181,9 @@ const scenarios = {
     return { checkpoints, deviceStats, before, after: snapshot() };
   },
 
-  /** Disconnecting the peer makes the next checkpoint fail, with the error users see. */
+  /** Disconnecting the peer makes the next checkpoint fail, with the error users see. Leaves the pair disconnected: run it last. */
   async disconnect() {
     const before = snapshot();
-    trace('snapshot taken');
     const layer = createCheckpointDevices({ ops: [diskDrbd()], devices: [disk({ resource: 'r0' })] });
     await layer.setup();
     trace('set up');
@@ -178,10 +191,12 @@ const scenarios = {
     await layer.preresume();
     await layer.commit();
     trace('checkpoint 1 passed');
-    drbdsetup('disconnect', SIDES[1].resource);
+    // The backup leaves: DRBD 8.4 names a connection by its two endpoints.
+    drbdsetup('disconnect', SIDES[1].local, SIDES[1].peer);
     trace('disconnected');
     const line = await waitFor(0, /cs:(WFConnection|StandAlone)/);
-    trace(line);
+    const backupLine = minorLine(1);
+    trace(`${line} | ${backupLine}`);
     let error;
     try {
       await layer.postsuspend();
@@ -189,11 +204,12 @@ const scenarios = {
     } catch (e) {
       error = errorOf(e);
     }
+    const beforeTeardown = snapshot();
     await layer.teardown();
+    const afterTeardown = snapshot();
     trace('torn down');
-    await reconnectBackup();
-    trace('reconnected');
-    return { line, error, before, after: snapshot() };
+    // The pair stays apart: `down` follows (lab.test.ts runs this scenario last).
+    return { line, backupLine, error, before, beforeTeardown, afterTeardown };
   },
 
   /** The operator's probe (Xen's exit codes), here a real script asking drbdsetup-84. */
@@ -227,16 +243,23 @@ function countNonZero(buf) {
   return n;
 }
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`unknown scenario ${name}; have: ${Object.keys(scenarios).join(', ')}`);
-  process.exit(2);
+// Every scenario named on the command line runs in this one process (Node
+// starts slowly in the guest: its modules come over 9p). A scenario that
+// throws is reported as `{ crashed }` and the next one still runs.
+const names = process.argv.slice(2);
+for (const name of names) {
+  if (!scenarios[name]) {
+    console.error(`unknown scenario ${name}; have: ${Object.keys(scenarios).join(', ')}`);
+    process.exit(2);
+  }
 }
-try {
-  const result = await scenarios[name]();
-  console.log(`RESULT ${JSON.stringify(result)}`);
-} catch (e) {
-  console.error(e?.stack ?? e);
-  console.error(readFileSync('/proc/drbd', 'utf8'));
-  process.exit(1);
+for (const name of names) {
+  trace(`scenario ${name}`);
+  let result;
+  try {
+    result = await scenarios[name]();
+  } catch (e) {
+    result = { crashed: String(e?.stack ?? e), procDrbd: readFileSync('/proc/drbd', 'utf8') };
+  }
+  console.log(`RESULT ${name} ${JSON.stringify(result ?? null)}`);
 }
