@@ -185,7 +185,6 @@ async function killAndConfirm(pid: number, timeoutMs: number): Promise<void> {
  */
 export class ColoPair {
   readonly #opts: ColoPairOptions;
-  readonly #pool: QmpPool;
   readonly #operation: string;
   readonly #sides: Record<ColoRole, SideConn>;
   readonly #abort = new AbortController();
@@ -205,18 +204,18 @@ export class ColoPair {
   readonly #unsubscribe: (() => void)[] = [];
   readonly #stateWaiters = new Set<() => void>();
 
-  private constructor(opts: ColoPairOptions, pool: QmpPool, operation: string, sides: Record<ColoRole, SideConn>) {
+  private constructor(opts: ColoPairOptions, operation: string, sides: Record<ColoRole, SideConn>) {
     this.#opts = opts;
-    this.#pool = pool;
     this.#operation = operation;
     this.#sides = sides;
   }
 
   /**
-   * Connects to both sides' QMP (commands and events). Rejects with
-   * QMP_FAILED / TIMEOUT (nothing left open) when a side does not answer
-   * within `timeoutMs` (default 30000: a primary waits for its secondary's
-   * proxy connection before its monitor answers).
+   * Connects to both sides' QMP (commands through a pool of this pair's own,
+   * shared with the sides' @remus/colo subkinds; events on the second
+   * monitor) and builds each side's device layer. Retries while the sockets
+   * do not exist yet; rejects with QMP_FAILED / TIMEOUT / ABORTED, nothing
+   * left open, when a side does not answer within `timeoutMs` (default 30000).
    */
   static async connect(opts: ColoPairOptions, timeoutMs = 30_000, signal?: AbortSignal): Promise<ColoPair> {
     const pool = new QmpPool();
@@ -251,7 +250,7 @@ export class ColoPair {
       };
       const secondary = await side('secondary', opts.secondary);
       const primary = await side('primary', opts.primary);
-      const pair = new ColoPair(opts, pool, operation, { primary, secondary });
+      const pair = new ColoPair(opts, operation, { primary, secondary });
       pair.#listen();
       return pair;
     } catch (e) {
@@ -403,6 +402,9 @@ export class ColoPair {
       if ((this.#state as ColoState) !== 'starting') throw new RemusError('STATE', `colo: replication did not start (state ${this.#state})`);
     } catch (e) {
       if ((this.#state as ColoState) === 'starting') this.#setState('failed');
+      // What either side set up goes again (a failed setup already tore its own side down).
+      await this.#sides.primary.layer.teardown().catch(() => {});
+      await this.#sides.secondary.layer.teardown().catch(() => {});
       throw e;
     }
     this.#setState('replicating');

@@ -5,6 +5,9 @@
  * (`<prefix>-c`). Only the tap of the side that serves clients is on the
  * bridge: the secondary's tap joins it at failover, after the primary's left.
  */
+import { readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runScript, validateInterfaceName, validateName } from '@remus/core';
 import { CLIENT_IP } from './guest.js';
 
@@ -86,7 +89,58 @@ export async function removeLabNetwork(net: LabNetwork): Promise<void> {
   }
 }
 
-/** Namespaces left by earlier runs whose names start with `prefix` (for `reap`). */
+/**
+ * Removes labs left behind by runs that died without closing them (e.g. a
+ * SIGKILLed test process): namespaces named `colo-<pid>-...`,
+ * `colo-t<pid>-...` or `colo-b<pid>-...` whose pid is no longer a running
+ * process. Kills the processes inside (the QEMUs), deletes the namespaces
+ * and the labs' temp folders. Labs of live processes are left alone.
+ * Returns what it removed.
+ */
+export async function reapStaleLabs(): Promise<string[]> {
+  const removed: string[] = [];
+  const byPid = new Map<string, string[]>();
+  for (const ns of await listLabNamespaces('colo-')) {
+    const m = /^colo-[tb]?(\d+)-/.exec(ns);
+    if (!m) continue;
+    byPid.set(m[1]!, [...(byPid.get(m[1]!) ?? []), ns]);
+  }
+  for (const [pid, names] of byPid) {
+    if (pidAlive(Number(pid))) continue;
+    for (const ns of names) {
+      const r = await runScript('ip', ['netns', 'pids', ns], { timeoutMs: 10_000 }).catch(() => undefined);
+      for (const p of (r?.stdout ?? '').split('\n').map(Number).filter((n) => n > 0)) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await runScript('ip', ['netns', 'del', ns], { timeoutMs: 10_000 }).catch(() => {});
+      removed.push(ns);
+    }
+  }
+  // Their folders (images, sockets, logs) in the temp dir, named after the same prefixes.
+  for (const entry of await readdir(tmpdir()).catch(() => [] as string[])) {
+    const m = /^colo-[tb]?(\d+)-/.exec(entry);
+    if (m && !pidAlive(Number(m[1]))) {
+      await rm(join(tmpdir(), entry), { recursive: true, force: true });
+      removed.push(join(tmpdir(), entry));
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Namespaces whose names start with `prefix`. */
 export async function listLabNamespaces(prefix: string): Promise<string[]> {
   const r = await runScript('ip', ['netns', 'list'], { timeoutMs: 10_000 });
   return r.stdout

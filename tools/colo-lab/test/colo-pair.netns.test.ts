@@ -11,11 +11,16 @@
  */
 import { join } from 'node:path';
 import { connectQmp } from '@remus/qmp';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, watchdogBoundMs, type CounterAnswer } from '../src/index.js';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, reapStaleLabs, watchdogBoundMs, type CounterAnswer } from '../src/index.js';
 
 let lab: ColoLab | undefined;
 let seq = 0;
+
+// Labs of earlier runs that were killed before they could clean up.
+beforeAll(async () => {
+  await reapStaleLabs();
+});
 
 afterEach(async () => {
   const l = lab;
@@ -54,6 +59,15 @@ function checkWorkaround(l: ColoLab): void {
   }
 }
 
+/** One request; on failure the error carries the pair's status and the QEMU logs and consoles. */
+async function ask(l: ColoLab, timeoutMs = 20_000): Promise<CounterAnswer> {
+  try {
+    return await l.request(timeoutMs);
+  } catch (e) {
+    throw new Error(`request failed: ${String(e)}\nstatus: ${JSON.stringify(l.pair.status())}\nshim: ${JSON.stringify(l.shim())}\n${l.logs(4000)}`);
+  }
+}
+
 /** Requests until one answers (each bounded), returning it and the time it took from `since`. */
 async function firstAnswer(l: ColoLab, since: number, boundMs: number): Promise<{ answer: CounterAnswer; ms: number }> {
   let last: unknown;
@@ -72,7 +86,7 @@ describe('COLO pair (two real QEMUs, netns)', () => {
   it('serves through the primary while checkpoints run; after SIGKILL of the primary the secondary answers with its state continuous', async () => {
     const l = await startLab();
     const answers: CounterAnswer[] = [];
-    for (let i = 0; i < 6; i++) answers.push(await l.request(10_000));
+    for (let i = 0; i < 6; i++) answers.push(await ask(l));
     expect(answers.map((a) => a.count)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(await l.echo('ping colo\n')).toBe('ping colo\n');
     // Let periodic checkpoints run too.
@@ -93,7 +107,7 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     expect(l.primary.gone).toBe(true);
     expect(await bridgePorts(l.net), 'only the survivor is on the clients network').not.toContain(PRIMARY_TAP);
     expect(await bridgePorts(l.net)).toContain(SECONDARY_TAP);
-    expect((await l.request(10_000)).count).toBe(8);
+    expect((await ask(l)).count).toBe(8);
     expect(await l.echo('after failover\n')).toBe('after failover\n');
     const f = l.pair.status();
     console.log(
@@ -105,13 +119,13 @@ describe('COLO pair (two real QEMUs, netns)', () => {
 
   it('after SIGKILL of the secondary the primary keeps serving and no client hangs', async () => {
     const l = await startLab();
-    for (let i = 1; i <= 3; i++) expect((await l.request(10_000)).count).toBe(i);
+    for (let i = 1; i <= 3; i++) expect((await ask(l)).count).toBe(i);
     checkWorkaround(l);
 
     const killedAt = performance.now();
     process.kill(l.secondary.pid, 'SIGKILL');
     // Clients in flight at the kill: each must get its answer within its bound.
-    const inFlight = await Promise.allSettled([l.request(15_000), l.request(15_000), l.echo('in flight\n', 15_000)]);
+    const inFlight = await Promise.allSettled([ask(l, 15_000), ask(l, 15_000), l.echo('in flight\n', 15_000)]);
     const { ms } = await firstAnswer(l, killedAt, 60_000);
     for (const r of inFlight) expect(r.status, `a client hung or failed: ${r.status === 'rejected' ? String(r.reason) : ''}`).toBe('fulfilled');
     const counts = inFlight.slice(0, 2).map((r) => (r as PromiseFulfilledResult<CounterAnswer>).value.count).sort();
@@ -121,7 +135,7 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     expect(l.secondary.gone).toBe(true);
     expect(await bridgePorts(l.net)).toContain(PRIMARY_TAP);
     expect(await bridgePorts(l.net)).not.toContain(SECONDARY_TAP);
-    expect((await l.request(10_000)).count).toBe(7);
+    expect((await ask(l)).count).toBe(7);
     const f = l.pair.status();
     // stop(): the primary's leftover COLO devices go, the primary serves on.
     await l.pair.stop();
@@ -134,7 +148,7 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     } finally {
       await q.close();
     }
-    expect((await l.request(10_000)).count).toBe(8);
+    expect((await ask(l)).count).toBe(8);
     console.log(
       `colo figures (secondary killed): first checkpoint ${f.timeToFirstCheckpointMs?.toFixed(0)} ms after start, ` +
         `pause p50 ${f.pauseMs.p50?.toFixed(0)} ms p99 ${f.pauseMs.p99?.toFixed(0)} ms over ${f.checkpoints} checkpoints, ` +
@@ -144,10 +158,10 @@ describe('COLO pair (two real QEMUs, netns)', () => {
 
   it('a hung secondary (SIGSTOP) is noticed within the watchdog bound, fenced, and the primary serves on', async () => {
     const l = await startLab();
-    for (let i = 1; i <= 2; i++) expect((await l.request(10_000)).count).toBe(i);
+    for (let i = 1; i <= 2; i++) expect((await ask(l)).count).toBe(i);
     const stoppedAt = performance.timeOrigin + performance.now();
     process.kill(l.secondary.pid, 'SIGSTOP');
-    const answer = await l.request(30_000);
+    const answer = await ask(l, 30_000);
     expect(answer.count).toBe(3);
     const st = l.pair.status();
     expect(st.state).toBe('failed-over');
@@ -157,13 +171,13 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     // The bound plus scheduling slack on a loaded 2-core machine.
     expect(st.failover!.detectedAt - stoppedAt, 'detection within the stated bound').toBeLessThan(bound + 1500);
     expect(l.secondary.gone, 'the hung secondary was fenced (SIGKILL by pid)').toBe(true);
-    expect((await l.request(10_000)).count).toBe(4);
+    expect((await ask(l)).count).toBe(4);
     console.log(`colo figures (secondary hung): detected ${(st.failover!.detectedAt - stoppedAt).toFixed(0)} ms after SIGSTOP (bound ${bound} ms)`);
   });
 
   it('a manual failover to the secondary fences the live primary first; then the secondary serves alone', async () => {
     const l = await startLab();
-    for (let i = 1; i <= 2; i++) expect((await l.request(10_000)).count).toBe(i);
+    for (let i = 1; i <= 2; i++) expect((await ask(l)).count).toBe(i);
     const t0 = performance.now();
     await l.pair.failover('secondary', 'operator');
     const ms = performance.now() - t0;
@@ -176,5 +190,21 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     await l.pair.failover('primary');
     expect(l.pair.status().active).toBe('secondary');
     console.log(`colo figures (manual failover to the secondary): ${ms.toFixed(0)} ms`);
+  });
+
+  it('a hung primary (SIGSTOP) is noticed within the watchdog bound, fenced, and the secondary serves with the state continuous', async () => {
+    const l = await startLab();
+    for (let i = 1; i <= 2; i++) expect((await ask(l)).count).toBe(i);
+    const stoppedAt = performance.timeOrigin + performance.now();
+    process.kill(l.primary.pid, 'SIGSTOP');
+    const { answer } = await firstAnswer(l, performance.now(), 60_000);
+    expect(answer.count).toBe(3);
+    const st = l.pair.status();
+    expect(st).toMatchObject({ state: 'failed-over', active: 'secondary' });
+    expect(st.failover?.why).toMatch(/QMP silent/);
+    expect(st.failover!.detectedAt - stoppedAt, 'detection within the stated bound').toBeLessThan(watchdogBoundMs() + 1500);
+    expect(l.primary.gone, 'the hung primary was fenced (SIGKILL by pid) before the secondary served').toBe(true);
+    expect(await bridgePorts(l.net)).not.toContain(PRIMARY_TAP);
+    console.log(`colo figures (primary hung): detected ${(st.failover!.detectedAt - stoppedAt).toFixed(0)} ms after SIGSTOP (bound ${watchdogBoundMs()} ms)`);
   });
 });
