@@ -97,7 +97,8 @@ export class Guest {
       this.consoleText = (this.consoleText + d.toString('utf8')).slice(-4 * CONSOLE_TAIL_CHARS);
     };
     child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
+    // QEMU's own notice that it waits for the control socket is noise in a console tail.
+    child.stderr?.on('data', (d: Buffer) => onData(Buffer.from(d.toString('utf8').replace(/^.*QEMU waiting for connection.*\n?/gm, ''))));
     this.exited = new Promise((resolveExit) => {
       const done = (status: number | null, signal: NodeJS.Signals | null) => {
         if (this.exitInfo !== undefined) return;
