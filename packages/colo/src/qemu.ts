@@ -261,17 +261,17 @@ export function childEdge(graph: BlockGraph, parent: string, child: string): str
  * what it did not add. Collects failures and throws them together at the
  * end; entries that failed stay recorded for a second attempt.
  */
-export async function undoAll(shared: ColoShared, data: ColoDeviceData | undefined): Promise<void> {
+export async function undoAll(shared: ColoShared, data: ColoDeviceData | undefined, signal?: AbortSignal): Promise<void> {
   if (!data) return;
   shared.observers.delete(data.observed);
   if (data.made.length === 0) return;
   const client = shared.client;
-  const state = await queryState(client, data.made);
+  const state = await queryState(client, data.made, signal);
   const failures: string[] = [];
   for (let i = data.made.length - 1; i >= 0; i--) {
     const r = data.made[i]!;
     try {
-      await undo(shared, r, state);
+      await undo(shared, r, state, signal);
       data.made.splice(i, 1);
     } catch (e) {
       failures.push(`${describe(r)}: ${(e as Error).message}`);
@@ -297,28 +297,29 @@ function describe(r: Resource): string {
   }
 }
 
-async function undo(shared: ColoShared, r: Resource, state: QemuState): Promise<void> {
+async function undo(shared: ColoShared, r: Resource, state: QemuState, signal: AbortSignal | undefined): Promise<void> {
   const c = shared.client;
+  const o = signal ? { signal } : {};
   switch (r.type) {
     case 'object':
-      if (state.objects!.has(r.id)) await c.execute('object-del', { id: r.id });
+      if (state.objects!.has(r.id)) await c.execute('object-del', { id: r.id }, o);
       return;
     case 'chardev':
-      if (state.chardevs!.has(r.id)) await c.execute('chardev-remove', { id: r.id });
+      if (state.chardevs!.has(r.id)) await c.execute('chardev-remove', { id: r.id }, o);
       return;
     case 'node':
-      if (state.nodes!.has(r.nodeName)) await c.execute('blockdev-del', { 'node-name': r.nodeName });
+      if (state.nodes!.has(r.nodeName)) await c.execute('blockdev-del', { 'node-name': r.nodeName }, o);
       return;
     case 'child': {
       const edge = childEdge(state.graph!, r.parent, r.nodeName);
-      if (edge) await c.execute('x-blockdev-change', { parent: r.parent, child: edge });
+      if (edge) await c.execute('x-blockdev-change', { parent: r.parent, child: edge }, o);
       return;
     }
     case 'export':
       if (!state.exports!.has(r.id)) return;
       // `hard` disconnects the primary's NBD client: this is teardown, the export must go.
-      await c.execute('block-export-del', { id: r.id, mode: 'hard' });
-      await waitExportGone(c, r.id);
+      await c.execute('block-export-del', { id: r.id, mode: 'hard' }, o);
+      await waitExportGone(c, r.id, signal);
       return;
     case 'nbd-user': {
       const nbd = shared.nbd;
@@ -326,7 +327,7 @@ async function undo(shared: ColoShared, r: Resource, state: QemuState): Promise<
       nbd.users.delete(r.device);
       if (nbd.users.size > 0 || !nbd.started) return;
       try {
-        await c.execute('nbd-server-stop');
+        await c.execute('nbd-server-stop', undefined, o);
       } catch (e) {
         if (!(isQmpError(e, 'GenericError') && /not running/i.test(e.desc))) throw e;
       }
@@ -337,10 +338,10 @@ async function undo(shared: ColoShared, r: Resource, state: QemuState): Promise<
 }
 
 /** block-export-del only starts the shutdown; the export leaves query-block-exports when its clients are gone (bounded: 5 s). */
-async function waitExportGone(c: QmpClient, id: string): Promise<void> {
+async function waitExportGone(c: QmpClient, id: string, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + 5000;
   for (;;) {
-    const list = await c.execute<{ id: string }[]>('query-block-exports');
+    const list = await c.execute<{ id: string }[]>('query-block-exports', undefined, signal ? { signal } : {});
     if (!list.some((x) => x.id === id)) return;
     if (Date.now() > deadline) throw new RemusError('TIMEOUT', `export ${id} still listed 5 s after block-export-del`);
     await new Promise((r) => setTimeout(r, 20));
@@ -386,7 +387,7 @@ export async function reapQemu(
       const ours = exports.filter((e) => tagged(e.id));
       for (const e of ours) {
         await c.execute('block-export-del', { id: e.id, mode: 'hard' }, o);
-        await waitExportGone(c, e.id);
+        await waitExportGone(c, e.id, ctx.signal);
         lines.push(`removed NBD export ${e.id}`);
       }
       if (ours.length > 0 && ours.length === exports.filter((e) => e.type === 'nbd').length) {

@@ -130,7 +130,7 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
       await plan.build(h.shared, data, ctx);
     },
     /** Removes what setup recorded and QEMU still has, newest first. Idempotent; also after a failed or aborted setup. */
-    teardown: (h) => undoAll(h.shared, h.data),
+    teardown: (h, ctx) => undoAll(h.shared, h.data, ctx.signal),
     /**
      * After a crash of the process that ran `operation`: removes from this
      * QEMU everything tagged with that operation for the given devices of
