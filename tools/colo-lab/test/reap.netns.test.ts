@@ -36,8 +36,8 @@ describe('reapStaleLabs', () => {
     const dir = join(tmpdir(), `colo-t${dead}-0-reaptest`);
     mkdirSync(dir, { recursive: true });
 
+    // Another test file may reap concurrently (it is the same function): judge by what is left.
     const removed = await reapStaleLabs();
-    expect(removed).toEqual(expect.arrayContaining([stale, dir]));
     expect(removed).not.toContain(live);
     await sleeperGone;
     const left = await listLabNamespaces('colo-t');
