@@ -53,7 +53,7 @@ export interface RunOutcome {
   readonly summary: RunSummary;
   readonly loop: LoopResult | undefined;
   readonly error: RemusError | undefined;
-  /** Signal that stopped the run, if any. */
+  /** What stopped the run by request: a signal name or `duration`; undefined otherwise. */
   readonly stoppedBy: string | undefined;
   /** True when everything the run made was removed (the journal is gone). */
   readonly clean: boolean;
@@ -120,7 +120,13 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
-  const durationTimer = config.durationMs === undefined ? undefined : setTimeout(() => stop.abort(), config.durationMs);
+  const durationTimer =
+    config.durationMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          stoppedBy ??= 'duration';
+          stop.abort();
+        }, config.durationMs);
 
   view.event('start', { operation, journal: journal.path, intervalMs: config.intervalMs, devices: config.devices.map((x) => x.id), ops: built.ops.map((o) => o.name) });
   let error: RemusError | undefined;

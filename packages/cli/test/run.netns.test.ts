@@ -85,6 +85,8 @@ describe('remus run', () => {
     const r = await remus(['run', '--config', file, '--state-dir', state]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/device guest0: nic-nfqueue/);
+    const timed = await remus(['run', '--config', file, '--json', '--duration', '700', '--state-dir', state]);
+    expect(events(timed.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, stoppedBy: 'duration' });
     expect(r.stdout).toMatch(/checkpoints: 5 \(/);
     expect(r.stdout).toMatch(/pause: p50 [\d.]+ ms, p99 [\d.]+ ms/);
     expect(r.stdout).toMatch(/released: \d+ packets/);
