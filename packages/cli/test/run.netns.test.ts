@@ -6,7 +6,8 @@
 import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { alive, cgroupsOf, events, hostRemusRules, ip, journals, makeNics, remus, rulesMentioning, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { runScript } from '@remus/core';
+import { BIN, alive, cgroupsOf, events, hostRemusRules, ip, journals, makeNics, remus, rulesMentioning, start, tempDir, writeConfig, type Running } from './helpers.js';
 
 const PREFIX = `rcli${process.pid}`;
 let nics: Awaited<ReturnType<typeof makeNics>>;
@@ -91,6 +92,17 @@ describe('remus run', () => {
     expect(r.stdout).toMatch(/pause: p50 [\d.]+ ms, p99 [\d.]+ ms/);
     expect(r.stdout).toMatch(/released: \d+ packets/);
     expect(journals(state)).toEqual([]);
+  });
+
+  it('draws a live status line on a terminal', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 40 }));
+    // `script` gives the CLI a pseudo-terminal; its arguments are one command line for sh.
+    const cmd = [process.execPath, BIN, 'run', '--config', file, '--state-dir', state].map((a) => `'${a}'`).join(' ');
+    const r = await runScript('script', ['-qec', cmd, '/dev/null'], { timeoutMs: 60_000 });
+    expect(r.stdout).toMatch(/\r\x1b\[2Kcheckpoints \d+ {2}rate [\d.]+\/s {2}pause p50 [\d.]+ ms p99 [\d.]+ ms {2}commit p50 [\d.]+ ms {2}held \d+ released \d+ dropped \d+/);
+    expect(r.stdout).toMatch(/checkpoints: 40 \(/);
   });
 
   it('SIGINT mid-run stops after the current checkpoint and cleans up', async () => {
@@ -265,6 +277,16 @@ describe('remus plan', () => {
     expect(events(j.stdout)[0]).toMatchObject({ type: 'plan', devices: [{ device: 'guest0', subkind: 'nic-nfqueue' }] });
     expect(await rulesMentioning(nics.router, 'remus')).toEqual([]);
     expect((await ip(['netns', 'pids', nics.router])).trim()).toBe('');
+  });
+
+  it('doctor --config plans the configured devices too', async () => {
+    dir = tempDir('remus-cli-');
+    state = tempDir('remus-state-');
+    const file = writeConfig(dir, 'remus.json', config());
+    const r = await remus(['doctor', '--config', file, '--json']);
+    expect(r.code).toBe(0);
+    const d = events(r.stdout)[0] as { devices: { device: string; subkind: string; declined: { subkind: string }[] }[] };
+    expect(d.devices).toEqual([{ device: 'guest0', subkind: 'nic-nfqueue', declined: [expect.objectContaining({ subkind: 'nic-netbuf' })] }]);
   });
 
   it('fails for a device no subkind can take', async () => {
