@@ -84,41 +84,8 @@ export function formatQmpAddress(address: QmpAddress): string {
  * QMP_FAILED (connection refused, not a QMP monitor, closed early), TIMEOUT
  * or ABORTED, leaving no socket behind.
  */
-export async function connectQmp(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
-  const addr = parseQmpAddress(address);
-  const timeoutMs = options.timeoutMs ?? 5000;
-  const where = formatQmpAddress(addr);
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  let gaveUp = false;
-  const bounded = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      gaveUp = true;
-      reject(new RemusError('TIMEOUT', `QMP ${where}: no greeting and negotiation within ${timeoutMs} ms`, { details: { address: where } }));
-    }, timeoutMs);
-    onAbort = () => {
-      gaveUp = true;
-      reject(new RemusError('ABORTED', `QMP ${where}: connection aborted`, { cause: options.signal?.reason }));
-    };
-    if (options.signal?.aborted) onAbort();
-    else options.signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  bounded.catch(() => undefined);
-  let client: QmpClient | undefined;
-  try {
-    const socket = await Promise.race([openSocket(addr, () => gaveUp), bounded]);
-    client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
-    await Promise.race([client.ready(), bounded]);
-    await Promise.race([client.execute('qmp_capabilities', undefined, { timeoutMs }), bounded]);
-  } catch (e) {
-    const error = e instanceof RemusError ? e : new QmpError(`QMP ${where}: ${String(e)}`, { desc: String(e), cause: e });
-    client?.destroy(error);
-    throw error;
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) options.signal?.removeEventListener('abort', onAbort);
-  }
-  return client;
+export function connectQmp(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
+  return QmpClient.connect(address, options);
 }
 
 /**
@@ -189,8 +156,7 @@ export class QmpClient {
   readonly #closed: Promise<RemusError>;
   #resolveClosed!: (e: RemusError) => void;
 
-  /** @internal Use {@link connectQmp}. */
-  constructor(socket: net.Socket, address: QmpAddress, defaultTimeoutMs: number) {
+  private constructor(socket: net.Socket, address: QmpAddress, defaultTimeoutMs: number) {
     this.#socket = socket;
     this.address = address;
     this.#defaultTimeoutMs = defaultTimeoutMs;
@@ -200,11 +166,49 @@ export class QmpClient {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.#onData(chunk));
     socket.on('error', (e: NodeJS.ErrnoException) => {
-      this.destroy(new QmpError(`QMP ${formatQmpAddress(address)}: ${e.message}`, { desc: e.message, cause: e }));
+      this.#destroy(new QmpError(`QMP ${formatQmpAddress(address)}: ${e.message}`, { desc: e.message, cause: e }));
     });
     socket.on('close', () => {
-      this.destroy(new QmpError(`QMP ${formatQmpAddress(address)}: connection closed by QEMU`, { desc: 'connection closed' }));
+      this.#destroy(new QmpError(`QMP ${formatQmpAddress(address)}: connection closed by QEMU`, { desc: 'connection closed' }));
     });
+  }
+
+  /** See {@link connectQmp}. */
+  static async connect(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
+    const addr = parseQmpAddress(address);
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const where = formatQmpAddress(addr);
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    let gaveUp = false;
+    const bounded = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        gaveUp = true;
+        reject(new RemusError('TIMEOUT', `QMP ${where}: no greeting and negotiation within ${timeoutMs} ms`, { details: { address: where } }));
+      }, timeoutMs);
+      onAbort = () => {
+        gaveUp = true;
+        reject(new RemusError('ABORTED', `QMP ${where}: connection aborted`, { cause: options.signal?.reason }));
+      };
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    bounded.catch(() => undefined);
+    let client: QmpClient | undefined;
+    try {
+      const socket = await Promise.race([openSocket(addr, () => gaveUp), bounded]);
+      client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
+      await Promise.race([client.#ready(), bounded]);
+      await Promise.race([client.execute('qmp_capabilities', undefined, { timeoutMs }), bounded]);
+    } catch (e) {
+      const error = e instanceof RemusError ? e : new QmpError(`QMP ${where}: ${String(e)}`, { desc: String(e), cause: e });
+      if (client) client.#destroy(error);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) options.signal?.removeEventListener('abort', onAbort);
+    }
+    return client;
   }
 
   /** QEMU's greeting (version, offered capabilities). */
@@ -228,8 +232,8 @@ export class QmpClient {
     return this.#pending.size;
   }
 
-  /** @internal Resolves on the greeting. */
-  ready(): Promise<QmpGreeting> {
+  /** Resolves on the greeting; rejects if the connection goes first. */
+  #ready(): Promise<QmpGreeting> {
     if (this.#greeting) return Promise.resolve(this.#greeting);
     return new Promise((resolve, reject) => {
       const hook = (why: RemusError): void => reject(why);
@@ -401,12 +405,12 @@ export class QmpClient {
    * destroyed, not drained).
    */
   async close(): Promise<void> {
-    this.destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: connection closed by the client`, { desc: 'closed by the client' }));
+    this.#destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: connection closed by the client`, { desc: 'closed by the client' }));
     if (!this.#socket.closed) await new Promise<void>((resolve) => this.#socket.once('close', () => resolve()));
   }
 
-  /** @internal Tears the connection down with `reason` (idempotent). */
-  destroy(reason: RemusError): void {
+  /** Tears the connection down with `reason` (idempotent). */
+  #destroy(reason: RemusError): void {
     if (this.#closedBy) return;
     this.#closedBy = reason;
     this.#socket.destroy();
@@ -448,7 +452,7 @@ export class QmpClient {
     try {
       msg = JSON.parse(line) as Record<string, any>;
     } catch (e) {
-      this.destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: not JSON from QEMU: ${line.slice(0, 80)}`, { desc: 'protocol error', cause: e }));
+      this.#destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: not JSON from QEMU: ${line.slice(0, 80)}`, { desc: 'protocol error', cause: e }));
       return;
     }
     if ('QMP' in msg) {
