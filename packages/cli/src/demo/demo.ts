@@ -170,7 +170,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   } finally {
     client?.kill('SIGTERM');
   }
-  const report = await clientResult.catch(() => undefined);
+  let clientError: string | undefined;
+  const report = await clientResult.catch((e: unknown) => {
+    clientError = (e as Error).message;
+    return undefined;
+  });
+  if (!report && !clientError && outcome?.ok && !interrupted) clientError = 'the client printed no report';
   // Namespaces go last: the run removed its own rules, cgroup and processes.
   const leftovers: string[] = [];
   for (const name of Object.values(ns)) {
@@ -209,7 +214,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     violations,
     cleanedUp: leftovers.length === 0,
     leftovers,
-    ...(setupError || outcome?.error ? { error: setupError ?? `[${outcome?.error?.code}] ${outcome?.error?.message}` } : {}),
+    ...(setupError || outcome?.error || clientError ? { error: setupError ?? (outcome?.error ? `[${outcome.error.code}] ${outcome.error.message}` : clientError) } : {}),
   };
   const ok = !interrupted && summary.error === undefined && summary.violations === 0 && summary.repliesReceived > 0 && summary.checkpoints > 0 && summary.cleanedUp;
   const final = { ...summary, ok, ...(interrupted ? { interrupted } : {}) };
@@ -351,7 +356,7 @@ function formatSummary(s: DemoSummary & { interrupted?: string }, intervalMs: nu
   const lines = [
     '',
     `remus demo ${s.ok ? 'PASSED' : 'FAILED'} (operation ${s.operation})`,
-    `  protection:   process domain (cgroup freezer) + ${s.nic ?? 'no NIC subkind'}${s.declined.length ? ` (${s.declined.map((d) => `${d.subkind} declined: ${d.reason}`).join('; ')})` : ''}`,
+    `  protection:   process domain (cgroup freezer, in-process backup on this host) + ${s.nic ?? 'no NIC subkind'}${s.declined.length ? ` (${s.declined.map((d) => `${d.subkind} declined: ${d.reason}`).join('; ')})` : ''}`,
     `  checkpoints:  ${s.checkpoints} at ${intervalMs} ms intervals (${s.rate.toFixed(1)}/s)`,
     `  pause:        p50 ${ms(s.pauseP50Ms)}, p99 ${ms(s.pauseP99Ms)}`,
     `  packets:      held at most ${s.packetsHeldMax} at a commit, released ${s.packetsReleased}, dropped ${s.packetsDropped}`,
