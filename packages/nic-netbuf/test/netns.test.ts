@@ -303,7 +303,10 @@ describe('match', () => {
     const fallback: SubkindOps = { name: 'nic-fallback', kind: 'nic', setup: () => undefined, teardown: () => undefined };
     const layer = createCheckpointDevices({ ops: [nicNetbuf({ lockName: LOCK }), fallback], devices: [nicDevice(n)] });
     await layer.setup();
-    expect(layer.assignments()[0]?.subkind).toBe('nic-fallback');
+    expect(layer.assignments()[0]).toMatchObject({
+      subkind: 'nic-fallback',
+      declined: [{ subkind: 'nic-netbuf', reason: expect.stringContaining('lacks sch_plug') }],
+    });
     await layer.teardown();
   });
 });
