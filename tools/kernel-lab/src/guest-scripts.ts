@@ -74,14 +74,18 @@ die() { echo "remus-lab-agent: $*"; echo o > /proc/sysrq-trigger; sleep 30; }
 say() { printf '%s\\n' "$*" >&3; }
 exec 3<>/dev/ttyS1 || die "opening the control line"
 
+# Job control: every background job gets its own process group, so what a
+# body leaves running can be killed with it (no setsid exec needed).
+set -m
 run_job() {
-  local id="$1" J="$S/jobs/$1" p pid rc
+  local id="$1" J="$S/jobs/$1" p pid rc cwd
   if [ -s "$J/binds" ]; then
     while IFS= read -r p; do
       mkdir -p "$p" && mount --bind "$H$p" "$p" || echo "remus-lab: cannot make $p visible in the guest" >>"$J/output"
     done <"$J/binds"
   fi
-  ( cd "$(cat "$J/cwd")" && set -a && . "$J/env" && set +a && exec setsid bash "$J/body" ) </dev/null >>"$J/output" 2>&1 &
+  IFS= read -r cwd <"$J/cwd"
+  ( cd "$cwd" && set -a && . "$J/env" && set +a && exec bash "$J/body" ) </dev/null >>"$J/output" 2>&1 &
   pid=$!
   wait "$pid"
   rc=$?
