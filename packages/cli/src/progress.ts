@@ -54,6 +54,7 @@ export class RunFigures {
   #devices: DeviceTotals = {};
   #last: CheckpointFigures | undefined;
 
+  /** Records a committed checkpoint and the device totals after it. */
   add(f: CheckpointFigures, devices: DeviceTotals): void {
     this.#pauses.push(f.pauseMs);
     this.#commits.push(f.commitLatencyMs);
@@ -61,14 +62,12 @@ export class RunFigures {
     this.#last = f;
   }
 
+  /** The last committed checkpoint's figures. */
   get last(): CheckpointFigures | undefined {
     return this.#last;
   }
 
-  updateDevices(devices: DeviceTotals): void {
-    this.#devices = devices;
-  }
-
+  /** The figures so far (percentiles over every checkpoint). */
   summary(): RunSummary {
     const durationMs = performance.now() - this.#started;
     return {
@@ -127,6 +126,7 @@ export class ProgressView {
     this.event('checkpoint', { ...f, devices, perDevice });
   }
 
+  /** Stops the periodic display and clears the live line. */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
@@ -153,6 +153,7 @@ export function statusLine(s: RunSummary): string {
   return `checkpoints ${s.checkpoints}  rate ${s.rate.toFixed(1)}/s  pause p50 ${ms(s.pauseP50Ms)} p99 ${ms(s.pauseP99Ms)}  commit p50 ${ms(s.commitLatencyP50Ms)}${dev ? `  ${dev}` : ''}`;
 }
 
+/** `1.23 ms`, or `-` when there is no value. */
 export function ms(v: number): string {
   return Number.isNaN(v) ? '-' : `${v.toFixed(2)} ms`;
 }
