@@ -15,7 +15,7 @@ import {
   type DomainStepContext,
   type MaybePromise,
 } from '@remus/core';
-import { BackupLink, BackupServer, describeAddress, type BackupAddress } from './backup.js';
+import { BackupLink, BackupServer, type BackupAddress } from './backup.js';
 import {
   addToCgroup,
   cgroupOf,
@@ -204,10 +204,10 @@ export class ProcessDomain implements DomainAdapter {
       this.#exit = { code, signal: sig };
       this.#resolveExit(this.#exit);
     });
-    child.on('error', (e) => {
+    // The stub could not start at all (no /bin/sh): treat like "command not found".
+    child.on('error', () => {
       this.#exit = { code: 127, signal: null };
       this.#resolveExit(this.#exit);
-      void e;
     });
     // Wait until the child is in the cgroup: the first freeze must catch it.
     while (!cgroupPids(cgroup).includes(child.pid ?? -1)) {
@@ -408,4 +408,3 @@ function describeExit(e: CommandExit): string {
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 
-export { describeAddress };
