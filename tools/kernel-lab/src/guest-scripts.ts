@@ -85,7 +85,7 @@ run_job() {
     done <"$J/binds"
   fi
   IFS= read -r cwd <"$J/cwd"
-  ( cd "$cwd" && set -a && . "$J/env" && set +a && exec bash "$J/body" ) </dev/null >>"$J/output" 2>&1 &
+  ( cd "$cwd" && set -a && . "$J/env" && set +a && exec bash "$J/body" ) </dev/null >>"$J/output" 2>&1 3>&- &
   pid=$!
   wait "$pid"
   rc=$?

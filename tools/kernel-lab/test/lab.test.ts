@@ -89,10 +89,13 @@ echo modules-ok
     expect(() => expectLabPass(r)).toThrow(/fail \(exit code 7\)[\s\S]*to-stderr[\s\S]*console tail/);
   });
 
-  it('reports a body killed by a signal as fail with 128 + the signal', async () => {
-    const r = await lab.run({ script: 'kill -KILL $$' });
+  it('reports a body killed by a signal as fail with 128 + the signal, and kills what it left running', async () => {
+    const r = await lab.run({ script: 'sleep 300 &\necho $! > /tmp/kl-left-behind\nkill -KILL $$' });
     expect(r.outcome, show(r)).toBe('fail');
     expect(r.exitCode).toBe(137);
+    // What the body left running in its process group is gone, and the control line was never the body's.
+    const after = await lab.run({ script: 'if kill -0 "$(cat /tmp/kl-left-behind)" 2>/dev/null; then echo still-running; exit 1; fi\nif [ -e /proc/self/fd/3 ]; then echo fd3-open; exit 1; fi' });
+    expectLabPass(after);
   });
 
   it('runs a compiled node program from the checkout with args and env, as root in the 6.1 kernel', async () => {
