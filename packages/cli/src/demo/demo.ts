@@ -296,7 +296,8 @@ async function buildNetwork(ns: { guest: string; router: string; client: string 
   }
   await ip(['-n', ns.guest, 'route', 'add', 'default', 'via', '10.77.1.1']);
   await ip(['-n', ns.client, 'route', 'add', 'default', 'via', '10.77.2.1']);
-  await ip(['netns', 'exec', ns.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  // /proc/sys/net is per namespace: tee, run inside the router namespace, turns forwarding on there.
+  await runScript('ip', ['netns', 'exec', ns.router, 'tee', '/proc/sys/net/ipv4/ip_forward'], { input: '1\n', timeoutMs: 30_000 });
 }
 
 /** Waits for the guest's `ready`, then runs the client to completion and parses its report. */
