@@ -4,34 +4,39 @@
  * COLO reuses the core with other ops lists: {@link coloPrimaryOps} for the
  * primary QEMU (COLO proxy + block replication child), {@link coloSecondaryOps}
  * for the secondary (proxy redirectors/rewriter + NBD export). Each list's
- * subkinds share one QMP connection to their QEMU.
+ * subkinds share one QMP connection to their QEMU. {@link ColoPair} drives a
+ * whole pair: set-up, replication, status, watchdog and failover.
  */
-import { definePlugin, type OpsList } from '@remus/core';
+import { definePlugin } from '@remus/core';
 import { coloPrimaryDisk, coloPrimaryNic, coloSecondaryDisk, coloSecondaryNic } from './subkinds.js';
-import type { ColoQemuOptions } from './qemu.js';
 
-export { coloPrimaryDisk, coloPrimaryNic, coloSecondaryDisk, coloSecondaryNic } from './subkinds.js';
+export { coloPrimaryDisk, coloPrimaryNic, coloPrimaryOps, coloSecondaryDisk, coloSecondaryNic, coloSecondaryOps } from './subkinds.js';
 export type { ColoPrimaryDiskParams, ColoPrimaryNicParams, ColoSecondaryDiskParams, ColoSecondaryNicParams } from './subkinds.js';
 export type { ColoSocketAddress } from './address.js';
 export { COLO_BASE_REQUIREMENTS } from './qemu.js';
 export type { ColoDeviceData, ColoQemuOptions, ColoShared, Observed, Requirement, Resource } from './qemu.js';
-
-/** The ops list for the COLO primary QEMU: `[colo-primary-nic, colo-primary-disk]`. */
-export function coloPrimaryOps(options: ColoQemuOptions): OpsList {
-  return [coloPrimaryNic(options), coloPrimaryDisk(options)];
-}
-
-/** The ops list for the COLO secondary QEMU: `[colo-secondary-nic, colo-secondary-disk]`. Set it up before the primary's. */
-export function coloSecondaryOps(options: ColoQemuOptions): OpsList {
-  return [coloSecondaryNic(options), coloSecondaryDisk(options)];
-}
+export { coloIds } from './ids.js';
+export type { ColoIds, ColoPrimaryNicIds, ColoSecondaryNicIds } from './ids.js';
+export { coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
+export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
+export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
+export type {
+  ColoDriverEvent,
+  ColoNetworkFence,
+  ColoPairOptions,
+  ColoRole,
+  ColoSide,
+  ColoState,
+  ColoStatus,
+  ColoWatchdogOptions,
+} from './driver.js';
 
 /** Plugin metadata, for `loadPlugin('@remus/colo')`. */
 export const plugin = definePlugin({
   name: '@remus/colo',
   version: '0.1.0',
   coreRange: '>=0.1.0 <1.0.0',
-  description: 'QEMU COLO over QMP: COLO proxy and block replication subkinds for the primary and the secondary',
+  description: 'QEMU COLO over QMP: COLO proxy and block replication subkinds for the primary and the secondary, and a pair driver with a watchdog and failover',
   subkinds: {
     'colo-primary-nic': coloPrimaryNic,
     'colo-primary-disk': coloPrimaryDisk,

@@ -4,8 +4,8 @@
  * what that QEMU offers (probed once per connection), the events it
  * reports, and the one way set-up changes are recorded and undone.
  */
-import { createHash } from 'node:crypto';
 import { RemusError, type DeviceSpec, type OpContext } from '@remus/core';
+import { coloIds } from './ids.js';
 import { QmpSchema, isQmpError, sharedQmpPool, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease, type QmpPool } from '@remus/qmp';
 
 /** Options every COLO subkind factory takes. */
@@ -189,16 +189,6 @@ export interface ColoDeviceData {
   readonly observed: Observed;
 }
 
-/** Object, chardev and export ids: `colo.<operation>.<device>.<role>` (QEMU ids start with a letter; `.` is never in an operation id, so a prefix finds one operation's ids). */
-export function tagPrefix(operation: string, device: string): string {
-  return `colo.${operation}.${device}.`;
-}
-
-/** Block node names are limited to 31 characters in QEMU: `colo-` + a hash of operation and device + a role letter. */
-export function nodeName(operation: string, device: string, role: string): string {
-  return `colo-${createHash('sha256').update(`${operation}\0${device}`).digest('hex').slice(0, 16)}-${role}`;
-}
-
 /** Runs one set-up step: records `resource` first, then asks QEMU. */
 export async function make(data: ColoDeviceData, resource: Resource, ask: () => Promise<unknown>, ctx: OpContext): Promise<void> {
   if (ctx.signal.aborted) throw new RemusError('ABORTED', 'set-up aborted', { cause: ctx.signal.reason });
@@ -378,7 +368,7 @@ export async function reapQemu(
   const lease = await (options.pool ?? sharedQmpPool).acquire(options.qmp, { signal: ctx.signal });
   const c = lease.client;
   const o = { signal: ctx.signal };
-  const prefixes = mine.map((d) => tagPrefix(operation, d.id));
+  const prefixes = mine.map((d) => coloIds(operation, d.id).prefix);
   const tagged = (id: string): boolean => prefixes.some((p) => id.startsWith(p));
   const lines: string[] = [];
   try {
@@ -398,7 +388,7 @@ export async function reapQemu(
           if (!(isQmpError(e) && /not running/i.test(e.desc))) throw e;
         }
       }
-      const names = new Set(mine.map((d) => nodeName(operation, d.id, 'rep')));
+      const names = new Set(mine.map((d) => coloIds(operation, d.id).primaryDisk.node));
       const graph = await c.execute<BlockGraph>('x-debug-query-block-graph', undefined, o);
       for (const node of graph.nodes.filter((n) => n.type === 'block-driver' && names.has(n.name))) {
         for (const edge of graph.edges.filter((e) => e.child === node.id)) {

@@ -7,25 +7,24 @@
  * the chardevs, objects, block nodes and exports its plan lists, recording
  * each before asking; `teardown` removes what is still there, newest first.
  */
-import { RemusError, noMatch, validateName, type DeviceHandle, type MatchResult, type OpContext, type SubkindOps } from '@remus/core';
+import { RemusError, noMatch, validateName, type DeviceHandle, type MatchResult, type OpContext, type OpsList, type SubkindOps } from '@remus/core';
 import { isQmpError, type QmpClient } from '@remus/qmp';
 import { formatAddress, optValue, parseAddress, qmpSocketAddress, type ColoSocketAddress } from './address.js';
 import {
   COLO_BASE_REQUIREMENTS,
   closeShared,
   make,
-  nodeName,
   openShared,
   qemuId,
   reapQemu,
   startObserving,
-  tagPrefix,
   undoAll,
   type ColoDeviceData,
   type ColoQemuOptions,
   type ColoShared,
   type Requirement,
 } from './qemu.js';
+import { coloIds } from './ids.js';
 
 /** Params of a primary COLO nic (`kind: 'nic'`). Addresses are `{ host, port }`, `"host:port"` or `{ path }`. */
 export interface ColoPrimaryNicParams {
@@ -271,20 +270,7 @@ export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared,
         const compare = parseAddress(params['compare'], `device ${device}: params.compare`);
         const primaryIn = parseAddress(params['primaryIn'], `device ${device}: params.primaryIn`);
         const compareOut = parseAddress(params['compareOut'], `device ${device}: params.compareOut`);
-        const p = tagPrefix(operation, device);
-        const id = {
-          mirror: `${p}mirror`,
-          compare: `${p}compare`,
-          pri: `${p}pri`,
-          priIn: `${p}pri-in`,
-          out: `${p}out`,
-          outIn: `${p}out-in`,
-          filterMirror: `${p}m0`,
-          redirectOut: `${p}redire0`,
-          redirectIn: `${p}redire1`,
-          iothread: `${p}iothread`,
-          compareObj: `${p}comp0`,
-        };
+        const id = coloIds(operation, device).primaryNic;
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
           async build(shared, data, ctx) {
@@ -346,8 +332,7 @@ export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShare
         if (typeof reconnect !== 'number' || !Number.isInteger(reconnect) || reconnect < 1 || reconnect > 3600) {
           throw new RemusError('INVALID_ARGUMENT', `device ${device}: params.reconnectSeconds must be an integer 1-3600`);
         }
-        const p = tagPrefix(operation, device);
-        const id = { red0: `${p}red0`, red1: `${p}red1`, f1: `${p}f1`, f2: `${p}f2`, rew: `${p}rew0` };
+        const id = coloIds(operation, device).secondaryNic;
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
           async build(shared, data, ctx) {
@@ -399,7 +384,7 @@ export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared
         const quorum = str(params, 'quorum', device);
         const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
         const exportName = str(params, 'export', device);
-        const node = nodeName(operation, device, 'rep');
+        const node = coloIds(operation, device).primaryDisk.node;
         const server =
           'path' in nbd ? `file.path=${optValue(nbd.path)}` : `file.host=${optValue(nbd.host)},file.port=${nbd.port}`;
         const driveAdd = `drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,${server},file.export=${optValue(exportName)},node-name=${node}`;
@@ -465,7 +450,7 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
         const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
         const exportName = params['export'] === undefined ? nodeParam : str(params, 'export', device);
         const quorum = params['quorum'] === undefined ? undefined : str(params, 'quorum', device);
-        const exportId = `${tagPrefix(operation, device)}nbd`;
+        const exportId = coloIds(operation, device).secondaryDisk.export;
         const key = formatAddress(nbd);
         const resolve = async (client: QmpClient, ctx: OpContext): Promise<string> => {
           const n = await findNode(client, nodeParam, ctx);
@@ -515,4 +500,14 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
     },
     options,
   );
+}
+
+/** The ops list for the COLO primary QEMU: `[colo-primary-nic, colo-primary-disk]`. */
+export function coloPrimaryOps(options: ColoQemuOptions): OpsList {
+  return [coloPrimaryNic(options), coloPrimaryDisk(options)];
+}
+
+/** The ops list for the COLO secondary QEMU: `[colo-secondary-nic, colo-secondary-disk]`. Set it up before the primary's. */
+export function coloSecondaryOps(options: ColoQemuOptions): OpsList {
+  return [coloSecondaryNic(options), coloSecondaryDisk(options)];
 }

@@ -1,5 +1,3 @@
-export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
-export type { ColoDriverEvent, ColoNetworkFence, ColoPairOptions, ColoRole, ColoSide, ColoState, ColoStatus, ColoWatchdogOptions } from './driver.js';
 export { ColoLab } from './lab.js';
 export type { ColoLabOptions, CounterAnswer } from './lab.js';
 export { CLIENT_IP, GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';

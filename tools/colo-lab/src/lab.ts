@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RemusError, runScript } from '@remus/core';
-import { ColoPair, type ColoDriverEvent, type ColoPairOptions } from './driver.js';
+import { ColoPair, type ColoDriverEvent, type ColoPairOptions } from '@remus/colo';
 import { GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 import { PRIMARY_TAP, SECONDARY_TAP, attachTap, createLabNetwork, detachTap, removeLabNetwork, type LabNetwork } from './net.js';
 import { DEFAULT_PORTS, LOOPBACK, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';

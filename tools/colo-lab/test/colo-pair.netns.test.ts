@@ -12,7 +12,8 @@
 import { join } from 'node:path';
 import { connectQmp } from '@remus/qmp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, reapStaleLabs, watchdogBoundMs, type CounterAnswer } from '../src/index.js';
+import { watchdogBoundMs } from '@remus/colo';
+import { ColoLab, SECONDARY_TAP, PRIMARY_TAP, bridgePorts, reapStaleLabs, type CounterAnswer } from '../src/index.js';
 
 let lab: ColoLab | undefined;
 let seq = 0;
@@ -189,6 +190,19 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     // A second failover request is the same failover, not a new one.
     await l.pair.failover('primary');
     expect(l.pair.status().active).toBe('secondary');
+    // Driver rule: stop() does not tear a promoted secondary down; its filter-rewriter (the one id kept) stays for the open connections.
+    const kept = l.pair.status().failover!.kept;
+    expect(kept).toEqual([expect.stringMatching(/^colo\..*\.rew0$/)]);
+    await l.pair.stop();
+    const q = await connectQmp(join(l.dir, 'secondary-events.qmp'));
+    try {
+      const objects = (await q.execute<{ name: string }[]>('qom-list', { path: '/objects' })).map((o) => o.name);
+      const chardevs = (await q.execute<{ label: string }[]>('query-chardev')).map((c) => c.label);
+      expect([...objects, ...chardevs].filter((n) => n.startsWith('colo.'))).toEqual([...kept]);
+    } finally {
+      await q.close();
+    }
+    expect((await ask(l)).count).toBe(4);
     console.log(`colo figures (manual failover to the secondary): ${ms.toFixed(0)} ms`);
   });
 

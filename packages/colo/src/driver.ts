@@ -17,9 +17,12 @@
  * IPMI, or the switch port) that the survivor uses before it answers clients.
  */
 import { readFileSync } from 'node:fs';
-import { RemusError, createCheckpointDevices, newOperationId, type CheckpointDevices, type DeviceSpec } from '@remus/core';
-import { coloPrimaryOps, coloSecondaryOps } from '@remus/colo';
+import { RemusError, createCheckpointDevices, newOperationId, type CheckpointDevices, type DeviceSpec, type OpsList } from '@remus/core';
 import { QmpPool, connectQmp, isQmpError, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
+import { coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
+import { coloIds } from './ids.js';
+import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
+import type { ColoQemuOptions } from './qemu.js';
 
 /** One side of the pair. */
 export interface ColoSide {
@@ -68,8 +71,6 @@ export interface ColoPairOptions {
   readonly secondary: ColoSide;
   /** Where the secondary listens for the migration (as given to its -incoming), e.g. `tcp:127.0.0.1:9998`. */
   readonly migrationUri: string;
-  /** The guest disk's quorum on the primary (the replication child is its `children.1`). Default `colo-disk0`. */
-  readonly quorum?: string;
   /** x-checkpoint-delay: the period of checkpoints when outputs agree, ms. Default 2000. */
   readonly checkpointDelayMs?: number;
   /** Operation id tagging what the subkinds add to QEMU. Default: a fresh one. */
@@ -106,7 +107,16 @@ export interface ColoStatus {
   /** Pause per checkpoint (STOP to RESUME, QEMU's own timestamps). */
   readonly pauseMs: { readonly p50?: number; readonly p99?: number; readonly max?: number; readonly count: number };
   /** Why and when replication ended, after a failover. */
-  readonly failover?: { readonly survivor: ColoRole; readonly why: string; readonly detectedAt: number; readonly doneAt: number };
+  readonly failover?: {
+    readonly survivor: ColoRole;
+    readonly why: string;
+    /** When the failure was noticed (or the manual failover asked for), ms since the epoch. */
+    readonly detectedAt: number;
+    /** When the survivor's sequence and the network switch were done, ms since the epoch. */
+    readonly doneAt: number;
+    /** QEMU ids the survivor's sequence left in place on purpose (on a promoted secondary: its filter-rewriter). */
+    readonly kept: readonly string[];
+  };
 }
 
 /** The default watchdog bounds. */
@@ -128,8 +138,6 @@ interface SideConn {
   readonly ev: QmpClient;
   /** The side's device layer (@remus/colo ops list on @remus/core). */
   readonly layer: CheckpointDevices;
-  /** What the subkinds added that failover removes, found after setup. */
-  made?: { objects: Map<string, string>; chardevs: string[]; replicationNode?: string };
 }
 
 function now(): number {
@@ -145,19 +153,17 @@ function percentile(sorted: readonly number[], q: number): number | undefined {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-/** True when `pid` is a running (not zombie) process. */
+/** True when `pid` is a process of this host that has not exited (a zombie counts as gone). Reads `/proc/<pid>/stat` (Linux). */
 export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  let stat: string;
   try {
-    process.kill(pid, 0);
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return false;
+    return false; // no such process
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
+  // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last `)`.
+  return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
 }
 
 /** SIGKILLs `pid` and waits, bounded, until it is gone. Throws TIMEOUT when it outlives `timeoutMs`. */
@@ -197,7 +203,7 @@ export class ColoPair {
   #lastCheckpointEnd?: number;
   readonly #pauses: number[] = [];
   #onDemand = 0;
-  #failover?: { survivor: ColoRole; why: string; detectedAt: number; doneAt: number };
+  #failover?: NonNullable<ColoStatus['failover']>;
   #failoverRun?: Promise<void>;
   #watchdogTimer?: NodeJS.Timeout;
   readonly #misses: Record<ColoRole, number> = { primary: 0, secondary: 0 };
@@ -244,7 +250,8 @@ export class ColoPair {
           ev = await retry(() => connectQmp(spec.qmpEvents!, { timeoutMs: 5000, signal, commandTimeoutMs }));
           direct.push(ev);
         }
-        const ops = role === 'primary' ? coloPrimaryOps({ qmp: spec.qmp, pool, commandTimeoutMs }) : coloSecondaryOps({ qmp: spec.qmp, pool, commandTimeoutMs });
+        const o: ColoQemuOptions = { qmp: spec.qmp, pool, commandTimeoutMs };
+        const ops: OpsList = role === 'primary' ? coloPrimaryOps(o) : coloSecondaryOps(o);
         const layer = createCheckpointDevices({ ops, devices: spec.devices, operationId: operation });
         return { role, spec, lease, cmd: lease.client, ev, layer };
       };
@@ -332,7 +339,7 @@ export class ColoPair {
       }
       case 'QUORUM_REPORT_BAD': {
         const node = (e.data as { 'node-name'?: string })['node-name'];
-        if (node !== undefined && node === this.#sides.primary.made?.replicationNode) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
+        if (node !== undefined && this.#replicationNodes().includes(node)) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
         break;
       }
       case 'COLO_EXIT':
@@ -382,7 +389,6 @@ export class ColoPair {
       await this.#step('secondary', 'set up devices (@remus/colo)', () => this.#sides.secondary.layer.setup());
       await this.#step('primary', 'set up devices (@remus/colo)', () => this.#sides.primary.layer.setup());
       await this.#step('secondary', 'proxy connected', () => this.#waitProxyConnected(options.signal));
-      for (const r of ['primary', 'secondary'] as const) this.#sides[r].made = await this.#step(r, 'list COLO resources', (c) => this.#listMade(c));
       await this.#step('secondary', 'migrate-set-capabilities', (c) =>
         c.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-colo', state: true }] }),
       );
@@ -398,7 +404,7 @@ export class ColoPair {
         c.execute('migrate-set-parameters', { 'x-checkpoint-delay': this.#opts.checkpointDelayMs ?? 2000 }),
       );
       await this.#step('primary', 'migrate', (c) => c.execute('migrate', { uri: this.#opts.migrationUri }));
-      await this.#waitFor(() => this.#inColo || this.#state !== 'starting', options.timeoutMs ?? 120_000, options.signal, 'the primary to enter COLO');
+      await this.#waitColo(options.timeoutMs ?? 120_000, options.signal);
       if ((this.#state as ColoState) !== 'starting') throw new RemusError('STATE', `colo: replication did not start (state ${this.#state})`);
     } catch (e) {
       if ((this.#state as ColoState) === 'starting') this.#setState('failed');
@@ -411,30 +417,27 @@ export class ColoPair {
     if (this.#opts.watchdog !== false) this.#startWatchdog();
   }
 
-  /** What this operation's subkinds added to a QEMU (objects by type, chardevs, the replication node). */
-  async #listMade(c: QmpClient): Promise<NonNullable<SideConn['made']>> {
-    const prefix = `colo.${this.#operation}.`;
-    const objects = new Map<string, string>();
-    for (const o of await c.execute<{ name: string; type: string }[]>('qom-list', { path: '/objects' })) {
-      const m = /^child<(.+)>$/.exec(o.type);
-      if (m && o.name.startsWith(prefix)) objects.set(o.name, m[1]!);
-    }
-    const chardevs = (await c.execute<{ label: string }[]>('query-chardev')).map((x) => x.label).filter((l) => l.startsWith(prefix));
-    const nodes = await c.execute<{ 'node-name': string; drv: string }[]>('query-named-block-nodes', { flat: true });
-    const replicationNode = nodes.find((n) => n.drv === 'replication' && n['node-name'].startsWith('colo-'))?.['node-name'];
-    return { objects, chardevs, replicationNode };
+  /** The primary's replication nodes (QUORUM_REPORT_BAD on one of them: the secondary's disk fell behind). */
+  #replicationNodes(): string[] {
+    return this.#opts.primary.devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
   }
 
   /** Waits (bounded, 10 s) until the secondary's proxy chardevs are connected to the primary's servers. */
   async #waitProxyConnected(signal?: AbortSignal): Promise<void> {
-    const prefix = `colo.${this.#operation}.`;
+    const mine = new Set(
+      this.#opts.secondary.devices.filter((d) => d.kind === 'nic').flatMap((d) => {
+        const id = coloIds(this.#operation, d.id).secondaryNic;
+        return [id.red0, id.red1];
+      }),
+    );
     await this.#waitUntil(async () => {
       const chardevs = await this.#sides.secondary.cmd.execute<{ label: string; filename: string }[]>('query-chardev');
-      const mine = chardevs.filter((c) => c.label.startsWith(prefix));
-      return mine.length > 0 && mine.every((c) => !c.filename.startsWith('disconnected:'));
+      const ours = chardevs.filter((c) => mine.has(c.label));
+      return ours.length === mine.size && ours.every((c) => !c.filename.startsWith('disconnected:'));
     }, 10_000, signal, "the secondary's proxy to connect to the primary");
   }
 
+  /** Polls `done` every 50 ms until it holds; TIMEOUT after `timeoutMs`, ABORTED on `signal`. */
   async #waitUntil(done: () => Promise<boolean>, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
     const until = now() + timeoutMs;
     while (!(await done())) {
@@ -444,17 +447,15 @@ export class ColoPair {
     }
   }
 
-  async #waitFor(done: () => boolean, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
-    const until = now() + timeoutMs;
-    while (!done()) {
-      if (signal?.aborted) throw new RemusError('ABORTED', `colo: aborted waiting for ${what}`, { cause: signal.reason });
-      if (now() > until) throw new RemusError('TIMEOUT', `colo: ${what} did not happen within ${timeoutMs} ms`);
-      // Events arrive on the QMP connections; poll the primary's migration status as well.
+  /** Waits until the primary is in COLO mode (its MIGRATION event, or query-migrate polled meanwhile) or the state left `starting`. */
+  async #waitColo(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    await this.#waitUntil(async () => {
+      if (this.#inColo || this.#state !== 'starting') return true;
       const st = await this.#sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, { timeoutMs: 5000 }).catch(() => undefined);
-      if (st?.status === 'colo') this.#inColo = true;
       if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      if (st?.status === 'colo') this.#inColo = true;
+      return this.#inColo;
+    }, timeoutMs, signal, 'the primary to enter COLO');
   }
 
   #startWatchdog(): void {
@@ -507,9 +508,12 @@ export class ColoPair {
   /**
    * Fails over to `survivor` (manual failover, or the watchdog's). The other
    * side is fenced first when this host can (SIGKILL by pid, confirmed gone;
-   * `fence.detach`), then the survivor runs its sequence and, when it is the
-   * secondary, `fence.attach` connects it. Runs at most once; a second call
-   * returns the first one's promise. Rejects with OP_FAILED naming the step.
+   * `fence.detach`), then the survivor runs its sequence
+   * ({@link coloFailoverOnSecondary} / {@link coloFailoverOnPrimary}) and,
+   * when it is the secondary, `fence.attach` connects it. Runs at most once;
+   * a second call returns the first one's promise. Rejects with STATE when
+   * not replicating, OP_FAILED naming the step, TIMEOUT when the fenced
+   * process outlives its SIGKILL by 5 s.
    */
   failover(survivor: ColoRole, why = 'manual failover'): Promise<void> {
     if (this.#failoverRun) return this.#failoverRun;
@@ -518,63 +522,37 @@ export class ColoPair {
     this.#stopWatchdog();
     this.#setState('failing-over');
     this.#failoverRun = (async () => {
+      const failed: ColoRole = survivor === 'primary' ? 'secondary' : 'primary';
+      let kept: readonly string[];
       try {
-        if (survivor === 'secondary') await this.#promoteSecondary();
-        else await this.#primaryAlone();
+        await this.#fence(failed);
+        const opts = {
+          operation: this.#operation,
+          devices: this.#opts[survivor].devices,
+          signal: this.#abort.signal,
+          onStep: (step: string, ms: number) => this.#emit({ type: 'step', side: survivor, step, ms }),
+        };
+        const sequence = survivor === 'secondary' ? coloFailoverOnSecondary : coloFailoverOnPrimary;
+        ({ kept } = await sequence(this.#sides[survivor].cmd, opts));
+        if (survivor === 'secondary') await this.#opts.fence?.attach('secondary', this.#abort.signal);
       } catch (e) {
         this.#setState('failed');
         throw e;
       }
       const doneAt = now();
       this.#active = survivor;
-      this.#failover = { survivor, why, detectedAt, doneAt };
+      this.#failover = { survivor, why, detectedAt, doneAt, kept };
       this.#setState('failed-over');
       this.#emit({ type: 'failover', survivor, why, ms: doneAt - detectedAt });
     })();
     return this.#failoverRun;
   }
 
+  /** Makes sure `role` can no longer reach the clients: SIGKILL by pid (confirmed gone), then `fence.detach`. */
   async #fence(role: ColoRole): Promise<void> {
     const pid = this.#sides[role].spec.pid;
     if (pid !== undefined) await killAndConfirm(pid, 5000);
     await this.#opts.fence?.detach(role, this.#abort.signal);
-  }
-
-  /**
-   * The primary is gone: the secondary takes over (sequence of colo.md):
-   * stop the NBD server, lost-heartbeat, drop the redirectors and their
-   * chardevs, connect the network. The filter-rewriter stays: connections
-   * opened under COLO keep needing its sequence-number translation.
-   */
-  async #promoteSecondary(): Promise<void> {
-    const made = this.#sides.secondary.made;
-    await this.#fence('primary');
-    const s = 'secondary';
-    await this.#step(s, 'nbd-server-stop', (c) => c.execute('nbd-server-stop'));
-    await this.#step(s, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
-    const redirectors = [...(made?.objects ?? [])].filter(([, type]) => type === 'filter-redirector').map(([id]) => id).reverse();
-    for (const id of redirectors) await this.#step(s, `object-del ${id}`, (c) => c.execute('object-del', { id }));
-    for (const id of [...(made?.chardevs ?? [])].reverse()) await this.#step(s, `chardev-remove ${id}`, (c) => c.execute('chardev-remove', { id }));
-    await this.#opts.fence?.attach('secondary', this.#abort.signal);
-  }
-
-  /**
-   * The secondary is gone: the primary goes on alone (sequence of colo.md):
-   * drop the replication child from the quorum, delete colo-compare, its
-   * iothread and the filters (which releases what colo-compare held), then
-   * lost-heartbeat. What is left (chardevs) goes with the device layer's teardown at stop().
-   */
-  async #primaryAlone(): Promise<void> {
-    const made = this.#sides.primary.made;
-    await this.#fence('secondary');
-    const p = 'primary';
-    const quorum = this.#opts.quorum ?? 'colo-disk0';
-    await this.#step(p, 'x-blockdev-change remove', (c) => c.execute('x-blockdev-change', { parent: quorum, child: 'children.1' }));
-    if (made?.replicationNode) await this.#step(p, `drive_del ${made.replicationNode}`, (c) => c.hmp(`drive_del ${made.replicationNode}`));
-    const order = ['colo-compare', 'iothread', 'filter-mirror', 'filter-redirector'];
-    const objects = [...(made?.objects ?? [])].sort((a, b) => order.indexOf(a[1]) - order.indexOf(b[1]));
-    for (const [id] of objects) await this.#step(p, `object-del ${id}`, (c) => c.execute('object-del', { id }));
-    await this.#step(p, 'x-colo-lost-heartbeat', (c) => c.execute('x-colo-lost-heartbeat'));
   }
 
   #stopWatchdog(): void {
@@ -602,15 +580,23 @@ export class ColoPair {
   }
 
   /**
-   * Ends replication and keeps the primary serving (or the survivor, after a
-   * failover): a failover to the primary if still replicating (the
-   * secondary is fenced), then the primary's device layer is torn down
-   * (what is left of the proxy). Then {@link ColoPair.close}.
+   * Ends replication and keeps one side serving, then {@link ColoPair.close}:
+   * - still replicating: a failover to the primary (the secondary is
+   *   fenced), then the primary's device layer is torn down (what is left
+   *   of the proxy: its chardevs);
+   * - after a failover to the primary: the same teardown;
+   * - after a failover to the secondary: **nothing is torn down on the
+   *   promoted secondary** (driver rule). Its failover sequence already
+   *   removed what COLO no longer needs; what it kept (`status().failover.kept`:
+   *   the filter-rewriter) must stay for the VM's lifetime, because TCP
+   *   connections opened under COLO keep needing its sequence-number
+   *   translation, and the device layer's teardown would delete it.
    */
   async stop(): Promise<void> {
     if (this.#state === 'replicating') await this.failover('primary', 'stop requested');
     else await this.#failoverRun?.catch(() => {});
     if (this.#active === 'primary' && this.#state === 'failed-over') await this.#sides.primary.layer.teardown();
+    // this.#active === 'secondary': deliberately no teardown (see above).
     await this.close();
   }
 
