@@ -30,6 +30,12 @@ const CACHE_FORMAT = 2;
 export interface SetupOptions {
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /**
+   * Use this kernel package instead of the current one in apt's lists (to
+   * reproduce with an older kernel; the self-test pins a missing version to
+   * check the "gone from the mirror" error). Default: the current one.
+   */
+  kernelPackage?: { name: string; version: string };
 }
 
 export interface SetupResult {
@@ -40,17 +46,26 @@ export interface SetupResult {
   steps: string[];
 }
 
-const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+/** apt's environment, read at call time (APT_CONFIG and the like may change). */
+const aptEnv = (): NodeJS.ProcessEnv => ({ ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
 
-async function aptUpdate(log: (l: string) => void): Promise<void> {
+/**
+ * Runs `apt-get update`. Resolves undefined when every index was fetched,
+ * else a description of what failed (apt-get exits 0 even when it could not
+ * reach the mirror, so its warnings count).
+ */
+async function aptUpdate(log: (l: string) => void): Promise<string | undefined> {
   log('apt-get update');
-  const r = await execCommand('apt-get', ['update'], { env: aptEnv, timeoutMs: 300_000 });
+  const r = await execCommand('apt-get', ['update'], { env: aptEnv(), timeoutMs: 300_000 });
   const text = `${r.stdout}\n${r.stderr}`;
-  if (r.status !== 0 || /^(W|E): (Failed to fetch|Some index files failed)/m.test(text)) {
-    throw new RemusError('OP_FAILED', `kernel lab setup: apt is unreachable (apt-get update failed):\n${tail(text)}`, {
-      details: { step: 'apt-get update' },
-    });
-  }
+  if (r.status === 0 && !/^(W|E): (Failed to fetch|Some index files failed)/m.test(text)) return undefined;
+  return tail(text.split('\n').filter((l) => /^(W|E):/.test(l)).join('\n') || text);
+}
+
+function unreachable(step: string, problem: string): RemusError {
+  return new RemusError('OP_FAILED', `kernel lab setup: apt is unreachable (${step}); apt-get update said:\n${problem}`, {
+    details: { step },
+  });
 }
 
 async function missingPackages(): Promise<string[]> {
@@ -70,13 +85,15 @@ async function ensurePackages(log: (l: string) => void, steps: string[]): Promis
   const missing = await missingPackages();
   if (missing.length === 0) return;
   const install = () =>
-    execCommand('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env: aptEnv, timeoutMs: 600_000 });
+    execCommand('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env: aptEnv(), timeoutMs: 600_000 });
   log(`apt-get install ${missing.join(' ')}`);
   let r = await install();
+  let problem: string | undefined;
   if (r.status !== 0) {
-    await aptUpdate(log);
+    problem = await aptUpdate(log);
     r = await install();
   }
+  if (r.status !== 0 && problem !== undefined) throw unreachable(`apt-get install ${missing.join(' ')}`, problem);
   if (r.status !== 0) {
     throw new RemusError('OP_FAILED', `kernel lab setup: apt-get install ${missing.join(' ')} failed (apt unreachable?):\n${tail(r.stderr || r.stdout)}`, {
       details: { step: 'apt-get install', packages: missing },
@@ -102,10 +119,12 @@ async function findKernelPackage(): Promise<{ name: string; version: string } | 
 
 async function resolveKernelPackage(log: (l: string) => void): Promise<{ name: string; version: string }> {
   let pkg = await findKernelPackage();
+  let problem: string | undefined;
   if (pkg === undefined) {
-    await aptUpdate(log);
+    problem = await aptUpdate(log);
     pkg = await findKernelPackage();
   }
+  if (pkg === undefined && problem !== undefined) throw unreachable('finding the kernel package', problem);
   if (pkg === undefined) {
     throw new RemusError(
       'UNSUPPORTED_HOST',
@@ -131,12 +150,12 @@ async function readStamp(cacheDir: string): Promise<LabStamp | undefined> {
 async function downloadKernel(pkg: { name: string; version: string }, dir: string): Promise<string> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  const r = await execCommand('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: dir, env: aptEnv, timeoutMs: 600_000 });
+  const r = await execCommand('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: dir, env: aptEnv(), timeoutMs: 600_000 });
   const deb = (await readdir(dir)).find((f) => f.endsWith('.deb'));
   if (r.status !== 0 || deb === undefined) {
     throw new RemusError(
       'OP_FAILED',
-      `kernel lab setup: could not download ${pkg.name} ${pkg.version}: the package is gone from the mirror or apt is unreachable:\n${tail(r.stderr || r.stdout)}`,
+      `kernel lab setup: could not download ${pkg.name} ${pkg.version}: the package is gone from the mirror (apt-get update ran and the mirror answered):\n${tail(r.stderr || r.stdout)}`,
       { details: { step: 'apt-get download', package: pkg.name, version: pkg.version } },
     );
   }
@@ -226,7 +245,11 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
 
   const cacheDir = labCacheDir();
   await mkdir(cacheDir, { recursive: true });
-  const pkg = await resolveKernelPackage(log);
+  const pinned = options.kernelPackage;
+  if (pinned !== undefined && !/^linux-image-6\.1\.0-\d+-amd64$/.test(pinned.name)) {
+    throw new RemusError('INVALID_ARGUMENT', `kernel lab setup: ${pinned.name} is not a linux-image-6.1.0-NN-amd64 package`);
+  }
+  const pkg = pinned !== undefined ? { ...pinned } : await resolveKernelPackage(log);
   let stamp = await readStamp(cacheDir);
   const kernelCached = stamp !== undefined && stamp.package === pkg.name && stamp.version === pkg.version;
 
@@ -238,12 +261,12 @@ export async function setupLab(options: SetupOptions = {}): Promise<SetupResult>
       deb = await downloadKernel(pkg, dlDir);
     } catch (e) {
       // Lists may be stale (the mirror moved on): refresh once and retry with what is current then.
-      await aptUpdate(log);
-      const fresh = await resolveKernelPackage(log);
-      pkg.name = fresh.name;
-      pkg.version = fresh.version;
+      const problem = await aptUpdate(log);
+      if (problem === undefined && pinned === undefined) Object.assign(pkg, await resolveKernelPackage(log));
       log(`apt-get download ${pkg.name}=${pkg.version} (after apt-get update)`);
-      deb = await downloadKernel(pkg, dlDir).catch((e2: unknown) => {
+      deb = await downloadKernel(pkg, dlDir).catch(async (e2: unknown) => {
+        await rm(dlDir, { recursive: true, force: true });
+        if (problem !== undefined) throw unreachable(`apt-get download ${pkg.name}`, problem);
         throw e2 instanceof RemusError ? e2 : e;
       });
     }

@@ -224,6 +224,50 @@ echo one-shot`,
     }
   });
 
+  it('setup says when the kernel package is gone from the mirror, and leaves no download behind', async () => {
+    const { stamp } = await setupLab();
+    const cache = mkdtempSync(join(tmpdir(), 'kernel-lab-gone-'));
+    const saved = process.env.REMUS_LAB_CACHE;
+    process.env.REMUS_LAB_CACHE = cache;
+    try {
+      const err = await setupLab({ kernelPackage: { name: stamp.package, version: '0.0.0-gone' } }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isRemusError(err, 'OP_FAILED'), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/could not download .*0\.0\.0-gone.*gone from the mirror/);
+      expect(readdirSync(cache)).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.REMUS_LAB_CACHE;
+      else process.env.REMUS_LAB_CACHE = saved;
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+
+  it('setup says apt is unreachable when the mirror cannot be reached', async () => {
+    const { stamp } = await setupLab();
+    const dir = mkdtempSync(join(tmpdir(), 'kernel-lab-noapt-'));
+    // apt reads APT_CONFIG: a proxy on a closed loopback port makes every fetch fail.
+    writeFileSync(join(dir, 'apt.conf'), 'Acquire::http::Proxy "http://127.0.0.1:9";\nAcquire::https::Proxy "http://127.0.0.1:9";\nAcquire::Retries "0";\n');
+    const saved = { cache: process.env.REMUS_LAB_CACHE, apt: process.env.APT_CONFIG };
+    process.env.REMUS_LAB_CACHE = join(dir, 'cache');
+    process.env.APT_CONFIG = join(dir, 'apt.conf');
+    try {
+      const err = await setupLab({ kernelPackage: { name: stamp.package, version: '0.0.0-gone' } }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isRemusError(err, 'OP_FAILED'), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/apt is unreachable[\s\S]*127\.0\.0\.1:9/);
+    } finally {
+      for (const [k, v] of [['REMUS_LAB_CACHE', saved.cache], ['APT_CONFIG', saved.apt]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('setup is idempotent: run again on a set-up cache it downloads and builds nothing', async () => {
     const before = await assertLabReady();
     const r = await setupLab();
