@@ -42,9 +42,11 @@ export type CheckpointStep = (typeof CHECKPOINT_STEPS)[number];
 /** Figures of one committed checkpoint. */
 export interface CheckpointFigures {
   readonly checkpoint: number;
-  /** Wall clock (ms since epoch) when the domain was suspended. */
+  /** Wall clock (ms since epoch, sub-millisecond) when the domain was suspended. */
   readonly suspendedAt: number;
-  /** Wall clock (ms since epoch) when commit finished: the epoch's output is released. */
+  /** Wall clock (ms since epoch, sub-millisecond) when the backup's acknowledgement arrived. */
+  readonly ackedAt: number;
+  /** Wall clock (ms since epoch, sub-millisecond) when commit finished: the epoch's output is released. */
   readonly committedAt: number;
   /** Suspend start to resume end: how long the guest was paused. */
   readonly pauseMs: number;
@@ -114,12 +116,26 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   let failure: RemusError | undefined;
   let suspended = false;
 
+  // One controller and one timer per domain step, cleared when the step ends.
   const domainStep = async (step: 'suspend' | 'save' | 'resume' | 'ack', checkpoint: number): Promise<void> => {
-    const signals = [AbortSignal.timeout(domainTimeout)];
-    if (options.signal) signals.push(options.signal);
-    const ctx = { signal: AbortSignal.any(signals), checkpoint };
-    const call = step === 'ack' ? domain.waitAck : domain[step];
-    await raceSignal(Promise.resolve(call.call(domain, ctx)), ctx.signal, `${domain.name} ${step}`);
+    const what = `${domain.name} ${step} (checkpoint ${checkpoint})`;
+    const ac = new AbortController();
+    const timer = setTimeout(
+      () => ac.abort(new RemusError('TIMEOUT', `${what} did not finish in time (${domainTimeout} ms)`, { op: step })),
+      domainTimeout,
+    );
+    const onAbort = (): void =>
+      ac.abort(new RemusError('ABORTED', `${what} was aborted`, { op: step, cause: options.signal?.reason }));
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const ctx = { signal: ac.signal, checkpoint };
+      const call = step === 'ack' ? domain.waitAck : domain[step];
+      await raceSignal(Promise.resolve().then(() => call.call(domain, ctx)), ac.signal);
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+    }
   };
 
   let step: CheckpointStep = 'suspend';
@@ -136,7 +152,6 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
         t[s] = t1 - t0;
         return t1;
       };
-      const suspendedAt = Date.now();
       const tSuspend = performance.now();
       // A failed suspend may have half-suspended the domain: the failure policy resumes it too.
       suspended = true;
@@ -146,13 +161,14 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
       await time('preresume', () => devices.preresume());
       const resumed = await time('resume', () => domainStep('resume', checkpoint));
       suspended = false;
-      await time('ack', () => domainStep('ack', checkpoint));
+      const acked = await time('ack', () => domainStep('ack', checkpoint));
       const committed = await time('commit', () => devices.commit());
       done = checkpoint;
       emit(options.onCheckpoint, {
         checkpoint,
-        suspendedAt,
-        committedAt: Date.now(),
+        suspendedAt: wallClock(tSuspend),
+        ackedAt: wallClock(acked),
+        committedAt: wallClock(committed),
         pauseMs: resumed - tSuspend,
         commitLatencyMs: committed - epochClosed,
         steps: t as Record<CheckpointStep, number>,
@@ -172,7 +188,7 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   const teardownFailures: RemusError[] = [];
   if (failure && suspended && (options.onFailure ?? 'resume') === 'resume') {
     try {
-      await domain.resume({ signal: AbortSignal.timeout(domainTimeout), checkpoint: done + 1 });
+      await domainStep('resume', done + 1);
     } catch (e) {
       teardownFailures.push(new RemusError('DOMAIN_FAILED', `resuming ${domain.name} after the failure failed: ${describeCause(e)}`, { op: 'resume', cause: e }));
     }
@@ -199,11 +215,11 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   return { checkpoints: done, stoppedBy: done >= max ? 'limit' : 'request', durationMs: performance.now() - loopStart };
 }
 
-/** Rejects when `signal` fires (timeout or abort), whatever the step does; a late result is dropped. */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
-  if (signal.aborted) return Promise.reject(stepAbortError(signal, what));
+/** Rejects with the signal's reason (a TIMEOUT or ABORTED RemusError) when it fires; a late result is dropped. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(stepAbortError(signal, what));
+    const onAbort = (): void => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
       (v) => {
@@ -218,16 +234,14 @@ function raceSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promis
   });
 }
 
-function stepAbortError(signal: AbortSignal, what: string): RemusError {
-  const timedOut = signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError';
-  return timedOut
-    ? new RemusError('TIMEOUT', `${what} did not finish in time`, { cause: signal.reason })
-    : new RemusError('ABORTED', `${what} was aborted`, { cause: signal.reason });
-}
-
 /** Waits `ms`, returning early (without error) on a graceful stop; a hard abort rejects. */
 async function wait(ms: number, stop: AbortSignal | undefined, abort: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return;
+  if (ms <= 0) {
+    // Still yield to the event loop, so stop requests, signals and timers are seen at any rate.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
+    return;
+  }
   const signals = [stop, abort].filter((s): s is AbortSignal => s !== undefined);
   try {
     await sleep(ms, undefined, signals.length ? { signal: AbortSignal.any(signals) } : undefined);
@@ -235,6 +249,11 @@ async function wait(ms: number, stop: AbortSignal | undefined, abort: AbortSigna
     if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
     if (!stop?.aborted) throw e;
   }
+}
+
+/** A performance.now() reading as wall-clock ms since the epoch, keeping sub-millisecond precision. */
+function wallClock(t: number): number {
+  return performance.timeOrigin + t;
 }
 
 function emit(f: ((x: CheckpointFigures) => void) | undefined, x: CheckpointFigures): void {

@@ -157,6 +157,45 @@ describe('checkpoint loop', () => {
     expect(performance.now() - t0).toBeLessThan(30_000);
   });
 
+  it('with interval 0 and a synchronous domain the loop still yields, so a stop timer is seen', async () => {
+    const devices = createCheckpointDevices({
+      ops: [{ name: 'sync', kind: 'nic', setup: () => undefined, teardown: () => undefined, commit: () => undefined }],
+      devices: nics(2),
+    });
+    await devices.setup();
+    const sync: DomainAdapter = { name: 'sync', suspend: () => undefined, save: () => undefined, resume: () => undefined, waitAck: () => undefined };
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 50);
+    const r = await runCheckpointLoop({ devices, domain: sync, intervalMs: 0, stop: stop.signal });
+    expect(r.stoppedBy).toBe('request');
+    expect(r.checkpoints).toBeGreaterThan(0);
+  });
+
+  it('the recovery resume is bounded like every other step: a hung resume cannot stop teardown', async () => {
+    const world = newWorld();
+    const devices = await readyDevices(world, [{ op: 'postsuspend', how: 'throw' }]);
+    const hung: DomainAdapter = { ...fakeDomain(), resume: () => new Promise(() => undefined) };
+    const e = await runCheckpointLoop({ devices, domain: hung, domainTimeoutMs: 40 }).then(
+      () => undefined,
+      (x: RemusError) => x,
+    );
+    expect(e!.code).toBe('CHECKPOINT_FAILED');
+    expect(e!.failures.map((f) => f.code)).toEqual(['DOMAIN_FAILED']);
+    expect(devices.state).toBe('torn-down');
+    expect(world.resources.size).toBe(0);
+  });
+
+  it('figures carry sub-millisecond wall-clock times in step order', async () => {
+    const devices = await readyDevices();
+    const figures: CheckpointFigures[] = [];
+    await runCheckpointLoop({ devices, domain: fakeDomain(), intervalMs: 0, maxCheckpoints: 2, onCheckpoint: (f) => figures.push(f) });
+    for (const f of figures) {
+      expect(f.suspendedAt).toBeLessThanOrEqual(f.ackedAt);
+      expect(f.ackedAt).toBeLessThanOrEqual(f.committedAt);
+      expect(Math.abs(f.committedAt - Date.now())).toBeLessThan(60_000);
+    }
+  });
+
   it('refuses devices that were not set up, and a bad interval', async () => {
     const devices = createCheckpointDevices({ ops: [fakeSubkind(newWorld(), { name: 'fake' })], devices: nics(1) });
     await expect(runCheckpointLoop({ devices, domain: fakeDomain() })).rejects.toMatchObject({ code: 'STATE' });

@@ -43,9 +43,9 @@ describe('plugins', () => {
   });
 
   it('a missing plugin says how to install it', async () => {
-    const e = await failure(loadPlugin('@remus/disk-drbd', { from: project }));
+    const e = await failure(loadPlugin('@remus/disk-nonexistent', { from: project }));
     expect(e.code).toBe('PLUGIN_NOT_FOUND');
-    expect(e.message).toContain('pnpm add @remus/disk-drbd');
+    expect(e.message).toContain('pnpm add @remus/disk-nonexistent');
   });
 
   it('a plugin built for another core is PLUGIN_INCOMPATIBLE naming both versions', async () => {
