@@ -494,7 +494,8 @@ export class ColoPair {
 
   /** Records that `failed` is dead or hung and fails over to the other side (once). */
   #peerFailed(failed: ColoRole, why: string): Promise<void> {
-    if (this.#state === 'stopped' || this.#state === 'failed-over' || this.#failoverRun) return this.#failoverRun ?? Promise.resolve();
+    // Never rejects: a failover's error goes to its caller or, for the watchdog's, to onEvent.
+    if (this.#state === 'stopped' || this.#state === 'failed-over' || this.#failoverRun) return (this.#failoverRun ?? Promise.resolve()).catch(() => {});
     if (this.#state !== 'replicating') {
       if (this.#state === 'starting' || this.#state === 'connected') this.#setState('failed');
       return Promise.resolve();

@@ -31,6 +31,9 @@ export interface ColoFailoverResult {
   readonly lostHeartbeat: boolean;
 }
 
+/** How long QEMU may take to leave COLO mode after `x-colo-lost-heartbeat`, ms. */
+export const LEAVE_COLO_MS = 10_000;
+
 class Steps {
   readonly removed: string[] = [];
   constructor(
@@ -68,10 +71,29 @@ class Steps {
 
   /** `x-colo-lost-heartbeat`, unless QEMU already left COLO mode (it would refuse). */
   async lostHeartbeat(): Promise<boolean> {
-    const st = await this.run<{ mode?: string }>('query-colo-status', 'query-colo-status');
-    if (st.mode === undefined || st.mode === 'none') return false;
+    if ((await this.mode()) === 'none') return false;
     await this.run('x-colo-lost-heartbeat', 'x-colo-lost-heartbeat');
     return true;
+  }
+
+  async mode(): Promise<string> {
+    return (await this.run<{ mode?: string }>('query-colo-status', 'query-colo-status')).mode ?? 'none';
+  }
+
+  /**
+   * QEMU fails over in the background after `x-colo-lost-heartbeat`: waits
+   * (polling every 10 ms, at most {@link LEAVE_COLO_MS}) until
+   * `query-colo-status` reports mode `none`, i.e. the VM runs on its own.
+   * Throws TIMEOUT.
+   */
+  async leftColo(): Promise<void> {
+    const t0 = performance.now();
+    while ((await this.mode()) !== 'none') {
+      if (performance.now() - t0 > LEAVE_COLO_MS) {
+        throw new RemusError('TIMEOUT', `colo failover on the ${this.side}: still in COLO mode ${LEAVE_COLO_MS} ms after x-colo-lost-heartbeat`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 }
 
@@ -85,7 +107,7 @@ function ofKind(devices: readonly DeviceSpec[], kind: string, marker: string): {
  * (`x-blockdev-change`) and deletes the node, deletes colo-compare, its
  * iothread, filter-mirror and both redirectors (which releases every packet
  * colo-compare still held: no client is left waiting for a reply), then
- * `x-colo-lost-heartbeat`. Kept: the proxy's chardevs (they carry nothing
+ * `x-colo-lost-heartbeat` and waits until QEMU left COLO mode. Kept: the proxy's chardevs (they carry nothing
  * once the filters are gone; the side's device-layer teardown removes them).
  * Throws OP_FAILED naming the step.
  */
@@ -114,6 +136,7 @@ export async function coloFailoverOnPrimary(client: QmpClient, opts: ColoFailove
     await s.remove('object-del', [id.compareObj, id.iothread, id.filterMirror, id.redirectIn, id.redirectOut], objects);
   }
   const lostHeartbeat = await s.lostHeartbeat();
+  if (lostHeartbeat) await s.leftColo();
   const kept = nics.flatMap((d) => {
     const id = coloIds(opts.operation, d.id).primaryNic;
     return [id.mirror, id.compare, id.pri, id.priIn, id.out, id.outIn].filter((x) => chardevs.has(x));
@@ -125,7 +148,8 @@ export async function coloFailoverOnPrimary(client: QmpClient, opts: ColoFailove
  * Failover on the **secondary** (the primary died or hung): the secondary
  * takes over. `nbd-server-stop` (no more writes from the primary), then
  * `x-colo-lost-heartbeat` (QEMU promotes the secondary VM), then deletes
- * both filter-redirectors and their two chardevs. Kept, on purpose: the
+ * both filter-redirectors and their two chardevs, and waits until QEMU left
+ * COLO mode. Kept, on purpose: the
  * filter-rewriter. TCP connections opened while COLO ran keep needing its
  * sequence-number translation for as long as they live, so it stays for the
  * VM's lifetime; a driver must therefore not tear a promoted secondary's
@@ -153,5 +177,6 @@ export async function coloFailoverOnSecondary(client: QmpClient, opts: ColoFailo
     await s.remove('chardev-remove', [id.red1, id.red0], chardevs);
     if (objects.has(id.rew)) kept.push(id.rew);
   }
+  if (lostHeartbeat) await s.leftColo();
   return { removed: s.removed, kept, lostHeartbeat };
 }

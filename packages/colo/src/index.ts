@@ -17,7 +17,7 @@ export { COLO_BASE_REQUIREMENTS } from './qemu.js';
 export type { ColoDeviceData, ColoQemuOptions, ColoShared, Observed, Requirement, Resource } from './qemu.js';
 export { coloIds } from './ids.js';
 export type { ColoIds, ColoPrimaryNicIds, ColoSecondaryNicIds } from './ids.js';
-export { coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
+export { LEAVE_COLO_MS, coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
 export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
 export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
 export type {

@@ -1,10 +1,11 @@
 /**
- * The driver's bounds and liveness checks, without a pair (the pair itself
- * is exercised end to end in colo-pair.netns.test.ts).
+ * The driver's bounds, liveness checks and the id scheme, without a QEMU
+ * (driver.qemu.test.ts runs the driver on real QEMUs; tools/colo-lab runs it
+ * end to end with a guest).
  */
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from '../src/index.js';
+import { ColoPair, DEFAULT_WATCHDOG, coloIds, processAlive, watchdogBoundMs } from '../src/index.js';
 
 describe('COLO driver', () => {
   it('connect gives up within its bound when a QMP socket never answers, leaving nothing open', async () => {
@@ -36,5 +37,21 @@ describe('COLO driver', () => {
     process.kill(pid, 'SIGKILL');
     await gone;
     expect(processAlive(pid)).toBe(false);
+  });
+
+  it('refuses pids that cannot be processes', () => {
+    for (const pid of [0, -1, 1.5, Number.NaN]) expect(processAlive(pid)).toBe(false);
+  });
+
+  it('names every QEMU id from operation and device alone: tagged, unique, node names within 31 characters', () => {
+    const a = coloIds('op1', 'nic0');
+    expect(coloIds('op1', 'nic0')).toEqual(a);
+    const all = [...Object.values(a.primaryNic), ...Object.values(a.secondaryNic), a.secondaryDisk.export];
+    expect(all.every((id) => id.startsWith('colo.op1.nic0.'))).toBe(true);
+    expect(new Set(all).size).toBe(all.length);
+    expect(a.primaryDisk.node).toMatch(/^colo-[0-9a-f]{16}-rep$/);
+    expect(a.primaryDisk.node.length).toBeLessThanOrEqual(31);
+    expect(coloIds('op2', 'nic0').primaryDisk.node).not.toBe(a.primaryDisk.node);
+    expect(coloIds('op1', 'nic1').primaryDisk.node).not.toBe(a.primaryDisk.node);
   });
 });

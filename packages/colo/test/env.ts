@@ -11,6 +11,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { DeviceSpec } from '@remus/core';
 import { connectQmp, type QmpClient } from '@remus/qmp';
 
 export interface Proc {
@@ -94,9 +95,13 @@ export function startPrimary(): Promise<TestQemu> {
   ]);
 }
 
-/** A secondary-shaped QEMU per COLO-FT.txt: netdev `hn0`, `parent0`, replication (secondary) over active/hidden images, quorum `colo-disk0`. */
-export function startSecondary(): Promise<TestQemu> {
+/**
+ * A secondary-shaped QEMU per COLO-FT.txt: netdev `hn0`, `parent0`, replication (secondary) over active/hidden images, quorum `colo-disk0`;
+ * with `incoming` (e.g. `tcp:127.0.0.1:4444`) it waits for a migration there, as a COLO secondary does.
+ */
+export function startSecondary(options: { incoming?: string } = {}): Promise<TestQemu> {
   return startQemu('sec', (dir) => [
+    ...(options.incoming ? ['-incoming', options.incoming] : []),
     '-netdev',
     'user,id=hn0',
     '-drive',
@@ -129,6 +134,28 @@ function canConnect(port: number): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
+}
+
+/**
+ * COLO device specs for a primary and a secondary from env's QEMUs: nic `nic0` on netdev hn0 (proxy on `mirror`/`compare` ports,
+ * the primary's local loops as unix sockets in `priDir`) and disk `disk0` (the secondary exports parent0 on `nbd`).
+ */
+export function pairDevices(priDir: string, ports: { mirror: number; compare: number; nbd: number }): { primary: DeviceSpec[]; secondary: DeviceSpec[] } {
+  const at = (port: number) => ({ host: '127.0.0.1', port });
+  return {
+    secondary: [
+      { id: 'nic0', kind: 'nic', params: { netdev: 'hn0', mirror: at(ports.mirror), compare: at(ports.compare) } },
+      { id: 'disk0', kind: 'disk', params: { node: 'parent0', nbd: at(ports.nbd), export: 'parent0', quorum: 'colo-disk0' } },
+    ],
+    primary: [
+      {
+        id: 'nic0',
+        kind: 'nic',
+        params: { netdev: 'hn0', mirror: at(ports.mirror), compare: at(ports.compare), primaryIn: { path: join(priDir, 'pri.sock') }, compareOut: { path: join(priDir, 'out.sock') } },
+      },
+      { id: 'disk0', kind: 'disk', params: { quorum: 'colo-disk0', nbd: at(ports.nbd), export: 'parent0' } },
+    ],
+  };
 }
 
 /** Free TCP ports on 127.0.0.1 (bound and released; a race with other processes is unlikely). */
