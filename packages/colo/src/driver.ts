@@ -304,8 +304,8 @@ export class ColoPair {
     const p = this.#sides.primary;
     const s = this.#sides.secondary;
     this.#unsubscribe.push(
-      p.ev.onEvent((e) => this.#onPrimaryEvent(e)),
-      s.ev.onEvent((e) => this.#onSecondaryEvent(e)),
+      p.ev.onEvent((e) => this.#onEvent('primary', e)),
+      s.ev.onEvent((e) => this.#onEvent('secondary', e)),
     );
     for (const side of [p, s]) {
       for (const c of new Set([side.cmd, side.ev])) {
@@ -314,7 +314,28 @@ export class ColoPair {
     }
   }
 
-  #onPrimaryEvent(e: QmpEvent): void {
+  /** What the watchdog learns from QEMU's events (both sides); the primary's also give the checkpoint figures. */
+  #onEvent(side: ColoRole, e: QmpEvent): void {
+    const peer: ColoRole = side === 'primary' ? 'secondary' : 'primary';
+    switch (e.event) {
+      case 'QUORUM_REPORT_BAD': {
+        const node = (e.data as { 'node-name'?: string })['node-name'];
+        if (side === 'primary' && node !== undefined && this.#replicationNodes().includes(node)) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
+        break;
+      }
+      case 'COLO_EXIT':
+        if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed(peer, `COLO_EXIT (error) on the ${side}`);
+        break;
+      case 'SHUTDOWN':
+        void this.#peerFailed(side, `${side} QEMU shut down`);
+        break;
+      default:
+        if (side === 'primary') this.#onCheckpointEvent(e);
+    }
+  }
+
+  /** MIGRATION (status colo), then STOP ... RESUME on the primary: one checkpoint. */
+  #onCheckpointEvent(e: QmpEvent): void {
     switch (e.event) {
       case 'MIGRATION':
         if ((e.data as { status?: string }).status === 'colo') this.#inColo = true;
@@ -337,28 +358,6 @@ export class ColoPair {
         this.#emit({ type: 'checkpoint', index: this.#pauses.length, pauseMs, onDemand });
         break;
       }
-      case 'QUORUM_REPORT_BAD': {
-        const node = (e.data as { 'node-name'?: string })['node-name'];
-        if (node !== undefined && this.#replicationNodes().includes(node)) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
-        break;
-      }
-      case 'COLO_EXIT':
-        if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed('secondary', 'COLO_EXIT (error) on the primary');
-        break;
-      case 'SHUTDOWN':
-        void this.#peerFailed('primary', 'primary QEMU shut down');
-        break;
-    }
-  }
-
-  #onSecondaryEvent(e: QmpEvent): void {
-    switch (e.event) {
-      case 'COLO_EXIT':
-        if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed('primary', 'COLO_EXIT (error) on the secondary');
-        break;
-      case 'SHUTDOWN':
-        void this.#peerFailed('secondary', 'secondary QEMU shut down');
-        break;
     }
   }
 

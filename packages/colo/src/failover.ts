@@ -84,11 +84,12 @@ class Steps {
    * QEMU fails over in the background after `x-colo-lost-heartbeat`: waits
    * (polling every 10 ms, at most {@link LEAVE_COLO_MS}) until
    * `query-colo-status` reports mode `none`, i.e. the VM runs on its own.
-   * Throws TIMEOUT.
+   * Throws TIMEOUT, or ABORTED on the options' signal.
    */
   async leftColo(): Promise<void> {
     const t0 = performance.now();
     while ((await this.mode()) !== 'none') {
+      if (this.opts.signal?.aborted) throw new RemusError('ABORTED', `colo failover on the ${this.side}: aborted waiting for QEMU to leave COLO mode`, { cause: this.opts.signal.reason });
       if (performance.now() - t0 > LEAVE_COLO_MS) {
         throw new RemusError('TIMEOUT', `colo failover on the ${this.side}: still in COLO mode ${LEAVE_COLO_MS} ms after x-colo-lost-heartbeat`);
       }

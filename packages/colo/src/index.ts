@@ -19,6 +19,8 @@ export { coloIds } from './ids.js';
 export type { ColoIds, ColoPrimaryNicIds, ColoSecondaryNicIds } from './ids.js';
 export { LEAVE_COLO_MS, coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
 export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
+export { coloPairOptions, commandFence } from './description.js';
+export type { ColoFenceDescription, ColoPairDescription, ColoSideDescription } from './description.js';
 export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
 export type {
   ColoDriverEvent,

@@ -27,6 +27,16 @@ export type Requirement =
   | { readonly exportType: string }
   | { readonly migrationCapability: string };
 
+/** Requirements from lists of names. */
+export function needs(names: { commands?: readonly string[]; objectTypes?: readonly string[]; blockDrivers?: readonly string[]; exportTypes?: readonly string[] }): Requirement[] {
+  return [
+    ...(names.commands ?? []).map((command) => ({ command })),
+    ...(names.objectTypes ?? []).map((objectType) => ({ objectType })),
+    ...(names.blockDrivers ?? []).map((blockDriver) => ({ blockDriver })),
+    ...(names.exportTypes ?? []).map((exportType) => ({ exportType })),
+  ];
+}
+
 /** What every COLO side needs, whatever its devices: QEMU's COLO machinery itself. */
 export const COLO_BASE_REQUIREMENTS: readonly Requirement[] = [
   { migrationCapability: 'x-colo' },

@@ -14,6 +14,7 @@ import {
   COLO_BASE_REQUIREMENTS,
   closeShared,
   make,
+  needs,
   openShared,
   qemuId,
   reapQemu,
@@ -234,21 +235,22 @@ function chardevSocket(id: string, addr: ColoSocketAddress, server: boolean, rec
   return { id, backend: { type: 'socket', data } };
 }
 
+/** The two recorded set-up steps of both proxies: a socket chardev (`chardev-add`) and an object (`object-add`). */
+function proxyAdder(shared: ColoShared, data: ColoDeviceData, ctx: OpContext) {
+  const c = shared.client;
+  const o = { signal: ctx.signal };
+  return {
+    chardev: (id: string, addr: ColoSocketAddress, server: boolean, reconnect?: number) =>
+      make(data, { type: 'chardev', id }, () => c.execute('chardev-add', chardevSocket(id, addr, server, reconnect), o), ctx),
+    object: (args: Record<string, unknown> & { id: string }) => make(data, { type: 'object', id: args.id }, () => c.execute('object-add', args, o), ctx),
+  };
+}
+
 // ---------------------------------------------------------------------------
 // The four subkinds.
 
-const NIC_OBJECTS_PRIMARY: readonly Requirement[] = [
-  { command: 'chardev-add' },
-  { command: 'chardev-remove' },
-  { command: 'query-chardev' },
-  { command: 'object-add' },
-  { command: 'object-del' },
-  { command: 'human-monitor-command' },
-  { objectType: 'filter-mirror' },
-  { objectType: 'filter-redirector' },
-  { objectType: 'colo-compare' },
-  { objectType: 'iothread' },
-];
+/** QMP commands both proxies use. */
+const NIC_COMMANDS = ['chardev-add', 'chardev-remove', 'query-chardev', 'object-add', 'object-del', 'human-monitor-command'];
 
 /**
  * The COLO proxy on the primary: six socket chardevs (two servers the
@@ -262,7 +264,7 @@ export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared,
     {
       name: 'colo-primary-nic',
       kind: 'nic',
-      requires: NIC_OBJECTS_PRIMARY,
+      requires: needs({ commands: NIC_COMMANDS, objectTypes: ['filter-mirror', 'filter-redirector', 'colo-compare', 'iothread'] }),
       marker: 'compare',
       plan(params, device, operation) {
         const netdev = str(params, 'netdev', device);
@@ -274,12 +276,7 @@ export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared,
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
           async build(shared, data, ctx) {
-            const c = shared.client;
-            const o = { signal: ctx.signal };
-            const chardev = (cid: string, addr: ColoSocketAddress, server: boolean) =>
-              make(data, { type: 'chardev', id: cid }, () => c.execute('chardev-add', chardevSocket(cid, addr, server), o), ctx);
-            const object = (args: Record<string, unknown>) =>
-              make(data, { type: 'object', id: args['id'] as string }, () => c.execute('object-add', args, o), ctx);
+            const { chardev, object } = proxyAdder(shared, data, ctx);
             await chardev(id.mirror, mirror, true);
             await chardev(id.compare, compare, true);
             await chardev(id.pri, primaryIn, true);
@@ -318,11 +315,7 @@ export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShare
     {
       name: 'colo-secondary-nic',
       kind: 'nic',
-      requires: [
-        ...NIC_OBJECTS_PRIMARY.filter((r) => !('objectType' in r)),
-        { objectType: 'filter-redirector' },
-        { objectType: 'filter-rewriter' },
-      ],
+      requires: needs({ commands: NIC_COMMANDS, objectTypes: ['filter-redirector', 'filter-rewriter'] }),
       marker: 'mirror',
       plan(params, device, operation) {
         const netdev = str(params, 'netdev', device);
@@ -336,14 +329,9 @@ export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShare
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
           async build(shared, data, ctx) {
-            const c = shared.client;
-            const o = { signal: ctx.signal };
-            const chardev = (cid: string, addr: ColoSocketAddress) =>
-              make(data, { type: 'chardev', id: cid }, () => c.execute('chardev-add', chardevSocket(cid, addr, false, reconnect), o), ctx);
-            const object = (args: Record<string, unknown>) =>
-              make(data, { type: 'object', id: args['id'] as string }, () => c.execute('object-add', args, o), ctx);
-            await chardev(id.red0, mirror);
-            await chardev(id.red1, compare);
+            const { chardev, object } = proxyAdder(shared, data, ctx);
+            await chardev(id.red0, mirror, false, reconnect);
+            await chardev(id.red1, compare, false, reconnect);
             await object({ 'qom-type': 'filter-redirector', id: id.f1, netdev, queue: 'tx', indev: id.red0 });
             await object({ 'qom-type': 'filter-redirector', id: id.f2, netdev, queue: 'rx', outdev: id.red1 });
             await object({ 'qom-type': 'filter-rewriter', id: id.rew, netdev, queue: 'all' });
@@ -368,17 +356,10 @@ export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared
     {
       name: 'colo-primary-disk',
       kind: 'disk',
-      requires: [
-        { command: 'human-monitor-command' },
-        { command: 'x-blockdev-change' },
-        { command: 'blockdev-del' },
-        { command: 'query-named-block-nodes' },
-        { command: 'query-block' },
-        { command: 'x-debug-query-block-graph' },
-        { blockDriver: 'replication' },
-        { blockDriver: 'quorum' },
-        { blockDriver: 'nbd' },
-      ],
+      requires: needs({
+        commands: ['human-monitor-command', 'x-blockdev-change', 'blockdev-del', 'query-named-block-nodes', 'query-block', 'x-debug-query-block-graph'],
+        blockDrivers: ['replication', 'quorum', 'nbd'],
+      }),
       marker: 'quorum',
       plan(params, device, operation) {
         const quorum = str(params, 'quorum', device);
@@ -432,18 +413,11 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
     {
       name: 'colo-secondary-disk',
       kind: 'disk',
-      requires: [
-        { command: 'nbd-server-start' },
-        { command: 'nbd-server-stop' },
-        { command: 'block-export-add' },
-        { command: 'block-export-del' },
-        { command: 'query-block-exports' },
-        { command: 'query-named-block-nodes' },
-        { command: 'query-block' },
-        { exportType: 'nbd' },
-        { blockDriver: 'replication' },
-        { blockDriver: 'quorum' },
-      ],
+      requires: needs({
+        commands: ['nbd-server-start', 'nbd-server-stop', 'block-export-add', 'block-export-del', 'query-block-exports', 'query-named-block-nodes', 'query-block'],
+        exportTypes: ['nbd'],
+        blockDrivers: ['replication', 'quorum'],
+      }),
       marker: 'node',
       plan(params, device, operation) {
         const nodeParam = str(params, 'node', device);

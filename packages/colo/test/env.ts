@@ -284,6 +284,20 @@ function isAdd(msg: { execute: string; arguments?: Record<string, unknown> }): b
   return ADDS.has(msg.execute);
 }
 
+/** Calls `each` with every non-empty line (trimmed) that arrives on `socket` (utf8). */
+function onLines(socket: Socket, each: (line: string) => void): void {
+  let buf = '';
+  socket.on('data', (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (line) each(line);
+    }
+  });
+}
+
 export async function startProxy(target: string, options: ProxyOptions = {}): Promise<QmpProxy> {
   const { dir } = tempDir('proxy');
   const path = join(dir, 'proxy.sock');
@@ -298,8 +312,6 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     const upstream = netModule.connect({ path: target });
     sockets.add(upstream);
     const pending = new Map<unknown, { command: string; swallow: boolean }>();
-    let upBuf = '';
-    let downBuf = '';
     client.setEncoding('utf8');
     upstream.setEncoding('utf8');
     const closeBoth = () => {
@@ -308,47 +320,33 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     };
     client.on('close', closeBoth).on('error', closeBoth);
     upstream.on('close', closeBoth).on('error', closeBoth);
-    upstream.on('data', (d: string) => {
-      upBuf += d;
-      let i: number;
-      while ((i = upBuf.indexOf('\n')) >= 0) {
-        const line = upBuf.slice(0, i).trim();
-        upBuf = upBuf.slice(i + 1);
-        if (!line) continue;
-        let msg = JSON.parse(line);
-        const p = 'id' in msg ? pending.get(msg.id) : undefined;
-        if (p) {
-          pending.delete(msg.id);
-          if (p.swallow) continue;
-          if (options.rewrite) msg = options.rewrite(p.command, msg);
-        }
-        client.write(JSON.stringify(msg) + '\r\n');
+    onLines(upstream, (line) => {
+      let msg = JSON.parse(line);
+      const p = 'id' in msg ? pending.get(msg.id) : undefined;
+      if (p) {
+        pending.delete(msg.id);
+        if (p.swallow) return;
+        if (options.rewrite) msg = options.rewrite(p.command, msg);
       }
+      client.write(JSON.stringify(msg) + '\r\n');
     });
-    client.on('data', (d: string) => {
-      downBuf += d;
-      let i: number;
-      while ((i = downBuf.indexOf('\n')) >= 0) {
-        const line = downBuf.slice(0, i).trim();
-        downBuf = downBuf.slice(i + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line);
-        log.push(msg.execute === 'human-monitor-command' ? `hmp ${String(msg.arguments['command-line']).split(' ')[0]}` : msg.execute);
-        let swallow = false;
-        if (isAdd(msg)) {
-          adds++;
-          options.onAdd?.(adds);
-          if (adds === options.failAt) {
-            if ((options.mode ?? 'refuse') === 'refuse') {
-              client.write(JSON.stringify({ error: { class: 'GenericError', desc: `injected failure at step ${adds} (${msg.execute})` }, id: msg.id }) + '\r\n');
-              continue;
-            }
-            swallow = true;
+    onLines(client, (line) => {
+      const msg = JSON.parse(line);
+      log.push(msg.execute === 'human-monitor-command' ? `hmp ${String(msg.arguments['command-line']).split(' ')[0]}` : msg.execute);
+      let swallow = false;
+      if (isAdd(msg)) {
+        adds++;
+        options.onAdd?.(adds);
+        if (adds === options.failAt) {
+          if ((options.mode ?? 'refuse') === 'refuse') {
+            client.write(JSON.stringify({ error: { class: 'GenericError', desc: `injected failure at step ${adds} (${msg.execute})` }, id: msg.id }) + '\r\n');
+            return;
           }
+          swallow = true;
         }
-        pending.set(msg.id, { command: msg.execute, swallow });
-        upstream.write(line + '\n');
       }
+      pending.set(msg.id, { command: msg.execute, swallow });
+      upstream.write(line + '\n');
     });
   });
   await new Promise<void>((r) => server.listen(path, r));

@@ -78,34 +78,27 @@ describe('a failure at each QMP set-up step leaves nothing behind', () => {
     });
   });
 
+  const sides = [
+    { name: 'secondary', steps: SECONDARY_STEPS, q: () => sec, list: coloSecondaryOps, devices: () => secDevices, around: (body: () => Promise<void>) => body() },
+    { name: 'primary', steps: PRIMARY_STEPS, q: () => pri, list: coloPrimaryOps, devices: () => priDevices, around: withServing },
+  ] as const;
   for (const mode of ['refuse', 'lost'] as const) {
-    it(`secondary list, QEMU ${mode === 'refuse' ? 'refuses' : 'does it but the answer is lost at'} step 1..${SECONDARY_STEPS}`, async () => {
-      const base = await snapshot(sec);
-      for (let step = 1; step <= SECONDARY_STEPS; step++) {
-        const proxy = await startProxy(sec.qmp[0], { failAt: step, mode });
-        const ops = coloSecondaryOps({ qmp: proxy.path, ...(mode === 'lost' ? { commandTimeoutMs: 1500 } : {}) });
-        const e = await setupThrough(ops, secDevices, `s${mode}${step}`);
-        expect(e, `step ${step}`).toMatchObject({ code: 'PHASE_FAILED' });
-        expect(e!.message).toMatch(mode === 'refuse' ? new RegExp(`injected failure at step ${step}`) : /no answer within 1500 ms/);
-        expect(diff(base, await snapshot(sec)), `${mode} at step ${step}`).toEqual([]);
-        await proxy.close();
-      }
-    });
-
-    it(`primary list, QEMU ${mode === 'refuse' ? 'refuses' : 'does it but the answer is lost at'} step 1..${PRIMARY_STEPS}`, async () => {
-      await withServing(async () => {
-        const base = await snapshot(pri);
-        for (let step = 1; step <= PRIMARY_STEPS; step++) {
-          const proxy = await startProxy(pri.qmp[0], { failAt: step, mode });
-          const ops = coloPrimaryOps({ qmp: proxy.path, ...(mode === 'lost' ? { commandTimeoutMs: 1500 } : {}) });
-          const e = await setupThrough(ops, priDevices, `p${mode}${step}`);
-          expect(e, `step ${step}`).toMatchObject({ code: 'PHASE_FAILED' });
-          expect(e!.message).toMatch(mode === 'refuse' ? new RegExp(`injected failure at step ${step}`) : /no answer within 1500 ms/);
-          expect(diff(base, await snapshot(pri)), `${mode} at step ${step}`).toEqual([]);
-          await proxy.close();
-        }
+    for (const side of sides) {
+      it(`${side.name} list, QEMU ${mode === 'refuse' ? 'refuses' : 'does it but the answer is lost at'} step 1..${side.steps}`, async () => {
+        await side.around(async () => {
+          const base = await snapshot(side.q());
+          for (let step = 1; step <= side.steps; step++) {
+            const proxy = await startProxy(side.q().qmp[0], { failAt: step, mode });
+            const ops = side.list({ qmp: proxy.path, ...(mode === 'lost' ? { commandTimeoutMs: 1500 } : {}) });
+            const e = await setupThrough(ops, side.devices(), `${side.name[0]}${mode}${step}`);
+            expect(e, `step ${step}`).toMatchObject({ code: 'PHASE_FAILED' });
+            expect(e!.message).toMatch(mode === 'refuse' ? new RegExp(`injected failure at step ${step}`) : /no answer within 1500 ms/);
+            expect(diff(base, await snapshot(side.q())), `${mode} at step ${step}`).toEqual([]);
+            await proxy.close();
+          }
+        });
       });
-    });
+    }
   }
 });
 
