@@ -3,7 +3,7 @@
  * as shared/design/colo.md records) and launching QEMU inside a namespace.
  *
  * The object ids below are the contract between these command lines and the
- * QMP sequences of the driver (see {@link COLO_IDS}).
+ * COLO device params of {@link coloDevices} (see {@link COLO_IDS}).
  */
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
