@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { RemusError, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
+import { isObject, num, oneOf, unknownKeys, type Report } from './validation.js';
 
 /** Who acknowledges checkpoints of the process domain (see @remus/domain-process). */
 export type AckConfig =
@@ -63,19 +64,22 @@ const OP_NAMES: readonly OpName[] = ['init', 'cleanup', 'match', 'setup', 'teard
 
 /** Reads and validates a config file. Throws INVALID_ARGUMENT listing every problem. */
 export function loadConfig(file: string): RemusConfig {
+  return validateConfig(readJsonFile(file), file);
+}
+
+/** Reads a JSON file; INVALID_ARGUMENT when it cannot be read or parsed (path `$`). */
+export function readJsonFile(file: string, what = 'config'): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new RemusError('INVALID_ARGUMENT', `cannot read config ${file}: ${(e as Error).message}`, { cause: e });
+    throw new RemusError('INVALID_ARGUMENT', `cannot read ${what} ${file}: ${(e as Error).message}`, { cause: e });
   }
-  let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     throw configError(file, [{ path: '$', message: `is not valid JSON (${(e as Error).message})`, fix: 'fix the JSON syntax (no comments or trailing commas)' }]);
   }
-  return validateConfig(raw, file);
 }
 
 /** Validates a parsed config and fills in defaults. Throws INVALID_ARGUMENT listing every problem. */
@@ -121,7 +125,6 @@ export function validateConfig(raw: unknown, source = 'config'): RemusConfig {
   };
 }
 
-type Report = (path: string, message: string, fix: string) => void;
 
 function validateDomain(d: unknown, p: Report): ProcessDomainConfig | undefined {
   if (d === undefined) {
@@ -209,100 +212,28 @@ function validatePlugins(list: unknown, p: Report): PluginConfig[] {
   return out;
 }
 
-function validateDevices(list: unknown, p: Report): DeviceSpec[] {
+/** Checks a device list (`{ id, kind, params }`, unique ids) found at JSON path `path`. */
+export function validateDevices(list: unknown, p: Report, path = 'devices'): DeviceSpec[] {
   if (list === undefined) return [];
   if (!Array.isArray(list)) {
-    p('devices', 'must be an array', 'e.g. [{ "id": "guest0", "kind": "nic", "params": { ... } }]');
+    p(path, 'must be an array', 'e.g. [{ "id": "guest0", "kind": "nic", "params": { ... } }]');
     return [];
   }
   const seen = new Map<string, number>();
   list.forEach((d, i) => {
-    const at = `devices[${i}]`;
+    const at = `${path}[${i}]`;
     if (!isObject(d)) {
       p(at, 'must be an object', '{ "id": "guest0", "kind": "nic", "params": { ... } }');
       return;
     }
     unknownKeys(d, DEVICE_KEYS, at, p);
     if (typeof d.id !== 'string' || d.id === '') p(`${at}.id`, 'must be a non-empty string', 'a unique name for the device, e.g. "vif1.0"');
-    else if (seen.has(d.id)) p(`${at}.id`, `"${d.id}" is already the id of devices[${seen.get(d.id)}]`, 'device ids must be unique');
+    else if (seen.has(d.id)) p(`${at}.id`, `"${d.id}" is already the id of ${path}[${seen.get(d.id)}]`, 'device ids must be unique');
     else seen.set(d.id, i);
     if (typeof d.kind !== 'string' || d.kind === '') p(`${at}.kind`, 'must be a non-empty string', 'the device kind, e.g. "nic" or "disk"');
     if (d.params !== undefined && !isObject(d.params)) p(`${at}.params`, 'must be an object', 'kind-specific parameters, e.g. { "interface": "vif1.0" }');
   });
   return list as DeviceSpec[];
-}
-
-function num(
-  o: Record<string, unknown>,
-  key: string,
-  at: string,
-  p: Report,
-  spec: { def?: number; min: number; integer?: boolean; fix: string },
-): number | undefined {
-  const v = o[key];
-  if (v === undefined) return spec.def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < spec.min || (spec.integer && !Number.isInteger(v))) {
-    p(join(at, key), `${JSON.stringify(v)} is not ${spec.integer ? 'a whole number' : 'a number'} >= ${spec.min}`, spec.fix);
-    return spec.def;
-  }
-  return v;
-}
-
-function oneOf(o: Record<string, unknown>, key: string, at: string, p: Report, values: readonly string[], def: string): string {
-  const v = o[key];
-  if (v === undefined) return def;
-  if (typeof v !== 'string' || !values.includes(v)) {
-    const near = typeof v === 'string' ? closest(v, values) : undefined;
-    p(join(at, key), `${JSON.stringify(v)} is not allowed`, `use one of ${values.map((x) => `"${x}"`).join(', ')}${near ? ` (did you mean "${near}"?)` : ''}`);
-    return def;
-  }
-  return v;
-}
-
-function unknownKeys(o: Record<string, unknown>, known: readonly string[], at: string, p: Report): void {
-  for (const k of Object.keys(o)) {
-    if (known.includes(k)) continue;
-    const near = closest(k, known);
-    p(join(at, k), 'is not a known key', near ? `did you mean "${near}"?` : `remove it; known keys here: ${known.filter((x) => x !== '$schema').join(', ')}`);
-  }
-}
-
-function join(at: string, key: string): string {
-  const k = /^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key);
-  if (at === '') return k;
-  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${at}.${key}` : `${at}[${k}]`;
-}
-
-function isObject(x: unknown): x is Record<string, unknown> {
-  return x !== null && typeof x === 'object' && !Array.isArray(x);
-}
-
-/** The known word nearest to `word` (edit distance <= 1/3 of its length, at least 2), if any. */
-function closest(word: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  for (const k of known) {
-    const d = distance(word.toLowerCase(), k.toLowerCase());
-    if (d < bestD) {
-      bestD = d;
-      best = k;
-    }
-  }
-  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
-}
-
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] as number;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j] as number;
-      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length] as number;
 }
 
 /** One INVALID_ARGUMENT error listing every problem, one line each: `path: message (fix)`. */

@@ -20,3 +20,9 @@ export { ProgressView, RunFigures, percentile, statusLine, sumStats } from './pr
 export type { DeviceTotals, RunSummary, ViewMode } from './progress.js';
 export { countViolations, runDemo } from './demo/demo.js';
 export type { DemoOptions, DemoSummary } from './demo/demo.js';
+export { cmdColo, coloEventBody, coloEventText, formatColoStatus } from './colo/commands.js';
+export { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive } from './colo/control.js';
+export type { ControlHandler, ControlRequest, ControlResult } from './colo/control.js';
+export { loadPairConfig, validatePairConfig } from './colo/pair.js';
+export type { ColoFenceConfig, ColoPairConfig, ColoSideConfig } from './colo/pair.js';
+export { readJsonFile } from './config.js';

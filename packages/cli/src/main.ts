@@ -4,15 +4,16 @@
  * success), 1 a run or check failed, 2 bad usage or configuration.
  */
 import { createRequire } from 'node:module';
-import { parseArgs } from 'node:util';
 import { RemusError, createCheckpointDevices, describeCause, isRemusError } from '@remus/core';
 import { BackupServer, describeAddress } from '@remus/domain-process';
 import { cleanupAll } from './cleanup.js';
 import { formatDoctor, hostChecks, pluginReports, type DoctorReport } from './doctor.js';
 import { runDemo } from './demo/demo.js';
 import { stateDir } from './journal.js';
-import { ProgressView, RunFigures, type ViewMode } from './progress.js';
+import { ProgressView, RunFigures } from './progress.js';
 import { prepare, report, runProtected } from './run.js';
+import { args, need, positiveNumber, viewMode } from './args.js';
+import { cmdColo, COLO_USAGE } from './colo/commands.js';
 
 const require = createRequire(import.meta.url);
 const VERSION = (require('../package.json') as { version: string }).version;
@@ -26,7 +27,7 @@ usage:
   remus cleanup [--state-dir DIR] [--operation ID] [--json]
   remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
   remus backup --listen HOST:PORT
-  remus --version | --help
+${COLO_USAGE}  remus --version | --help
 
 run        protect the configured workload until SIGINT/SIGTERM (second signal: abort)
 plan       show which subkind would take each device; changes nothing
@@ -35,8 +36,10 @@ cleanup    remove what crashed runs left (from their journals in the state direc
 demo       a self-contained end-to-end run in its own network namespaces
            (--no-net-buffer: leave the NIC unprotected; the output-commit check must then fail)
 backup     a backup endpoint that receives checkpoint state and acknowledges it
+colo       run a QEMU COLO pair: start (stays in the foreground: it is the watchdog),
+           status, failover, stop (see remus colo --help)
 
-state directory (run journals): --state-dir, else $REMUS_STATE_DIR, else /run/remus
+state directory (run journals, colo control sockets): --state-dir, else $REMUS_STATE_DIR, else /run/remus
 `;
 
 /** Streams the CLI writes to (replaceable in tests). */
@@ -62,6 +65,8 @@ export async function main(argv: readonly string[], io: Io = { out: process.stdo
         return await cmdDemo(rest, io);
       case 'backup':
         return await cmdBackup(rest, io);
+      case 'colo':
+        return await cmdColo(rest, io);
       case '--version':
       case 'version':
         io.out.write(`${VERSION}\n`);
@@ -90,27 +95,6 @@ function fail(io: Io, e: unknown, json: boolean): number {
     io.err.write(`remus: ${e instanceof RemusError ? `[${e.code}] ` : ''}${describeCause(e)}\n`);
   }
   return usage ? 2 : 1;
-}
-
-function args<T extends Record<string, { type: 'string' | 'boolean' }>>(rest: readonly string[], options: T) {
-  return parseArgs({ args: [...rest], options, allowPositionals: false, strict: true }).values;
-}
-
-function need(value: string | undefined, flag: string): string {
-  if (value === undefined) throw new RemusError('INVALID_ARGUMENT', `${flag} is required (see remus --help)`);
-  return value;
-}
-
-function positiveNumber(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new RemusError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} must be a number > 0`);
-  return n;
-}
-
-function viewMode(json: boolean | undefined, io: Io): ViewMode {
-  if (json) return 'json';
-  return io.out.isTTY ? 'tty' : 'lines';
 }
 
 async function cmdRun(rest: readonly string[], io: Io): Promise<number> {

@@ -1,0 +1,332 @@
+/**
+ * `remus colo`: run a QEMU COLO pair with @remus/colo's driver.
+ *
+ * - `start PAIR.json`: validates the pair file, connects both QEMUs, starts
+ *   replication and stays in the foreground (this process is the watchdog),
+ *   serving the control socket. SIGINT/SIGTERM detach (the pair keeps
+ *   replicating, unwatched) or, with `--stop-on-exit`, stop.
+ * - `status`: from the driver over the control socket; with no driver, asks
+ *   both QEMUs (`query-colo-status`, `query-migrate`, `query-status`).
+ * - `failover --to SIDE`, `stop`: through the driver (so fencing happens).
+ */
+import { performance } from 'node:perf_hooks';
+import { RemusError, describeCause, newOperationId } from '@remus/core';
+import { ColoPair, coloPairOptions, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
+import { connectQmp, formatQmpAddress, type QmpAddress } from '@remus/qmp';
+import { args, viewMode } from '../args.js';
+import { cleanupRun } from '../cleanup.js';
+import { Journal, stateDir } from '../journal.js';
+import type { Io } from '../main.js';
+import { CLI_DIR } from '../plugins.js';
+import { ProgressView, RunFigures, ms } from '../progress.js';
+import { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest } from './control.js';
+import { loadPairConfig, type ColoPairConfig } from './pair.js';
+
+export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
+  remus colo status [PAIR.json | --name NAME] [--json] [--state-dir DIR]
+  remus colo failover --to primary|secondary [PAIR.json | --name NAME] [--json] [--state-dir DIR]
+  remus colo stop [PAIR.json | --name NAME] [--json] [--state-dir DIR]
+`;
+
+const COMMON = { json: { type: 'boolean' }, 'state-dir': { type: 'string' }, name: { type: 'string' } } as const;
+
+/** `remus colo SUBCOMMAND ...`. */
+export async function cmdColo(rest: readonly string[], io: Io): Promise<number> {
+  const [sub, ...more] = rest;
+  switch (sub) {
+    case 'start':
+      return coloStart(more, io);
+    case 'status':
+      return coloStatus(more, io);
+    case 'failover':
+    case 'stop':
+      return coloRequest(sub, more, io);
+    case undefined:
+    case '--help':
+    case 'help':
+      io.out.write(`usage:\n${COLO_USAGE}`);
+      return sub === undefined ? 2 : 0;
+    default:
+      throw new RemusError('INVALID_ARGUMENT', `unknown colo command ${JSON.stringify(sub)}; use start, status, failover or stop`);
+  }
+}
+
+/** A driver event as plain JSON (errors as their JSON form). */
+export function coloEventBody(e: ColoDriverEvent): Record<string, unknown> {
+  return e.type === 'error' ? { type: 'error', error: e.error.toJSON() } : { ...e };
+}
+
+/** The human line of a driver event (as sent over the control socket too). */
+export function coloEventText(e: Record<string, unknown>): string {
+  switch (e.type) {
+    case 'step':
+      return `${String(e.side)}: ${String(e.step)} (${ms(Number(e.ms))})`;
+    case 'state':
+      return `state: ${String(e.state)}`;
+    case 'checkpoint':
+      return `checkpoint ${String(e.index)}: pause ${ms(Number(e.pauseMs))}${e.onDemand ? ' (on demand: outputs diverged)' : ''}`;
+    case 'peer-failure':
+      return `WATCHDOG: the ${String(e.side)} failed: ${String(e.why)}`;
+    case 'failover':
+      return `failover to the ${String(e.survivor)} done in ${ms(Number(e.ms))} (${String(e.why)})`;
+    case 'error': {
+      const err = e.error as { code?: string; message?: string };
+      return `error: [${err.code ?? 'OP_FAILED'}] ${err.message ?? ''}`;
+    }
+    default:
+      return JSON.stringify(e);
+  }
+}
+
+/** Shows a driver event: its JSON event (`--json`) or its line. */
+function show(view: ProgressView, e: Record<string, unknown>): void {
+  const { type, ...body } = e;
+  view.event(String(type), body);
+  view.say(coloEventText(e));
+}
+
+/** The lines of a driver status. */
+export function formatColoStatus(s: ColoStatus): string {
+  const lines = [
+    `state: ${s.state}, serving: ${s.active}`,
+    `checkpoints: ${s.checkpoints} (${s.onDemandCheckpoints} on demand)`,
+    `pause: p50 ${ms(s.pauseMs.p50 ?? Number.NaN)}, p99 ${ms(s.pauseMs.p99 ?? Number.NaN)}, max ${ms(s.pauseMs.max ?? Number.NaN)}`,
+  ];
+  if (s.timeToFirstCheckpointMs !== undefined) lines.push(`first checkpoint: ${ms(s.timeToFirstCheckpointMs)} after start`);
+  if (s.failover) {
+    lines.push(`failover: to the ${s.failover.survivor} (${s.failover.why}), ${ms(s.failover.doneAt - s.failover.detectedAt)} from detection to done`);
+    if (s.failover.kept.length > 0) lines.push(`kept on the survivor: ${s.failover.kept.join(', ')}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The journal's plugins: @remus/colo's subkinds per side, so `remus cleanup` can reap a start that died half-way. */
+function journalPlugins(cfg: ColoPairConfig): Journal['data']['plugins'] {
+  const side = (role: ColoRole, qmp: QmpAddress) => ({
+    package: '@remus/colo',
+    from: CLI_DIR,
+    subkinds: { [`colo-${role}-nic`]: { qmp }, [`colo-${role}-disk`]: { qmp } },
+  });
+  return [side('primary', cfg.primary.qmp), side('secondary', cfg.secondary.qmp)];
+}
+
+type Ending = { how: 'stopped' | 'detached' | 'failed' | 'interrupted'; signal?: string; error?: RemusError };
+
+async function coloStart(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { ...COMMON, 'stop-on-exit': { type: 'boolean' } }, 1);
+  const file = v._[0];
+  if (file === undefined) throw new RemusError('INVALID_ARGUMENT', 'give the pair file: remus colo start PAIR.json');
+  const cfg = loadPairConfig(file);
+  const dir = stateDir(v['state-dir']);
+  const sock = controlSocketPath(dir, cfg.name);
+  if (await socketLive(sock)) throw new RemusError('STATE', `a remus colo driver for pair ${cfg.name} already runs (control socket ${sock})`);
+  const mode = viewMode(v.json, io);
+  const view = new ProgressView(mode, io.out as never, new RunFigures());
+  const stopOnExit = v['stop-on-exit'] ?? false;
+
+  // The journal exists from before the first QMP command until replication runs: a start that dies half-way is reaped by `remus cleanup`.
+  const operation = newOperationId();
+  const journal = Journal.create(dir, operation, 'colo start', journalPlugins(cfg), [...cfg.primary.devices, ...cfg.secondary.devices]);
+  const listeners = new Set<(e: Record<string, unknown>) => void>();
+  let pair: ColoPair | undefined;
+  let started = false;
+  let end!: (e: Ending) => void;
+  const ended = new Promise<Ending>((resolve) => (end = resolve));
+  const abort = new AbortController();
+  const onEvent = (e: ColoDriverEvent): void => {
+    const body = coloEventBody(e);
+    show(view, body);
+    for (const l of listeners) l(body);
+    if (started && e.type === 'state' && e.state === 'failed') end({ how: 'failed', error: new RemusError('OP_FAILED', 'the COLO pair failed (see the error above)') });
+  };
+  const control = await serveControl(sock, async (req: ControlRequest, send) => {
+    view.event('request', { ...req });
+    if (req.command === 'status') return { name: cfg.name, pid: process.pid, operation, status: pair?.status() ?? { state: 'connecting' } };
+    if (!pair || !started) throw new RemusError('STATE', `pair ${cfg.name} is not replicating yet (state ${pair?.status().state ?? 'connecting'})`);
+    listeners.add(send);
+    try {
+      if (req.command === 'failover') {
+        view.say(`failover to the ${req.to} requested over the control socket`);
+        await pair.failover(req.to, `manual failover to the ${req.to} (remus colo failover)`);
+      } else {
+        view.say('stop requested over the control socket');
+        await pair.stop();
+        setImmediate(() => end({ how: 'stopped' }));
+      }
+      return { name: cfg.name, status: pair.status() };
+    } finally {
+      listeners.delete(send);
+    }
+  });
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!started) {
+      view.say(`${sig}: interrupting the start`);
+      abort.abort(new RemusError('ABORTED', `start interrupted by ${sig}`));
+      end({ how: 'interrupted', signal: sig });
+    } else end({ how: stopOnExit ? 'stopped' : 'detached', signal: sig });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const bound = cfg.watchdog === false ? undefined : watchdogBoundMs(cfg.watchdog);
+  view.event('start', { name: cfg.name, operation, journal: journal.path, control: sock, migrationUri: cfg.migrationUri, checkpointDelayMs: cfg.checkpointDelayMs, watchdogBoundMs: bound ?? null, fence: cfg.fence !== undefined });
+  view.say(`pair ${cfg.name}: operation ${operation}, control socket ${sock}`);
+  if (!cfg.fence) view.say('warning: no "fence" in the pair file: a failover cannot take the failed side off the clients\' network');
+  let ending: Ending | undefined;
+  try {
+    pair = await ColoPair.connect(
+      { ...coloPairOptions(cfg.description), operationId: operation, onEvent },
+      30_000,
+      abort.signal,
+    );
+    await pair.start({ timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
+    started = true;
+    journal.remove();
+    view.say(`replicating; ${bound === undefined ? 'NO watchdog' : `watchdog on (a hung side is noticed within ${bound} ms)`}; stop with \`remus colo stop\` or SIGINT`);
+    view.event('replicating', { status: pair.status() });
+    ending = await ended;
+  } catch (e) {
+    ending = (await Promise.race([ended, Promise.resolve(undefined)])) ?? { how: 'failed', error: asRemusError(e) };
+    if (ending.how === 'interrupted') ending = { ...ending, error: asRemusError(e) };
+  }
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+
+  let clean = true;
+  try {
+    if (ending.how === 'stopped' && ending.signal && pair) {
+      view.say(`${ending.signal}: stopping the pair (--stop-on-exit)`);
+      await pair.stop();
+    }
+    if (ending.how === 'detached') {
+      view.say(`${ending.signal}: detached. The pair keeps replicating and NOTHING WATCHES IT ANY MORE: QEMU has no watchdog, a dead peer goes unnoticed and clients may hang`);
+      view.event('detached', { signal: ending.signal });
+    }
+  } catch (e) {
+    ending = { how: 'failed', error: asRemusError(e) };
+  }
+  await pair?.close();
+  if (!started) {
+    // The driver tears down what a failed start set up; reaping by the operation's tag catches the rest.
+    const r = pair ? await cleanupRun(journal.data) : { removed: [], errors: [] };
+    for (const l of r.removed) view.say(`removed ${l}`);
+    if (r.errors.length === 0) journal.remove();
+    else {
+      clean = false;
+      for (const l of r.errors) view.say(`could not remove: ${l} (run \`remus cleanup\`)`);
+    }
+  }
+  await control.close();
+  const ok = ending.how === 'stopped' || ending.how === 'detached';
+  const status = pair?.status();
+  view.event('end', { ok, how: ending.how, clean, ...(status ? { status } : {}), ...(ending.error ? { error: ending.error.toJSON() } : {}) });
+  if (mode !== 'json') {
+    if (status) io.out.write(formatColoStatus(status));
+    io.out.write(`${ending.how}${ending.error ? `: [${ending.error.code}] ${ending.error.message}` : ''}\n`);
+  }
+  return ok && clean ? 0 : 1;
+}
+
+function asRemusError(e: unknown): RemusError {
+  return e instanceof RemusError ? e : new RemusError('OP_FAILED', describeCause(e) ?? 'unknown failure', { cause: e });
+}
+
+/** Which pair a status/failover/stop is about: from the pair file, --name, or the only control socket in the state dir. */
+function target(v: { _: string[]; name?: string; 'state-dir'?: string }): { name: string; sock: string; cfg?: ColoPairConfig } {
+  const dir = stateDir(v['state-dir']);
+  if (v._[0] !== undefined) {
+    const cfg = loadPairConfig(v._[0]);
+    return { name: cfg.name, sock: controlSocketPath(dir, cfg.name), cfg };
+  }
+  let name = v.name;
+  if (name === undefined) {
+    const names = controlSocketNames(dir);
+    if (names.length !== 1) {
+      throw new RemusError('INVALID_ARGUMENT', names.length === 0 ? `no colo driver runs here (no control socket in ${dir}): give the pair file` : `several pairs in ${dir} (${names.join(', ')}): give the pair file or --name`);
+    }
+    name = names[0] as string;
+  }
+  return { name, sock: controlSocketPath(dir, name) };
+}
+
+async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, COMMON, 1);
+  const t = target(v);
+  const view = new ProgressView(viewMode(v.json, io), io.out as never, new RunFigures());
+  if (await socketLive(t.sock)) {
+    const r = await requestControl(t.sock, { command: 'status' }, () => {}, 10_000);
+    if (!r.ok) throw new RemusError('OP_FAILED', `the colo driver refused: ${r.error?.message}`);
+    view.event('status', { driver: true, ...r });
+    view.say(`pair ${t.name}: driver pid ${String(r.pid)}, operation ${String(r.operation)}`);
+    const status = r.status as ColoStatus;
+    if (view.mode !== 'json') io.out.write(status.pauseMs ? formatColoStatus(status) : `state: ${status.state}\n`);
+    return 0;
+  }
+  if (!t.cfg) throw new RemusError('STATE', `no colo driver runs for pair ${t.name} (${t.sock}): give the pair file to ask the QEMUs directly`);
+  view.say(`pair ${t.name}: no driver runs (no answer on ${t.sock}); asking the QEMUs`);
+  const sides: Record<string, unknown> = {};
+  for (const role of ['primary', 'secondary'] as const) {
+    const s = t.cfg[role];
+    const address = s.qmpEvents ?? s.qmp;
+    sides[role] = await querySide(address);
+    const q = sides[role] as SideAnswer;
+    view.say(
+      q.ok
+        ? `${role} (${formatQmpAddress(address)}): COLO mode ${q.colo.mode}${q.colo.reason ? ` (last ${q.colo['last-mode']}, reason ${q.colo.reason})` : ''}, migration ${q.migrate.status ?? 'none'}, VM ${q.run.status}`
+        : `${role} (${formatQmpAddress(address)}): no answer: ${q.error}`,
+    );
+  }
+  view.event('status', { driver: false, name: t.name, sides });
+  return Object.values(sides).every((s) => (s as SideAnswer).ok) ? 0 : 1;
+}
+
+type SideAnswer =
+  | { ok: true; colo: { mode: string; 'last-mode'?: string; reason?: string }; migrate: { status?: string }; run: { status: string; running: boolean } }
+  | { ok: false; error: string };
+
+/** One side's COLO, migration and run state, straight from its QEMU (bounded). */
+async function querySide(address: QmpAddress): Promise<SideAnswer> {
+  let c;
+  try {
+    c = await connectQmp(address, { timeoutMs: 5000, commandTimeoutMs: 5000 });
+  } catch (e) {
+    return { ok: false, error: describeCause(e) ?? 'unreachable' };
+  }
+  try {
+    const colo = await c.execute<{ mode: string; 'last-mode'?: string; reason?: string }>('query-colo-status');
+    const migrate = await c.execute<{ status?: string }>('query-migrate');
+    const run = await c.execute<{ status: string; running: boolean }>('query-status');
+    return { ok: true, colo, migrate, run };
+  } catch (e) {
+    return { ok: false, error: describeCause(e) ?? 'failed' };
+  } finally {
+    await c.close().catch(() => {});
+  }
+}
+
+async function coloRequest(command: 'failover' | 'stop', rest: readonly string[], io: Io): Promise<number> {
+  const v = args(rest, { ...COMMON, to: { type: 'string' } }, 1);
+  let req: ControlRequest = { command: 'stop' };
+  if (command === 'failover') {
+    if (v.to !== 'primary' && v.to !== 'secondary') throw new RemusError('INVALID_ARGUMENT', `--to ${v.to === undefined ? 'is required' : `${JSON.stringify(v.to)} is not a side`}: use --to primary or --to secondary`);
+    req = { command: 'failover', to: v.to };
+  } else if (v.to !== undefined) throw new RemusError('INVALID_ARGUMENT', '--to belongs to remus colo failover');
+  const t = target(v);
+  if (!(await socketLive(t.sock))) {
+    throw new RemusError('STATE', `no colo driver runs for pair ${t.name} (${t.sock}); ${command} goes through the driver (remus colo start), which fences the other side`);
+  }
+  const view = new ProgressView(viewMode(v.json, io), io.out as never, new RunFigures());
+  const t0 = performance.now();
+  const r = await requestControl(t.sock, req, (e) => show(view, e), 180_000);
+  const took = performance.now() - t0;
+  view.event('end', { ...r, ms: took });
+  if (!r.ok) {
+    if (view.mode !== 'json') io.err.write(`remus: ${command} failed: [${r.error?.code}] ${r.error?.message}\n`);
+    return 1;
+  }
+  if (view.mode !== 'json') {
+    io.out.write(formatColoStatus(r.status as ColoStatus));
+    io.out.write(`${command === 'stop' ? 'stopped' : 'failover done'} in ${ms(took)}\n`);
+  }
+  return 0;
+}

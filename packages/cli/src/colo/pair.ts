@@ -1,0 +1,233 @@
+/**
+ * The pair file of `remus colo start` (JSON): both sides of a QEMU COLO pair
+ * (QMP sockets, pid, @remus/colo devices), the migration URI, the checkpoint
+ * delay, the watchdog and the network fence. Validated like the run config:
+ * every problem at once, each with its JSON path and a fix, before anything
+ * is touched.
+ */
+import { basename, extname } from 'node:path';
+import { validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
+import { DEFAULT_WATCHDOG, processAlive, type ColoFenceDescription, type ColoPairDescription, type ColoRole, type ColoWatchdogOptions } from '@remus/colo';
+import { formatQmpAddress, parseQmpAddress, type QmpAddress } from '@remus/qmp';
+import { configError, readJsonFile, validateDevices, type ConfigProblem } from '../config.js';
+import { isObject, join, num, unknownKeys, type Report } from '../validation.js';
+
+export interface ColoSideConfig {
+  readonly qmp: QmpAddress;
+  readonly qmpEvents?: QmpAddress;
+  readonly pid?: number;
+  readonly devices: readonly DeviceSpec[];
+}
+
+/** Takes a side's tap off / puts it on the clients' bridge (`ip link set TAP [no]master BRIDGE`, in `netns` if given). */
+export interface ColoFenceConfig {
+  readonly netns?: string;
+  readonly bridge: string;
+  readonly primaryTap: string;
+  readonly secondaryTap: string;
+}
+
+/** A validated pair file with defaults filled in. */
+export interface ColoPairConfig {
+  /** Names the control socket (`STATE_DIR/colo-<name>.sock`); default: the file name without extension. */
+  readonly name: string;
+  readonly primary: ColoSideConfig;
+  readonly secondary: ColoSideConfig;
+  readonly migrationUri: string;
+  readonly checkpointDelayMs: number;
+  readonly commandTimeoutMs: number;
+  readonly startTimeoutMs: number;
+  readonly watchdog: Required<ColoWatchdogOptions> | false;
+  readonly fence: ColoFenceConfig | undefined;
+  /** The same pair as @remus/colo's description (for `coloPairOptions`); the fence as `ip link set` argument vectors. */
+  readonly description: ColoPairDescription;
+}
+
+const TOP_KEYS = ['$schema', 'name', 'primary', 'secondary', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'watchdog', 'fence'];
+const SIDE_KEYS = ['qmp', 'qmpEvents', 'pid', 'devices'];
+const WATCHDOG_KEYS = ['intervalMs', 'probeTimeoutMs', 'misses'];
+const FENCE_KEYS = ['netns', 'bridge', 'primaryTap', 'secondaryTap'];
+
+type ParamKind = 'address' | 'id' | 'seconds';
+/** Params of @remus/colo's devices per side and kind (see its README); `?` marks optional ones. */
+const PARAMS: Record<ColoRole, Record<string, Record<string, ParamKind>>> = {
+  primary: {
+    nic: { netdev: 'id', mirror: 'address', compare: 'address', primaryIn: 'address', compareOut: 'address' },
+    disk: { quorum: 'id', nbd: 'address', export: 'id' },
+  },
+  secondary: {
+    nic: { netdev: 'id', mirror: 'address', compare: 'address', 'reconnectSeconds?': 'seconds' },
+    disk: { node: 'id', nbd: 'address', 'export?': 'id', 'quorum?': 'id' },
+  },
+};
+
+const FIX: Record<ParamKind, string> = {
+  address: 'a socket address: { "host": "127.0.0.1", "port": 9003 }, "127.0.0.1:9003" or { "path": "/run/colo/x.sock" }',
+  id: 'a QEMU id: letters, digits, "-", "." and "_", starting with a letter',
+  seconds: 'a whole number of seconds, 1-3600',
+};
+
+/** Reads and validates a pair file. Throws INVALID_ARGUMENT listing every problem. */
+export function loadPairConfig(file: string): ColoPairConfig {
+  return validatePairConfig(readJsonFile(file, 'pair file'), file);
+}
+
+/** Validates a parsed pair file. `source` names it in messages and gives the default name. */
+export function validatePairConfig(raw: unknown, source = 'pair.json'): ColoPairConfig {
+  const problems: ConfigProblem[] = [];
+  const p: Report = (path, message, fix) => void problems.push({ path, message, fix });
+  if (!isObject(raw)) {
+    throw configError(source, [{ path: '$', message: 'must be a JSON object', fix: 'write { "primary": {...}, "secondary": {...}, "migrationUri": "tcp:127.0.0.1:9998" }' }]);
+  }
+  unknownKeys(raw, TOP_KEYS, '', p);
+  const name = raw.name === undefined ? basename(source, extname(source)) : raw.name;
+  try {
+    validateName(name, 'pair name');
+  } catch {
+    p(raw.name === undefined ? '$' : 'name', `${JSON.stringify(name)} is not a usable pair name`, 'set "name" to letters, digits, "-", "_" or "." (it names the control socket)');
+  }
+  const primary = validateSide(raw.primary, 'primary', p);
+  const secondary = validateSide(raw.secondary, 'secondary', p);
+  if (typeof raw.migrationUri !== 'string' || !/^(tcp|unix|rdma|exec|fd):\S+$/.test(raw.migrationUri)) {
+    p('migrationUri', raw.migrationUri === undefined ? 'is missing' : `${JSON.stringify(raw.migrationUri)} is not a migration URI`, 'where the secondary listens, as given to its -incoming, e.g. "tcp:127.0.0.1:9998"');
+  }
+  const checkpointDelayMs = num(raw, 'checkpointDelayMs', '', p, { def: 2000, min: 1, integer: true, fix: "QEMU's x-checkpoint-delay: ms between checkpoints while the outputs agree, e.g. 2000" }) as number;
+  const commandTimeoutMs = num(raw, 'commandTimeoutMs', '', p, { def: 10_000, min: 1, fix: 'time limit of each QMP command in ms, e.g. 10000' }) as number;
+  const startTimeoutMs = num(raw, 'startTimeoutMs', '', p, { def: 120_000, min: 1, fix: 'time limit of the start (set-up and migration) in ms, e.g. 120000' }) as number;
+  let watchdog: ColoPairConfig['watchdog'] = { ...DEFAULT_WATCHDOG };
+  if (raw.watchdog === false) watchdog = false;
+  else if (raw.watchdog !== undefined && !isObject(raw.watchdog)) p('watchdog', 'must be an object or false', `e.g. ${JSON.stringify(DEFAULT_WATCHDOG)}, or false for none (then nothing notices a dead peer)`);
+  else if (isObject(raw.watchdog)) {
+    unknownKeys(raw.watchdog, WATCHDOG_KEYS, 'watchdog', p);
+    const w = raw.watchdog;
+    watchdog = {
+      intervalMs: num(w, 'intervalMs', 'watchdog', p, { def: DEFAULT_WATCHDOG.intervalMs, min: 1, fix: 'ms between liveness probes, e.g. 200' }) as number,
+      probeTimeoutMs: num(w, 'probeTimeoutMs', 'watchdog', p, { def: DEFAULT_WATCHDOG.probeTimeoutMs, min: 1, fix: 'ms a probe may take, e.g. 1500' }) as number,
+      misses: num(w, 'misses', 'watchdog', p, { def: DEFAULT_WATCHDOG.misses, min: 1, integer: true, fix: 'missed probes in a row that declare a side hung, e.g. 3' }) as number,
+    };
+  }
+  const fence = validateFence(raw.fence, p);
+  if (problems.length > 0) throw configError(source, problems);
+  const sides = { primary: primary as ColoSideConfig, secondary: secondary as ColoSideConfig };
+  const describe = (s: ColoSideConfig) => ({
+    qmp: formatQmpAddress(s.qmp),
+    ...(s.qmpEvents ? { qmpEvents: formatQmpAddress(s.qmpEvents) } : {}),
+    ...(s.pid !== undefined ? { pid: s.pid } : {}),
+    devices: s.devices,
+  });
+  const description: ColoPairDescription = {
+    primary: describe(sides.primary),
+    secondary: describe(sides.secondary),
+    migrationUri: raw.migrationUri as string,
+    checkpointDelayMs,
+    commandTimeoutMs,
+    watchdog,
+    ...(fence ? { fence: fenceCommands(fence) } : {}),
+  };
+  return { name: name as string, ...sides, migrationUri: raw.migrationUri as string, checkpointDelayMs, commandTimeoutMs, startTimeoutMs, watchdog, fence, description };
+}
+
+/** The fence as commands: `ip [-n NETNS] link set TAP master BRIDGE` to attach a side, `... nomaster` to detach it. */
+function fenceCommands(f: ColoFenceConfig): ColoFenceDescription {
+  const ip = (tap: string, ...rest: string[]): string[] => ['ip', ...(f.netns ? ['-n', f.netns] : []), 'link', 'set', tap, ...rest];
+  return {
+    attach: { primary: ip(f.primaryTap, 'master', f.bridge), secondary: ip(f.secondaryTap, 'master', f.bridge) },
+    detach: { primary: ip(f.primaryTap, 'nomaster'), secondary: ip(f.secondaryTap, 'nomaster') },
+  };
+}
+
+function validateSide(s: unknown, role: ColoRole, p: Report): ColoSideConfig | undefined {
+  const example = '{ "qmp": "/run/qemu/${role}.qmp", "qmpEvents": "/run/qemu/${role}-events.qmp", "pid": 1234, "devices": [...] }';
+  if (!isObject(s)) {
+    p(role, s === undefined ? 'is missing' : 'must be an object', `describe the ${role} QEMU: ${example}`);
+    return undefined;
+  }
+  unknownKeys(s, SIDE_KEYS, role, p);
+  const qmp = address(s, 'qmp', role, p, true);
+  const qmpEvents = address(s, 'qmpEvents', role, p, false);
+  if (s.pid !== undefined) {
+    if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${role}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
+    else if (!processAlive(s.pid as number)) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
+  }
+  const at = `${role}.devices`;
+  if (!Array.isArray(s.devices) || s.devices.length === 0) {
+    p(at, s.devices === undefined ? 'is missing' : 'must be a non-empty array', `the ${role}'s COLO devices: a "nic" and a "disk", with @remus/colo's params`);
+    return undefined;
+  }
+  const devices = validateDevices(s.devices, p, at);
+  devices.forEach((d, i) => {
+    if (!isObject(d) || !isObject(d.params ?? {})) return;
+    const shape = PARAMS[role][d.kind];
+    if (shape === undefined) {
+      if (typeof d.kind === 'string' && d.kind !== '') p(`${at}[${i}].kind`, `"${d.kind}" is not a COLO device kind`, 'use "nic" (the COLO proxy) or "disk" (block replication)');
+      return;
+    }
+    checkParams(d.params ?? {}, shape, `${at}[${i}].params`, p);
+  });
+  return { qmp: qmp as QmpAddress, ...(qmpEvents ? { qmpEvents } : {}), ...(typeof s.pid === 'number' ? { pid: s.pid } : {}), devices };
+}
+
+function checkParams(params: Record<string, unknown>, shape: Record<string, ParamKind>, at: string, p: Report): void {
+  const keys = Object.keys(shape).map((k) => k.replace(/\?$/, ''));
+  unknownKeys(params, keys, at, p);
+  for (const [spec, kind] of Object.entries(shape)) {
+    const key = spec.replace(/\?$/, '');
+    const v = params[key];
+    if (v === undefined) {
+      if (!spec.endsWith('?')) p(join(at, key), 'is missing', FIX[kind]);
+      continue;
+    }
+    const ok =
+      kind === 'id'
+        ? typeof v === 'string' && /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(v)
+        : kind === 'seconds'
+          ? Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 3600
+          : isAddress(v);
+    if (!ok) p(join(at, key), `${JSON.stringify(v)} is not ${kind === 'address' ? 'a socket address' : kind === 'id' ? 'a QEMU id' : 'a number of seconds'}`, FIX[kind]);
+  }
+}
+
+function isAddress(v: unknown): boolean {
+  if (typeof v === 'string') return /^[A-Za-z0-9_.:-]{1,253}:\d{1,5}$/.test(v);
+  if (!isObject(v)) return false;
+  if (typeof v.path === 'string') return v.path !== '' && v.path.length <= 107 && Object.keys(v).length === 1;
+  return typeof v.host === 'string' && v.host !== '' && Number.isInteger(v.port) && (v.port as number) > 0 && (v.port as number) < 65536 && Object.keys(v).length === 2;
+}
+
+function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean): QmpAddress | undefined {
+  const v = s[key];
+  const fix = `the ${role} QEMU's ${key === 'qmp' ? 'QMP socket (-qmp unix:PATH,server=on,wait=off)' : 'second QMP socket, for events and watchdog probes'}: a unix socket path, "host:port", { "path" } or { "host", "port" }`;
+  if (v === undefined) {
+    if (required) p(`${role}.${key}`, 'is missing', fix);
+    return undefined;
+  }
+  try {
+    if (typeof v !== 'string' && !isObject(v)) throw new Error('not an address');
+    return parseQmpAddress(v as string | QmpAddress);
+  } catch {
+    p(`${role}.${key}`, `${JSON.stringify(v)} is not a QMP socket address`, fix);
+    return undefined;
+  }
+}
+
+function validateFence(f: unknown, p: Report): ColoFenceConfig | undefined {
+  if (f === undefined) return undefined;
+  const example = '{ "netns": "colo-h", "bridge": "br0", "primaryTap": "tap-pri", "secondaryTap": "tap-sec" }';
+  if (!isObject(f)) {
+    p('fence', 'must be an object', `the clients' bridge and each side's tap: ${example}`);
+    return undefined;
+  }
+  unknownKeys(f, FENCE_KEYS, 'fence', p);
+  const check = (key: string, validate: (v: unknown) => unknown, fix: string): void => {
+    if (f[key] === undefined && key === 'netns') return;
+    try {
+      validate(f[key]);
+    } catch (e) {
+      p(`fence.${key}`, f[key] === undefined ? 'is missing' : (e as Error).message, fix);
+    }
+  };
+  check('netns', (v) => validateName(v, 'network namespace'), 'the network namespace (ip netns) holding the bridge and taps, or leave it out for the current one');
+  for (const key of ['bridge', 'primaryTap', 'secondaryTap']) check(key, (v) => validateInterfaceName(v, key), 'an interface name of at most 15 characters');
+  if (f.primaryTap !== undefined && f.primaryTap === f.secondaryTap) p('fence.secondaryTap', 'is the same as primaryTap', "each side needs its own tap: the fence takes one off the bridge before the other joins");
+  return f as unknown as ColoFenceConfig;
+}
