@@ -8,13 +8,16 @@
  * QEMU has no heartbeat of its own: when the secondary dies and nobody fails
  * the primary over, colo-compare holds every reply forever and clients hang.
  *
- * No split brain on one host: only one side's tap is on the clients' network
- * at a time. Promoting the secondary first fences the primary (SIGKILL by
- * pid, confirmed gone) and takes its tap off the network (`fence.detach`),
- * and only then connects the secondary (`fence.attach`). Across two hosts a
- * pid and a local bridge are not enough: a partition looks like a death, so
- * it needs an arbiter (a third node or quorum) and a fencing device (power /
- * IPMI, or the switch port) that the survivor uses before it answers clients.
+ * No split brain on one host: only one side is on the clients' network at a
+ * time. A failover first fences the losing side (SIGKILL by pid, confirmed
+ * gone; `fence.detach`), and only then promotes the survivor and, for the
+ * secondary, connects it (`fence.attach`). Across two hosts a pid and a
+ * local bridge are not enough: a partition looks like a death, so it needs
+ * an arbiter (a third node or quorum service), a fencing device (power /
+ * IPMI, or the switch port) that the survivor uses before it answers
+ * clients, and the takeover of the service address.
+ *
+ * Rule: a promoted secondary is never torn down (see {@link ColoPair.stop}).
  */
 import { readFileSync } from 'node:fs';
 import { RemusError, createCheckpointDevices, newOperationId, type CheckpointDevices, type DeviceSpec, type OpsList } from '@remus/core';
@@ -73,11 +76,13 @@ export interface ColoPairOptions {
   readonly migrationUri: string;
   /** x-checkpoint-delay: the period of checkpoints when outputs agree, ms. Default 2000. */
   readonly checkpointDelayMs?: number;
-  /** Operation id tagging what the subkinds add to QEMU. Default: a fresh one. */
+  /** Operation id tagging what the subkinds add to QEMU (names their ids: {@link coloIds}). Default: a fresh one. */
   readonly operationId?: string;
+  /** Attaches a side to the clients' network and detaches it (fencing). Without it (and without pids) the driver cannot fence. */
   readonly fence?: ColoNetworkFence;
+  /** Watchdog bounds ({@link DEFAULT_WATCHDOG}), or `false`: no watchdog (failover only by {@link ColoPair.failover}). */
   readonly watchdog?: ColoWatchdogOptions | false;
-  /** Progress and decisions, as they happen. */
+  /** Progress and decisions, as they happen (synchronous; a listener that throws is ignored). */
   readonly onEvent?: (e: ColoDriverEvent) => void;
   /** Bound of QMP commands, ms. Default 10000. */
   readonly commandTimeoutMs?: number;
