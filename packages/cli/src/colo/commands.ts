@@ -11,7 +11,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { RemusError, describeCause, newOperationId } from '@remus/core';
-import { ColoPair, coloPairOptions, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
+import { ColoPair, coloPairOptions, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
 import { connectQmp, formatQmpAddress, type QmpAddress } from '@remus/qmp';
 import { args, viewMode } from '../args.js';
 import { cleanupRun } from '../cleanup.js';
@@ -235,7 +235,7 @@ function asRemusError(e: unknown): RemusError {
 function target(v: { _: string[]; name?: string; 'state-dir'?: string }): { name: string; sock: string; cfg?: ColoPairConfig } {
   const dir = stateDir(v['state-dir']);
   if (v._[0] !== undefined) {
-    const cfg = loadPairConfig(v._[0]);
+    const cfg = loadPairConfig(v._[0], false);
     return { name: cfg.name, sock: controlSocketPath(dir, cfg.name), cfg };
   }
   let name = v.name;
@@ -268,12 +268,12 @@ async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
   for (const role of ['primary', 'secondary'] as const) {
     const s = t.cfg[role];
     const address = s.qmpEvents ?? s.qmp;
-    sides[role] = await querySide(address);
-    const q = sides[role] as SideAnswer;
+    const q = await querySide(address);
+    sides[role] = s.pid === undefined ? q : { ...q, pid: s.pid, pidAlive: processAlive(s.pid) };
     view.say(
       q.ok
-        ? `${role} (${formatQmpAddress(address)}): COLO mode ${q.colo.mode}${q.colo.reason ? ` (last ${q.colo['last-mode']}, reason ${q.colo.reason})` : ''}, migration ${q.migrate.status ?? 'none'}, VM ${q.run.status}`
-        : `${role} (${formatQmpAddress(address)}): no answer: ${q.error}`,
+        ? `${role} (${formatQmpAddress(address)}): COLO mode ${q.colo.mode}${q.colo.reason && q.colo.reason !== 'none' ? ` (last ${q.colo['last-mode']}, reason ${q.colo.reason})` : ''}, migration ${q.migrate.status ?? 'none'}, VM ${q.run.status}`
+        : `${role} (${formatQmpAddress(address)}): no answer: ${q.error}${s.pid !== undefined && !processAlive(s.pid) ? ` (process ${s.pid} is gone)` : ''}`,
     );
   }
   view.event('status', { driver: false, name: t.name, sides });

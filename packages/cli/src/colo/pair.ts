@@ -67,13 +67,13 @@ const FIX: Record<ParamKind, string> = {
   seconds: 'a whole number of seconds, 1-3600',
 };
 
-/** Reads and validates a pair file. Throws INVALID_ARGUMENT listing every problem. */
-export function loadPairConfig(file: string): ColoPairConfig {
-  return validatePairConfig(readJsonFile(file, 'pair file'), file);
+/** Reads and validates a pair file. Throws INVALID_ARGUMENT listing every problem. `livePids`: a pid must be a running process (for start). */
+export function loadPairConfig(file: string, livePids = true): ColoPairConfig {
+  return validatePairConfig(readJsonFile(file, 'pair file'), file, livePids);
 }
 
 /** Validates a parsed pair file. `source` names it in messages and gives the default name. */
-export function validatePairConfig(raw: unknown, source = 'pair.json'): ColoPairConfig {
+export function validatePairConfig(raw: unknown, source = 'pair.json', livePids = true): ColoPairConfig {
   const problems: ConfigProblem[] = [];
   const p: Report = (path, message, fix) => void problems.push({ path, message, fix });
   if (!isObject(raw)) {
@@ -86,8 +86,8 @@ export function validatePairConfig(raw: unknown, source = 'pair.json'): ColoPair
   } catch {
     p(raw.name === undefined ? '$' : 'name', `${JSON.stringify(name)} is not a usable pair name`, 'set "name" to letters, digits, "-", "_" or "." (it names the control socket)');
   }
-  const primary = validateSide(raw.primary, 'primary', p);
-  const secondary = validateSide(raw.secondary, 'secondary', p);
+  const primary = validateSide(raw.primary, 'primary', p, livePids);
+  const secondary = validateSide(raw.secondary, 'secondary', p, livePids);
   if (typeof raw.migrationUri !== 'string' || !/^(tcp|unix|rdma|exec|fd):\S+$/.test(raw.migrationUri)) {
     p('migrationUri', raw.migrationUri === undefined ? 'is missing' : `${JSON.stringify(raw.migrationUri)} is not a migration URI`, 'where the secondary listens, as given to its -incoming, e.g. "tcp:127.0.0.1:9998"');
   }
@@ -136,7 +136,7 @@ function fenceCommands(f: ColoFenceConfig): ColoFenceDescription {
   };
 }
 
-function validateSide(s: unknown, role: ColoRole, p: Report): ColoSideConfig | undefined {
+function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean): ColoSideConfig | undefined {
   const example = '{ "qmp": "/run/qemu/${role}.qmp", "qmpEvents": "/run/qemu/${role}-events.qmp", "pid": 1234, "devices": [...] }';
   if (!isObject(s)) {
     p(role, s === undefined ? 'is missing' : 'must be an object', `describe the ${role} QEMU: ${example}`);
@@ -147,7 +147,7 @@ function validateSide(s: unknown, role: ColoRole, p: Report): ColoSideConfig | u
   const qmpEvents = address(s, 'qmpEvents', role, p, false);
   if (s.pid !== undefined) {
     if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${role}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
-    else if (!processAlive(s.pid as number)) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
+    else if (livePids && !processAlive(s.pid as number)) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
   }
   const at = `${role}.devices`;
   if (!Array.isArray(s.devices) || s.devices.length === 0) {

@@ -1,0 +1,116 @@
+// `remus colo start` as a user runs it (a spawned remus), on two real QEMUs
+// without a guest (-S; the guest lab in tools/colo-lab covers traffic), with
+// a real fence: a bridge and two taps in a network namespace this file
+// creates (needs root). Then `status`, `failover` and `stop` from other remus
+// processes through the control socket; and SIGTERM, which detaches and
+// leaves the pair replicating (the status fallback then sees COLO on both).
+// Every QEMU is killed by pid; the namespace and temp dirs are removed.
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { runScript } from '@remus/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { qemuPair, stopQemus } from './colo-env.js';
+import { alive, events, ip, journals, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+
+const NS = `rcli-colo-${process.pid}`;
+let dir: string;
+let state: string;
+let running: Running | undefined;
+
+beforeEach(async () => {
+  dir = tempDir('remus-colo-pair-');
+  state = join(dir, 'state');
+  await ip(['netns', 'add', NS]);
+  await ip(['-n', NS, 'link', 'add', 'br0', 'type', 'bridge']);
+  for (const tap of ['tap-p', 'tap-s']) await ip(['-n', NS, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  await ip(['-n', NS, 'link', 'set', 'tap-p', 'master', 'br0']);
+});
+
+afterEach(async () => {
+  const r = running;
+  running = undefined;
+  if (r && r.child.exitCode === null) {
+    r.child.kill('SIGKILL');
+    await r.done;
+  }
+  await stopQemus();
+  await ip(['netns', 'delete', NS]).catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function bridgePorts(): Promise<string[]> {
+  const r = await runScript('ip', ['-n', NS, '-o', 'link', 'show', 'master', 'br0'], { timeoutMs: 10_000 });
+  return [...r.stdout.matchAll(/^\d+:\s+([^:@\s]+)/gm)].map((m) => m[1]!);
+}
+
+async function startPair(extra: string[] = []): Promise<{ pri: { pid: number }; sec: { pid: number }; file: string }> {
+  const { pri, sec, pair } = await qemuPair({ fence: { netns: NS, bridge: 'br0', primaryTap: 'tap-p', secondaryTap: 'tap-s' } });
+  const file = writeConfig(dir, 'web.json', pair);
+  running = start(['colo', 'start', file, '--json', '--state-dir', state, ...extra]);
+  await running.waitFor((e) => e.type === 'replicating', 90_000);
+  return { pri, sec, file };
+}
+
+describe('remus colo on a real QEMU pair (netns fence)', () => {
+  it('start streams steps and serves the control socket; failover --to secondary fences the primary; stop ends the driver', async () => {
+    const { pri, sec } = await startPair();
+    const run = running!;
+    const evs = events(run.stdout());
+    expect(evs[0]).toMatchObject({ type: 'start', name: 'web', fence: true, watchdogBoundMs: 5300, control: join(state, 'colo-web.sock') });
+    const steps = evs.filter((e) => e.type === 'step').map((e) => `${String(e.side)}: ${String(e.step)}`);
+    expect(steps.slice(0, 3)).toEqual(['secondary: set up devices (@remus/colo)', 'primary: set up devices (@remus/colo)', 'secondary: proxy connected']);
+    expect(steps).toContain('primary: migrate');
+    expect(evs.filter((e) => e.type === 'state').map((e) => e.state)).toEqual(['starting', 'replicating']);
+    expect(journals(state), 'the journal goes once replication runs').toEqual([]);
+
+    // status through the driver (the only pair in the state dir: no file needed)
+    const st = await remus(['colo', 'status', '--json', '--state-dir', state]);
+    expect(st.code).toBe(0);
+    expect(events(st.stdout)[0]).toMatchObject({ type: 'status', driver: true, ok: true, name: 'web', pid: run.child.pid, status: { state: 'replicating', active: 'primary' } });
+    const human = await remus(['colo', 'status', '--name', 'web', '--state-dir', state]);
+    expect(human.stdout).toMatch(/^state: replicating, serving: primary$/m);
+
+    // a second driver for the same pair is refused before it touches anything
+    const again = await remus(['colo', 'start', join(dir, 'web.json'), '--state-dir', state]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/\[STATE\] a remus colo driver for pair web already runs/);
+
+    const f = await remus(['colo', 'failover', '--to', 'secondary', '--state-dir', state]);
+    expect(f.stderr).toBe('');
+    expect(f.code).toBe(0);
+    expect(f.stdout).toMatch(/^secondary: x-colo-lost-heartbeat \(\d+\.\d\d ms\)$/m);
+    expect(f.stdout).toMatch(/^failover to the secondary done in \d+\.\d\d ms \(manual failover to the secondary \(remus colo failover\)\)$/m);
+    expect(f.stdout).toMatch(/^state: failed-over, serving: secondary$/m);
+    expect(f.stdout).toMatch(/^failover done in \d+\.\d\d ms$/m);
+    expect(alive(pri.pid), 'the primary was fenced (SIGKILL by pid)').toBe(false);
+    expect(await bridgePorts(), 'only the secondary is on the bridge').toEqual(['tap-s']);
+    await run.waitFor((e) => e.type === 'failover' && e.survivor === 'secondary', 5000);
+    await run.waitFor((e) => e.type === 'request' && e.command === 'failover', 5000);
+
+    const stop = await remus(['colo', 'stop', '--json', '--state-dir', state]);
+    expect(stop.code).toBe(0);
+    expect(events(stop.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, status: { state: 'failed-over', active: 'secondary' } });
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, how: 'stopped', clean: true });
+    expect(existsSync(join(state, 'colo-web.sock')), 'the control socket is removed').toBe(false);
+    expect(alive(sec.pid), 'the promoted secondary serves on').toBe(true);
+  });
+
+  it('SIGTERM detaches with a warning and leaves the pair replicating, as the status fallback shows', async () => {
+    const { pri, sec, file } = await startPair();
+    const run = running!;
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    const evs = events(r.stdout);
+    expect(evs.find((e) => e.type === 'detached')).toMatchObject({ signal: 'SIGTERM' });
+    expect(evs.at(-1)).toMatchObject({ type: 'end', ok: true, how: 'detached', status: { state: 'stopped' } });
+    expect(alive(pri.pid) && alive(sec.pid)).toBe(true);
+    expect(await bridgePorts()).toEqual(['tap-p']);
+    const st = await remus(['colo', 'status', file, '--state-dir', state]);
+    expect(st.code).toBe(0);
+    expect(st.stdout).toMatch(/^primary .*: COLO mode primary, migration colo, VM running$/m);
+    expect(st.stdout).toMatch(/^secondary .*: COLO mode secondary, migration colo, VM running$/m);
+  });
+});
