@@ -153,7 +153,8 @@ export class Guest {
       '-chardev', 'stdio,id=con,signal=off', '-serial', 'chardev:con',
       '-chardev', `socket,id=ctl,path=${sock},server=on,wait=on`, '-serial', 'chardev:ctl',
       '-kernel', stamp.kernel, '-initrd', stamp.initramfs,
-      '-append', 'console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init',
+      // REMUS_LAB_TRACE=1 also shows the kernel's boot messages.
+      '-append', `console=ttyS0 panic=-1 ${process.env.REMUS_LAB_TRACE === '1' ? 'loglevel=7' : 'quiet loglevel=4'} mitigations=off rdinit=/init`,
       '-fsdev', 'local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap',
       '-device', 'virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot',
       '-fsdev', `local,id=labshare,path=${share},security_model=none,multidevs=remap`,
@@ -180,7 +181,24 @@ export class Guest {
       if (ms() === 0) return { outcome: 'timeout', message: `${QEMU} did not open its control socket in time` };
       await new Promise((r) => setTimeout(r, 20));
     }
-    const socket = connect(sock);
+    // The socket file appears at bind(), before QEMU listens: retry a refused connect.
+    let socket: Socket | undefined;
+    while (socket === undefined) {
+      const attempt = connect(sock);
+      const ok = await new Promise<boolean>((resolveConnect) => {
+        const timer = setTimeout(() => resolveConnect(false), Math.max(ms(), 1));
+        attempt.once('connect', () => (clearTimeout(timer), resolveConnect(true)));
+        attempt.once('error', () => (clearTimeout(timer), resolveConnect(false)));
+      });
+      if (ok) {
+        socket = attempt;
+        break;
+      }
+      attempt.destroy();
+      if (this.dead) return { outcome: 'crash', message: `${QEMU} exited before the guest booted (${describeExit(this.exitInfo)})` };
+      if (ms() === 0) return { outcome: 'timeout', message: `could not connect to ${QEMU}'s control socket in time` };
+      await new Promise((r) => setTimeout(r, 20));
+    }
     this.ctl = socket;
     socket.on('data', (d: Buffer) => {
       this.ctlBuffer += d.toString('utf8');
@@ -199,7 +217,7 @@ export class Guest {
     if (w.kind === 'exit') {
       return { outcome: 'crash', message: `the guest died during boot (${describeExit(this.exitInfo)})` };
     }
-    return { outcome: 'timeout', message: `the guest did not boot within the boot timeout` };
+    return { outcome: 'timeout', message: 'the guest did not boot within the boot timeout (REMUS_LAB_TRACE=1 shows the kernel boot messages)' };
   }
 
   private wake(): void {
