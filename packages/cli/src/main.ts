@@ -18,7 +18,7 @@ import { cmdColo, COLO_USAGE } from './colo/commands.js';
 const require = createRequire(import.meta.url);
 const VERSION = (require('../package.json') as { version: string }).version;
 
-const USAGE = `remus ${VERSION}: Remus checkpoint replication for a process tree
+const USAGE = `remus ${VERSION}: Remus checkpoint replication for a process tree, and QEMU COLO pairs
 
 usage:
   remus run --config FILE [--json] [--state-dir DIR] [--checkpoints N] [--duration MS]
@@ -48,25 +48,24 @@ export interface Io {
   readonly err: NodeJS.WritableStream;
 }
 
+/** The commands, by name. */
+const COMMANDS: Readonly<Record<string, (rest: readonly string[], io: Io) => Promise<number>>> = {
+  run: cmdRun,
+  plan: cmdPlan,
+  doctor: cmdDoctor,
+  cleanup: cmdCleanup,
+  demo: cmdDemo,
+  backup: cmdBackup,
+  colo: cmdColo,
+};
+
 /** Runs the command line `argv` (without node and script); resolves with the exit code. */
 export async function main(argv: readonly string[], io: Io = { out: process.stdout, err: process.stderr }): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    const run = command !== undefined && Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (run) return await run(rest, io);
     switch (command) {
-      case 'run':
-        return await cmdRun(rest, io);
-      case 'plan':
-        return await cmdPlan(rest, io);
-      case 'doctor':
-        return await cmdDoctor(rest, io);
-      case 'cleanup':
-        return await cmdCleanup(rest, io);
-      case 'demo':
-        return await cmdDemo(rest, io);
-      case 'backup':
-        return await cmdBackup(rest, io);
-      case 'colo':
-        return await cmdColo(rest, io);
       case '--version':
       case 'version':
         io.out.write(`${VERSION}\n`);

@@ -30,6 +30,20 @@ function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
 }
 
 /** Asserts nothing of `operation` is left: cgroup, rules, journal, processes in the router namespace. */
+/** A fresh config dir and state dir, with `cfg` written as remus.json; returns the file. */
+function configFile(cfg: Record<string, unknown>): string {
+  dir = tempDir('remus-cli-');
+  state = tempDir('remus-state-');
+  return writeConfig(dir, 'remus.json', cfg);
+}
+
+/** `remus run --config FILE --json` in the state dir, ended by afterEach if still running. */
+function startRun(file: string): Running {
+  const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+  running.push(run);
+  return run;
+}
+
 async function expectNothingLeft(operation: string): Promise<void> {
   expect(cgroupsOf(operation)).toEqual([]);
   expect(await rulesMentioning(nics.router, operation)).toEqual([]);
@@ -57,9 +71,7 @@ afterAll(async () => {
 
 describe('remus run', () => {
   it('protects a process and a NIC, streams JSON events, and leaves nothing', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 15 }));
+    const file = configFile(config({ maxCheckpoints: 15 }));
     const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -80,13 +92,11 @@ describe('remus run', () => {
   });
 
   it('prints progress and a summary for people without --json', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 5 }));
+    const file = configFile(config({ maxCheckpoints: 5 }));
     const r = await remus(['run', '--config', file, '--state-dir', state]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/device guest0: nic-nfqueue/);
-    const timed = await remus(['run', '--config', file, '--json', '--duration', '700', '--state-dir', state]);
+    const timed = await remus(['run', '--config', file, '--json', '--checkpoints', '1000000', '--duration', '700', '--state-dir', state]);
     expect(events(timed.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, stoppedBy: 'duration' });
     expect(r.stdout).toMatch(/checkpoints: 5 \(/);
     expect(r.stdout).toMatch(/pause: p50 [\d.]+ ms, p99 [\d.]+ ms/);
@@ -95,9 +105,7 @@ describe('remus run', () => {
   });
 
   it('draws a live status line on a terminal', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ maxCheckpoints: 40 }));
+    const file = configFile(config({ maxCheckpoints: 40 }));
     // `script` gives the CLI a pseudo-terminal; its arguments are one command line for sh.
     const cmd = [process.execPath, BIN, 'run', '--config', file, '--state-dir', state].map((a) => `'${a}'`).join(' ');
     const r = await runScript('script', ['-qec', cmd, '/dev/null'], { timeoutMs: 60_000 });
@@ -106,11 +114,8 @@ describe('remus run', () => {
   });
 
   it('SIGINT mid-run stops after the current checkpoint and cleans up', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
-    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
-    running.push(run);
+    const file = configFile(config());
+    const run = startRun(file);
     const startEv = await run.waitFor((e) => e.type === 'start');
     const domainEv = await run.waitFor((e) => e.type === 'domain');
     await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 5);
@@ -127,11 +132,8 @@ describe('remus run', () => {
   });
 
   it('SIGTERM ends it cleanly too', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
-    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
-    running.push(run);
+    const file = configFile(config());
+    const run = startRun(file);
     const startEv = await run.waitFor((e) => e.type === 'start');
     await run.waitFor((e) => e.type === 'checkpoint');
     run.child.kill('SIGTERM');
@@ -142,11 +144,8 @@ describe('remus run', () => {
   });
 
   it('after SIGKILL, remus cleanup removes the cgroup, the rules and the processes from the journal', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
-    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
-    running.push(run);
+    const file = configFile(config());
+    const run = startRun(file);
     const startEv = await run.waitFor((e) => e.type === 'start');
     const domainEv = await run.waitFor((e) => e.type === 'domain');
     await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
@@ -187,8 +186,7 @@ describe('remus run', () => {
       const ok = await remus(['run', '--config', file, '--json', '--state-dir', state, '--checkpoints', '3']);
       expect(ok.code).toBe(0);
       expect(alive(pid)).toBe(true);
-      const run = start(['run', '--config', file, '--json', '--state-dir', state]);
-      running.push(run);
+      const run = startRun(file);
       const startEv = await run.waitFor((e) => e.type === 'start');
       await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 2);
       run.child.kill('SIGKILL');
@@ -204,11 +202,8 @@ describe('remus run', () => {
   });
 
   it('cleanup leaves the journal of a run that is still alive alone', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
-    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
-    running.push(run);
+    const file = configFile(config());
+    const run = startRun(file);
     const startEv = await run.waitFor((e) => e.type === 'checkpoint');
     void startEv;
     const c = await remus(['cleanup', '--state-dir', state]);
@@ -239,9 +234,7 @@ describe('remus run', () => {
   });
 
   it('fails cleanly when the backup cannot be reached', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', command: ['sleep', '300'], ack: { type: 'remote', path: `/tmp/remus-no-backup-${process.pid}.sock` } } }));
+    const file = configFile(config({ domain: { type: 'process', command: ['sleep', '300'], ack: { type: 'remote', path: `/tmp/remus-no-backup-${process.pid}.sock` } } }));
     const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
     expect(r.code).toBe(1);
     const end = events(r.stdout).at(-1) as { ok: boolean; clean: boolean; error: { message: string } };
@@ -251,9 +244,7 @@ describe('remus run', () => {
   });
 
   it('a protected command that exits fails the run, which still cleans up', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', command: ['sleep', '0.3'] } }));
+    const file = configFile(config({ domain: { type: 'process', command: ['sleep', '0.3'] } }));
     const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
     expect(r.code).toBe(1);
     const end = events(r.stdout).at(-1) as { type: string; ok: boolean; clean: boolean; error: { code: string; message: string } };
@@ -266,9 +257,7 @@ describe('remus run', () => {
 
 describe('remus plan', () => {
   it('says which subkind takes each device and why the others declined, changing nothing', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
+    const file = configFile(config());
     const r = await remus(['plan', '--config', file]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/guest0 \(nic\): nic-nfqueue/);
@@ -280,9 +269,7 @@ describe('remus plan', () => {
   });
 
   it('doctor --config plans the configured devices too', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config());
+    const file = configFile(config());
     const r = await remus(['doctor', '--config', file, '--json']);
     expect(r.code).toBe(0);
     const d = events(r.stdout)[0] as { devices: { device: string; subkind: string; declined: { subkind: string }[] }[] };
@@ -290,9 +277,7 @@ describe('remus plan', () => {
   });
 
   it('fails for a device no subkind can take', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
-    const file = writeConfig(dir, 'remus.json', config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.router } }] }));
+    const file = configFile(config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.router } }] }));
     const r = await remus(['plan', '--config', file]);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/gone \(nic\): NOT SUPPORTED/);
