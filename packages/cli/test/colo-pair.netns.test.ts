@@ -104,7 +104,7 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     const r = await run.done;
     expect(r.code).toBe(0);
     const evs = events(r.stdout);
-    expect(evs.find((e) => e.type === 'detached')).toMatchObject({ signal: 'SIGTERM' });
+    expect(evs.find((e) => e.type === 'detached')).toMatchObject({ signal: 'SIGTERM', unwatched: true });
     expect(evs.at(-1)).toMatchObject({ type: 'end', ok: true, how: 'detached', status: { state: 'stopped' } });
     expect(alive(pri.pid) && alive(sec.pid)).toBe(true);
     expect(await bridgePorts()).toEqual(['tap-p']);

@@ -199,8 +199,13 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
       await pair.stop();
     }
     if (ending.how === 'detached') {
-      view.say(`${ending.signal}: detached. The pair keeps replicating and NOTHING WATCHES IT ANY MORE: QEMU has no watchdog, a dead peer goes unnoticed and clients may hang`);
-      view.event('detached', { signal: ending.signal });
+      const st = pair?.status();
+      view.say(
+        st?.state === 'replicating'
+          ? `${ending.signal}: detached. The pair keeps replicating and NOTHING WATCHES IT ANY MORE: QEMU has no watchdog, a dead peer goes unnoticed and clients may hang`
+          : `${ending.signal}: detached (state ${st?.state ?? 'unknown'}, serving: ${st?.active ?? 'unknown'})`,
+      );
+      view.event('detached', { signal: ending.signal, unwatched: st?.state === 'replicating' });
     }
   } catch (e) {
     ending = { how: 'failed', error: asRemusError(e) };
