@@ -380,7 +380,7 @@ export class ColoPair {
   /**
    * Starts replication: the secondary's NBD export and x-colo; the primary's
    * replication child, x-colo, events, the checkpoint delay; then the
-   * migration. Resolves once the primary reports COLO mode (bounded by
+   * migration. Resolves once both sides report COLO mode (bounded by
    * `timeoutMs`, default 120000); rejects with OP_FAILED naming the step,
    * TIMEOUT or ABORTED. Starts the watchdog unless disabled.
    */
@@ -451,15 +451,25 @@ export class ColoPair {
     }
   }
 
-  /** Waits until the primary is in COLO mode (its MIGRATION event, or query-migrate polled meanwhile) or the state left `starting`. */
+  /**
+   * Waits until both sides are in COLO mode: the primary's MIGRATION event
+   * (or query-migrate, polled meanwhile) says `colo`, then the secondary's
+   * query-colo-status says `secondary` (it enters COLO a little later, once
+   * it loaded the first state), or until the state left `starting`.
+   */
   async #waitColo(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    const o = { timeoutMs: 5000 };
     await this.#waitUntil(async () => {
-      if (this.#inColo || this.#state !== 'starting') return true;
-      const st = await this.#sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, { timeoutMs: 5000 }).catch(() => undefined);
-      if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
-      if (st?.status === 'colo') this.#inColo = true;
-      return this.#inColo;
-    }, timeoutMs, signal, 'the primary to enter COLO');
+      if (this.#state !== 'starting') return true;
+      if (!this.#inColo) {
+        const st = await this.#sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, o).catch(() => undefined);
+        if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
+        if (st?.status !== 'colo') return false;
+        this.#inColo = true;
+      }
+      const sec = await this.#sides.secondary.cmd.execute<{ mode?: string }>('query-colo-status', undefined, o).catch(() => undefined);
+      return sec?.mode === 'secondary';
+    }, timeoutMs, signal, 'both sides to enter COLO');
   }
 
   #startWatchdog(): void {

@@ -154,11 +154,20 @@ export async function coloFailoverOnPrimary(client: QmpClient, opts: ColoFailove
  * filter-rewriter. TCP connections opened while COLO ran keep needing its
  * sequence-number translation for as long as they live, so it stays for the
  * VM's lifetime; a driver must therefore not tear a promoted secondary's
- * device layer down (that would delete it). Throws OP_FAILED naming the step.
+ * device layer down (that would delete it). Throws OP_FAILED naming the
+ * step, and STATE, before changing anything, for a secondary that never
+ * entered COLO (still loading the first migration).
  */
 export async function coloFailoverOnSecondary(client: QmpClient, opts: ColoFailoverOptions): Promise<ColoFailoverResult> {
   const s = new Steps(client, 'secondary', opts);
   const nics = ofKind(opts.devices, 'nic', 'mirror');
+  if ((await s.mode()) === 'none') {
+    // Not in COLO: either promoted already (a second run) or still loading the first migration (nothing consistent to promote).
+    const st = await s.run<{ status?: string }>('query-status', 'query-status');
+    if (st.status === 'inmigrate') {
+      throw new RemusError('STATE', 'colo failover on the secondary: it never entered COLO mode (status inmigrate): it has no copy of the VM to promote');
+    }
+  }
   if (ofKind(opts.devices, 'disk', 'node').length > 0) {
     try {
       await s.run('nbd-server-stop', 'nbd-server-stop');
