@@ -9,7 +9,9 @@
  * (COLO_EXIT, QUORUM_REPORT_BAD, a refused command).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ColoPair, coloFailoverOnPrimary, coloIds, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoPairOptions, type ColoRole } from '../src/index.js';
+import { createCheckpointDevices } from '@remus/core';
+import { coloSecondaryOps } from '../src/index.js';
+import { ColoPair, coloFailoverOnPrimary, coloFailoverOnSecondary, coloIds, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoPairOptions, type ColoRole } from '../src/index.js';
 import { diff, freePorts, pairDevices, snapshot, startPrimary, startProxy, startSecondary, stopAll, type TestQemu } from './env.js';
 
 afterEach(stopAll);
@@ -252,6 +254,20 @@ describe('ColoPair on real QEMUs (no guest)', () => {
       expect(diff(secBefore, await snapshot(p.sec))).toEqual([]);
     } finally {
       await pair.close();
+    }
+  });
+
+  it("the secondary's failover sequence refuses a secondary that never entered COLO, before changing anything", async () => {
+    const p = await qemuPair();
+    const layer = createCheckpointDevices({ ops: coloSecondaryOps({ qmp: p.sec.qmp[0] }), devices: p.opts.secondary.devices, operationId: 'drv' });
+    await layer.setup();
+    try {
+      const before = await snapshot(p.sec);
+      const e = await coloFailoverOnSecondary(p.sec.inspect, { operation: 'drv', devices: p.opts.secondary.devices }).catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'STATE', message: expect.stringContaining('never entered COLO mode (status inmigrate)') });
+      expect(diff(before, await snapshot(p.sec))).toEqual([]);
+    } finally {
+      await layer.teardown();
     }
   });
 
