@@ -38,16 +38,25 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Waits (bounded) until the output of `run` matches `re`. */
+async function waitLine(run: Running, re: RegExp, ms: number): Promise<void> {
+  for (const until = Date.now() + ms; !re.test(run.stdout()); ) {
+    if (run.child.exitCode !== null || Date.now() > until) throw new Error(`no line ${re}; stdout:\n${run.stdout()}\nstderr:\n${run.stderr()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function bridgePorts(): Promise<string[]> {
   const r = await runScript('ip', ['-n', NS, '-o', 'link', 'show', 'master', 'br0'], { timeoutMs: 10_000 });
   return [...r.stdout.matchAll(/^\d+:\s+([^:@\s]+)/gm)].map((m) => m[1]!);
 }
 
-async function startPair(extra: string[] = []): Promise<{ pri: { pid: number }; sec: { pid: number }; file: string }> {
+async function startPair(extra: string[] = ['--json']): Promise<{ pri: { pid: number }; sec: { pid: number }; file: string }> {
   const { pri, sec, pair } = await qemuPair({ fence: { netns: NS, bridge: 'br0', primaryTap: 'tap-p', secondaryTap: 'tap-s' } });
   const file = writeConfig(dir, 'web.json', pair);
-  running = start(['colo', 'start', file, '--json', '--state-dir', state, ...extra]);
-  await running.waitFor((e) => e.type === 'replicating', 90_000);
+  running = start(['colo', 'start', file, '--state-dir', state, ...extra]);
+  if (extra.includes('--json')) await running.waitFor((e) => e.type === 'replicating', 90_000);
+  else await waitLine(running, /^replicating; watchdog on/m, 90_000);
   return { pri, sec, file };
 }
 
@@ -112,5 +121,25 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(st.code).toBe(0);
     expect(st.stdout).toMatch(/^primary .*: COLO mode primary, migration colo, VM running$/m);
     expect(st.stdout).toMatch(/^secondary .*: COLO mode secondary, migration colo, VM running$/m);
+  });
+
+  it('shows the watchdog at work in lines: SIGKILL of the secondary, failover to the primary; --stop-on-exit stops on SIGINT', async () => {
+    const { pri, sec } = await startPair(['--stop-on-exit']);
+    const run = running!;
+    expect(run.stdout()).toMatch(/^secondary: set up devices \(@remus\/colo\) \(\d+\.\d\d ms\)$/m);
+    expect(run.stdout()).toMatch(/^state: replicating$/m);
+    process.kill(sec.pid, 'SIGKILL');
+    await waitLine(run, /^failover to the primary done in \d+\.\d\d ms \(.+\)$/m, 20_000);
+    expect(run.stdout()).toMatch(/^WATCHDOG: the secondary failed: /m);
+    expect(await bridgePorts()).toEqual(['tap-p']);
+    const st = await remus(['colo', 'status', '--state-dir', state]);
+    expect(st.stdout).toMatch(/^state: failed-over, serving: primary$/m);
+    expect(st.stdout).toMatch(/^failover: to the primary \(/m);
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^SIGINT: stopping the pair \(--stop-on-exit\)$/m);
+    expect(r.stdout).toMatch(/^stopped$/m);
+    expect(alive(pri.pid), 'the primary serves on').toBe(true);
   });
 });
