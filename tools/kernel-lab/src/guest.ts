@@ -3,8 +3,8 @@
  * no QEMU process or temp folder outlives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -29,11 +29,35 @@ const ROOT_9P_CACHE = 'loose';
 /** Name of the QEMU binary. */
 export const QEMU = 'qemu-system-x86_64';
 
-/** Every guest still running in this process, killed when the process exits. */
-const liveGuests = new Set<ChildProcess>();
+/** Every guest not yet disposed of in this process (QEMU and its temp folder), cleaned up when the process exits. */
+const liveGuests = new Map<ChildProcess, string>();
 process.once('exit', () => {
-  for (const child of liveGuests) child.kill('SIGKILL');
+  for (const [child, runDir] of liveGuests) {
+    child.kill('SIGKILL');
+    rmSync(runDir, { recursive: true, force: true });
+  }
 });
+
+/** Prefix of the per-boot temp folders in the OS temp dir. */
+const RUN_DIR_PREFIX = 'remus-lab-';
+
+/**
+ * Removes per-boot temp folders whose owning process is gone (it was
+ * SIGKILLed before it could clean up; its QEMU died with it via pdeathsig).
+ */
+async function sweepStaleRunDirs(): Promise<void> {
+  const entries = await readdir(tmpdir()).catch(() => [] as string[]);
+  for (const entry of entries.filter((e) => e.startsWith(RUN_DIR_PREFIX))) {
+    const dir = join(tmpdir(), entry);
+    const owner = Number(await readFile(join(dir, 'owner'), 'utf8').catch(() => 'NaN'));
+    if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid) continue;
+    try {
+      process.kill(owner, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(dir, { recursive: true, force: true });
+    }
+  }
+}
 
 /** Absolute path of `name` on PATH, or undefined. */
 export function findOnPath(name: string): string | undefined {
@@ -90,7 +114,7 @@ export class Guest {
     /** Per-boot temp folder: control socket, writable share. Removed by dispose(). */
     readonly runDir: string,
   ) {
-    liveGuests.add(child);
+    liveGuests.set(child, runDir);
     const t0 = Date.now();
     const onData = (d: Buffer) => {
       if (process.env.REMUS_LAB_TRACE === '1') process.stderr.write(`[remus-lab +${Date.now() - t0} ms] ${d.toString('utf8')}`);
@@ -103,7 +127,6 @@ export class Guest {
       const done = (status: number | null, signal: NodeJS.Signals | null) => {
         if (this.exitInfo !== undefined) return;
         this.exitInfo = { status, signal };
-        liveGuests.delete(child);
         this.wake();
         resolveExit(this.exitInfo);
       };
@@ -136,7 +159,9 @@ export class Guest {
    */
   static async boot(stamp: LabStamp, bootTimeoutMs: number): Promise<Guest | BootFailure> {
     const deadline = Date.now() + bootTimeoutMs;
-    const runDir = await mkdtemp(join(tmpdir(), 'remus-lab-'));
+    await sweepStaleRunDirs();
+    const runDir = await mkdtemp(join(tmpdir(), RUN_DIR_PREFIX));
+    await writeFile(join(runDir, 'owner'), String(process.pid));
     const share = join(runDir, 'share');
     await mkdir(join(share, 'jobs'), { recursive: true });
     await writeFile(join(share, 'agent.sh'), AGENT_SCRIPT, { mode: 0o755 });
@@ -300,6 +325,7 @@ export class Guest {
     await this.kill();
     this.ctl?.destroy();
     await rm(this.runDir, { recursive: true, force: true });
+    liveGuests.delete(this.child);
   }
 }
 

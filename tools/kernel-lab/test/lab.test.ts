@@ -1,7 +1,7 @@
 // Kernel lab self-test: boots the real 6.1 kernel under QEMU (needs root and
 // `pnpm lab:setup`; fails loudly without them). One shared boot for most
 // tests; crash and timeout tests reboot on purpose.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -165,6 +165,35 @@ describe('kernel lab one-shot runs and errors', () => {
     expect(r.output).toContain('crashing');
     expect(r.console).toMatch(/sysrq|Kernel panic/i);
     expect(ourQemuPids()).toEqual([]);
+  });
+
+  it('a process SIGKILLed with a guest up leaves no QEMU, and the next boot removes its temp folder', async () => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(distIndex)}).then(async (m) => { const l = await m.startLab(); console.log('PID', l.pid); setInterval(() => {}, 1000); });`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const qemuPid = await new Promise<number>((resolvePid, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /PID (\d+)/.exec(out);
+        if (m) resolvePid(Number(m[1]));
+      });
+      child.once('exit', (code) => reject(new Error(`child exited with ${code} before booting: ${out}`)));
+    });
+    const runDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('remus-lab-') && readFileSync(join(tmpdir(), d, 'owner'), 'utf8') === String(child.pid));
+    expect(runDirs()).toHaveLength(1);
+    child.kill('SIGKILL');
+    const gone = () => {
+      try {
+        return readFileSync(`/proc/${qemuPid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
+      } catch {
+        return true;
+      }
+    };
+    for (let i = 0; i < 100 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(gone()).toBe(true);
+    await startLab({ bootTimeoutMs: 1 }).catch(() => undefined);
+    expect(runDirs()).toEqual([]);
   });
 
   it('reports a boot that does not finish in time as timeout, with the console tail', async () => {
