@@ -11,12 +11,11 @@ import { join } from 'node:path';
 const env = { ...process.env, TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1' };
 const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'inherit', env }).status ?? 1;
 
+// One turbo invocation: it orders build before typecheck and lint:package and runs the rest in parallel.
 let failedSteps = 0;
-for (const task of ['build', 'typecheck', 'lint:package']) {
-  if (run('pnpm', ['exec', 'turbo', 'run', task, '--output-logs=errors-only']) !== 0) {
-    console.error(`step failed: turbo run ${task}`);
-    failedSteps++;
-  }
+if (run('pnpm', ['exec', 'turbo', 'run', 'build', 'typecheck', 'lint:package', '--output-logs=errors-only']) !== 0) {
+  console.error('step failed: turbo run build typecheck lint:package');
+  failedSteps++;
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'remus-vitest-'));
