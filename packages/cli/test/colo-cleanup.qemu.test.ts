@@ -8,17 +8,13 @@ import { join } from 'node:path';
 import { connectQmp } from '@remus/qmp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus, type Qemu } from './colo-env.js';
-import { events, journals, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { events, journals, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
 
 let dir: string | undefined;
 let running: Running | undefined;
 afterEach(async () => {
-  const r = running;
+  await killRunning(running);
   running = undefined;
-  if (r && r.child.exitCode === null) {
-    r.child.kill('SIGKILL');
-    await r.done;
-  }
   await stopQemus();
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = undefined;

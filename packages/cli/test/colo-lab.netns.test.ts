@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { BRIDGE, ColoLab, DEFAULT_PORTS, LOOPBACK, PRIMARY_TAP, SECONDARY_TAP, bridgePorts, coloDevices, reapStaleLabs, type CounterAnswer } from '@remus/colo-lab';
 import { connectQmp } from '@remus/qmp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { events, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { events, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
 
 let lab: ColoLab | undefined;
 let running: Running | undefined;
@@ -21,12 +21,8 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  const r = running;
+  await killRunning(running);
   running = undefined;
-  if (r && r.child.exitCode === null) {
-    r.child.kill('SIGKILL');
-    await r.done;
-  }
   const l = lab;
   lab = undefined;
   await l?.close();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { runScript } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus } from './colo-env.js';
-import { alive, events, ip, journals, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { alive, events, ip, journals, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
 
 const NS = `rcli-colo-${process.pid}`;
 let dir: string;
@@ -27,12 +27,8 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  const r = running;
+  await killRunning(running);
   running = undefined;
-  if (r && r.child.exitCode === null) {
-    r.child.kill('SIGKILL');
-    await r.done;
-  }
   await stopQemus();
   await ip(['netns', 'delete', NS]).catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });

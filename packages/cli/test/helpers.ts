@@ -175,3 +175,11 @@ export async function makeNics(prefix: string): Promise<{ router: string; guest:
     },
   };
 }
+
+/** Ends a `remus` that still runs (SIGKILL) and waits for its exit. */
+export async function killRunning(r: Running | undefined): Promise<void> {
+  if (r && r.child.exitCode === null) {
+    r.child.kill('SIGKILL');
+    await r.done;
+  }
+}
