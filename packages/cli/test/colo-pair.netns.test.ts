@@ -86,6 +86,7 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(f.stdout).toMatch(/^secondary: x-colo-lost-heartbeat \(\d+\.\d\d ms\)$/m);
     expect(f.stdout).toMatch(/^failover to the secondary done in \d+\.\d\d ms \(manual failover to the secondary \(remus colo failover\)\)$/m);
     expect(f.stdout).toMatch(/^state: failed-over, serving: secondary$/m);
+    expect(f.stdout).toMatch(/^kept on the secondary: colo\.\w+\.nic0\.rew0$/m);
     expect(f.stdout).toMatch(/^failover done in \d+\.\d\d ms$/m);
     expect(alive(pri.pid), 'the primary was fenced (SIGKILL by pid)').toBe(false);
     expect(await bridgePorts(), 'only the secondary is on the bridge').toEqual(['tap-s']);

@@ -95,7 +95,8 @@ export function formatColoStatus(s: ColoStatus): string {
   if (s.timeToFirstCheckpointMs !== undefined) lines.push(`first checkpoint: ${ms(s.timeToFirstCheckpointMs)} after start`);
   if (s.failover) {
     lines.push(`failover: to the ${s.failover.survivor} (${s.failover.why}), ${ms(s.failover.doneAt - s.failover.detectedAt)} from detection to done`);
-    if (s.failover.kept.length > 0) lines.push(`kept on the survivor: ${s.failover.kept.join(', ')}`);
+    // A promoted secondary keeps these for the VM's lifetime; a primary's are removed by stop.
+    if (s.failover.survivor === 'secondary' && s.failover.kept.length > 0) lines.push(`kept on the secondary: ${s.failover.kept.join(', ')}`);
   }
   return `${lines.join('\n')}\n`;
 }
