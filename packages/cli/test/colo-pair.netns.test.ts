@@ -5,7 +5,7 @@
 // processes through the control socket; and SIGTERM, which detaches and
 // leaves the pair replicating (the status fallback then sees COLO on both).
 // Every QEMU is killed by pid; the namespace and temp dirs are removed.
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { runScript } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -92,6 +92,10 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(await bridgePorts(), 'only the secondary is on the bridge').toEqual(['tap-s']);
     await run.waitFor((e) => e.type === 'failover' && e.survivor === 'secondary', 5000);
     await run.waitFor((e) => e.type === 'request' && e.command === 'failover', 5000);
+    const back = await remus(['colo', 'failover', '--to', 'primary', '--state-dir', state]);
+    expect(back.code).toBe(1);
+    expect(back.stderr).toMatch(/failover failed: \[STATE\] pair web already failed over to the secondary/);
+    expect(statSync(join(state, 'colo-web.sock')).mode & 0o777, 'the control socket is for its owner only').toBe(0o600);
 
     const stop = await remus(['colo', 'stop', '--json', '--state-dir', state]);
     expect(stop.code).toBe(0);

@@ -147,6 +147,8 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
     listeners.add(send);
     try {
       if (req.command === 'failover') {
+        const done = pair.status().failover;
+        if (done && done.survivor !== req.to) throw new RemusError('STATE', `pair ${cfg.name} already failed over to the ${done.survivor} (${done.why}); there is no ${req.to} to fail over to`);
         view.say(`failover to the ${req.to} requested over the control socket`);
         await pair.failover(req.to, `manual failover to the ${req.to} (remus colo failover)`);
       } else {

@@ -11,7 +11,7 @@
  * runs) and one `{"type":"result","ok":true,...}` or
  * `{"type":"result","ok":false,"error":{code,message}}`, then closes.
  */
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { RemusError, describeCause } from '@remus/core';
@@ -95,6 +95,8 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
     server.once('error', reject);
     server.listen(path, () => resolve());
   });
+  // Only its owner (root) may fail the pair over or stop it.
+  chmodSync(path, 0o600);
   return {
     close: async () => {
       await new Promise<void>((resolve) => {
