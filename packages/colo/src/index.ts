@@ -7,6 +7,7 @@
  * subkinds share one QMP connection to their QEMU. {@link ColoPair} drives a
  * whole pair: set-up, replication, status, watchdog and failover.
  */
+import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
 import { coloPrimaryDisk, coloPrimaryNic, coloSecondaryDisk, coloSecondaryNic } from './subkinds.js';
 
@@ -33,10 +34,13 @@ export type {
   ColoWatchdogOptions,
 } from './driver.js';
 
+/** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
+const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };
+
 /** Plugin metadata, for `loadPlugin('@remus/colo')`. */
 export const plugin = definePlugin({
-  name: '@remus/colo',
-  version: '0.1.0',
+  name: pkg.name,
+  version: pkg.version,
   coreRange: '>=0.1.0 <1.0.0',
   description: 'QEMU COLO over QMP: COLO proxy and block replication subkinds for the primary and the secondary, and a pair driver with a watchdog and failover',
   subkinds: {

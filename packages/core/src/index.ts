@@ -38,6 +38,7 @@ export type {
   FailurePolicy,
   LoopResult,
 } from './loop.js';
+export { raceSignal } from './abort.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';
 export { CORE_VERSION, checkPlugin, createSubkind, definePlugin, loadPlugin } from './plugin.js';

@@ -5,6 +5,7 @@
  * {@link DomainAdapter}; the devices are a set-up {@link CheckpointDevices}.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { raceSignal } from './abort.js';
 import { RemusError, describeCause } from './errors.js';
 import type { CheckpointDevices } from './devices.js';
 import type { MaybePromise } from './ops.js';
@@ -213,25 +214,6 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     });
   }
   return { checkpoints: done, stoppedBy: done >= max ? 'limit' : 'request', durationMs: performance.now() - loopStart };
-}
-
-/** Rejects with the signal's reason (a TIMEOUT or ABORTED RemusError) when it fires; a late result is dropped. */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 /** Waits `ms`, returning early (without error) on a graceful stop; a hard abort rejects. */

@@ -166,20 +166,7 @@ export async function releaseCgroup(path: string, signal: AbortSignal = AbortSig
       // It exited.
     }
   }
-  for (;;) {
-    try {
-      rmdirSync(path);
-      done.push(`removed cgroup ${path}`);
-      return done;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return done;
-      if (code !== 'EBUSY' || signal.aborted) {
-        throw new RemusError('OP_FAILED', `cannot remove cgroup ${path}: ${(e as Error).message}`, { cause: e });
-      }
-      await sleep(10);
-    }
-  }
+  return removeCgroupDir(path, done, signal);
 }
 
 /**
@@ -217,6 +204,15 @@ export async function reapCgroup(path: string, signal: AbortSignal = AbortSignal
     }
     await sleep(10);
   }
+  return removeCgroupDir(path, done, signal);
+}
+
+/**
+ * Removes an emptied cgroup directory, retrying while the kernel still
+ * releases exiting members (EBUSY), bounded by `signal`. Appends to and
+ * returns `done`; a missing directory is nothing to do.
+ */
+async function removeCgroupDir(path: string, done: string[], signal: AbortSignal): Promise<string[]> {
   for (;;) {
     try {
       rmdirSync(path);
@@ -225,7 +221,6 @@ export async function reapCgroup(path: string, signal: AbortSignal = AbortSignal
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return done;
-      // EBUSY: exiting members are still being released.
       if (code !== 'EBUSY' || signal.aborted) {
         throw new RemusError('OP_FAILED', `cannot remove cgroup ${path}: ${(e as Error).message}`, { cause: e });
       }

@@ -4,16 +4,20 @@
  * - {@link nicNetbuf}: the `nic-netbuf` subkind for devices of kind `nic`.
  * - {@link plugin}: plugin metadata for `loadPlugin('@remus/nic-netbuf')`.
  */
+import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
 import { nicNetbuf } from './netbuf.js';
+
+/** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
+const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };
 
 export { nicNetbuf, SETUP_STEPS } from './netbuf.js';
 export type { NetbufShared, NicData, NicNetbufOptions, SetupStep } from './netbuf.js';
 
 /** Plugin metadata, checked by the core when the package is loaded. */
 export const plugin = definePlugin({
-  name: '@remus/nic-netbuf',
-  version: '0.1.0',
+  name: pkg.name,
+  version: pkg.version,
   coreRange: '>=0.1.0 <1.0.0',
   description: 'Buffers a VM NIC’s outgoing packets in a sch_plug qdisc until each checkpoint is committed',
   subkinds: { 'nic-netbuf': nicNetbuf },

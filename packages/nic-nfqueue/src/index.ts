@@ -7,8 +7,12 @@
  * const ops = [nicNetbuf(), nicNfqueue()]; // the kernel buffer where it exists, this one elsewhere
  * ```
  */
+import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
 import { nicNfqueue } from './subkind.js';
+
+/** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
+const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };
 
 export { nicNfqueue, SETUP_STEPS } from './subkind.js';
 export type { NicNfqueueOptions, SetupStep } from './subkind.js';
@@ -16,8 +20,8 @@ export type { QueueStats } from './buffer-protocol.js';
 
 /** Plugin metadata: `loadPlugin('@remus/nic-nfqueue')` finds the `nic-nfqueue` subkind here. */
 export const plugin = definePlugin({
-  name: '@remus/nic-nfqueue',
-  version: '0.1.0',
+  name: pkg.name,
+  version: pkg.version,
   coreRange: '>=0.1.0 <1.0.0',
   description: 'NIC output buffering per epoch with NFQUEUE and a batch verdict (no sch_plug needed)',
   subkinds: { 'nic-nfqueue': nicNfqueue },

@@ -6,7 +6,7 @@
  * hands out leases on one client per address and closes it when the last
  * lease is released.
  */
-import { RemusError } from '@remus/core';
+import { raceSignal, RemusError } from '@remus/core';
 import { connectQmp, formatQmpAddress, parseQmpAddress, type QmpAddress, type QmpClient, type QmpConnectOptions } from './client.js';
 
 /** A share of one pooled connection. Release it exactly once (extra releases are no-ops). */
@@ -92,19 +92,5 @@ export const sharedQmpPool = new QmpPool();
 
 function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
-  if (signal.aborted) return Promise.reject(new RemusError('ABORTED', 'QMP connect aborted', { cause: signal.reason }));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new RemusError('ABORTED', 'QMP connect aborted', { cause: signal.reason }));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
+  return raceSignal(p, signal, (reason) => new RemusError('ABORTED', 'QMP connect aborted', { cause: reason }));
 }

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, symlink, writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RemusError, runScript } from '@remus/core';
+import { moduleLoadOrder, readLabStamp } from '@remus/kernel-lab';
 
 /** The guest's address inside the lab network (a /24), and the client's. */
 export const GUEST_IP = '10.77.0.2';
@@ -36,48 +37,18 @@ export interface GuestKernel {
 
 /**
  * The kernel lab's kernel (`pnpm lab:setup` downloads the Debian 6.1 package
- * once per machine into `REMUS_LAB_CACHE`, default /var/cache/remus-kernel-lab,
- * and records it in `lab.json`); no second download. Throws STATE when the
- * lab is not set up.
+ * once per machine and records it in its stamp); no second download. Throws
+ * STATE when the lab is not set up.
  */
 export async function findGuestKernel(): Promise<GuestKernel> {
-  const cache = process.env.REMUS_LAB_CACHE || '/var/cache/remus-kernel-lab';
-  const stampFile = join(cache, 'lab.json');
-  let stamp: { kernel?: unknown; modulesDir?: unknown };
-  try {
-    stamp = JSON.parse(await readFile(stampFile, 'utf8')) as typeof stamp;
-  } catch (cause) {
-    throw new RemusError('STATE', `colo-lab: no guest kernel: ${stampFile} is missing; run \`pnpm lab:setup\` (the kernel lab's setup) first`, { cause });
+  const stamp = await readLabStamp();
+  if (!stamp) {
+    throw new RemusError('STATE', 'colo-lab: no guest kernel: the kernel lab is not set up; run `pnpm lab:setup` first');
   }
-  if (typeof stamp.kernel !== 'string' || typeof stamp.modulesDir !== 'string' || !existsSync(stamp.kernel) || !existsSync(join(stamp.modulesDir, 'modules.dep'))) {
-    throw new RemusError('STATE', `colo-lab: ${stampFile} names a kernel or modules that are gone; run \`pnpm lab:setup\` again`);
+  if (!existsSync(stamp.kernel) || !existsSync(join(stamp.modulesDir, 'modules.dep'))) {
+    throw new RemusError('STATE', 'colo-lab: the kernel lab names a kernel or modules that are gone; run `pnpm lab:setup` again');
   }
   return { kernel: stamp.kernel, modulesDir: stamp.modulesDir };
-}
-
-/** Module file paths (relative to modulesDir) in load order for `names`. */
-async function moduleOrder(modulesDir: string, names: readonly string[]): Promise<string[]> {
-  const deps = new Map<string, string[]>();
-  for (const line of (await readFile(join(modulesDir, 'modules.dep'), 'utf8')).split('\n')) {
-    const [mod, rest] = line.split(':');
-    if (mod === undefined || rest === undefined) continue;
-    deps.set(mod.trim(), rest.trim().split(/\s+/).filter(Boolean));
-  }
-  const byName = new Map([...deps.keys()].map((p) => [p.replace(/^.*\//, '').replace(/\.ko(\.\w+)?$/, ''), p]));
-  const order: string[] = [];
-  const visit = (path: string): void => {
-    if (order.includes(path)) return;
-    for (const d of deps.get(path) ?? []) visit(d);
-    order.push(path);
-  };
-  for (const name of names) {
-    const path = byName.get(name);
-    if (path === undefined || !path.endsWith('.ko')) {
-      throw new RemusError('STATE', `colo-lab: module ${name} (uncompressed .ko) not found in ${modulesDir}`);
-    }
-    visit(path);
-  }
-  return order;
 }
 
 const INIT = `#!/bin/sh
@@ -129,11 +100,11 @@ export async function buildGuestInitramfs(kernel: GuestKernel, workDir: string, 
   for (const a of APPLETS) await symlink('busybox', join(root, 'bin', a));
   await writeFile(join(root, 'init'), INIT, { mode: 0o755 });
   await writeFile(join(root, 'count.cgi'), COUNT_CGI, { mode: 0o755 });
-  const modules = await moduleOrder(kernel.modulesDir, GUEST_MODULES);
+  const modules = await moduleLoadOrder(kernel.modulesDir, GUEST_MODULES);
   const names: string[] = [];
   for (const m of modules) {
-    const base = m.replace(/^.*\//, '');
-    await copyFile(join(kernel.modulesDir, m), join(root, 'modules', base));
+    const base = `${m.name}.ko`;
+    await copyFile(m.path, join(root, 'modules', base));
     names.push(base);
   }
   await writeFile(join(root, 'modules', 'order'), names.join('\n') + '\n');

@@ -9,7 +9,7 @@
  */
 export { assertLabReady, expectLabPass, formatLabResult, runInLab, startLab } from './lab.js';
 export type { LabOutcome, LabResult, LabRunOptions, LabSession, LabSessionOptions } from './lab.js';
-export { LAB_APT_PACKAGES, readLabStamp, setupLab } from './setup.js';
+export { LAB_APT_PACKAGES, moduleLoadOrder, readLabStamp, setupLab } from './setup.js';
 export type { SetupOptions, SetupResult } from './setup.js';
 export { DEFAULT_CACHE_DIR, labCacheDir, repoRoot } from './paths.js';
 export type { LabStamp } from './paths.js';

@@ -183,8 +183,15 @@ async function extractVmlinux(vmlinuz: string, out: string): Promise<void> {
   throw new RemusError('OP_FAILED', `kernel lab setup: could not unpack an ELF vmlinux from ${vmlinuz} (xz stream not found)`);
 }
 
-/** Boot modules in load order (dependencies first), from modules.dep. */
-async function bootModuleOrder(modulesDir: string): Promise<{ name: string; path: string }[]> {
+/**
+ * Kernel modules `names` and their dependencies, in load order (dependencies
+ * first), from `modules.dep` in `modulesDir`. Each must be an uncompressed
+ * `.ko`. For initramfs builders (this lab's and the COLO lab's guest).
+ */
+export async function moduleLoadOrder(
+  modulesDir: string,
+  names: readonly string[],
+): Promise<{ name: string; path: string; rel: string }[]> {
   const deps = new Map<string, string[]>();
   for (const line of (await readFile(join(modulesDir, 'modules.dep'), 'utf8')).split('\n')) {
     const [mod, rest] = line.split(':');
@@ -192,27 +199,27 @@ async function bootModuleOrder(modulesDir: string): Promise<{ name: string; path
     deps.set(mod.trim(), rest.trim().split(/\s+/).filter(Boolean));
   }
   const byName = new Map([...deps.keys()].map((p) => [p.replace(/^.*\//, '').replace(/\.ko(\.\w+)?$/, ''), p]));
-  const order: { name: string; path: string }[] = [];
+  const order: { name: string; path: string; rel: string }[] = [];
   const seen = new Set<string>();
-  const visit = (path: string): void => {
-    if (seen.has(path)) return;
-    seen.add(path);
-    for (const d of deps.get(path) ?? []) visit(d);
-    order.push({ name: path.replace(/^.*\//, '').replace(/\.ko$/, ''), path: join(modulesDir, path) });
+  const visit = (rel: string): void => {
+    if (seen.has(rel)) return;
+    seen.add(rel);
+    for (const d of deps.get(rel) ?? []) visit(d);
+    order.push({ name: rel.replace(/^.*\//, '').replace(/\.ko$/, ''), path: join(modulesDir, rel), rel });
   };
-  for (const m of BOOT_MODULES) {
-    const path = byName.get(m);
-    if (path === undefined || !path.endsWith('.ko')) {
-      throw new RemusError('OP_FAILED', `kernel lab setup: module ${m} (uncompressed .ko) not found in ${modulesDir}`);
+  for (const m of names) {
+    const rel = byName.get(m);
+    if (rel === undefined || !rel.endsWith('.ko')) {
+      throw new RemusError('OP_FAILED', `kernel lab: module ${m} (uncompressed .ko) not found in ${modulesDir}`);
     }
-    visit(path);
+    visit(rel);
   }
   return order;
 }
 
 /** Builds the initramfs (busybox, /init, boot modules) as a newc archive. */
 async function buildInitramfs(modulesDir: string): Promise<Buffer> {
-  const modules = await bootModuleOrder(modulesDir);
+  const modules = await moduleLoadOrder(modulesDir, BOOT_MODULES);
   const entries: CpioEntry[] = [
     ...['bin', 'dev', 'proc', 'sys', 'modules', 'lower', 'share', 'rw', 'newroot'].map((d) => ({ type: 'dir' as const, path: d })),
     { type: 'char', path: 'dev/console', major: 5, minor: 1 },
