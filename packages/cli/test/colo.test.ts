@@ -1,10 +1,12 @@
 // `remus colo` with bad pair files and bad usage: every problem is named by
 // its JSON path with a fix, exit 2, and nothing is touched: no journal, no
 // control socket, and the QMP socket named in the file never sees a connection.
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import { RemusError } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive } from '../src/colo/control.js';
 import { validatePairConfig } from '../src/colo/pair.js';
 import type { ConfigProblem } from '../src/config.js';
 import { remus, tempDir, writeConfig } from './helpers.js';
@@ -174,3 +176,44 @@ function readdirSafe(d: string): string[] {
     return [];
   }
 }
+
+describe('the control socket (in process)', () => {
+  let d: string;
+  beforeEach(() => {
+    d = tempDir('remus-colo-ctl-');
+  });
+  afterEach(() => rmSync(d, { recursive: true, force: true }));
+
+  it('streams events then one result; errors come back as results; a live socket is not taken over, a stale one is', async () => {
+    const path = controlSocketPath(d, 'web');
+    // A stale socket file (no server) is replaced.
+    const stale = createServer();
+    await new Promise<void>((r) => stale.listen(path, r));
+    stale.close();
+    writeFileSync(path, '');
+    const server = await serveControl(path, async (req, send) => {
+      if (req.command !== 'failover') throw new RemusError('STATE', `no ${req.command} here`);
+      send({ type: 'step', side: req.to, step: 'x', ms: 1 });
+      send({ type: 'step', side: req.to, step: 'y', ms: 2 });
+      return { done: req.to };
+    });
+    try {
+      expect(controlSocketNames(d)).toEqual(['web']);
+      expect(await socketLive(path)).toBe(true);
+      await expect(serveControl(path, async () => ({}))).rejects.toMatchObject({ code: 'STATE' });
+      const seen: unknown[] = [];
+      expect(await requestControl(path, { command: 'failover', to: 'secondary' }, (e) => seen.push(e), 5000)).toEqual({ ok: true, done: 'secondary' });
+      expect(seen).toEqual([
+        { type: 'step', side: 'secondary', step: 'x', ms: 1 },
+        { type: 'step', side: 'secondary', step: 'y', ms: 2 },
+      ]);
+      expect(await requestControl(path, { command: 'stop' }, () => {}, 5000)).toEqual({ ok: false, error: { code: 'STATE', message: 'no stop here' } });
+      const raw = await requestControl(path, { command: 'reboot' } as never, () => {}, 5000);
+      expect(raw).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT' } });
+    } finally {
+      await server.close();
+    }
+    expect(controlSocketNames(d), 'closing removes the socket').toEqual([]);
+    await expect(requestControl(path, { command: 'status' }, () => {}, 5000)).rejects.toMatchObject({ code: 'STATE' });
+  });
+});
