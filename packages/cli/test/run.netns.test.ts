@@ -44,6 +44,15 @@ function startRun(file: string): Running {
   return run;
 }
 
+/** Starts a run of `config()` and waits for its `start`, its `domain` and checkpoint `n`. */
+async function runTo(n: number): Promise<{ run: Running; startEv: Record<string, unknown>; domainEv: Record<string, unknown> }> {
+  const run = startRun(configFile(config()));
+  const startEv = await run.waitFor((e) => e.type === 'start');
+  const domainEv = await run.waitFor((e) => e.type === 'domain');
+  await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= n);
+  return { run, startEv, domainEv };
+}
+
 async function expectNothingLeft(operation: string): Promise<void> {
   expect(cgroupsOf(operation)).toEqual([]);
   expect(await rulesMentioning(nics.router, operation)).toEqual([]);
@@ -114,11 +123,7 @@ describe('remus run', () => {
   });
 
   it('SIGINT mid-run stops after the current checkpoint and cleans up', async () => {
-    const file = configFile(config());
-    const run = startRun(file);
-    const startEv = await run.waitFor((e) => e.type === 'start');
-    const domainEv = await run.waitFor((e) => e.type === 'domain');
-    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 5);
+    const { run, startEv, domainEv } = await runTo(5);
     expect(cgroupsOf(startEv.operation as string)).toHaveLength(1);
     expect(await rulesMentioning(nics.router, startEv.operation as string)).not.toEqual([]);
     run.child.kill('SIGINT');
@@ -144,11 +149,7 @@ describe('remus run', () => {
   });
 
   it('after SIGKILL, remus cleanup removes the cgroup, the rules and the processes from the journal', async () => {
-    const file = configFile(config());
-    const run = startRun(file);
-    const startEv = await run.waitFor((e) => e.type === 'start');
-    const domainEv = await run.waitFor((e) => e.type === 'domain');
-    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    const { run, startEv, domainEv } = await runTo(3);
     const op = startEv.operation as string;
     run.child.kill('SIGKILL');
     await run.done;
