@@ -80,7 +80,16 @@ async function startQemu(tag: string, extra: (dir: string) => string[]): Promise
     await sleep(25);
   }
   if (!(await ready())) throw new Error(`QEMU did not start: ${p.stderr()}`);
-  const inspect = await connectQmp(qmp[1], { timeoutMs: 20_000 });
+  // The socket file appears at bind(), a moment before QEMU listens: retry a refused connect, bounded.
+  let inspect: QmpClient | undefined;
+  for (let i = 0; inspect === undefined; i++) {
+    try {
+      inspect = await connectQmp(qmp[1], { timeoutMs: 20_000 });
+    } catch (e) {
+      if (i >= 200 || !/ECONNREFUSED/.test(String((e as Error).message)) || p.process.exitCode !== null) throw e;
+      await sleep(25);
+    }
+  }
   tracked.unshift({ stop: () => inspect.close() });
   return { ...p, dir, qmp, inspect };
 }

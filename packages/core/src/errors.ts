@@ -115,7 +115,13 @@ export function isRemusError(e: unknown, code?: ErrorCode): e is RemusError {
 export function describeCause(cause: unknown): string | undefined {
   if (cause === undefined) return undefined;
   if (cause instanceof Error) return cause.message;
-  return String(cause);
+  const message = (cause as { message?: unknown } | null)?.message;
+  if (typeof message === 'string') return message; // an error-like object (e.g. one already serialised)
+  try {
+    return String(cause);
+  } catch {
+    return Object.prototype.toString.call(cause); // objects without a prototype cannot be converted
+  }
 }
 
 /** `device=vif1.0 subkind=nic-netbuf op=setup` style prefix. */

@@ -63,3 +63,14 @@ describe('runPhase', () => {
     expect((signal?.reason as { code?: string }).code).toBe('TIMEOUT');
   });
 });
+
+describe('errors', () => {
+  it('describe any cause, also error-like and prototype-less objects (test runners serialise causes so)', async () => {
+    const { describeCause, RemusError } = await import('../src/index.js');
+    const bare = Object.assign(Object.create(null) as object, { message: 'from a serialised cause' });
+    expect(describeCause(bare)).toBe('from a serialised cause');
+    expect(describeCause(Object.create(null))).toBe('[object Object]');
+    const e = new RemusError('OP_FAILED', 'outer', { cause: bare });
+    expect(e.toJSON()['cause']).toBe('from a serialised cause');
+  });
+});
