@@ -196,7 +196,7 @@ export class CheckpointDevices {
       failures = await this.#matchAll();
       if (failures.length === 0) {
         const matched = this.#devices.filter((d) => d.handle !== undefined);
-        const r = await this.#run('setup', matched, (d, ctx) => d.slot!.ops.setup(d.handle!, ctx), devOrigin, this.#options.signal);
+        const r = await this.#run('setup', matched, (d, ctx) => d.slot!.ops.setup(d.handle!, ctx), deviceWho, this.#options.signal);
         failures = collect(r);
       }
     } finally {
@@ -271,7 +271,7 @@ export class CheckpointDevices {
     if (op === 'postsuspend') this.#checkpoint++;
     let r: PhaseResult;
     try {
-      r = await this.#run(op, this.#bound[op], callBound(op), boundOrigin, this.#options.signal);
+      r = await this.#run(op, this.#bound[op], CALLERS[op], boundWho, this.#options.signal);
     } finally {
       this.#busy = false;
     }
@@ -310,7 +310,7 @@ export class CheckpointDevices {
       const toInit = [...new Set(round.map((d) => d.candidates[d.next] as SubkindSlot))].filter(
         (s) => s.status === undefined,
       );
-      const init = await this.#run('init', toInit, (s, ctx) => (s.ops.init ? s.ops.init(ctx) : undefined), slotOrigin, signal);
+      const init = await this.#run('init', toInit, (s, ctx) => (s.ops.init ? s.ops.init(ctx) : undefined), subkindWho, signal);
       toInit.forEach((s, i) => {
         s.status = init.errors[i] ?? 'ready';
         s.shared = init.values[i];
@@ -329,7 +329,7 @@ export class CheckpointDevices {
           const s = d.candidates[d.next] as SubkindSlot;
           return s.ops.match ? s.ops.match(newHandle(d, s), ctx) : true;
         },
-        devOrigin,
+        deviceWho,
         signal,
       );
       ready.forEach((d, i) => {
@@ -360,7 +360,7 @@ export class CheckpointDevices {
     this.#state = 'tearing-down';
     const matched = this.#devices.filter((d) => d.handle !== undefined);
     // Teardown ignores the caller's abort signal: it must always run.
-    const r = await this.#run('teardown', matched, (d, ctx) => d.slot!.ops.teardown(d.handle!, ctx), devOrigin, undefined);
+    const r = await this.#run('teardown', matched, (d, ctx) => d.slot!.ops.teardown(d.handle!, ctx), deviceWho, undefined);
     const failures = collect(r);
     failures.push(...(await this.#cleanupAll()));
     this.#state = 'torn-down';
@@ -373,7 +373,7 @@ export class CheckpointDevices {
       'cleanup',
       inited,
       (s, ctx) => (s.ops.cleanup ? s.ops.cleanup(s.shared, ctx) : undefined),
-      slotOrigin,
+      subkindWho,
       undefined,
     );
     for (const s of inited) s.status = undefined;
@@ -422,17 +422,17 @@ interface Who<T> {
 }
 
 /** A device: the subkind that took it, or during matching the one being tried. */
-const devOrigin: Who<DeviceSlot> = {
+const deviceWho: Who<DeviceSlot> = {
   device: (d) => d.spec.id,
   ops: (d) => (d.slot ?? (d.candidates[d.next] as SubkindSlot)).ops,
 };
 
-const slotOrigin: Who<SubkindSlot> = {
+const subkindWho: Who<SubkindSlot> = {
   device: () => undefined,
   ops: (s) => s.ops,
 };
 
-const boundOrigin: Who<Bound> = {
+const boundWho: Who<Bound> = {
   device: (b) => b.dev.spec.id,
   ops: (b) => b.ops,
 };
@@ -447,9 +447,6 @@ const CALLERS: Record<CheckpointOpName, (b: Bound, ctx: OpContext) => unknown> =
   preresume: (b, ctx) => b.ops.preresume!(b.handle, ctx),
   commit: (b, ctx) => b.ops.commit!(b.handle, ctx),
 };
-function callBound(op: CheckpointOpName): (b: Bound, ctx: OpContext) => unknown {
-  return CALLERS[op];
-}
 
 function collect(r: PhaseResult): RemusError[] {
   if (r.failed === 0) return [];
