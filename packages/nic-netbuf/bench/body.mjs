@@ -1,13 +1,19 @@
 // The measurement itself: run on the host (stand-in qdisc, this kernel has no
 // sch_plug) by run.mjs, and inside the kernel lab (real plug) as a program.
 //
-// Builds a host namespace + guest namespace with NICS veth pairs, sets the
-// NICs up through nic-netbuf's own ops, then times postsuspend and commit per
-// NIC through the shared channel, and the same qdisc change spawned as one
-// `tc` process per op (the baseline), in the same run. Prints one line
-// `RESULT <json>` and removes everything it made.
+// Two modes (`ownNs`):
+// - other namespace: builds a host namespace + guest namespace with NICS veth
+//   pairs; the NICs are in a namespace that is not this process's, so the
+//   checkpoint ops go through the `tc -n NS -force -batch -` channel;
+// - own namespace: the NICs are in this process's namespace (run.mjs starts
+//   this file under `ip netns exec` on the host; in the lab it is the guest
+//   VM's own namespace), so the ops go through the in-process netlink socket.
+// Sets the NICs up through nic-netbuf's own ops, then times postsuspend and
+// commit per NIC, and the same qdisc change spawned as one `tc` process per op
+// (the baseline), in the same run. Prints one line `RESULT <json>` per mode
+// and removes everything it made.
 //
-// Usage: node body.mjs [--stand-in] [--iterations N] [--spawn-iterations N]
+// Usage: node body.mjs [--stand-in] [--mode own|other|both] [--iterations N] [--spawn-iterations N]
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -16,11 +22,12 @@ import { createNetbuf } from '../dist/netbuf.js';
 const run = promisify(execFile);
 const NICS = 2;
 
-export async function measure({ standIn, iterations, spawnIterations }) {
+export async function measure({ standIn, iterations, spawnIterations, ownNs = false }) {
   const t0 = Date.now();
   const progress = (m) => process.env.REMUS_LAB && console.error(`[bench +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
   const id = `${process.pid}`;
-  const host = `rnb-bench-h-${id}`;
+  const host = ownNs ? undefined : `rnb-bench-h-${id}`;
+  const inHost = host === undefined ? [] : ['-n', host];
   const guest = `rnb-bench-g-${id}`;
   const sh = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const standInArgs = standIn ? ['bfifo', 'limit', '10000000'] : undefined;
@@ -29,22 +36,25 @@ export async function measure({ standIn, iterations, spawnIterations }) {
   let shared;
   const handles = [];
   try {
-    sh('ip', 'netns', 'add', host);
+    if (host) sh('ip', 'netns', 'add', host);
     sh('ip', 'netns', 'add', guest);
     for (let i = 0; i < NICS; i++) {
-      sh('ip', '-n', host, 'link', 'add', `vh${i}`, 'type', 'veth', 'peer', 'name', `vg${i}`, 'netns', guest);
-      sh('ip', '-n', host, 'link', 'set', `vh${i}`, 'up');
+      sh('ip', ...inHost, 'link', 'add', `rnbvh${id}x${i}`.slice(-15), 'type', 'veth', 'peer', 'name', `vg${i}`, 'netns', guest);
+      sh('ip', ...inHost, 'link', 'set', `rnbvh${id}x${i}`.slice(-15), 'up');
       sh('ip', '-n', guest, 'link', 'set', `vg${i}`, 'up');
     }
     shared = await ops.init(ctx);
     for (let i = 0; i < NICS; i++) {
-      const h = { device: { id: `nic${i}`, kind: 'nic', params: { ifname: `vh${i}`, netns: host } }, shared, data: undefined };
+      const params = { ifname: `rnbvh${id}x${i}`.slice(-15), ...(host ? { netns: host } : {}) };
+      const h = { device: { id: `nic${i}`, kind: 'nic', params }, shared, data: undefined };
       handles.push(h);
       if (!standIn) {
         const verdict = await ops.match(h, ctx);
         if (verdict !== true) throw new Error(`nic-netbuf does not match: ${JSON.stringify(verdict)}`);
       }
       await ops.setup(h, ctx);
+      const via = h.data.rtnl ? 'netlink' : 'tc batch';
+      if (via !== (ownNs ? 'netlink' : 'tc batch')) throw new Error(`NIC ${params.ifname} uses the ${via} channel, expected the other`);
     }
     progress('set up');
     const channelTimes = { postsuspend: [], commit: [] };
@@ -66,14 +76,15 @@ export async function measure({ standIn, iterations, spawnIterations }) {
     for (let k = 0; k < spawnIterations; k++) {
       const tail = standInArgs ?? ['plug', k % 2 === 0 ? 'block' : 'release'];
       const t0 = process.hrtime.bigint();
-      await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', ...tail]);
+      await run('tc', [...inHost, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', ...tail]);
       spawnTimes.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
     progress('spawns timed');
-    if (!standIn) await run('tc', ['-n', host, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', 'plug', 'release_indefinite']);
+    if (!standIn) await run('tc', [...inHost, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', 'plug', 'release_indefinite']);
     return {
       kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
       qdisc: standIn ? 'bfifo (stand-in: no sch_plug)' : 'plug',
+      channel: ownNs ? 'in-process netlink socket (own namespace)' : 'tc -force -batch - (other namespace)',
       nics: NICS,
       postsuspend: summary(channelTimes.postsuspend),
       commit: summary(channelTimes.commit),
@@ -82,7 +93,7 @@ export async function measure({ standIn, iterations, spawnIterations }) {
   } finally {
     for (const h of handles) await ops.teardown(h, ctx).catch((e) => console.error(`teardown: ${e.message}`));
     if (shared) await ops.cleanup(shared, ctx);
-    for (const ns of [host, guest]) spawnSync('ip', ['netns', 'del', ns]);
+    for (const ns of [host, guest]) if (ns) spawnSync('ip', ['netns', 'del', ns]);
   }
 }
 
@@ -97,10 +108,15 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     const i = process.argv.indexOf(name);
     return i >= 0 ? Number(process.argv[i + 1]) : fallback;
   };
-  const result = await measure({
-    standIn: process.argv.includes('--stand-in'),
-    iterations: arg('--iterations', 500),
-    spawnIterations: arg('--spawn-iterations', 200),
-  });
-  console.log(`RESULT ${JSON.stringify(result)}`);
+  const i = process.argv.indexOf('--mode');
+  const mode = i >= 0 ? process.argv[i + 1] : 'other';
+  for (const ownNs of mode === 'both' ? [true, false] : [mode === 'own']) {
+    const result = await measure({
+      standIn: process.argv.includes('--stand-in'),
+      iterations: arg('--iterations', 500),
+      spawnIterations: arg('--spawn-iterations', 200),
+      ownNs,
+    });
+    console.log(`RESULT ${JSON.stringify(result)}`);
+  }
 }

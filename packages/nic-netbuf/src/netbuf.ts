@@ -9,6 +9,7 @@
  * before checkpoint N is committed.
  */
 import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
 import {
   RemusError,
   noMatch,
@@ -25,6 +26,7 @@ import {
 import { TcChannel } from './channel.js';
 import { attempt, ingressKind, ingressRedirects, linkInfo, listIfbs, must, netnsExists, rootQdisc, type Where } from './kernel.js';
 import { withLock } from './lock.js';
+import { PLUG_BUFFER, PLUG_RELEASE_ONE, RtnlChannel, fifoOptions, parseHandle, plugOptions, type QdiscChange } from './rtnl.js';
 
 /** Options of {@link nicNetbuf}. Every field is optional. */
 export interface NicNetbufOptions {
@@ -74,6 +76,12 @@ export interface NetbufShared {
    * setup retries.
    */
   readonly channels: Map<string, Promise<TcChannel>>;
+  /**
+   * The in-process NETLINK_ROUTE socket for NICs in this process's own
+   * namespace: opened by the first such setup, shared by all of them,
+   * closed by cleanup.
+   */
+  rtnl: RtnlChannel | undefined;
   /** The sch_plug probe, started by the first match: undefined = present, else why not. */
   plugProbe: Promise<string | undefined> | undefined;
 }
@@ -100,8 +108,12 @@ export interface NicData {
   ingressAdded: boolean;
   /** True once the operator's setup script was started, until its teardown run succeeded. */
   scriptStarted: boolean;
-  /** The namespace's control channel; set at the end of setup. */
+  /** The namespace's tc batch channel (NIC in another namespace); set at the end of setup. */
   channel: TcChannel | undefined;
+  /** The operation's netlink socket (NIC in this process's namespace); set at the end of setup instead of `channel`. */
+  rtnl: RtnlChannel | undefined;
+  /** The IFB's ifindex, recorded at setup when `rtnl` is used (the checkpoint ops do no lookup). */
+  ifindex: number | undefined;
   /** Epochs closed by postsuspend and released by commit. */
   closed: number;
   released: number;
@@ -130,6 +142,10 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
   const blockArgs = standIn ?? ['plug', 'block'];
   const releaseArgs = standIn ?? ['plug', 'release'];
   const where = (netns: string | undefined): Where => ({ netns, timeoutMs: o.commandTimeoutMs });
+  // The same changes as netlink messages (TCA_KIND + TCA_OPTIONS) for the in-process socket.
+  const standInChange = standIn ? fifoChange(standIn) : undefined;
+  const blockChange: QdiscChange | undefined = standIn ? standInChange : { kind: 'plug', options: plugOptions(PLUG_BUFFER) };
+  const releaseChange: QdiscChange | undefined = standIn ? standInChange : { kind: 'plug', options: plugOptions(PLUG_RELEASE_ONE) };
 
   const step = async (name: SetupStep, h: Handle, ctx: OpContext): Promise<void> => {
     if (ctx.signal.aborted) throw abortError(ctx.signal, `setup of ${h.data?.ifname} stopped before ${name}`);
@@ -264,12 +280,39 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
     return problems;
   };
 
+  /**
+   * Setup's last step for a NIC in this process's namespace: the shared
+   * netlink socket (opened on first use), the IFB's ifindex and the parsed
+   * handle, so the checkpoint ops do no lookup.
+   */
+  const openRtnl = async (h: Handle, ctx: OpContext): Promise<void> => {
+    const d = h.data!;
+    if (!blockChange || !releaseChange) {
+      throw new RemusError('INVALID_ARGUMENT', `stand-in qdisc ${JSON.stringify(standIn)} has no netlink encoding (supported: bfifo|pfifo limit N)`);
+    }
+    if (d.qdiscHandle === undefined || parseHandle(d.qdiscHandle) === undefined) {
+      throw new RemusError('OP_FAILED', `IFB ${d.ifb}: cannot use qdisc handle ${JSON.stringify(d.qdiscHandle)} (need a non-zero major:minor)`, {
+        details: { step: 'open-channel', handle: d.qdiscHandle },
+      });
+    }
+    if (!h.shared.rtnl?.alive) h.shared.rtnl = RtnlChannel.open(o.commandTimeoutMs);
+    const rtnl = h.shared.rtnl;
+    d.ifindex = await rtnl.ifindex(d.ifb!, ctx.signal);
+    d.rtnl = rtnl;
+  };
+
   const checkpointOp = async (h: Handle, ctx: OpContext, op: 'postsuspend' | 'commit', args: readonly string[]): Promise<void> => {
     const d = h.data;
-    if (!d?.channel || d.ifb === undefined || d.qdiscHandle === undefined) {
+    if ((!d?.channel && !d?.rtnl) || d.ifb === undefined || d.qdiscHandle === undefined) {
       throw new RemusError('STATE', `${op} on ${h.device.id} before its setup completed`);
     }
-    await d.channel.run(['qdisc', 'change', 'dev', d.ifb, 'root', 'handle', d.qdiscHandle, ...args], ctx.signal);
+    if (d.rtnl) {
+      const change = op === 'postsuspend' ? blockChange! : releaseChange!;
+      const what = `${op === 'postsuspend' ? 'plug block' : 'plug release'} (${change.kind}) of NIC ${d.ifname} on IFB ${d.ifb}`;
+      await d.rtnl.change(d.ifindex!, parseHandle(d.qdiscHandle)!, change, what, ctx.signal);
+      return;
+    }
+    await d.channel!.run(['qdisc', 'change', 'dev', d.ifb, 'root', 'handle', d.qdiscHandle, ...args], ctx.signal);
   };
 
   return {
@@ -278,13 +321,15 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
 
     /** Makes the shared state; channels open lazily, one per namespace, at the first setup there. */
     init(): NetbufShared {
-      return { channels: new Map(), plugProbe: undefined };
+      return { channels: new Map(), rtnl: undefined, plugProbe: undefined };
     },
 
-    /** Closes every control channel (ends its tc process). Never throws. */
+    /** Closes every control channel (ends its tc process) and the netlink socket. Never throws. */
     async cleanup(shared): Promise<void> {
       const opens = [...shared.channels.values()];
       shared.channels.clear();
+      shared.rtnl?.close();
+      shared.rtnl = undefined;
       await Promise.all(opens.map((p) => p.then((c) => c.close(), () => undefined)));
     },
 
@@ -334,12 +379,15 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
         ingressAdded: false,
         scriptStarted: false,
         channel: undefined,
+        rtnl: undefined,
+        ifindex: undefined,
         closed: 0,
         released: 0,
       };
       await withLock(o.lockName, o.lockTimeoutMs, ctx.signal, () => (o.script ? scriptSetup(h, ctx) : builtInSetup(h, ctx)));
       await step('open-channel', h, ctx);
-      h.data.channel = await channelFor(h.shared, netns, ctx);
+      if (isOwnNamespace(netns)) await openRtnl(h, ctx);
+      else h.data.channel = await channelFor(h.shared, netns, ctx);
     },
 
     /**
@@ -352,6 +400,7 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
       const d = h.data;
       if (!d) return;
       d.channel = undefined;
+      d.rtnl = undefined;
       const problems = await withLock(o.lockName, o.lockTimeoutMs, undefined, async () => {
         if (!o.script) return builtInTeardown(d);
         if (!d.scriptStarted) return [];
@@ -367,13 +416,13 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
       }
     },
 
-    /** Closes the current epoch: plug BUFFER, one message on the shared channel. */
+    /** Closes the current epoch: plug BUFFER, one netlink request on the shared in-process socket (own namespace) or one line on the namespace's tc channel. */
     async postsuspend(h, ctx): Promise<void> {
       await checkpointOp(h, ctx, 'postsuspend', blockArgs);
       h.data!.closed++;
     },
 
-    /** Releases the oldest closed epoch: plug RELEASE_ONE, one message on the shared channel. */
+    /** Releases the oldest closed epoch: plug RELEASE_ONE, one netlink request on the shared in-process socket (own namespace) or one line on the namespace's tc channel. */
     async commit(h, ctx): Promise<void> {
       await checkpointOp(h, ctx, 'commit', releaseArgs);
       h.data!.released++;
@@ -462,6 +511,29 @@ function readParams(device: DeviceSpec): { ifname: string; netns: string | undef
   const ifname = validateInterfaceName(p['ifname'] ?? device.id, `device ${device.id}: params.ifname`);
   const netns = p['netns'] === undefined ? undefined : validateName(p['netns'], `device ${device.id}: params.netns`);
   return { ifname, netns };
+}
+
+/**
+ * True when `netns` is this process's network namespace: no namespace, or a
+ * named one (`/run/netns/NAME`) that is the same kernel object as
+ * `/proc/self/ns/net`. Only then can an in-process netlink socket reach it.
+ */
+function isOwnNamespace(netns: string | undefined): boolean {
+  if (netns === undefined) return true;
+  try {
+    const mine = statSync('/proc/self/ns/net');
+    const named = statSync(`/run/netns/${netns}`);
+    return mine.ino === named.ino && mine.dev === named.dev;
+  } catch {
+    return false;
+  }
+}
+
+/** The stand-in's change as a netlink message: `bfifo|pfifo limit N` -> struct tc_fifo_qopt; else undefined. */
+function fifoChange(args: readonly string[]): QdiscChange | undefined {
+  const [kind, key, value] = args;
+  if ((kind !== 'bfifo' && kind !== 'pfifo') || key !== 'limit' || args.length !== 3 || !/^\d+$/.test(value ?? '')) return undefined;
+  return { kind, options: fifoOptions(Number(value)) };
 }
 
 function isInterfaceName(name: string): boolean {

@@ -11,6 +11,7 @@
 //
 // Usage: node plug-epochs.mjs [--netns]
 import { spawn, execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { createCheckpointDevices } from '@remus/core';
 import { nicNetbuf } from '../../dist/index.js';
@@ -109,6 +110,10 @@ try {
   check(ifbs.length === 1, `one tagged IFB (${ifbs[0]?.ifname} ${ifbs[0]?.ifalias})`);
   const ifb = ifbs[0].ifname;
   check(plugStats(ifb).kind === 'plug', 'the IFB root qdisc is plug');
+  // Own namespace: the checkpoint ops use the in-process netlink socket, so no tc channel process
+  // runs; another namespace: one `tc -n H -force -batch -` child.
+  const tcChildren = tcChildrenOfThisProcess();
+  check(tcChildren === (H ? 1 : 0), `${H ? 'tc batch channel' : 'in-process netlink socket, no tc channel process'} (${tcChildren} tc children)`);
 
   const held = () => plugStats(ifb).qlen ?? 0;
   const epochs = ['e1', 'e2', 'e3'];
@@ -172,3 +177,20 @@ try {
   if (H) spawnSync('ip', ['netns', 'del', H]);
 }
 process.exit(process.exitCode ?? 0);
+
+/** tc processes whose parent is this process (the control channels). */
+function tcChildrenOfThisProcess() {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (comm === 'tc' && ppid === process.pid) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}
