@@ -2,12 +2,11 @@
  * The control channel: one persistent `tc [-n NS] -force -batch -` process
  * per network namespace, fed one command per line on stdin.
  *
- * Why this and not a netlink socket in this process: a socket lives in the
- * namespace of the process that opens it and Node cannot `setns`, so a NIC in
- * another namespace needs a process in that namespace anyway; `tc -n NS`
- * switches namespace itself, so one mechanism serves the host namespace and
- * every other one, without a native module. Measured cost per op is tens of
- * microseconds (see the README and `pnpm bench`).
+ * Used for NICs in namespaces other than this process's (NICs in its own
+ * namespace use the in-process netlink socket, rtnl.ts): a socket lives in
+ * the namespace of the process that opens it and Node cannot `setns`, while
+ * `tc -n NS` switches namespace itself. Cost per op is a cross-process wakeup
+ * (see the README and `pnpm bench`).
  *
  * Completion without an ack option: after each command the channel writes a
  * marker line, an unknown tc object `rmk<seq>`. tc answers it on stderr with

@@ -59,7 +59,9 @@ export type SetupStep = (typeof SETUP_STEPS)[number];
  * the plug qdisc by another qdisc (e.g. `['bfifo', 'limit', '10000']`) on a
  * kernel without sch_plug: setup installs it at the same handle and every
  * checkpoint op sends a `change` with the same arguments through the same
- * channel, so everything but the buffering itself can be exercised.
+ * channel (on the netlink socket: TCA_KIND and struct tc_fifo_qopt, so only
+ * `bfifo|pfifo limit N` can stand in for NICs in this process's namespace),
+ * so everything but the buffering itself can be exercised.
  * `beforeStep` runs before each setup step; throwing there injects a failure.
  */
 export interface NetbufInternals {
