@@ -14,7 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
-import { RemusError } from '@remus/core';
+import { raceSignal, RemusError } from '@remus/core';
 
 /** What this module uses of `netlink`'s RtNetlinkSocket. */
 interface RtSocket {
@@ -100,7 +100,7 @@ export class RtnlChannel {
   async ifindex(ifname: string, signal?: AbortSignal): Promise<number> {
     this.check(`look up ${ifname}`);
     try {
-      const [link] = await raceSignal(this.sock.getLink({}, { ifname }, { timeout: this.timeoutMs }), signal);
+      const [link] = await bounded(this.sock.getLink({}, { ifname }, { timeout: this.timeoutMs }), signal);
       const index = link?.data.index;
       if (typeof index !== 'number' || index <= 0) throw new Error('no link in the answer');
       return index;
@@ -120,10 +120,8 @@ export class RtnlChannel {
     if (handle === 0) throw new RemusError('STATE', `${what}: refusing qdisc handle 0 (the kernel would create a new root qdisc)`);
     if (signal?.aborted) throw abortReason(signal);
     try {
-      await raceSignal(
-        this.sock.newQdisc({ family: 0, ifindex, handle, parent: ROOT }, { kind: change.kind, options: change.options }, { timeout: this.timeoutMs }),
-        signal,
-      );
+      const request = this.sock.newQdisc({ family: 0, ifindex, handle, parent: ROOT }, { kind: change.kind, options: change.options }, { timeout: this.timeoutMs });
+      await bounded(request, signal);
     } catch (e) {
       throw mapError(e, what, { ifindex, handle: handle.toString(16), kind: change.kind });
     }
@@ -149,25 +147,12 @@ export class RtnlChannel {
   }
 }
 
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
+/** `p`, cut short by `signal` (if any) with {@link abortReason}. */
+function bounded<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  return signal ? raceSignal(p, signal, () => abortReason(signal)) : p;
 }
 
+/** The error for a request cut short by `signal`: its RemusError reason, TIMEOUT, or ABORTED. */
 function abortReason(signal: AbortSignal): unknown {
   const r: unknown = signal.reason;
   if (r instanceof RemusError) return r;
