@@ -39,9 +39,18 @@ async function startLab(): Promise<ColoLab> {
   return lab;
 }
 
-/** The shim must have been loaded (TCG) or absent (KVM), and must still apply. */
+/** Per accelerator: how many scenarios ran, and how often the shim's bug (a) path stepped in on a primary. */
+const workaround = { tcgScenarios: 0, kvmScenarios: 0, unownedWaits: 0 };
+
+/**
+ * The shim must have been loaded (TCG) or absent (KVM). Bug (b)'s fix runs at
+ * every resume, so it is checked per scenario; bug (a) is a timing-dependent
+ * race that a short scenario may not hit, so its counter is summed over the
+ * file and checked by the last test.
+ */
 function checkWorkaround(l: ColoLab): void {
   if (l.accel === 'kvm') {
+    workaround.kvmScenarios++;
     expect(l.shimStats, 'no workaround is loaded with KVM').toBeUndefined();
     expect(l.shimAnnounced()).toEqual({ primary: false, secondary: false });
     return;
@@ -49,12 +58,8 @@ function checkWorkaround(l: ColoLab): void {
   expect(l.shimAnnounced(), 'the TCG workaround shim announces itself in both QEMU logs').toEqual({ primary: true, secondary: true });
   const s = l.shim();
   if (!s.primary || !s.secondary) throw new Error(`the TCG shim wrote no counters: ${JSON.stringify(s)}`);
-  if (s.primary.unownedWaits === 0) {
-    throw new Error(
-      'THE TCG WORKAROUND NO LONGER APPLIES: checkpoints ran but the primary never waited on a mutex it does not hold (QEMU bug (a) of colo.md). ' +
-        'QEMU has changed: re-check whether the shim is still needed and update shim/colo-tcg-shim.c and colo.md.',
-    );
-  }
+  workaround.tcgScenarios++;
+  workaround.unownedWaits += s.primary.unownedWaits;
   if (s.primary.tlbFlushes === 0 || s.secondary.tbFlushes === 0) {
     throw new Error(`THE TCG WORKAROUND NO LONGER APPLIES: no vCPU resume was seen (bug (b) fix never ran): ${JSON.stringify(s)}`);
   }
@@ -220,5 +225,17 @@ describe('COLO pair (two real QEMUs, netns)', () => {
     expect(l.primary.gone, 'the hung primary was fenced (SIGKILL by pid) before the secondary served').toBe(true);
     expect(await bridgePorts(l.net)).not.toContain(PRIMARY_TAP);
     console.log(`colo figures (primary hung): detected ${(st.failover!.detectedAt - stoppedAt).toFixed(0)} ms after SIGSTOP (bound ${watchdogBoundMs()} ms)`);
+  });
+  it('the TCG workaround still applies: over all scenarios the primary hit QEMU bug (a) and the shim stepped in', () => {
+    // The two scenarios that call checkWorkaround ran it (with KVM: checked that none was loaded).
+    expect(workaround.tcgScenarios + workaround.kvmScenarios).toBe(2);
+    if (workaround.tcgScenarios === 0) return;
+    if (workaround.unownedWaits === 0) {
+      throw new Error(
+        `THE TCG WORKAROUND NO LONGER APPLIES: ${workaround.tcgScenarios} scenarios ran checkpoints but the primary never waited on a mutex it does not hold (QEMU bug (a) of colo.md). ` +
+          'QEMU has changed: re-check whether the shim is still needed and update shim/colo-tcg-shim.c and colo.md.',
+      );
+    }
+    expect(workaround.unownedWaits).toBeGreaterThan(0);
   });
 });
