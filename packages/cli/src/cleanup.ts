@@ -70,7 +70,7 @@ export async function cleanupRun(data: JournalData): Promise<{ removed: string[]
       await step(`${p.package} ${name} reap`, async () => {
         const ops = createSubkind(plugin, name, options);
         if (!ops.reap) return [];
-        const ctx: OpContext = { signal: AbortSignal.timeout(60_000), checkpoint: 0, operation: data.operation };
+        const ctx: OpContext = { signal: AbortSignal.timeout(60_000), checkpoint: 0, epoch: 0, operation: data.operation };
         const mine = data.devices.filter((d) => d.kind === ops.kind);
         return (await ops.reap(data.operation, mine, ctx)).map((l) => `${name}: ${l}`);
       });

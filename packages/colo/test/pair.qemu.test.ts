@@ -145,7 +145,7 @@ describe('COLO primary and secondary ops lists on a real QEMU pair', () => {
     }
     expect(diff(priBefore, await snapshot(pri)).length).toBeGreaterThan(0);
 
-    const ctx = { signal: AbortSignal.timeout(30_000), checkpoint: 0, operation: 'recovery' };
+    const ctx = { signal: AbortSignal.timeout(30_000), checkpoint: 0, epoch: 0, operation: 'recovery' };
     const reapAll = async () => {
       const lines: string[] = [];
       for (const ops of [...coloPrimaryOps({ qmp: pri.qmp[0] })]) lines.push(...(await ops.reap!('crashed', priDevices, ctx)));

@@ -125,7 +125,7 @@ describe('the same devices through the same core: Remus ops list vs COLO ops lis
     let colo: Awaited<ReturnType<typeof drive>>;
     try {
       // The guest runs before protection starts (here: firmware only, no disk to boot).
-      await qemuDomain(lease.client).resume({ signal: AbortSignal.timeout(10_000), checkpoint: 0 });
+      await qemuDomain(lease.client).resume({ signal: AbortSignal.timeout(10_000), checkpoint: 0, epoch: 0 });
       colo = await drive([...coloPrimaryOps({ qmp: pri.qmp[0] })], qemuDomain(lease.client), 'colopri');
       await lease.client.execute('stop');
     } finally {

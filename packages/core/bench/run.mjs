@@ -24,7 +24,7 @@ async function measure(n) {
   const layer = createCheckpointDevices({ ops: [ops], devices });
   await layer.setup();
   const handles = devices.map((device) => ({ device, shared: undefined, data: undefined }));
-  const ctx = { signal: new AbortController().signal, checkpoint: 1, operation: 'bench' };
+  const ctx = { signal: new AbortController().signal, checkpoint: 1, epoch: 0, operation: 'bench' };
   const rounds = n >= 1024 ? 300 : n >= 64 ? 2000 : 5000;
   const engine = [];
   const bare = [];

@@ -17,6 +17,7 @@ import type {
   SubkindOps,
 } from './ops.js';
 import { newOperationId, validateDevices, validateOperationId, validateOpsList } from './validate.js';
+import { validateEpoch } from './arbiter.js';
 
 /** Default per-op time limits (ms). Setup-like ops may run scripts; checkpoint ops run inside the guest's pause. */
 export const DEFAULT_TIMEOUTS: Readonly<Record<OpName, number>> = {
@@ -124,6 +125,8 @@ export class CheckpointDevices {
   /** The checkpoint op the next checkpoint phase must be. */
   #expected: CheckpointOpName = 'postsuspend';
   #checkpoint = 0;
+  /** Epoch every op sees as `ctx.epoch` (see {@link bindEpoch}); only goes up. */
+  #epoch = 0;
   /** Per checkpoint op, the matched devices whose subkind implements it (computed once after setup). */
   #bound: Record<CheckpointOpName, Bound[]> = { postsuspend: [], preresume: [], commit: [] };
 
@@ -152,6 +155,24 @@ export class CheckpointDevices {
   /** Number of the last checkpoint started (0 before the first postsuspend). */
   get checkpoint(): number {
     return this.#checkpoint;
+  }
+
+  /** The fencing epoch ops see as `ctx.epoch` (0 until {@link bindEpoch}). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /**
+   * Sets the fencing epoch every later op sees as `ctx.epoch`. Called by the
+   * checkpoint loop before its first checkpoint when it runs under an
+   * arbiter. An epoch may only go up: a lower one throws EPOCH_STALE.
+   */
+  bindEpoch(epoch: number): void {
+    validateEpoch(epoch);
+    if (epoch < this.#epoch) {
+      throw new RemusError('EPOCH_STALE', `epoch ${epoch} is below the epoch ${this.#epoch} these devices already serve`, { details: { epoch, current: this.#epoch } });
+    }
+    this.#epoch = epoch;
   }
 
   /** Which subkind took each device (after setup or plan), in device order. */
@@ -408,6 +429,7 @@ export class CheckpointDevices {
       origin: (t) => ({ device: who.device(t), subkind: who.ops(t).name }),
       timeoutOf: (t) => who.ops(t).timeouts?.[op] ?? fallback,
       checkpoint: this.#checkpoint,
+      epoch: this.#epoch,
       operation: this.operationId,
       signal,
       onEvent: this.#options.onEvent,

@@ -45,6 +45,8 @@ export interface PhaseSpec<T> {
   /** Time limit for one target's op, in ms (each op starts when the phase does). */
   readonly timeoutOf: (target: T) => number;
   readonly checkpoint: number;
+  /** Fencing epoch, passed to every op in its context (see {@link OpContext.epoch}). Default 0. */
+  readonly epoch?: number;
   /** Operation id, passed to every op in its context. */
   readonly operation: string;
   /** Caller's abort: pending ops settle as ABORTED and their signals fire. */
@@ -238,12 +240,13 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
 function makeGroups<T>(spec: PhaseSpec<T>): TimeoutGroup[] {
   const byTimeout = new Map<number, TimeoutGroup>();
   const { targets, checkpoint, operation } = spec;
+  const epoch = spec.epoch ?? 0;
   for (let i = 0; i < targets.length; i++) {
     const t = spec.timeoutOf(targets[i] as T);
     let g = byTimeout.get(t);
     if (g === undefined) {
       const controller = new AbortController();
-      g = { timeoutMs: t, controller, ctx: { signal: controller.signal, checkpoint, operation }, members: [] };
+      g = { timeoutMs: t, controller, ctx: { signal: controller.signal, checkpoint, epoch, operation }, members: [] };
       byTimeout.set(t, g);
     }
     g.members.push(i);

@@ -43,6 +43,12 @@ export const ErrorCodes = {
   QMP_FAILED: 'a QMP command failed or the QMP connection was lost',
   /** A device exists but is in a state the subkind cannot use (e.g. a DRBD disk not Connected); the message says how to fix it. */
   DEVICE_NOT_READY: 'a device is in a state the subkind cannot use',
+  /** The primary role was not held, or held under another epoch, or past its deadline when output was to be released: the output stays held (details: epoch, role, now). */
+  ROLE_LOST: 'the primary role was lost; the output was not released',
+  /** An epoch below the highest this host has seen (its epoch store): refused. */
+  EPOCH_STALE: 'an epoch below the highest this host has seen',
+  /** The arbiter (e.g. etcd) could not be reached or answered wrong; the message names it and the fix. */
+  ARBITER_FAILED: 'the arbiter could not be reached or answered wrong',
 } as const;
 
 /** A stable error code; see {@link ErrorCodes}. */

@@ -5,6 +5,7 @@
  * - {@link createCheckpointDevices}: one operation's devices, matched, set up, checkpointed, torn down.
  * - {@link runPhase}: the one multi-device engine every phase runs through.
  * - {@link runCheckpointLoop}: the Remus loop over a {@link DomainAdapter}.
+ * - {@link Arbiter}: who may act as primary, under which epoch, until when ({@link localArbiter}, {@link openEpochStore}).
  * - {@link runScript}: hotplug-style scripts with an argument vector, timeout and abort.
  * - {@link definePlugin} / {@link loadPlugin}: plugin metadata and loading by package name.
  */
@@ -38,6 +39,8 @@ export type {
   FailurePolicy,
   LoopResult,
 } from './loop.js';
+export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch } from './arbiter.js';
+export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
 export { raceSignal } from './abort.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';

@@ -3,11 +3,20 @@
  * suspend -> postsuspend -> save -> preresume -> resume -> ack -> commit ->
  * wait the interval -> again. The domain is the caller's, behind
  * {@link DomainAdapter}; the devices are a set-up {@link CheckpointDevices}.
+ *
+ * Under an {@link Arbiter} the loop is fenced: right before each commit it
+ * reads `arbiter.role()` (memory, no I/O) and releases the epoch's output
+ * only while the role is held, under the epoch the run started with, before
+ * the role's deadline. Otherwise it fails closed with ROLE_LOST: the output
+ * stays held (teardown drops it), and the domain is suspended and left
+ * suspended for the caller to stop (it must not run again unfenced: a
+ * deposed primary comes back only as a new backup after a full resync).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { raceSignal } from './abort.js';
 import { RemusError, describeCause } from './errors.js';
 import type { CheckpointDevices } from './devices.js';
+import { roleLapse, type Arbiter, type EpochStore } from './arbiter.js';
 import type { MaybePromise } from './ops.js';
 
 /** Context of one domain step. */
@@ -16,6 +25,12 @@ export interface DomainStepContext {
   readonly signal: AbortSignal;
   /** The checkpoint number (1 for the first). */
   readonly checkpoint: number;
+  /**
+   * Fencing epoch of the run (the arbiter's role epoch; 0 without an
+   * arbiter). `save` tags the state it sends with it and `waitAck` accepts
+   * only acknowledgements of it, so a backup can refuse a deposed primary.
+   */
+  readonly epoch: number;
 }
 
 /**
@@ -86,6 +101,21 @@ export interface CheckpointLoopOptions {
   readonly domainTimeoutMs?: number;
   /** Called after each committed checkpoint. Must not throw (a throw is ignored). */
   readonly onCheckpoint?: (figures: CheckpointFigures) => void;
+  /**
+   * Fences the loop (see the file header). The role must be held when the
+   * loop starts (call `acquire` first); its epoch becomes the run's epoch
+   * (`ctx.epoch` of every domain step and op). Before each commit the loop
+   * calls `role()` once; a lapse fails the loop with ROLE_LOST. With an
+   * arbiter `onFailure` defaults to, and must be, `leave-suspended`: a
+   * domain resumed after a failure would run with no output gate.
+   */
+  readonly arbiter?: Arbiter;
+  /**
+   * This host's persisted highest epoch. With an arbiter, the loop admits
+   * the run's epoch before its first checkpoint (EPOCH_STALE below the
+   * highest: nothing runs; a higher one is written to disk first).
+   */
+  readonly epochs?: EpochStore;
 }
 
 export interface LoopResult {
@@ -112,6 +142,23 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   if (devices.state !== 'ready') {
     throw new RemusError('STATE', `the checkpoint loop needs devices after a successful setup(); they are ${devices.state}`);
   }
+  const arbiter = options.arbiter;
+  const onFailure: FailurePolicy = options.onFailure ?? (arbiter ? 'leave-suspended' : 'resume');
+  let epoch = 0;
+  if (arbiter) {
+    if (onFailure === 'resume') {
+      throw new RemusError('INVALID_ARGUMENT', `onFailure "resume" is not allowed under an arbiter (${arbiter.name}): a domain resumed after a failure runs with no output gate; use "leave-suspended"`);
+    }
+    const role = arbiter.role();
+    if (!role.held) {
+      throw new RemusError('ROLE_LOST', `the checkpoint loop needs the primary role of ${arbiter.name}, which this host does not hold: call acquire() first`, {
+        details: { role: { ...role } },
+      });
+    }
+    epoch = role.epoch;
+    options.epochs?.admit(epoch, `epoch of ${arbiter.name}`);
+    devices.bindEpoch(epoch);
+  }
   const loopStart = performance.now();
   let done = 0;
   let failure: RemusError | undefined;
@@ -130,7 +177,7 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const ctx = { signal: ac.signal, checkpoint };
+      const ctx = { signal: ac.signal, checkpoint, epoch };
       const call = step === 'ack' ? domain.waitAck : domain[step];
       await raceSignal(Promise.resolve().then(() => call.call(domain, ctx)), ac.signal);
     } finally {
@@ -163,7 +210,11 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
       const resumed = await time('resume', () => domainStep('resume', checkpoint));
       suspended = false;
       const acked = await time('ack', () => domainStep('ack', checkpoint));
-      const committed = await time('commit', () => devices.commit());
+      const committed = await time('commit', () => {
+        // The fence: checked in the same synchronous stretch that starts every commit op.
+        if (arbiter) fence(arbiter, epoch, checkpoint);
+        return devices.commit();
+      });
       done = checkpoint;
       emit(options.onCheckpoint, {
         checkpoint,
@@ -180,14 +231,27 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
       await wait(nextStart - performance.now(), options.stop, options.signal);
     }
   } catch (e) {
-    failure = new RemusError(
-      'CHECKPOINT_FAILED',
-      `checkpoint ${done + 1} failed at step ${step}: ${describeCause(e)}`,
-      { op: step, cause: e, details: { checkpoint: done + 1, step, committed: done } },
-    );
+    failure = roleLost(e)
+      ? new RemusError('ROLE_LOST', `checkpoint ${done + 1}: output not released: ${e.message}`, {
+          op: 'commit',
+          cause: e,
+          details: { ...e.details, checkpoint: done + 1, step, committed: done },
+        })
+      : new RemusError('CHECKPOINT_FAILED', `checkpoint ${done + 1} failed at step ${step}: ${describeCause(e)}`, {
+          op: step,
+          cause: e,
+          details: { checkpoint: done + 1, step, committed: done },
+        });
   }
   const teardownFailures: RemusError[] = [];
-  if (failure && suspended && (options.onFailure ?? 'resume') === 'resume') {
+  if (failure?.code === 'ROLE_LOST') {
+    // The domain runs (it was resumed before the ack): freeze it before the devices go, so nothing leaves unfenced.
+    try {
+      await domainStep('suspend', done + 1);
+    } catch (e) {
+      teardownFailures.push(new RemusError('DOMAIN_FAILED', `suspending ${domain.name} after the role was lost failed: ${describeCause(e)}; stop it now`, { op: 'suspend', cause: e }));
+    }
+  } else if (failure && suspended && onFailure === 'resume') {
     try {
       await domainStep('resume', done + 1);
     } catch (e) {
@@ -203,7 +267,7 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     throw new RemusError(failure.code, failure.message, {
       op: failure.op,
       cause: failure.cause,
-      details: { ...failure.details, policy: options.onFailure ?? 'resume' },
+      details: { ...failure.details, policy: failure.code === 'ROLE_LOST' ? 'suspend' : onFailure },
       failures: teardownFailures,
     });
   }
@@ -214,6 +278,29 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     });
   }
   return { checkpoints: done, stoppedBy: done >= max ? 'limit' : 'request', durationMs: performance.now() - loopStart };
+}
+
+/** The role lapse a fence found (carried from {@link fence} to the loop's catch). */
+class RoleLapse extends RemusError {}
+
+function roleLost(e: unknown): e is RoleLapse {
+  return e instanceof RoleLapse;
+}
+
+/** Throws a {@link RoleLapse} unless output of `epoch` may be released now. Synchronous, memory only. */
+function fence(arbiter: Arbiter, epoch: number, checkpoint: number): void {
+  const now = performance.now();
+  let role;
+  try {
+    role = arbiter.role();
+  } catch (e) {
+    throw new RoleLapse('ROLE_LOST', `arbiter ${arbiter.name}: role() threw (${describeCause(e)})`, { cause: e, details: { epoch, checkpoint } });
+  }
+  const lapse = roleLapse(role, epoch, now);
+  if (lapse === undefined) return;
+  throw new RoleLapse('ROLE_LOST', `arbiter ${arbiter.name}: ${lapse}`, {
+    details: { epoch, checkpoint, role: { held: role.held, epoch: role.epoch, deadline: role.deadline }, now },
+  });
 }
 
 /** Waits `ms`, returning early (without error) on a graceful stop; a hard abort rejects. */

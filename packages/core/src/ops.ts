@@ -51,6 +51,13 @@ export interface OpContext {
   /** Checkpoint number for checkpoint ops (1 for the first); 0 outside checkpoints. */
   readonly checkpoint: number;
   /**
+   * Fencing epoch of the primary role the run holds (see `arbiter.ts`): the
+   * epoch whose output `commit` releases. 0 without an arbiter and outside
+   * checkpoints. A subkind that sends state or output elsewhere tags it with
+   * this, so a receiver can refuse a deposed primary's.
+   */
+  readonly epoch: number;
+  /**
    * Id of the operation (one protected run). Tag what you create in the
    * kernel with it (an IFB alias, an iptables comment), so that `reap` can
    * find it after a crash. Matches /^[A-Za-z0-9_-]{1,32}$/.

@@ -9,7 +9,7 @@ import { diskDrbd } from '../dist/index.js';
 import { DRBDSETUP, up } from './pair.mjs';
 
 const execFileP = promisify(execFile);
-const ctx = (checkpoint) => ({ signal: new AbortController().signal, checkpoint, operation: 'disk-drbd-bench' });
+const ctx = (checkpoint) => ({ signal: new AbortController().signal, checkpoint, epoch: 0, operation: 'disk-drbd-bench' });
 
 /** Parses `drbdsetup-84 status RES --verbose --statistics` into the minor state the plugin reads. */
 function parseStatus(text, minor) {

@@ -12,7 +12,7 @@ import { DIR, DRBDSETUP, down, drbdsetup, minorLine, pair, run, SIDES, snapshot,
 const t0 = performance.now();
 /** Progress on stderr, so a hung scenario shows where it stopped. */
 const trace = (what) => console.error(`[${(performance.now() - t0).toFixed(0)} ms] ${what}`);
-const ctx = { signal: new AbortController().signal, checkpoint: 0, operation: 'disk-drbd-lab' };
+const ctx = { signal: new AbortController().signal, checkpoint: 0, epoch: 0, operation: 'disk-drbd-lab' };
 const disk = (params, id = 'xvda') => ({ id, kind: 'disk', params });
 
 /** Runs match through init/cleanup; returns the verdict or the error as plain data. */

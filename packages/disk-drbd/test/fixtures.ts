@@ -78,5 +78,5 @@ export class FakeDrbd {
 }
 
 export function ctx(checkpoint = 0, signal: AbortSignal = new AbortController().signal): OpContext {
-  return { signal, checkpoint, operation: 'disk-drbd-test' };
+  return { signal, checkpoint, epoch: 0, operation: 'disk-drbd-test' };
 }

@@ -13,7 +13,7 @@ const domains: ProcessDomain[] = [];
 const children: ChildProcess[] = [];
 let seq = 0;
 const op = (): string => `dptest${process.pid}x${seq++}`;
-const ctx = (checkpoint = 1): DomainStepContext => ({ signal: AbortSignal.timeout(5000), checkpoint });
+const ctx = (checkpoint = 1): DomainStepContext => ({ signal: AbortSignal.timeout(5000), checkpoint, epoch: 0 });
 
 // A process that prints a growing counter every 2 ms.
 const TICKER = ['node', '-e', 'let i=0; setInterval(() => process.stdout.write(`${i++}\\n`), 2)'];

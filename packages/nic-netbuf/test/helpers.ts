@@ -68,7 +68,7 @@ export function nicDevice(net: TestNet, i = 0, id = `nic${i}`): DeviceSpec {
 }
 
 export function ctx(operation = `t${process.pid}`, signal: AbortSignal = new AbortController().signal, checkpoint = 0): OpContext {
-  return { signal, checkpoint, operation };
+  return { signal, checkpoint, epoch: 0, operation };
 }
 
 export function handle<S, D>(device: DeviceSpec, shared: S): DeviceHandle<S, D> {

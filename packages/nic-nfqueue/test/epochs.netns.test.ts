@@ -144,7 +144,7 @@ describe('nic-nfqueue boundaries (netns)', () => {
     // Direct op calls: the core never runs two postsuspends before a commit, a pipelined caller might.
     const ops = nicNfqueue();
     const signal = new AbortController().signal;
-    const ctx = { signal, checkpoint: 0, operation: `bound${process.pid}` };
+    const ctx = { signal, checkpoint: 0, epoch: 0, operation: `bound${process.pid}` };
     const at = (checkpoint: number) => ({ ...ctx, checkpoint });
     const shared = await ops.init!(ctx);
     const handle = { device: { id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }, shared, data: undefined };

@@ -154,7 +154,7 @@ describe('nic-nfqueue fails closed (netns)', () => {
     await l.send(['while-crashed']);
     await new Promise((r) => setTimeout(r, 200));
     expect(l.received()).toEqual([]);
-    const removed = await nicNfqueue().reap!(op, [device(l)], { signal: new AbortController().signal, checkpoint: 0, operation: 'reaper' });
+    const removed = await nicNfqueue().reap!(op, [device(l)], { signal: new AbortController().signal, checkpoint: 0, epoch: 0, operation: 'reaper' });
     expect(removed).toHaveLength(2);
     expect(leftovers(l)).toEqual([]);
     await l.send(['after-reap']);

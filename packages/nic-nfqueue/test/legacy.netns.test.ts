@@ -53,7 +53,7 @@ describe('nic-nfqueue with iptables-legacy (netns)', () => {
     await layer.setup();
     // The "crash": the buffer process dies, the rules stay.
     process.kill(layer.stats()[0]!.stats.bufferPid!, 'SIGKILL');
-    const removed = await nicNfqueue().reap!(layer.operationId, [device], { signal: new AbortController().signal, checkpoint: 0, operation: 'reaper' });
+    const removed = await nicNfqueue().reap!(layer.operationId, [device], { signal: new AbortController().signal, checkpoint: 0, epoch: 0, operation: 'reaper' });
     expect(removed).toHaveLength(2);
     expect(removed.every((r) => r.includes('legacy'))).toBe(true);
     expect(remusRules(l.host)).toEqual([]);

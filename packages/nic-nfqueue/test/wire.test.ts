@@ -20,7 +20,7 @@ import {
   verdict,
 } from '../src/nfqueue-wire.js';
 
-const ctx = (): OpContext => ({ signal: new AbortController().signal, checkpoint: 0, operation: 'unit' });
+const ctx = (): OpContext => ({ signal: new AbortController().signal, checkpoint: 0, epoch: 0, operation: 'unit' });
 
 function attr(type: number, payload: Buffer): Buffer {
   const b = Buffer.alloc((4 + payload.length + 3) & ~3);

@@ -49,7 +49,7 @@ export interface ConformanceOptions {
 
 /** A context for direct op calls: a live signal and checkpoint 0. */
 function ctx(signal: AbortSignal = new AbortController().signal, checkpoint = 0): OpContext {
-  return { signal, checkpoint, operation: KIT_OPERATION };
+  return { signal, checkpoint, epoch: 0, operation: KIT_OPERATION };
 }
 /** The operation id the kit's direct calls use. */
 export const KIT_OPERATION = 'conformance-kit';
