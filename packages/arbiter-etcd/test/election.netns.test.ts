@@ -1,0 +1,186 @@
+// The etcd arbiter against a real three-member etcd cluster, every member and
+// both hosts in their own network namespaces (root). The safety property
+// checked throughout: a host is elected only after the previous holder's
+// deadline passed (one machine, one monotonic clock: directly comparable).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLabNet, startEtcdCluster, type EtcdCluster, type LabNet } from '@remus/etcd-lab';
+import { mono, remoteArbiter, type RemoteArbiter, type RoleReport } from './helpers.js';
+
+const TTL = 2;
+let net: LabNet;
+let cluster: EtcdCluster;
+let running: RemoteArbiter[] = [];
+let prefixes = 0;
+
+function arbiterOn(node: 'hA' | 'hB', prefix: string, extra: Record<string, unknown> = {}): RemoteArbiter {
+  const a = remoteArbiter(net, node, { endpoints: cluster.endpoints, prefix, host: node, ttlSeconds: TTL, ...extra });
+  running.push(a);
+  return a;
+}
+
+const fresh = (): string => `/remus/test${++prefixes}/primary`;
+
+/** Waits until `f` holds, polling every 50 ms, at most `ms`. */
+async function until(f: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  while (!f()) {
+    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  net = await createLabNet();
+  cluster = await startEtcdCluster(net);
+  await net.addNode('hA');
+  await net.addNode('hB');
+}, 60_000);
+
+afterEach(async () => {
+  await Promise.all(running.map((a) => a.stop()));
+  running = [];
+  await net.heal();
+  for (const m of cluster.memberNames) if (cluster.pid(m) === undefined) cluster.start(m);
+  await cluster.waitHealthy(30_000);
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+  await net?.destroy();
+});
+
+describe('etcd arbiter (netns, real etcd)', () => {
+  it('the first campaign wins; its epoch is the key create_revision; the second waits, and wins after a resign with a higher epoch', async () => {
+    const prefix = fresh();
+    const a = arbiterOn('hA', prefix);
+    const b = arbiterOn('hB', prefix);
+    const ra = await a.call<{ epoch: number; deadline: number; at: number }>('acquire');
+    expect(ra.epoch).toBeGreaterThan(0);
+    expect(ra.deadline - ra.at).toBeGreaterThan(TTL * 1000 * 0.5);
+    const rev = await cluster.etcdctl('e1', ['get', '--prefix', prefix, '-w', 'json']);
+    const kv = (JSON.parse(rev) as { kvs: { create_revision: number; value: string }[] }).kvs[0]!;
+    expect(kv.create_revision).toBe(ra.epoch);
+    expect(JSON.parse(Buffer.from(kv.value, 'base64').toString())).toMatchObject({ host: 'hA' });
+    const pb = b.call<{ epoch: number; at: number }>('acquire');
+    await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits behind hA');
+    expect(await b.call<RoleReport>('role')).toMatchObject({ held: false });
+    expect(await a.call('leader')).toMatchObject({ host: 'hA', epoch: ra.epoch });
+    await a.call('resign');
+    const rb = await pb;
+    expect(rb.epoch).toBeGreaterThan(ra.epoch);
+    expect((await a.call<RoleReport>('role')).held).toBe(false);
+    expect(await b.call('leader')).toMatchObject({ host: 'hB', epoch: rb.epoch });
+  });
+
+  it('keeps the role while one etcd member is gone (the deadline keeps moving)', async () => {
+    const a = arbiterOn('hA', fresh());
+    await a.call('acquire');
+    cluster.kill('e1');
+    cluster.kill('e2', 'SIGSTOP');
+    cluster.kill('e2', 'SIGCONT');
+    const from = a.roles.length;
+    await new Promise((r) => setTimeout(r, TTL * 1000 * 2.5));
+    const seen = a.roles.slice(from);
+    expect(seen.length).toBeGreaterThan(20);
+    expect(seen.every((r) => r.usable)).toBe(true);
+  });
+
+  const handovers: [string, (a: RemoteArbiter) => Promise<() => Promise<void>>][] = [
+    ['the holder is cut off from everything', async () => {
+      await net.isolate('hA');
+      return () => net.heal();
+    }],
+    ['the holder is paused (SIGSTOP) longer than the TTL', async (a) => {
+      process.kill(a.child.pid as number, 'SIGSTOP');
+      return async () => void process.kill(a.child.pid as number, 'SIGCONT');
+    }],
+  ];
+  for (const [what, fault] of handovers) {
+    it(`when ${what}, the other host is elected only after the holder's deadline passed, and the holder never comes back`, async () => {
+      const prefix = fresh();
+      const a = arbiterOn('hA', prefix);
+      const b = arbiterOn('hB', prefix);
+      const ra = await a.call<{ epoch: number }>('acquire');
+      const pb = b.call<{ epoch: number; at: number }>('acquire');
+      await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits');
+      await until(() => a.roles.length > 2, 2000, 'role reports');
+      const faultAt = mono();
+      const undo = await fault(a);
+      const rb = await pb;
+      await undo();
+      await new Promise((r) => setTimeout(r, 300)); // the holder reports again
+      const lastA = a.lastHeld() as RoleReport;
+      expect(rb.epoch).toBeGreaterThan(ra.epoch);
+      // The holder's last promise ran out before the other host was elected.
+      expect(lastA.deadline).toBeLessThan(rb.at);
+      // ...and no report of the holder after the election shows a usable role.
+      expect(a.roles.filter((r) => r.at > rb.at && r.usable)).toEqual([]);
+      expect(await a.call<RoleReport>('role')).toMatchObject({ held: false });
+      // Failover took at least the TTL and not much more than TTL + margins + polling.
+      expect(rb.at - faultAt).toBeGreaterThan(TTL * 1000 * 0.6);
+      expect(rb.at - faultAt).toBeLessThan(TTL * 1000 * 4);
+    });
+  }
+
+  it('loses the role when two of three etcd members are gone; nobody is elected; after they return the next epoch is higher', async () => {
+    const prefix = fresh();
+    const a = arbiterOn('hA', prefix);
+    const b = arbiterOn('hB', prefix);
+    const ra = await a.call<{ epoch: number }>('acquire');
+    const pb = b.call<{ epoch: number; at: number }>('acquire');
+    await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits');
+    cluster.kill('e2');
+    cluster.kill('e3');
+    await until(() => a.roles.at(-1)?.usable === false, TTL * 1000 * 3, 'the holder fences itself');
+    const lost = mono();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(b.roles.some((r) => r.held)).toBe(false);
+    cluster.start('e2');
+    cluster.start('e3');
+    const rb = await pb;
+    expect(rb.epoch).toBeGreaterThan(ra.epoch);
+    expect(rb.at).toBeGreaterThan(lost);
+    expect((a.lastHeld() as RoleReport).deadline).toBeLessThan(rb.at);
+  });
+
+  it('a leader key deleted by hand ends the role; the other host waits until the old lease is gone', async () => {
+    const prefix = fresh();
+    const a = arbiterOn('hA', prefix);
+    const b = arbiterOn('hB', prefix);
+    await a.call('acquire');
+    const pb = b.call<{ at: number }>('acquire');
+    await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits');
+    const leader = await a.call<{ key: string }>('leader');
+    await cluster.etcdctl('e1', ['del', leader.key]);
+    const rb = await pb;
+    const lost = a.events.find((e) => e.event.type === 'role-lost');
+    expect(lost?.event).toMatchObject({ reason: expect.stringMatching(/deleted/) });
+    expect(b.events.some((e) => e.event.type === 'old-lease-gone')).toBe(true);
+    // The holder dropped the role (before its lease was revoked) before the other host was elected.
+    expect(lost!.at).toBeLessThan(rb.at);
+    expect(a.roles.filter((r) => r.at > lost!.at && r.usable)).toEqual([]);
+  });
+
+  it('an aborted campaign leaves no key behind', async () => {
+    const prefix = fresh();
+    const a = arbiterOn('hA', prefix);
+    const b = arbiterOn('hB', prefix);
+    await a.call('acquire');
+    const pb = b.call('acquire').catch((e: { code: string }) => e);
+    await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits');
+    await b.call('abort');
+    expect(await pb).toMatchObject({ code: 'ABORTED' });
+    const keys = (await cluster.etcdctl('e1', ['get', '--prefix', `${prefix}/`, '--keys-only'])).split('\n').filter(Boolean);
+    expect(keys).toHaveLength(1);
+  });
+
+  it('etcd unreachable at start: acquire fails with ARBITER_FAILED naming the endpoints, and nothing is held', async () => {
+    await net.isolate('hA');
+    const a = arbiterOn('hA', fresh(), { callTimeoutMs: 300 });
+    const t0 = performance.now();
+    const e = await a.call('acquire').catch((x: { code: string; message: string }) => x);
+    expect(e).toMatchObject({ code: 'ARBITER_FAILED', message: expect.stringMatching(/no member answered.*10\.77\.0\.10:2379.*etcdctl/) });
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(await a.call<RoleReport>('role')).toMatchObject({ held: false });
+  });
+});
