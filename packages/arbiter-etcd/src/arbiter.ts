@@ -19,12 +19,14 @@
  *   higher epoch.
  * - While holding the role, every keepalive round also checks that the
  *   leader key still exists; if someone deleted it, the role ends at once.
+ * - `publish` is a transaction guarded by the leader key's create_revision:
+ *   it writes only while this host holds the role under its epoch.
  *
  * Waiting is by polling (`pollIntervalMs`), not by watch: a watch stream on
  * a partitioned member can stay open and silent, a poll has a time limit.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RemusError, describeCause, validateEpoch, type Arbiter, type Role, type RoleState } from '@remus/core';
+import { RemusError, describeCause, validateEpoch, validateRecordName, type Arbiter, type Role, type RoleState } from '@remus/core';
 import { EtcdClient, type KeyValue } from './client.js';
 
 /** What the arbiter reports (for logs, `--json` events and figures). */
@@ -191,6 +193,31 @@ class EtcdElection implements EtcdArbiter {
     await this.resign();
     this.#closed = true;
     this.#client.close();
+  }
+
+  async publish(name: string, value: string, signal: AbortSignal): Promise<void> {
+    validateRecordName(name);
+    const { held, epoch } = this.#state;
+    const key = this.#key;
+    if (!held || !key) throw new RemusError('ROLE_LOST', `arbiter ${this.name}: cannot publish ${name}: the role is not held`);
+    const r = await this.#client.txn(
+      {
+        compare: [{ result: 0, target: 1, key, create_revision: String(epoch) }],
+        success: [{ request_put: { key: this.#recordKey(name), value: Buffer.from(value) } }],
+        failure: [],
+      },
+      signal,
+    );
+    if (!r.succeeded) {
+      this.#lose('the leader key is gone (found while publishing)');
+      throw new RemusError('ROLE_LOST', `arbiter ${this.name}: cannot publish ${name}: the leader key of epoch ${epoch} is gone`);
+    }
+  }
+
+  async read(name: string, signal: AbortSignal): Promise<string | undefined> {
+    validateRecordName(name);
+    const r = await this.#client.range({ key: this.#recordKey(name) }, signal);
+    return r.kvs[0]?.value.toString();
   }
 
   async leader(signal: AbortSignal): Promise<Leader | undefined> {
@@ -361,6 +388,11 @@ class EtcdElection implements EtcdArbiter {
     } catch {
       // Unreachable: the lease expires by itself within the TTL.
     }
+  }
+
+  /** Records live beside the election's range: `<prefix>.records/<name>` ('.' sorts before '/'). */
+  #recordKey(name: string): Buffer {
+    return Buffer.from(`${this.settings.prefix}.records/${name}`);
   }
 
   #prefixRange(): { key: Buffer; range_end: Buffer } {

@@ -20,6 +20,8 @@ function role() {
 }
 
 const ops = {
+  publish: async (arg) => arbiter.publish('sync', arg ?? 'v', AbortSignal.timeout(5000)),
+  read: async () => (await arbiter.read('sync', AbortSignal.timeout(5000))) ?? null,
   acquire: async () => {
     campaign = new AbortController();
     const r = await arbiter.acquire(campaign.signal);
@@ -33,8 +35,8 @@ const ops = {
 };
 
 createInterface({ input: process.stdin }).on('line', (line) => {
-  const { id, op } = JSON.parse(line);
-  ops[op]().then(
+  const { id, op, arg } = JSON.parse(line);
+  ops[op](arg).then(
     (result) => out({ id, ok: true, result: result ?? null }),
     (e) => out({ id, ok: false, error: { code: e.code, message: e.message } }),
   );

@@ -161,6 +161,24 @@ describe('etcd arbiter (netns, real etcd)', () => {
     expect(a.roles.filter((r) => r.at > lost!.at && r.usable)).toEqual([]);
   });
 
+  it('publish writes only while the role is held; the other host reads it; after the handover the old holder cannot publish', async () => {
+    const prefix = fresh();
+    const a = arbiterOn('hA', prefix);
+    const b = arbiterOn('hB', prefix);
+    await expect(a.call('publish', 'x')).rejects.toMatchObject({ code: 'ROLE_LOST' });
+    await a.call('acquire');
+    await a.call('publish', '{"primary":"hA","inSync":false}');
+    expect(await b.call('read')).toBe('{"primary":"hA","inSync":false}');
+    const pb = b.call('acquire');
+    await until(() => b.events.some((e) => e.event.type === 'waiting'), 5000, 'hB waits');
+    process.kill(a.child.pid as number, 'SIGSTOP');
+    await pb;
+    await b.call('publish', '{"primary":"hB"}');
+    process.kill(a.child.pid as number, 'SIGCONT');
+    await expect(a.call('publish', 'late')).rejects.toMatchObject({ code: 'ROLE_LOST' });
+    expect(await b.call('read')).toBe('{"primary":"hB"}');
+  });
+
   it('an aborted campaign leaves no key behind', async () => {
     const prefix = fresh();
     const a = arbiterOn('hA', prefix);

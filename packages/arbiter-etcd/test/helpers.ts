@@ -20,7 +20,7 @@ export interface RemoteArbiter {
   readonly child: ChildProcess;
   readonly events: { event: EtcdArbiterEvent; at: number }[];
   readonly roles: RoleReport[];
-  call<T = unknown>(op: 'acquire' | 'abort' | 'role' | 'resign' | 'leader' | 'close'): Promise<T>;
+  call<T = unknown>(op: 'acquire' | 'abort' | 'role' | 'resign' | 'leader' | 'close' | 'publish' | 'read', arg?: string): Promise<T>;
   /** The last role report with held true, or undefined. */
   lastHeld(): RoleReport | undefined;
   stop(): Promise<void>;
@@ -52,11 +52,11 @@ export function remoteArbiter(net: LabNet, node: string, options: Omit<EtcdArbit
     child,
     events,
     roles,
-    call<T>(op: string): Promise<T> {
+    call<T>(op: string, arg?: string): Promise<T> {
       const id = next++;
       return new Promise<T>((resolve, reject) => {
         pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-        child.stdin!.write(`${JSON.stringify({ id, op })}\n`);
+        child.stdin!.write(`${JSON.stringify({ id, op, arg })}\n`);
       });
     },
     lastHeld: () => [...roles].reverse().find((r) => r.held),

@@ -96,6 +96,25 @@ export interface Arbiter {
   resign(): Promise<void>;
 
   /**
+   * Optional: a fenced write. Stores `value` under `name` (a short
+   * `[a-z0-9-]` name) with the arbiter service only while this host holds the
+   * role under its current epoch, atomically with that check (etcd: a
+   * transaction guarded by the leader key's create_revision). Rejects with
+   * ROLE_LOST when the role is gone (nothing written), ARBITER_FAILED when
+   * the service cannot be reached. The agent uses it to mark the backup
+   * outdated before it releases output the backup has not acknowledged
+   * (DRBD's outdate-peer), so an outdated backup never promotes.
+   */
+  publish?(name: string, value: string, signal: AbortSignal): Promise<void>;
+
+  /**
+   * Optional: reads what {@link publish} stored under `name` (by any host),
+   * linearizably; undefined when nothing was. ARBITER_FAILED when the
+   * service cannot be reached.
+   */
+  read?(name: string, signal: AbortSignal): Promise<string | undefined>;
+
+  /**
    * Ends the arbiter: stops keepalives and campaigns, resigns a held role,
    * closes connections. Async; idempotent; never throws. Nothing may be
    * called after it, except `role()` (not held) and `close()`.
@@ -123,6 +142,14 @@ export function validateEpoch(epoch: unknown, what = 'epoch'): number {
   return epoch;
 }
 
+/** Throws INVALID_ARGUMENT unless `name` is a record name for {@link Arbiter.publish}: 1-64 of `[a-z0-9-]`. */
+export function validateRecordName(name: unknown): string {
+  if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]{0,63}$/.test(name)) {
+    throw new RemusError('INVALID_ARGUMENT', `record name ${JSON.stringify(name)} must be 1-64 characters of a-z, 0-9 and "-"`);
+  }
+  return name;
+}
+
 /** Checks the members of a third-party arbiter object. Throws INVALID_ARGUMENT naming the member at fault. */
 export function validateArbiter(a: unknown): Arbiter {
   const o = a as Record<string, unknown> | null;
@@ -131,6 +158,9 @@ export function validateArbiter(a: unknown): Arbiter {
   if (typeof o.name !== 'string' || o.name === '') throw new RemusError('INVALID_ARGUMENT', `${label} has no name; give it a string \`name\``);
   for (const m of ['acquire', 'role', 'resign', 'close']) {
     if (typeof o[m] !== 'function') throw new RemusError('INVALID_ARGUMENT', `${label} must implement ${m}()`);
+  }
+  for (const m of ['publish', 'read']) {
+    if (o[m] !== undefined && typeof o[m] !== 'function') throw new RemusError('INVALID_ARGUMENT', `${label}: ${m} must be a function or absent`);
   }
   return a as Arbiter;
 }
@@ -155,6 +185,7 @@ export function localArbiter(options: LocalArbiterOptions = {}): Arbiter {
   if (next < 1) throw new RemusError('INVALID_ARGUMENT', 'firstEpoch must be >= 1 (0 means "never held")');
   let state: RoleState = { held: false, epoch: 0, deadline: -Infinity };
   let closed = false;
+  const records = new Map<string, string>();
   return {
     name,
     acquire(signal) {
@@ -164,6 +195,16 @@ export function localArbiter(options: LocalArbiterOptions = {}): Arbiter {
       return Promise.resolve({ epoch: state.epoch, deadline: state.deadline });
     },
     role: () => state,
+    publish(record, value) {
+      validateRecordName(record);
+      if (!state.held) return Promise.reject(new RemusError('ROLE_LOST', `arbiter ${name}: cannot publish ${record}: the role is not held`));
+      records.set(record, value);
+      return Promise.resolve();
+    },
+    read(record) {
+      validateRecordName(record);
+      return Promise.resolve(records.get(record));
+    },
     resign() {
       state = { held: false, epoch: state.epoch, deadline: -Infinity };
       return Promise.resolve();

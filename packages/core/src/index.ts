@@ -39,7 +39,7 @@ export type {
   FailurePolicy,
   LoopResult,
 } from './loop.js';
-export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch } from './arbiter.js';
+export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch, validateRecordName } from './arbiter.js';
 export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
 export { raceSignal } from './abort.js';
 export { runScript } from './script.js';

@@ -229,6 +229,16 @@ describe('local arbiter', () => {
     await expect(a.acquire(new AbortController().signal)).rejects.toMatchObject({ code: 'STATE' });
   });
 
+  it('publishes records only while holding the role; anyone reads them', async () => {
+    const a = localArbiter();
+    await expect(a.publish!('sync', 'x', new AbortController().signal)).rejects.toMatchObject({ code: 'ROLE_LOST' });
+    await a.acquire(new AbortController().signal);
+    await a.publish!('sync', '{"inSync":false}', new AbortController().signal);
+    expect(await a.read!('sync', new AbortController().signal)).toBe('{"inSync":false}');
+    expect(await a.read!('other', new AbortController().signal)).toBeUndefined();
+    expect(() => a.publish!('Bad Name', '', new AbortController().signal)).toThrowError(/record name/);
+  });
+
   it('validateArbiter names the missing member', () => {
     expect(() => validateArbiter({ name: 'x', acquire() {}, role() {}, resign() {} })).toThrowError(/arbiter x must implement close/);
   });
