@@ -41,7 +41,6 @@ const pkg = createRequire(import.meta.url)('../package.json') as { name: string;
 export const plugin = definePlugin({
   name: pkg.name,
   version: pkg.version,
-  coreRange: '>=0.1.0 <1.0.0',
   description: 'QEMU COLO over QMP: COLO proxy and block replication subkinds for the primary and the secondary, and a pair driver with a watchdog and failover',
   subkinds: {
     'colo-primary-nic': coloPrimaryNic,

@@ -16,7 +16,7 @@ import type {
   OpsList,
   SubkindOps,
 } from './ops.js';
-import { newOperationId, validateDevices, validateOperationId, validateOpsList } from './validate.js';
+import { checkDevices, newOperationId, validateOperationId, validateTimeouts } from './validate.js';
 import { validateEpoch } from './arbiter.js';
 
 /** Default per-op time limits (ms). Setup-like ops may run scripts; checkpoint ops run inside the guest's pause. */
@@ -29,6 +29,7 @@ export const DEFAULT_TIMEOUTS: Readonly<Record<OpName, number>> = {
   postsuspend: 5_000,
   preresume: 5_000,
   commit: 5_000,
+  reap: 30_000,
 };
 
 export interface CheckpointDevicesOptions {
@@ -131,8 +132,14 @@ export class CheckpointDevices {
   #bound: Record<CheckpointOpName, Bound[]> = { postsuspend: [], preresume: [], commit: [] };
 
   constructor(options: CheckpointDevicesOptions) {
-    validateOpsList(options.ops);
-    validateDevices(options.devices);
+    const problems = checkDevices(options.ops, options.devices);
+    if (problems.length === 1) throw problems[0];
+    if (problems.length > 1) {
+      throw new RemusError('INVALID_ARGUMENT', `${problems.length} problems in the devices: ${problems.map((p) => p.message).join('; ')}`, {
+        failures: problems,
+      });
+    }
+    if (options.timeouts !== undefined) validateTimeouts(options.timeouts, 'timeouts');
     this.#options = options;
     this.operationId = options.operationId === undefined ? newOperationId() : validateOperationId(options.operationId);
     this.#subkinds = options.ops.map((ops) => ({ ops, status: undefined, shared: undefined }));

@@ -51,8 +51,68 @@ export const ErrorCodes = {
   ARBITER_FAILED: 'the arbiter could not be reached or answered wrong',
 } as const;
 
-/** A stable error code; see {@link ErrorCodes}. */
-export type ErrorCode = keyof typeof ErrorCodes;
+/** A code of the core's own table; see {@link ErrorCodes}. */
+export type CoreErrorCode = keyof typeof ErrorCodes;
+
+/** A plugin's own code, namespaced by the plugin: `qmp/QMP_FAILED`, `acme-nic/LINK_DOWN` (see {@link defineErrorCodes}). */
+export type PluginErrorCode = `${string}/${string}`;
+
+/** A stable error code: one of the core's ({@link ErrorCodes}) or a plugin's namespaced one. */
+export type ErrorCode = CoreErrorCode | PluginErrorCode;
+
+const NAMESPACE = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+
+/** The descriptions of a plugin's codes, keyed by full code; on the object {@link defineErrorCodes} returns. */
+export const DESCRIPTIONS: unique symbol = Symbol.for('@remus/core.errorDescriptions');
+
+/** What {@link defineErrorCodes} returns: `{ CODE: 'ns/CODE' }`, plus the descriptions under {@link DESCRIPTIONS}. */
+export type ErrorCodeTable<N extends string, C extends string> = { readonly [K in C]: `${N}/${K}` } & {
+  readonly [DESCRIPTIONS]: Readonly<Record<`${N}/${C}`, string>>;
+};
+
+/**
+ * Declares a plugin's own error codes, namespaced so that a third party needs
+ * no core release to add one: `defineErrorCodes('qmp', { QMP_FAILED: 'a QMP
+ * command failed' })` returns `{ QMP_FAILED: 'qmp/QMP_FAILED' }`. The
+ * namespace is the plugin's short name (lower case, digits, `-`), codes are
+ * UPPER_SNAKE. Like the core's, a plugin's codes are stable: adding one is a
+ * minor release, renaming or removing one a major.
+ */
+export function defineErrorCodes<N extends string, C extends string>(namespace: N, codes: Readonly<Record<C, string>>): ErrorCodeTable<N, C> {
+  if (typeof namespace !== 'string' || !NAMESPACE.test(namespace) || namespace === 'core') {
+    throw new RemusError('INVALID_ARGUMENT', `error code namespace ${JSON.stringify(namespace)} is not valid: use the plugin's short name, e.g. "qmp" (a-z 0-9 -)`);
+  }
+  const table: Record<string, string> = {};
+  const descriptions: Record<string, string> = {};
+  for (const [code, description] of Object.entries(codes)) {
+    if (!CODE.test(code) || typeof description !== 'string' || description === '') {
+      throw new RemusError('INVALID_ARGUMENT', `error code ${namespace}/${code}: use UPPER_SNAKE_CASE with a non-empty description`);
+    }
+    table[code] = `${namespace}/${code}`;
+    descriptions[`${namespace}/${code}`] = description;
+  }
+  Object.defineProperty(table, DESCRIPTIONS, { value: Object.freeze(descriptions) });
+  return Object.freeze(table) as ErrorCodeTable<N, C>;
+}
+
+/** True for a code of the form `namespace/CODE`. */
+export function isPluginErrorCode(code: unknown): code is PluginErrorCode {
+  if (typeof code !== 'string') return false;
+  const i = code.indexOf('/');
+  return i > 0 && NAMESPACE.test(code.slice(0, i)) && CODE.test(code.slice(i + 1));
+}
+
+function isErrorCode(code: unknown): code is ErrorCode {
+  return (typeof code === 'string' && Object.hasOwn(ErrorCodes, code)) || isPluginErrorCode(code);
+}
+
+/**
+ * The brand every RemusError carries, shared by every copy of @remus/core in
+ * a process (a plugin that resolved its own core): errors are recognised by
+ * it, never by which copy's class made them.
+ */
+const BRAND: unique symbol = Symbol.for('@remus/core.RemusError');
 
 /** Where an error happened: which device, which subkind, which op. */
 export interface ErrorOrigin {
@@ -86,8 +146,18 @@ export class RemusError extends Error {
   readonly failures: readonly RemusError[];
   readonly details: Record<string, unknown>;
 
+  /** Recognises RemusErrors of any copy of @remus/core (by brand); subclasses keep the usual check. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== RemusError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+  }
+
   constructor(code: ErrorCode, message: string, options: RemusErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    if (!isErrorCode(code)) {
+      throw new TypeError(`RemusError: ${JSON.stringify(code)} is not an error code: use one of ErrorCodes or a plugin's namespaced code from defineErrorCodes ("ns/CODE")`);
+    }
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     this.device = options.device;
     this.subkind = options.subkind;
@@ -112,7 +182,7 @@ export class RemusError extends Error {
   }
 }
 
-/** True when `e` is a RemusError, optionally with the given code. */
+/** True when `e` is a RemusError of any copy of @remus/core (by brand), optionally with the given code. */
 export function isRemusError(e: unknown, code?: ErrorCode): e is RemusError {
   return e instanceof RemusError && (code === undefined || e.code === code);
 }

@@ -6,11 +6,29 @@
  * - {@link runPhase}: the one multi-device engine every phase runs through.
  * - {@link runCheckpointLoop}: the Remus loop over a {@link DomainAdapter}.
  * - {@link Arbiter}: who may act as primary, under which epoch, until when ({@link localArbiter}, {@link openEpochStore}).
+ * - {@link withDeadline}, {@link pollUntil}, {@link sleep}, {@link nextEvent}: the bounded, abortable waits every package uses.
+ * - {@link parseSocketAddress}: the one socket address type.
+ * - {@link reapDevices}: crash recovery through the engine.
  * - {@link runScript}: hotplug-style scripts with an argument vector, timeout and abort.
  * - {@link definePlugin} / {@link loadPlugin}: plugin metadata and loading by package name.
  */
-export { ErrorCodes, RemusError, isRemusError, describeCause, formatOrigin } from './errors.js';
-export type { ErrorCode, ErrorOrigin, RemusErrorOptions } from './errors.js';
+export {
+  DESCRIPTIONS,
+  ErrorCodes,
+  RemusError,
+  defineErrorCodes,
+  describeCause,
+  formatOrigin,
+  isPluginErrorCode,
+  isRemusError,
+} from './errors.js';
+export type { CoreErrorCode, ErrorCode, ErrorCodeTable, ErrorOrigin, PluginErrorCode, RemusErrorOptions } from './errors.js';
+export { abortError, nextEvent, pollUntil, raceSignal, sleep, withDeadline } from './wait.js';
+export type { DeadlineOptions, NextEventOptions, PollOptions } from './wait.js';
+export { formatSocketAddress, isLoopbackHost, parseSocketAddress } from './address.js';
+export type { ParseAddressOptions, SocketAddress } from './address.js';
+export { reapDevices } from './reap.js';
+export type { ReapEntry, ReapOptions, ReapResult } from './reap.js';
 export { CHECKPOINT_OPS, defineSubkind, noMatch } from './ops.js';
 export type {
   CheckpointOpName,
@@ -40,14 +58,20 @@ export type {
   LoopResult,
 } from './loop.js';
 export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch, validateRecordName } from './arbiter.js';
+export type { RangeOptions } from './validate.js';
 export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
-export { raceSignal } from './abort.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';
-export { CORE_VERSION, checkPlugin, createSubkind, definePlugin, loadPlugin } from './plugin.js';
-export type { LoadPluginOptions, RemusPlugin, SubkindFactory } from './plugin.js';
+export { CORE_VERSION, checkCoreCompatibility, checkPlugin, createSubkind, definePlugin, loadPlugin, locatePlugin } from './plugin.js';
+export type { LoadPluginOptions, PluginLocation, RemusPlugin, SubkindFactory } from './plugin.js';
 export {
+  MAX_TIMER_MS,
+  checkDevices,
+  closestName,
   newOperationId,
+  validateCount,
+  validateDuration,
+  validateTimeouts,
   validateDevices,
   validateInterfaceName,
   validateName,

@@ -13,7 +13,8 @@
  * deposed primary comes back only as a new backup after a full resync).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { raceSignal } from './abort.js';
+import { raceSignal } from './wait.js';
+import { validateCount, validateDuration } from './validate.js';
 import { RemusError, describeCause } from './errors.js';
 import type { CheckpointDevices } from './devices.js';
 import { roleLapse, type Arbiter, type EpochStore } from './arbiter.js';
@@ -136,9 +137,9 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   const fixedRate = (options.schedule ?? 'after-commit') === 'fixed-rate';
   const max = options.maxCheckpoints ?? Infinity;
   const domainTimeout = options.domainTimeoutMs ?? 30_000;
-  if (!(intervalMs >= 0) || !Number.isFinite(intervalMs)) {
-    throw new RemusError('INVALID_ARGUMENT', `intervalMs ${intervalMs} must be a finite number >= 0 (ms between checkpoints)`);
-  }
+  validateDuration(intervalMs, 'intervalMs (ms between checkpoints)');
+  validateDuration(domainTimeout, 'domainTimeoutMs (time limit of each domain step)', { min: 1 });
+  if (max !== Infinity) validateCount(max, 'maxCheckpoints', { min: 0 });
   if (devices.state !== 'ready') {
     throw new RemusError('STATE', `the checkpoint loop needs devices after a successful setup(); they are ${devices.state}`);
   }

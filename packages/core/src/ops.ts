@@ -94,7 +94,8 @@ export type OpName =
   | 'teardown'
   | 'postsuspend'
   | 'preresume'
-  | 'commit';
+  | 'commit'
+  | 'reap';
 
 /** The three checkpoint ops, in the order every checkpoint runs them. */
 export const CHECKPOINT_OPS = ['postsuspend', 'preresume', 'commit'] as const;
@@ -119,6 +120,24 @@ export interface SubkindOps<S = any, D = any> {
   readonly kind: string;
   /** Per-op timeouts overriding the layer's default, for ops known to be slow (e.g. a DRBD barrier). */
   readonly timeouts?: OpTimeouts;
+
+  /**
+   * The device param names this subkind reads (e.g. `['ifname', 'netns']`).
+   * Optional. When every subkind of a kind in an ops list declares them, a
+   * device param none of them knows is an error before anything is touched,
+   * naming the closest known name (see {@link checkDevices}).
+   */
+  readonly params?: readonly string[];
+
+  /**
+   * Checks one device's params for this subkind, before anything is touched
+   * (at config check time and when the layer is created). Optional. Called
+   * for every device of this subkind's kind, whichever subkind will take it,
+   * so it checks only the shape of the params it reads (types, names,
+   * ranges), never the host. Pure and synchronous: no I/O, no side effects.
+   * Throws INVALID_ARGUMENT naming the device and param and the fix.
+   */
+  checkParams?(device: DeviceSpec): void;
 
   /**
    * Creates the state every device of this subkind shares in one operation

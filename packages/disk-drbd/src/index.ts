@@ -22,7 +22,6 @@ const pkg = createRequire(import.meta.url)('../package.json') as { name: string;
 export const plugin = definePlugin({
   name: pkg.name,
   version: pkg.version,
-  coreRange: '>=0.1.0 <1.0.0',
   description: 'DRBD disks: refuses unusable DRBD devices with a fix, and holds each checkpoint until the peer acknowledged every write issued before the suspend',
   subkinds: { 'disk-drbd': diskDrbd },
 });

@@ -5,7 +5,22 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCheckpointDevices, isRemusError, loadPlugin, type DeviceHandle, type SubkindOps } from '@remus/core';
 import { describeSubkindConformance } from '@remus/core/testing';
 import { diskDrbd, openProcDrbd, plugin, type DiskDrbdOptions, type DrbdCheckpointChannel } from '../src/index.js';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { onTestFinished } from 'vitest';
 import { ctx, FakeDrbd, minorText, procText } from './fixtures.js';
+
+/** A user's project with this package installed (linked, as pnpm installs it): core loads plugins only from such a node_modules. */
+function userProject(pkg: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'remus-user-'));
+  mkdirSync(join(dir, 'node_modules', '@remus'), { recursive: true });
+  symlinkSync(fileURLToPath(new URL('..', import.meta.url)), join(dir, 'node_modules', ...pkg.split('/')));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 
 let fake: FakeDrbd;
 beforeEach(() => {
@@ -320,7 +335,7 @@ describe('protocol D (Remus checkpoint ioctls)', () => {
 describe('plugin', () => {
   it('exports metadata the core accepts, and a factory that makes the subkind', async () => {
     expect(plugin.name).toBe('@remus/disk-drbd');
-    const loaded = await loadPlugin('@remus/disk-drbd', { from: new URL('..', import.meta.url).pathname });
+    const loaded = await loadPlugin('@remus/disk-drbd', { from: userProject('@remus/disk-drbd') });
     expect(Object.keys(loaded.subkinds)).toEqual(['disk-drbd']);
     const ops = loaded.subkinds['disk-drbd']!();
     expect([ops.name, ops.kind]).toEqual(['disk-drbd', 'disk']);

@@ -18,7 +18,6 @@ export type { NetbufShared, NicData, NicNetbufOptions, SetupStep } from './netbu
 export const plugin = definePlugin({
   name: pkg.name,
   version: pkg.version,
-  coreRange: '>=0.1.0 <1.0.0',
   description: 'Buffers a VM NIC’s outgoing packets in a sch_plug qdisc until each checkpoint is committed',
   subkinds: { 'nic-netbuf': nicNetbuf },
 });

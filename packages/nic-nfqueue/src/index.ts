@@ -22,7 +22,6 @@ export type { QueueStats } from './buffer-protocol.js';
 export const plugin = definePlugin({
   name: pkg.name,
   version: pkg.version,
-  coreRange: '>=0.1.0 <1.0.0',
   description: 'NIC output buffering per epoch with NFQUEUE and a batch verdict (no sch_plug needed)',
   subkinds: { 'nic-nfqueue': nicNfqueue },
 });
