@@ -5,6 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCheckpointDevices } from '../dist/index.js';
+import { measureLoop } from './loop.mjs';
 
 const noop = async () => {};
 const ops = {
@@ -69,9 +70,24 @@ for (const n of [1, 8, 64, 1024]) {
   });
   figures.push({ name: `per device per phase, ${n} devices`, value: perDevUs, unit: 'us', ...(n === 1024 ? { target: '<= 2 us' } : {}) });
 }
+// The loop's own cost per checkpoint (issue 18): 8 no-op devices, a no-op domain, against the bare calls.
+const loop = await measureLoop();
+console.log(
+  `checkpoint loop, ${loop.devices} no-op devices: ${(loop.loop * 1000).toFixed(1)} us per checkpoint (p99 ${(loop.loopP99 * 1000).toFixed(1)}), bare sequence of the same calls ${(loop.bare * 1000).toFixed(1)} us, ratio ${loop.ratio.toFixed(2)} (target <= 3)`,
+);
+figures.push({
+  name: `checkpoint loop per checkpoint, ${loop.devices} no-op devices`,
+  value: loop.loop * 1000,
+  unit: 'us',
+  p99: loop.loopP99 * 1000,
+  baseline: { name: 'bare sequence of the same calls (suspend, postsuspend x8, save, preresume x8, resume, ack, commit x8)', value: loop.bare * 1000, unit: 'us' },
+  ratio: loop.ratio,
+  target: '<= 3x baseline',
+});
 const out = process.env.REMUS_BENCH_OUT ?? new URL('../../../bench-results', import.meta.url).pathname;
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'core.json'), JSON.stringify({ package: '@remus/core', node: process.version, figures }, null, 2));
 const last = figures.filter((f) => f.name.includes('1024'));
 const ok = last[0].ratio <= 3 && last[1].value <= 2;
 console.log(ok ? 'targets met at 1024 devices' : 'TARGETS MISSED at 1024 devices');
+console.log(loop.ratio <= 3 ? 'loop target met (<= 3x the bare calls)' : 'LOOP TARGET MISSED (> 3x the bare calls)');

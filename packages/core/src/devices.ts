@@ -99,6 +99,8 @@ interface Bound {
   readonly handle: DeviceHandle;
 }
 
+const READY: readonly LayerState[] = ['ready'];
+
 const NEXT_OP: Readonly<Record<CheckpointOpName, CheckpointOpName>> = {
   postsuspend: 'preresume',
   preresume: 'commit',
@@ -290,26 +292,30 @@ export class CheckpointDevices {
     if (failures.length > 0) throw phaseError('teardown', failures);
   }
 
-  async #checkpointPhase(op: CheckpointOpName): Promise<void> {
-    this.#enter(op, ['ready']);
-    if (op !== this.#expected) {
-      this.#busy = false;
-      throw new RemusError('STATE', `checkpoint op ${op} called out of order: expected ${this.#expected}`, { op });
+  #checkpointPhase(op: CheckpointOpName): Promise<void> {
+    // Not async: a checkpoint phase is on the guest's pause path, and every
+    // async layer adds microtask hops; the checks' errors are still rejections.
+    try {
+      this.#enter(op, READY);
+      if (op !== this.#expected) {
+        this.#busy = false;
+        throw new RemusError('STATE', `checkpoint op ${op} called out of order: expected ${this.#expected}`, { op });
+      }
+    } catch (e) {
+      return Promise.reject(e);
     }
     if (op === 'postsuspend') this.#checkpoint++;
-    let r: PhaseResult;
-    try {
-      r = await this.#run(op, this.#bound[op], CALLERS[op], boundWho, this.#options.signal);
-    } finally {
+    return this.#run(op, this.#bound[op], CALLERS[op], boundWho, this.#options.signal).then((r) => {
       this.#busy = false;
-    }
-    if (r.failed === 0) {
-      this.#expected = NEXT_OP[op];
-      return;
-    }
-    this.#state = 'failed';
-    throw phaseError(op, collect(r));
+      if (r.failed === 0) {
+        this.#expected = NEXT_OP[op];
+        return;
+      }
+      this.#state = 'failed';
+      throw phaseError(op, collect(r));
+    });
   }
+
 
   /** Checks that `op` may start now and marks the layer busy. */
   #enter(op: string, allowed: readonly LayerState[]): void {

@@ -65,12 +65,44 @@ export interface PhaseResult {
   readonly failed: number;
 }
 
-/** A group of targets sharing one timeout: one timer and one AbortController per group. */
+/** A group of targets sharing one timeout: one timer and one (lazy) AbortController per group. */
 interface TimeoutGroup {
   readonly timeoutMs: number;
-  readonly controller: AbortController;
-  readonly ctx: OpContext;
+  readonly ctx: LazyContext;
   readonly members: number[];
+}
+
+/**
+ * An op's context whose AbortController is made only when the op reads
+ * `signal`: ops that never look at it (most checkpoint ops) cost no signal
+ * per phase. Aborting before anyone read it makes the signal already aborted
+ * when it is read. A class, so the getter lives on the prototype.
+ */
+export class LazyContext implements OpContext {
+  #controller: AbortController | undefined;
+  #aborted = false;
+  #reason: unknown;
+
+  constructor(
+    readonly checkpoint: number,
+    readonly epoch: number,
+    readonly operation: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
 }
 
 const PENDING = 0;
@@ -89,9 +121,11 @@ const SETTLED = 1;
 export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
   const { targets, op, checkpoint, onEvent, signal } = spec;
   const n = targets.length;
+  // Nothing to run (a phase over zero devices): settled at once, nothing armed.
+  if (n === 0) return Promise.resolve({ values: [], errors: [], failed: 0 });
   const values: unknown[] = new Array(n);
   const errors: (RemusError | undefined)[] = new Array(n);
-  const state = new Uint8Array(n);
+  const state: number[] = new Array<number>(n).fill(PENDING);
   let failed = 0;
   // Preparation token: `remaining` starts one above the target count and the
   // token is released after every op was started, so ops that settle
@@ -101,9 +135,9 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
   const done = new Promise<PhaseResult>((resolve) => {
     resolvePhase = resolve;
   });
-  const startedAt = performance.now();
-
   const groups = makeGroups(spec);
+  // The clock is read only when someone needs it: events carry durations, and a second group's timer counts from the start.
+  const startedAt = onEvent !== undefined || groups.length > 1 ? performance.now() : -1;
   let timer: NodeJS.Timeout | undefined;
   let nextGroup = 0;
 
@@ -166,7 +200,7 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
         'aborted',
       );
     }
-    for (const g of groups) g.controller.abort(signal?.reason);
+    for (const g of groups) g.ctx.abort(signal?.reason);
   }
 
   // Timeouts: groups are sorted by timeout; the timer always waits for the
@@ -174,14 +208,14 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
   const armTimer = (): void => {
     if (nextGroup >= groups.length) return;
     const g = groups[nextGroup] as TimeoutGroup;
-    const elapsed = performance.now() - startedAt;
+    const elapsed = startedAt < 0 ? 0 : performance.now() - startedAt;
     timer = setTimeout(onTimeout, Math.max(0, g.timeoutMs - elapsed));
     timer.unref?.();
   };
   function onTimeout(): void {
     const g = groups[nextGroup++] as TimeoutGroup;
     const timeoutError = new RemusError('TIMEOUT', `op ${op} timed out after ${g.timeoutMs} ms`, { op });
-    g.controller.abort(timeoutError);
+    g.ctx.abort(timeoutError);
     for (const i of g.members) {
       if (state[i] !== PENDING) continue;
       const o = spec.origin(targets[i] as T);
@@ -232,21 +266,36 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
       }
     }
   }
-  if (remaining > 1) armTimer();
+  // Arm the timer only for ops still pending after the current microtasks:
+  // ops that settle at once (most checkpoint ops) cost no timer.
+  if (remaining > 1) queueMicrotask(() => {
+    if (remaining > 0 && timer === undefined && nextGroup === 0) armTimer();
+  });
   finishOne(); // release the preparation token
   return done;
 }
 
 function makeGroups<T>(spec: PhaseSpec<T>): TimeoutGroup[] {
-  const byTimeout = new Map<number, TimeoutGroup>();
   const { targets, checkpoint, operation } = spec;
   const epoch = spec.epoch ?? 0;
-  for (let i = 0; i < targets.length; i++) {
+  const n = targets.length;
+  if (n === 0) return [];
+  // The common case: every target has the same limit, one group, no map.
+  const first = spec.timeoutOf(targets[0] as T);
+  const members: number[] = [0];
+  let i = 1;
+  for (; i < n; i++) {
+    if (spec.timeoutOf(targets[i] as T) !== first) break;
+    members.push(i);
+  }
+  const firstGroup: TimeoutGroup = { timeoutMs: first, ctx: new LazyContext(checkpoint, epoch, operation), members };
+  if (i === n) return [firstGroup];
+  const byTimeout = new Map<number, TimeoutGroup>([[first, firstGroup]]);
+  for (; i < n; i++) {
     const t = spec.timeoutOf(targets[i] as T);
     let g = byTimeout.get(t);
     if (g === undefined) {
-      const controller = new AbortController();
-      g = { timeoutMs: t, controller, ctx: { signal: controller.signal, checkpoint, epoch, operation }, members: [] };
+      g = { timeoutMs: t, ctx: new LazyContext(checkpoint, epoch, operation), members: [] };
       byTimeout.set(t, g);
     }
     g.members.push(i);

@@ -74,3 +74,34 @@ describe('errors', () => {
     expect(e.toJSON()['cause']).toBe('from a serialised cause');
   });
 });
+
+describe('runPhase: signals made on demand', () => {
+  it('an op that reads ctx.signal after its timeout sees it aborted with a TIMEOUT reason; ops that never read it still time out', async () => {
+    let later: AbortSignal | undefined;
+    const r = await runPhase(
+      spec(['reads-late', 'never-reads'], (t, ctx) =>
+        new Promise((resolve) => {
+          if (t === 'reads-late') setTimeout(() => { later = ctx.signal; resolve(undefined); }, 120);
+        }),
+      ),
+    );
+    expect(r.errors.map((e) => e?.code)).toEqual(['TIMEOUT', 'TIMEOUT']);
+    await new Promise((res) => setTimeout(res, 150));
+    expect(later!.aborted).toBe(true);
+    expect((later!.reason as { code?: string }).code).toBe('TIMEOUT');
+  });
+  it('an op that reads ctx.signal early sees it fire on the caller abort', async () => {
+    const ac = new AbortController();
+    let fired = false;
+    const p = runPhase(
+      spec(['a'], (_t, ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => { fired = true; resolve(undefined); })), {
+        signal: ac.signal,
+        timeoutOf: () => 10_000,
+      }),
+    );
+    setTimeout(() => ac.abort(), 10);
+    const r = await p;
+    expect(r.errors[0]?.code).toBe('ABORTED');
+    expect(fired).toBe(true);
+  });
+});

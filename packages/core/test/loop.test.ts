@@ -185,6 +185,42 @@ describe('checkpoint loop', () => {
     expect(world.resources.size).toBe(0);
   });
 
+  it('an interval longer than the domain time limit times nothing out; a hung step still times out with its signal aborted', async () => {
+    const devices = await readyDevices();
+    const r = await runCheckpointLoop({ devices, domain: fakeDomain(), intervalMs: 60, maxCheckpoints: 3, domainTimeoutMs: 25 });
+    expect(r.checkpoints).toBe(3);
+    let seen: AbortSignal | undefined;
+    const hung: DomainAdapter = {
+      ...fakeDomain(),
+      save: (ctx) => {
+        seen = ctx.signal;
+        return new Promise(() => undefined);
+      },
+    };
+    const e = await runCheckpointLoop({ devices: await readyDevices(), domain: hung, domainTimeoutMs: 30 }).then(
+      () => undefined,
+      (x: RemusError) => x,
+    );
+    expect(e!.code).toBe('CHECKPOINT_FAILED');
+    expect((e!.cause as RemusError).code).toBe('TIMEOUT');
+    expect((e!.cause as RemusError).message).toContain('save (checkpoint 1)');
+    expect(seen!.aborted).toBe(true);
+    expect((seen!.reason as RemusError).code).toBe('TIMEOUT');
+  });
+
+  it("the caller's abort rejects a pending domain step at once and the loop ends ABORTED-caused", async () => {
+    const ac = new AbortController();
+    const hung: DomainAdapter = { ...fakeDomain(), waitAck: () => new Promise(() => undefined) };
+    setTimeout(() => ac.abort(new Error('operator')), 20);
+    const t0 = performance.now();
+    const e = await runCheckpointLoop({ devices: await readyDevices(), domain: hung, domainTimeoutMs: 10_000, signal: ac.signal }).then(
+      () => undefined,
+      (x: RemusError) => x,
+    );
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect((e!.cause as RemusError).code).toBe('ABORTED');
+  });
+
   it('figures carry sub-millisecond wall-clock times in step order', async () => {
     const devices = await readyDevices();
     const figures: CheckpointFigures[] = [];
