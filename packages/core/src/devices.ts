@@ -4,7 +4,7 @@
  * run through the one engine in `engine.ts`.
  */
 import { RemusError, type ErrorOrigin } from './errors.js';
-import { runPhase, type OpListener, type PhaseResult } from './engine.js';
+import { LazyContext, runPhase, type OpListener, type PhaseResult } from './engine.js';
 import type {
   CheckpointOpName,
   DeviceHandle,
@@ -127,6 +127,8 @@ export class CheckpointDevices {
   #busy = false;
   /** The checkpoint op the next checkpoint phase must be. */
   #expected: CheckpointOpName = 'postsuspend';
+  /** The op context of the current checkpoint's three phases (see PhaseSpec.context). */
+  #checkpointContext: LazyContext | undefined;
   #checkpoint = 0;
   /** Epoch every op sees as `ctx.epoch` (see {@link bindEpoch}); only goes up. */
   #epoch = 0;
@@ -304,8 +306,11 @@ export class CheckpointDevices {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (op === 'postsuspend') this.#checkpoint++;
-    return this.#run(op, this.#bound[op], CALLERS[op], boundWho, this.#options.signal).then((r) => {
+    if (op === 'postsuspend') {
+      this.#checkpoint++;
+      this.#checkpointContext = new LazyContext(this.#checkpoint, this.#epoch, this.operationId);
+    }
+    return this.#run(op, this.#bound[op], CALLERS[op], boundWho, this.#options.signal, this.#checkpointContext).then((r) => {
       this.#busy = false;
       if (r.failed === 0) {
         this.#expected = NEXT_OP[op];
@@ -433,6 +438,7 @@ export class CheckpointDevices {
     call: (t: T, ctx: OpContext) => unknown,
     who: Who<T>,
     signal: AbortSignal | undefined,
+    context?: LazyContext,
   ): Promise<PhaseResult> {
     const fallback = this.#options.timeouts?.[op] ?? DEFAULT_TIMEOUTS[op];
     return runPhase({
@@ -446,6 +452,7 @@ export class CheckpointDevices {
       operation: this.operationId,
       signal,
       onEvent: this.#options.onEvent,
+      context,
     });
   }
 }

@@ -49,6 +49,13 @@ export interface PhaseSpec<T> {
   readonly epoch?: number;
   /** Operation id, passed to every op in its context. */
   readonly operation: string;
+  /**
+   * A context to use when every target shares one time limit (the layer
+   * passes one per checkpoint to its three checkpoint phases: a timeout in
+   * any of them fails the checkpoint, so one signal serves all three).
+   * Its checkpoint, epoch and operation must be the spec's.
+   */
+  readonly context?: LazyContext;
   /** Caller's abort: pending ops settle as ABORTED and their signals fire. */
   readonly signal?: AbortSignal | undefined;
   readonly onEvent?: OpListener | undefined;
@@ -76,25 +83,44 @@ interface TimeoutGroup {
  * An op's context whose AbortController is made only when the op reads
  * `signal`: ops that never look at it (most checkpoint ops) cost no signal
  * per phase. Aborting before anyone read it makes the signal already aborted
- * when it is read. A class, so the getter lives on the prototype.
+ * when it is read.
  */
+const SIGNAL: PropertyDescriptor = {
+  get(this: LazyContext): AbortSignal {
+    return this.makeSignal();
+  },
+  enumerable: true,
+  configurable: false,
+};
+
 export class LazyContext implements OpContext {
   #controller: AbortController | undefined;
   #aborted = false;
   #reason: unknown;
 
+  declare readonly signal: AbortSignal;
+
   constructor(
     readonly checkpoint: number,
     readonly epoch: number,
     readonly operation: string,
-  ) {}
+  ) {
+    // An own, enumerable accessor: `{ ...ctx }` and Object.assign copy the signal (making it then), as with a plain object.
+    Object.defineProperty(this, 'signal', SIGNAL);
+  }
 
-  get signal(): AbortSignal {
+  /** The signal, made on first read. */
+  makeSignal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();
       if (this.#aborted) this.#controller.abort(this.#reason);
     }
     return this.#controller.signal;
+  }
+
+  /** True once {@link abort} was called (whether or not the signal was made). */
+  get aborted(): boolean {
+    return this.#aborted;
   }
 
   abort(reason?: unknown): void {
@@ -288,8 +314,8 @@ function makeGroups<T>(spec: PhaseSpec<T>): TimeoutGroup[] {
     if (spec.timeoutOf(targets[i] as T) !== first) break;
     members.push(i);
   }
+  if (i === n) return [{ timeoutMs: first, ctx: spec.context ?? new LazyContext(checkpoint, epoch, operation), members }];
   const firstGroup: TimeoutGroup = { timeoutMs: first, ctx: new LazyContext(checkpoint, epoch, operation), members };
-  if (i === n) return [firstGroup];
   const byTimeout = new Map<number, TimeoutGroup>([[first, firstGroup]]);
   for (; i < n; i++) {
     const t = spec.timeoutOf(targets[i] as T);

@@ -22,7 +22,7 @@ import type { MaybePromise } from './ops.js';
 
 /** Context of one domain step. */
 export interface DomainStepContext {
-  /** Fires when the step's time limit runs out or the loop is aborted. */
+  /** Fires when a step's time limit runs out or the loop is aborted. Made when first read; the steps of one checkpoint share it (a step timeout fails the checkpoint). */
   readonly signal: AbortSignal;
   /** The checkpoint number (1 for the first). */
   readonly checkpoint: number;
@@ -175,6 +175,7 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     | undefined;
   const stepName = (step: string, checkpoint: number): string => `${domain.name} ${step} (checkpoint ${checkpoint})`;
   let watchdog: NodeJS.Timeout | undefined;
+  let stepCtx: LazyContext | undefined;
   const armWatchdog = (ms: number): void => {
     watchdog = setTimeout(onWatchdog, ms);
     watchdog.unref?.();
@@ -204,7 +205,9 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
     if (options.signal?.aborted) {
       return Promise.reject(new RemusError('ABORTED', `${stepName(step, checkpoint)} was aborted`, { op: step, cause: options.signal.reason }));
     }
-    const lazy = new LazyContext(checkpoint, epoch, '');
+    // One context per checkpoint for its domain steps (a step's timeout fails the whole checkpoint anyway); a fresh one after an abort.
+    if (stepCtx === undefined || stepCtx.checkpoint !== checkpoint || stepCtx.aborted) stepCtx = new LazyContext(checkpoint, epoch, '');
+    const lazy = stepCtx;
     if (watchdog === undefined) armWatchdog(domainTimeout);
     return new Promise<void>((resolve, reject) => {
       let settled = false;

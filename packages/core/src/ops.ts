@@ -46,7 +46,12 @@ export interface DeviceHandle<S = unknown, D = unknown> {
 
 /** Per-call context: the call's abort signal and the checkpoint it belongs to. */
 export interface OpContext {
-  /** Fires on the op's timeout (reason: a TIMEOUT RemusError) or on the caller's abort. */
+  /**
+   * Fires on the op's timeout (reason: a TIMEOUT RemusError) or on the
+   * caller's abort. Made when first read (ops that never read it cost no
+   * signal). The three checkpoint ops of one checkpoint share one signal when
+   * they share a time limit: a timeout in any of them fails that checkpoint.
+   */
   readonly signal: AbortSignal;
   /** Checkpoint number for checkpoint ops (1 for the first); 0 outside checkpoints. */
   readonly checkpoint: number;

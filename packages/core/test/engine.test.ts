@@ -105,3 +105,13 @@ describe('runPhase: signals made on demand', () => {
     expect(fired).toBe(true);
   });
 });
+
+describe('runPhase: contexts copy like plain objects', () => {
+  it('{ ...ctx } and Object.assign keep the signal (an own, enumerable property)', async () => {
+    let copied: { signal?: AbortSignal; checkpoint?: number } = {};
+    await runPhase(spec(['a'], (_t, ctx) => { copied = { ...ctx }; }));
+    expect(copied.signal).toBeInstanceOf(AbortSignal);
+    expect(copied.checkpoint).toBe(1);
+    expect(Object.keys(copied).sort()).toEqual(['checkpoint', 'epoch', 'operation', 'signal']);
+  });
+});
