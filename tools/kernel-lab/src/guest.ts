@@ -3,7 +3,7 @@
  * no QEMU process or temp folder outlives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,19 +44,43 @@ const RUN_DIR_PREFIX = 'remus-lab-';
 /**
  * Removes per-boot temp folders whose owning process is gone (it was
  * SIGKILLed before it could clean up; its QEMU died with it via pdeathsig).
+ * The owner file holds the owner's pid and start time, so a reused pid is
+ * not taken for the owner.
  */
 async function sweepStaleRunDirs(): Promise<void> {
   const entries = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const entry of entries.filter((e) => e.startsWith(RUN_DIR_PREFIX))) {
     const dir = join(tmpdir(), entry);
-    const owner = Number(await readFile(join(dir, 'owner'), 'utf8').catch(() => 'NaN'));
+    const [pidText, startText] = (await readFile(join(dir, 'owner'), 'utf8').catch(() => 'NaN')).trim().split(/\s+/);
+    const owner = Number(pidText);
     if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid) continue;
-    try {
-      process.kill(owner, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(dir, { recursive: true, force: true });
-    }
+    if (!processAlive(owner, startText)) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Whether `pid` is a live process (and, given `startTime`, the same one).
+ * A zombie counts as gone: a SIGKILLed process whose parent has not reaped it
+ * yet still answers kill(pid, 0), which is why the sweep once kept the temp
+ * folder of a killed owner.
+ */
+export function processAlive(pid: number, startTime?: string): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  // Fields after the command name (which may hold spaces and parentheses): state is the first, start time the 20th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields[0] === 'Z' || fields[0] === 'X') return false;
+  return startTime === undefined || startTime === '' || fields[19] === startTime;
+}
+
+/** This process's start time (clock ticks since boot), as /proc/<pid>/stat says. */
+function ownStartTime(): string {
+  const stat = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
@@ -161,7 +185,7 @@ export class Guest {
     const deadline = Date.now() + bootTimeoutMs;
     await sweepStaleRunDirs();
     const runDir = await mkdtemp(join(tmpdir(), RUN_DIR_PREFIX));
-    await writeFile(join(runDir, 'owner'), String(process.pid));
+    await writeFile(join(runDir, 'owner'), `${process.pid} ${ownStartTime()}`);
     const share = join(runDir, 'share');
     await mkdir(join(share, 'jobs'), { recursive: true });
     await writeFile(join(share, 'agent.sh'), AGENT_SCRIPT, { mode: 0o755 });

@@ -180,7 +180,7 @@ describe('kernel lab one-shot runs and errors', () => {
       });
       child.once('exit', (code) => reject(new Error(`child exited with ${code} before booting: ${out}`)));
     });
-    const runDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('remus-lab-') && readFileSync(join(tmpdir(), d, 'owner'), 'utf8') === String(child.pid));
+    const runDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('remus-lab-') && readFileSync(join(tmpdir(), d, 'owner'), 'utf8').split(' ')[0] === String(child.pid));
     expect(runDirs()).toHaveLength(1);
     child.kill('SIGKILL');
     const gone = () => {
