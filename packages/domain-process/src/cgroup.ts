@@ -3,10 +3,10 @@
  * plain file writes: no process is spawned, so freezing and thawing fit
  * inside a checkpoint's pause.
  */
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { RemusError, validateName } from '@remus/core';
+import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, normalize } from 'node:path';
+import { RemusError, abortError, sleep, validateName } from '@remus/core';
+import { ProcessErrors } from './errors.js';
 
 /** Which freezer to use: `auto` picks what the host has (v2 where /sys/fs/cgroup is cgroup2, else v1, else the hybrid v2 mount). */
 export type CgroupChoice = 'auto' | 'v1' | 'v2';
@@ -19,6 +19,7 @@ export interface FreezerHierarchy {
 }
 
 const CGROUP2_MAGIC = 0x63677270;
+const CGROUP1_MAGIC = 0x27e0eb;
 const V1_ROOT = '/sys/fs/cgroup/freezer';
 const V2_ROOTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
 
@@ -74,6 +75,7 @@ function versionOf(path: string): 1 | 2 {
 
 /** Starts freezing (`true`) or thawing (`false`); returns at once. */
 function requestFreeze(path: string, version: 1 | 2, frozen: boolean): void {
+  assertOperationCgroupForm(path);
   if (version === 1) writeFileSync(join(path, 'freezer.state'), frozen ? 'FROZEN' : 'THAWED');
   else writeFileSync(join(path, 'cgroup.freeze'), frozen ? '1' : '0');
 }
@@ -99,14 +101,15 @@ export async function setFrozen(path: string, frozen: boolean, signal?: AbortSig
   while (!reached(path, version, frozen)) {
     if (signal?.aborted) {
       const timedOut = signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError';
-      throw new RemusError(timedOut ? 'TIMEOUT' : 'ABORTED', `cgroup ${path} did not become ${frozen ? 'frozen' : 'thawed'}`, {
+      const reason = abortError(signal, `cgroup ${path} to become ${frozen ? 'frozen' : 'thawed'}`);
+      throw new RemusError(timedOut ? 'TIMEOUT' : reason.code, `cgroup ${path} did not become ${frozen ? 'frozen' : 'thawed'}`, {
         cause: signal.reason,
       });
     }
     // The guest is paused while this waits: poll every event-loop turn for
     // the first 2 ms (freezing usually takes well under that), then every ms.
     if (performance.now() - started < 2) await new Promise<void>((r) => setImmediate(r));
-    else await sleep(1);
+    else await sleep(1, signal, `cgroup ${path} to become ${frozen ? 'frozen' : 'thawed'}`).catch(() => undefined);
   }
 }
 
@@ -151,10 +154,13 @@ export function cgroupOf(pid: number, h: FreezerHierarchy): string | undefined {
  * Gives a cgroup's processes back and removes it: thaws it, moves every
  * member to the parent cgroup (their original cgroups are not known after a
  * crash), removes the directory. The processes keep running. Idempotent.
- * For crash recovery of a domain that protected a running pid.
+ * For crash recovery of a domain that protected a running pid. Refuses
+ * (`process/CGROUP_NOT_OURS`, nothing touched) any path that is not exactly
+ * `<freezer root>/remus-<operation>`; see {@link checkOperationCgroup}.
  */
 export async function releaseCgroup(path: string, signal: AbortSignal = AbortSignal.timeout(10_000)): Promise<string[]> {
-  if (!existsSync(path)) return [];
+  if (!existsSync(path) && isOperationCgroupForm(path)) return [];
+  checkOperationCgroup(path);
   const done: string[] = [];
   await setFrozen(path, false, signal).catch(() => undefined);
   const parent = dirname(path);
@@ -170,25 +176,37 @@ export async function releaseCgroup(path: string, signal: AbortSignal = AbortSig
 }
 
 /**
- * Removes a cgroup and every process in it: thaws it, SIGKILLs each member,
- * waits (bounded by `signal`, default 10 s) until it is empty, removes the
- * directory. Idempotent: a missing cgroup is nothing to do. Returns one line
- * per thing done. For crash recovery and for teardown.
+ * Removes a cgroup and every process in it. Each round freezes the cgroup,
+ * reads its members and each one's start time while frozen (a frozen member
+ * cannot exit by itself, so its pid cannot be reused meanwhile), SIGKILLs
+ * each member whose pid still has that start time and is still in the
+ * cgroup, and thaws so the kills land; a pid whose start time cannot be read
+ * is not killed. Then it removes the directory. Bounded by `signal` (default
+ * 10 s). Idempotent: a missing cgroup is nothing to do. Returns one line per
+ * thing done. Refuses (`process/CGROUP_NOT_OURS`, nothing touched) any path
+ * that is not exactly `<freezer root>/remus-<operation>`.
  */
 export async function reapCgroup(path: string, signal: AbortSignal = AbortSignal.timeout(10_000)): Promise<string[]> {
-  if (!existsSync(path)) return [];
+  if (!existsSync(path) && isOperationCgroupForm(path)) return [];
+  checkOperationCgroup(path);
   const done: string[] = [];
   const killed = new Set<number>();
   const version = versionOf(path);
-  try {
-    requestFreeze(path, version, false);
-  } catch {
-    // Thawing is best effort: a removed cgroup has nothing to thaw.
-  }
   for (;;) {
-    const pids = cgroupPids(path);
-    if (pids.length === 0) break;
-    for (const pid of pids) {
+    try {
+      requestFreeze(path, version, true);
+    } catch {
+      // Removed meanwhile: nothing to freeze.
+    }
+    // Frozen or not, the start-time check below is what makes each kill safe.
+    for (let i = 0; i < 50 && !safeReached(path, version, true); i++) await sleep(1, signal, `cgroup ${path} to freeze`).catch(() => undefined);
+    const members: [number, string][] = [];
+    for (const pid of cgroupPids(path)) {
+      const start = processStartTime(pid);
+      if (start !== undefined && inCgroup(pid, path)) members.push([pid, start]);
+    }
+    for (const [pid, start] of members) {
+      if (processStartTime(pid) !== start) continue;
       try {
         process.kill(pid, 'SIGKILL');
         if (!killed.has(pid)) done.push(`killed process ${pid} in cgroup ${path}`);
@@ -197,14 +215,168 @@ export async function reapCgroup(path: string, signal: AbortSignal = AbortSignal
         // Already gone.
       }
     }
+    try {
+      requestFreeze(path, version, false);
+    } catch {
+      // Removed meanwhile.
+    }
+    const left = cgroupPids(path);
+    if (left.length === 0) break;
     if (signal.aborted) {
-      throw new RemusError('TIMEOUT', `cgroup ${path} still has processes ${pids.join(', ')} after SIGKILL`, {
-        details: { path, pids },
+      throw new RemusError('TIMEOUT', `cgroup ${path} still has processes ${left.join(', ')} after SIGKILL`, {
+        details: { path, pids: left },
       });
     }
-    await sleep(10);
+    await sleep(10, signal, `cgroup ${path} to empty`).catch(() => undefined);
   }
   return removeCgroupDir(path, done, signal);
+}
+
+/** What {@link cleanupOperationCgroup} is asked to do. */
+export interface OperationCgroupCleanup {
+  /** The operation id of the run (from its journal). */
+  readonly operation: string;
+  /** The cgroup path the journal names: it must be exactly `<freezer root>/remus-<operation>`. */
+  readonly path: string;
+  /** `reap`: kill its members (the run started them); `release`: thaw and move them to the parent alive (a protected pid). */
+  readonly mode: 'reap' | 'release';
+  /** Bound; default 10 s. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The strict cleanup of a dead run's cgroup, for `remus cleanup`: checks the
+ * journal's path against the operation ({@link checkOperationCgroup}: exactly
+ * `<freezer root>/remus-<operation>`, a real directory on a cgroup
+ * filesystem, no symlink) before anything is touched, then reaps or releases
+ * it. Returns one line per thing done ([] when it is already gone). Throws
+ * INVALID_ARGUMENT for bad arguments, `process/CGROUP_NOT_OURS` for a path of
+ * another form.
+ */
+export async function cleanupOperationCgroup(o: OperationCgroupCleanup): Promise<string[]> {
+  if (typeof o !== 'object' || o === null) throw new RemusError('INVALID_ARGUMENT', 'cleanupOperationCgroup: give { operation, path, mode }');
+  if (o.mode !== 'reap' && o.mode !== 'release') {
+    throw new RemusError('INVALID_ARGUMENT', `cleanupOperationCgroup: mode ${JSON.stringify(o.mode)} must be "reap" or "release"`);
+  }
+  if (!isOperationCgroupForm(o.path, o.operation)) checkOperationCgroup(o.path, o.operation);
+  if (!existsSync(o.path)) return [];
+  checkOperationCgroup(o.path, o.operation);
+  const signal = o.signal ?? AbortSignal.timeout(10_000);
+  return o.mode === 'reap' ? reapCgroup(o.path, signal) : releaseCgroup(o.path, signal);
+}
+
+/** The freezer roots this host has (mount points of a cgroup filesystem), where `remus-<operation>` cgroups live. */
+export function freezerRoots(): string[] {
+  return [V1_ROOT, ...V2_ROOTS].filter((r) => {
+    try {
+      const t = statfsSync(r).type;
+      return t === CGROUP1_MAGIC || t === CGROUP2_MAGIC;
+    } catch {
+      return false;
+    }
+  });
+}
+
+const OPERATION_CGROUP = /^remus-([A-Za-z0-9_-]{1,32})$/;
+
+/** The string form alone: `<one of the known roots>/remus-<operation id>`, normalised. No file system access. */
+function isOperationCgroupForm(path: unknown, operation?: string): path is string {
+  if (typeof path !== 'string' || path.includes('\0') || normalize(path) !== path) return false;
+  const m = OPERATION_CGROUP.exec(basename(path));
+  if (!m || (operation !== undefined && m[1] !== operation)) return false;
+  const root = dirname(path);
+  return root === V1_ROOT || V2_ROOTS.includes(root);
+}
+
+function assertOperationCgroupForm(path: string): void {
+  if (!isOperationCgroupForm(path)) {
+    throw new RemusError(ProcessErrors.CGROUP_NOT_OURS, `refusing cgroup ${JSON.stringify(path)}: remus only touches cgroups named exactly <freezer root>/remus-<operation> (roots: ${[V1_ROOT, ...V2_ROOTS].join(', ')})`, {
+      details: { path },
+    });
+  }
+}
+
+/**
+ * Throws `process/CGROUP_NOT_OURS` (nothing touched) unless `path` is
+ * exactly `<freezer root>/remus-<operation>` (`operation` when given), the
+ * root a cgroup mount of this host, and the path a real directory on a
+ * cgroup filesystem with no symlink on the way. A missing directory passes
+ * only the form check.
+ */
+export function checkOperationCgroup(path: string, operation?: string): void {
+  const refuse = (why: string): RemusError =>
+    new RemusError(ProcessErrors.CGROUP_NOT_OURS, `refusing cgroup ${JSON.stringify(path)}: ${why}; remus only touches cgroups named exactly <freezer root>/remus-<operation>`, {
+      details: { path, operation: operation ?? null },
+    });
+  if (typeof path !== 'string' || path.includes('\0') || !path.startsWith('/') || normalize(path) !== path) throw refuse('not a normalised absolute path');
+  const m = OPERATION_CGROUP.exec(basename(path));
+  if (!m) throw refuse('its name is not remus-<operation id>');
+  if (operation !== undefined && m[1] !== operation) throw refuse(`it is not the cgroup of operation ${JSON.stringify(operation)}`);
+  const root = dirname(path);
+  if (!freezerRoots().includes(root)) throw refuse(`its parent is not a freezer root of this host (${freezerRoots().join(', ') || 'none mounted'})`);
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (st.isSymbolicLink() || !st.isDirectory()) throw refuse('not a directory (or a symlink)');
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    return;
+  }
+  if (real !== path) throw refuse(`it resolves to ${real}`);
+  const t = statfsSync(path).type;
+  if (t !== CGROUP1_MAGIC && t !== CGROUP2_MAGIC) throw refuse('not on a cgroup file system');
+}
+
+/**
+ * A process's start time (clock ticks since boot, field 22 of
+ * /proc/PID/stat), as text; undefined when the process is gone, a zombie, or
+ * the file cannot be read. Together with the pid it names one process.
+ */
+export function processStartTime(pid: number): string | undefined {
+  if (!Number.isSafeInteger(pid) || pid < 1) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
+  const start = rest[19];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+/** The parent pid of `pid` (field 4 of /proc/PID/stat), undefined when unreadable. */
+export function parentPid(pid: number): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const ppid = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]);
+  return Number.isSafeInteger(ppid) && ppid >= 0 ? ppid : undefined;
+}
+
+/** True when /proc says `pid` is in the cgroup at `path` (in that path's hierarchy). */
+function inCgroup(pid: number, path: string): boolean {
+  const root = dirname(path);
+  const h: FreezerHierarchy = { version: root === V1_ROOT ? 1 : 2, root };
+  return cgroupOf(pid, h) === path;
+}
+
+function safeReached(path: string, version: 1 | 2, frozen: boolean): boolean {
+  try {
+    return reached(path, version, frozen);
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -224,7 +396,7 @@ async function removeCgroupDir(path: string, done: string[], signal: AbortSignal
       if (code !== 'EBUSY' || signal.aborted) {
         throw new RemusError('OP_FAILED', `cannot remove cgroup ${path}: ${(e as Error).message}`, { cause: e });
       }
-      await sleep(10);
+      await sleep(10, signal, `cgroup ${path} to be removable`).catch(() => undefined);
     }
   }
 }

@@ -5,10 +5,11 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   RemusError,
   describeCause,
+  pollUntil,
+  sleep,
   newOperationId,
   validateOperationId,
   type DomainAdapter,
@@ -22,6 +23,7 @@ import {
   cgroupPids,
   createCgroup,
   detectFreezer,
+  parentPid,
   reapCgroup,
   setFrozen,
   type CgroupChoice,
@@ -116,6 +118,7 @@ export class ProcessDomain implements DomainAdapter {
     if (hasPid && !(Number.isInteger(options.pid) && (options.pid as number) > 1)) {
       throw new RemusError('INVALID_ARGUMENT', `process domain: pid ${String(options.pid)} must be an integer > 1`);
     }
+    if (hasPid) checkNotRemus(options.pid as number);
     this.#options = options;
     this.operation = options.operation === undefined ? newOperationId() : validateOperationId(options.operation);
     this.name = hasCommand ? `process ${(options.command as readonly string[])[0]}` : `process ${options.pid}`;
@@ -210,11 +213,13 @@ export class ProcessDomain implements DomainAdapter {
       this.#resolveExit(this.#exit);
     });
     // Wait until the child is in the cgroup: the first freeze must catch it.
-    while (!cgroupPids(cgroup).includes(child.pid ?? -1)) {
-      if (this.#exit) throw new RemusError('OP_FAILED', `${this.name} exited (${describeExit(this.#exit)}) before it joined its cgroup`);
-      if (signal.aborted) throw new RemusError('TIMEOUT', `${this.name} did not join its cgroup in time`, { cause: signal.reason });
-      await sleep(1);
-    }
+    await pollUntil(
+      () => {
+        if (this.#exit) throw new RemusError('OP_FAILED', `${this.name} exited (${describeExit(this.#exit)}) before it joined its cgroup`);
+        return cgroupPids(cgroup).includes(child.pid ?? -1);
+      },
+      { what: `${this.name} to join its cgroup`, timeoutMs: 30_000, intervalMs: 1, signal },
+    );
   }
 
   /** Moves `pid` and its descendants into the cgroup, twice, to catch children forked meanwhile. */
@@ -224,7 +229,10 @@ export class ProcessDomain implements DomainAdapter {
       throw new RemusError('INVALID_ARGUMENT', `process domain: process ${pid} does not exist`);
     }
     for (let pass = 0; pass < 2; pass++) {
-      for (const p of processTree(pid)) {
+      const tree = processTree(pid);
+      // Re-checked here: remus in the tree would freeze itself.
+      if (tree.includes(process.pid)) checkNotRemus(pid);
+      for (const p of tree) {
         if (this.#origins.has(p)) continue;
         const origin = cgroupOf(p, h);
         if (origin === undefined) continue;
@@ -256,7 +264,7 @@ export class ProcessDomain implements DomainAdapter {
         : typeof out === 'string'
           ? Buffer.from(out)
           : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-    this.#link?.send(ctx.checkpoint, state);
+    this.#link?.send(ctx.checkpoint, state, ctx.epoch);
   }
 
   /** Thaws the domain. Harmless when it is running. */
@@ -300,7 +308,9 @@ export class ProcessDomain implements DomainAdapter {
       }
     }
     if (this.#child && !this.#exit) {
-      await Promise.race([this.#exited, sleep(2000)]);
+      const ac = new AbortController();
+      await Promise.race([this.#exited, sleep(2000, ac.signal).catch(() => undefined)]);
+      ac.abort();
     }
     await closing;
     if (errors.length > 0) throw new RemusError('OP_FAILED', `stopping ${this.name} failed: ${errors.join('; ')}`);
@@ -323,7 +333,7 @@ export class ProcessDomain implements DomainAdapter {
       }
     }
     const deadline = performance.now() + (this.#options.killGraceMs ?? 2000);
-    while (cgroupPids(cgroup).length > 0 && performance.now() < deadline) await sleep(10);
+    while (cgroupPids(cgroup).length > 0 && performance.now() < deadline) await sleep(10, undefined, `${this.name} to end`);
     // reapCgroup SIGKILLs whatever is left; then the started process is reaped.
   }
 
@@ -356,6 +366,25 @@ export class ProcessDomain implements DomainAdapter {
 /** Makes a process domain (see {@link ProcessDomainOptions}); call `start()` before the loop. */
 export function processDomain(options: ProcessDomainOptions): ProcessDomain {
   return new ProcessDomain(options);
+}
+
+/**
+ * Throws INVALID_ARGUMENT (details.reason `pid-is-remus`, before
+ * any cgroup is made) when `pid` is this process or one of its ancestors:
+ * protecting it would move remus into the cgroup it freezes.
+ */
+function checkNotRemus(pid: number): void {
+  const chain: number[] = [];
+  for (let p: number | undefined = process.pid; p !== undefined && p > 0 && chain.length < 4096; p = parentPid(p)) {
+    chain.push(p);
+    if (p === 1) break;
+  }
+  if (chain.includes(pid)) {
+    const who = pid === process.pid ? 'remus itself' : `an ancestor of remus (chain ${chain.slice(0, chain.indexOf(pid) + 1).join(' <- ')})`;
+    throw new RemusError('INVALID_ARGUMENT', `process domain: pid ${pid} is ${who}: protecting it would move remus into the cgroup it freezes; give the pid of the service, not of a shell or supervisor that runs remus`, {
+      details: { reason: 'pid-is-remus', pid, remus: process.pid, chain },
+    });
+  }
 }
 
 /** `pid` and all its descendants, from /proc/PID/task/TID/children. */

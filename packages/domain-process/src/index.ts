@@ -8,7 +8,22 @@
  */
 export { ProcessDomain, findProgram, processDomain } from './domain.js';
 export type { AckOption, CommandExit, DomainResource, ProcessDomainOptions, SaveContext } from './domain.js';
-export { BackupLink, BackupServer, describeAddress } from './backup.js';
-export type { BackupAddress, BackupStats } from './backup.js';
-export { cgroupOf, cgroupPids, detectFreezer, reapCgroup, releaseCgroup, setFrozen } from './cgroup.js';
-export type { CgroupChoice, FreezerHierarchy } from './cgroup.js';
+export { BackupLink, BackupServer, describeAddress, parseRefusal } from './backup.js';
+export type { BackupAddress, BackupLinkOptions, BackupServerOptions, BackupStats, EpochGate } from './backup.js';
+export { FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, FrameType, MAX_REFUSE_BYTES, encodeFrame, encodeHeader } from './frame.js';
+export type { Frame, FrameDecoderOptions, FrameHeader, FrameTypeValue } from './frame.js';
+export { BackupErrors, ProcessErrors } from './errors.js';
+export {
+  cgroupOf,
+  cgroupPids,
+  checkOperationCgroup,
+  cleanupOperationCgroup,
+  detectFreezer,
+  freezerRoots,
+  parentPid,
+  processStartTime,
+  reapCgroup,
+  releaseCgroup,
+  setFrozen,
+} from './cgroup.js';
+export type { CgroupChoice, FreezerHierarchy, OperationCgroupCleanup } from './cgroup.js';
