@@ -1,11 +1,29 @@
-// Run by conformance-detects.test.ts in a child vitest: the kit on a subkind with the flaw named in REMUS_FLAW.
-import { describeSubkindConformance } from '../../src/testing/index.js';
+// Run by conformance-detects.test.ts in a child vitest: the kit on the subkind named in REMUS_KIT_CASE,
+// either the in-memory one with one flaw, or one of the correct subkinds the kit must not flag.
+import { readdirSync } from 'node:fs';
+import { describeSubkindConformance, type ConformanceOptions } from '../../src/testing/index.js';
 import { memorySubkind, objects, type Flaw } from '../memory-subkind.js';
+import { lockDir, lockSubkind } from './lock-subkind.mjs';
 
-describeSubkindConformance({
-  title: `flawed: ${process.env['REMUS_FLAW']}`,
-  make: () => memorySubkind([process.env['REMUS_FLAW'] as Flaw]),
-  device: () => ({ id: 'vif1.0', kind: 'nic' }),
+const kase = process.env['REMUS_KIT_CASE'] ?? '';
+const memory: Omit<ConformanceOptions, 'make'> = {
+  device: () => ({ id: 'vif1.0', kind: 'nic', params: { mem: 1 } }),
   leftovers: () => [...objects.keys()],
   afterEach: () => objects.clear(),
-});
+};
+
+const cases: Record<string, ConformanceOptions> = {
+  // A correct subkind that declares postsuspend's limit (1 500 ms) above the kit's own (100 ms) and takes 300 ms.
+  'declared-timeouts': { ...memory, make: () => memorySubkind([], { slowPostsuspendMs: 300 }), timeoutMs: 100, checkpoints: 2 },
+  // A correct subkind whose device handle (a listening socket) only a real crash closes.
+  'holds-handles': {
+    make: () => lockSubkind(),
+    device: () => ({ id: 'vif1.0', kind: 'nic' }),
+    leftovers: () => readdirSync(lockDir()),
+    crash: { module: new URL('./lock-subkind.mjs', import.meta.url), export: 'lockSubkind' },
+  },
+  // The same without `crash`: the in-process stand-in leaves the handle open.
+  'holds-handles-in-process': { make: () => lockSubkind(), device: () => ({ id: 'vif1.0', kind: 'nic' }), leftovers: () => readdirSync(lockDir()) },
+};
+
+describeSubkindConformance({ title: `case: ${kase}`, ...(cases[kase] ?? { ...memory, make: () => memorySubkind([kase as Flaw]) }) });
