@@ -20,8 +20,8 @@
  * Rule: a promoted secondary is never torn down (see {@link ColoPair.stop}).
  */
 import { readFileSync } from 'node:fs';
-import { RemusError, createCheckpointDevices, newOperationId, type CheckpointDevices, type DeviceSpec, type OpsList } from '@remus/core';
-import { QmpPool, connectQmp, isQmpError, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
+import { RemusError, createCheckpointDevices, type SocketAddress, newOperationId, type CheckpointDevices, type DeviceSpec, type OpsList } from '@remus/core';
+import { QmpPool, connectQmp, isQmpRefusal, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
 import { coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
 import { coloIds } from './ids.js';
 import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
@@ -30,7 +30,7 @@ import type { ColoQemuOptions } from './qemu.js';
 /** One side of the pair. */
 export interface ColoSide {
   /** QMP socket for commands (shared with the side's @remus/colo subkinds through one pool). */
-  readonly qmp: string | QmpAddress;
+  readonly qmp: string | SocketAddress;
   /**
    * The side's COLO devices for @remus/colo's ops list: a `nic` (params of
    * ColoPrimaryNicParams / ColoSecondaryNicParams) and a `disk`
@@ -38,7 +38,7 @@ export interface ColoSide {
    */
   readonly devices: readonly DeviceSpec[];
   /** A second QMP socket for events and liveness probes (recommended: a busy command connection cannot hide a death). */
-  readonly qmpEvents?: string | QmpAddress;
+  readonly qmpEvents?: string | SocketAddress;
   /** Pid of the QEMU process on this host: liveness ("process gone") and fencing (SIGKILL). */
   readonly pid?: number;
 }
@@ -497,7 +497,7 @@ export class ColoPair {
       }
     } catch (e) {
       if (this.#state !== 'replicating') return;
-      if (isQmpError(e) && !/closed/.test(e.message)) {
+      if (isQmpRefusal(e)) {
         this.#misses[role] = 0; // QEMU answered (with an error): alive
         return;
       }

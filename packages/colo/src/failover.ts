@@ -7,7 +7,7 @@
  * again after a failure half-way.
  */
 import { RemusError, type DeviceSpec } from '@remus/core';
-import { isQmpError, type QmpClient } from '@remus/qmp';
+import { isQmpRefusal, type QmpClient } from '@remus/qmp';
 import { coloIds } from './ids.js';
 import { childEdge, type BlockGraph } from './qemu.js';
 
@@ -172,7 +172,7 @@ export async function coloFailoverOnSecondary(client: QmpClient, opts: ColoFailo
     try {
       await s.run('nbd-server-stop', 'nbd-server-stop');
     } catch (e) {
-      if (!(e instanceof RemusError && isQmpError(e.cause) && /not running/i.test(e.cause.desc))) throw e;
+      if (!(e instanceof RemusError && isQmpRefusal(e.cause) && /not running/i.test(e.cause.desc))) throw e;
     }
   }
   const lostHeartbeat = await s.lostHeartbeat();

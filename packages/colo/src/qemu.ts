@@ -4,14 +4,14 @@
  * what that QEMU offers (probed once per connection), the events it
  * reports, and the one way set-up changes are recorded and undone.
  */
-import { RemusError, type DeviceSpec, type OpContext } from '@remus/core';
+import { RemusError, type DeviceSpec, type OpContext, type SocketAddress } from '@remus/core';
 import { coloIds } from './ids.js';
-import { QmpSchema, isQmpError, sharedQmpPool, type QmpAddress, type QmpClient, type QmpEvent, type QmpLease, type QmpPool } from '@remus/qmp';
+import { QmpSchema, isQmpRefusal, sharedQmpPool, type QmpClient, type QmpEvent, type QmpLease, type QmpPool } from '@remus/qmp';
 
 /** Options every COLO subkind factory takes. */
 export interface ColoQemuOptions {
   /** The QEMU's QMP monitor: a unix socket path, `"host:port"`, or `{ path }` / `{ host, port }`. Required. */
-  readonly qmp: string | QmpAddress;
+  readonly qmp: string | SocketAddress;
   /** Where connections come from. Default: the process-wide {@link sharedQmpPool}, so a driver can lease the same connection. */
   readonly pool?: QmpPool;
   /** Time limit of each QMP command, ms. Default 10 000. */
@@ -329,7 +329,7 @@ async function undo(shared: ColoShared, r: Resource, state: QemuState, signal: A
       try {
         await c.execute('nbd-server-stop', undefined, o);
       } catch (e) {
-        if (!(isQmpError(e, 'GenericError') && /not running/i.test(e.desc))) throw e;
+        if (!(isQmpRefusal(e, 'GenericError') && /not running/i.test(e.desc))) throw e;
       }
       shared.nbd = undefined;
       return;
@@ -395,7 +395,7 @@ export async function reapQemu(
           await c.execute('nbd-server-stop', undefined, o);
           lines.push('stopped the NBD server');
         } catch (e) {
-          if (!(isQmpError(e) && /not running/i.test(e.desc))) throw e;
+          if (!(isQmpRefusal(e) && /not running/i.test(e.desc))) throw e;
         }
       }
       const names = new Set(mine.map((d) => coloIds(operation, d.id).primaryDisk.node));

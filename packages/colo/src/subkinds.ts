@@ -8,7 +8,7 @@
  * each before asking; `teardown` removes what is still there, newest first.
  */
 import { RemusError, noMatch, validateName, type DeviceHandle, type MatchResult, type OpContext, type OpsList, type SubkindOps } from '@remus/core';
-import { isQmpError, type QmpClient } from '@remus/qmp';
+import { QmpError, isQmpRefusal, type QmpClient } from '@remus/qmp';
 import { formatAddress, optValue, parseAddress, qmpSocketAddress, type ColoSocketAddress } from './address.js';
 import {
   COLO_BASE_REQUIREMENTS,
@@ -386,9 +386,7 @@ export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared
                 const out = (await c.hmp(driveAdd, { signal: ctx.signal })).trim();
                 // drive_add -n prints nothing on success and the error text otherwise.
                 if (out !== '' && out !== 'OK') {
-                  throw new RemusError('QMP_FAILED', `drive_add of the replication node to ${formatAddress(nbd)} failed: ${out}`, {
-                    details: { command: 'human-monitor-command', hmp: 'drive_add', output: out },
-                  });
+                  throw new QmpError(`drive_add of the replication node to ${formatAddress(nbd)} failed: ${out}`, { errorClass: 'GenericError', desc: out, command: 'human-monitor-command' });
                 }
               },
               ctx,
@@ -456,7 +454,7 @@ export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShar
                   await c.execute('nbd-server-start', { addr: qmpSocketAddress(nbd) }, { signal: ctx.signal });
                 } catch (e) {
                   // Refused for sure: nothing to stop. (A lost answer or timeout keeps `started`, and teardown stops it if it runs.)
-                  if (isQmpError(e)) nbdState.started = false;
+                  if (isQmpRefusal(e)) nbdState.started = false;
                   throw e;
                 }
               },

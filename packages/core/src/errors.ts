@@ -39,8 +39,6 @@ export const ErrorCodes = {
   DOMAIN_FAILED: 'the domain adapter failed a checkpoint step',
   /** A resource the host lacks (kernel feature, tool). */
   UNSUPPORTED_HOST: 'the host lacks something this needs',
-  /** QEMU answered a QMP command with an error (details: class, desc, command) or the QMP connection failed. */
-  QMP_FAILED: 'a QMP command failed or the QMP connection was lost',
   /** A device exists but is in a state the subkind cannot use (e.g. a DRBD disk not Connected); the message says how to fix it. */
   DEVICE_NOT_READY: 'a device is in a state the subkind cannot use',
   /** The primary role was not held, or held under another epoch, or past its deadline when output was to be released: the output stays held (details: epoch, role, now). */

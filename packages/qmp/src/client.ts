@@ -5,19 +5,10 @@
  * streams end. Create it with {@link connectQmp}.
  */
 import * as net from 'node:net';
-import { RemusError } from '@remus/core';
+import { RemusError, abortError, parseSocketAddress, pollUntil, raceSignal, withDeadline, type SocketAddress } from '@remus/core';
 import { QmpError } from './errors.js';
 import type { QmpEvent, QmpEventListener } from './events.js';
-
-/** Where a QMP monitor listens: a unix socket path, or a TCP host and port. */
-export type QmpAddress = { readonly path: string } | { readonly host: string; readonly port: number };
-
-/** What QEMU says when a client connects (`{"QMP": {...}}`). */
-export interface QmpGreeting {
-  readonly version: { readonly qemu: { readonly major: number; readonly minor: number; readonly micro: number }; readonly package: string };
-  /** Capabilities QEMU offers (e.g. `oob`). */
-  readonly capabilities: readonly string[];
-}
+import { QmpLineReader, parseQmpMessage, type QmpGreeting } from './wire.js';
 
 export interface QmpConnectOptions {
   /** Time for connecting, the greeting and capability negotiation together, ms. Default 5000. */
@@ -50,31 +41,19 @@ export interface QmpEventStream<N extends string = string> extends AsyncIterable
   readonly dropped: number;
 }
 
-/** Parses `unix:/path`, `/path`, `tcp:host:port` or `host:port` (also returns an address object unchanged). Throws INVALID_ARGUMENT. */
-export function parseQmpAddress(address: string | QmpAddress): QmpAddress {
-  if (typeof address === 'object' && address !== null) {
-    if ('path' in address && typeof address.path === 'string' && address.path !== '') return { path: address.path };
-    if ('port' in address && typeof address.host === 'string' && Number.isInteger(address.port) && address.port > 0 && address.port < 65536) {
-      return { host: address.host, port: address.port };
-    }
-  }
-  if (typeof address === 'string') {
-    if (address.startsWith('unix:') && address.length > 5) return { path: address.slice(5) };
-    if (address.startsWith('/') || address.startsWith('.')) return { path: address };
-    const m = /^(?:tcp:)?(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(address);
-    if (m) {
-      const port = Number(m[2]);
-      if (port > 0 && port < 65536) return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
-    }
-  }
-  throw new RemusError(
-    'INVALID_ARGUMENT',
-    `QMP address ${JSON.stringify(address)} is not valid: use a unix socket path ("/run/qemu/qmp.sock", "unix:/path") or "host:port" ("tcp:127.0.0.1:4444"), or { path } / { host, port }`,
-  );
+/**
+ * Reads a QMP monitor's address as core's {@link SocketAddress}: what
+ * `parseSocketAddress` takes (`unix:/path`, `/path`, `tcp:host:port`,
+ * `host:port`, `{ path }`, `{ host, port }`), plus a relative socket path
+ * (`./qmp.sock`). Throws INVALID_ARGUMENT.
+ */
+export function parseQmpAddress(address: unknown): SocketAddress {
+  if (typeof address === 'string' && address.startsWith('.')) return parseSocketAddress({ path: address }, 'QMP address');
+  return parseSocketAddress(address, 'QMP address');
 }
 
-/** A short text for an address, for messages and pool keys. */
-export function formatQmpAddress(address: QmpAddress): string {
+/** QEMU's `-qmp` form of an address (`unix:/path`, `tcp:host:port`), for messages and pool keys. */
+export function formatQmpAddress(address: SocketAddress): string {
   return 'path' in address ? `unix:${address.path}` : `tcp:${address.host}:${address.port}`;
 }
 
@@ -84,39 +63,46 @@ export function formatQmpAddress(address: QmpAddress): string {
  * QMP_FAILED (connection refused, not a QMP monitor, closed early), TIMEOUT
  * or ABORTED, leaving no socket behind.
  */
-export function connectQmp(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
+export function connectQmp(address: string | SocketAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
   return QmpClient.connect(address, options);
 }
 
 /**
  * Opens the socket. A unix monitor whose listen backlog is full (QEMU is
  * still busy with a previous client's goodbye) refuses with EAGAIN at once:
- * that is retried every 20 ms until `gaveUp()`; other errors fail at once
- * with QMP_FAILED.
+ * that is retried every 20 ms until the time limit or `signal`; other
+ * errors fail at once with QMP_FAILED. No socket is left behind on failure.
  */
-async function openSocket(addr: QmpAddress, gaveUp: () => boolean): Promise<net.Socket> {
+function openSocket(addr: SocketAddress, timeoutMs: number, signal: AbortSignal): Promise<net.Socket> {
   const where = formatQmpAddress(addr);
-  for (;;) {
-    const socket = 'path' in addr ? net.connect({ path: addr.path }) : net.connect({ host: addr.host, port: addr.port });
-    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
-      socket.once('connect', () => resolve(undefined));
-      socket.once('error', resolve);
-    });
-    if (!error) {
-      socket.removeAllListeners('error');
-      if (gaveUp()) {
+  return pollUntil(
+    async (attempt) => {
+      const socket = 'path' in addr ? net.connect({ path: addr.path }) : net.connect({ host: addr.host, port: addr.port });
+      let error: NodeJS.ErrnoException | undefined;
+      try {
+        error = await raceSignal(
+          new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+            socket.once('connect', () => resolve(undefined));
+            socket.once('error', resolve);
+          }),
+          attempt,
+          () => abortError(attempt, `QMP ${where}: connect`),
+        );
+      } catch (e) {
         socket.destroy();
-        throw new QmpError(`QMP ${where}: connection attempt abandoned`, { desc: 'abandoned' });
+        throw e;
       }
-      socket.setNoDelay?.(true);
-      return socket;
-    }
-    socket.destroy();
-    if (error.code !== 'EAGAIN' || gaveUp()) {
+      if (!error) {
+        socket.removeAllListeners('error');
+        socket.setNoDelay?.(true);
+        return socket;
+      }
+      socket.destroy();
+      if (error.code === 'EAGAIN') return undefined;
       throw new QmpError(`QMP ${where}: ${error.message}`, { desc: error.message, cause: error });
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
+    },
+    { what: `QMP ${where}: connect`, timeoutMs, intervalMs: 20, signal },
+  );
 }
 
 interface Pending {
@@ -139,7 +125,7 @@ interface Pending {
  */
 export class QmpClient {
   /** Where this client is connected. */
-  readonly address: QmpAddress;
+  readonly address: SocketAddress;
   readonly #socket: net.Socket;
   readonly #defaultTimeoutMs: number;
   /** Answers awaited, by id. */
@@ -148,7 +134,7 @@ export class QmpClient {
   /** Called once when the connection goes; each waiter removes its own hook when it settles (no leak on long-lived clients). */
   readonly #closeHooks = new Set<(reason: RemusError) => void>();
   #nextId = 1;
-  #buffer = '';
+  readonly #lines = new QmpLineReader();
   #greeting: QmpGreeting | undefined;
   #onGreeting: ((g: QmpGreeting) => void) | undefined;
   /** Set once the connection is gone: why. */
@@ -156,7 +142,7 @@ export class QmpClient {
   readonly #closed: Promise<RemusError>;
   #resolveClosed!: (e: RemusError) => void;
 
-  private constructor(socket: net.Socket, address: QmpAddress, defaultTimeoutMs: number) {
+  private constructor(socket: net.Socket, address: SocketAddress, defaultTimeoutMs: number) {
     this.#socket = socket;
     this.address = address;
     this.#defaultTimeoutMs = defaultTimeoutMs;
@@ -174,41 +160,28 @@ export class QmpClient {
   }
 
   /** See {@link connectQmp}. */
-  static async connect(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
+  static async connect(address: string | SocketAddress, options: QmpConnectOptions = {}): Promise<QmpClient> {
     const addr = parseQmpAddress(address);
     const timeoutMs = options.timeoutMs ?? 5000;
     const where = formatQmpAddress(addr);
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    let gaveUp = false;
-    const bounded = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        gaveUp = true;
-        reject(new RemusError('TIMEOUT', `QMP ${where}: no greeting and negotiation within ${timeoutMs} ms`, { details: { address: where } }));
-      }, timeoutMs);
-      onAbort = () => {
-        gaveUp = true;
-        reject(new RemusError('ABORTED', `QMP ${where}: connection aborted`, { cause: options.signal?.reason }));
-      };
-      if (options.signal?.aborted) onAbort();
-      else options.signal?.addEventListener('abort', onAbort, { once: true });
-    });
-    bounded.catch(() => undefined);
     let client: QmpClient | undefined;
     try {
-      const socket = await Promise.race([openSocket(addr, () => gaveUp), bounded]);
-      client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
-      await Promise.race([client.#ready(), bounded]);
-      await Promise.race([client.execute('qmp_capabilities', undefined, { timeoutMs }), bounded]);
+      return await withDeadline(
+        async (signal) => {
+          const socket = await openSocket(addr, timeoutMs, signal);
+          // Made here, so that a deadline passing meanwhile still finds and destroys it below.
+          client = new QmpClient(socket, addr, options.commandTimeoutMs ?? 10_000);
+          await raceSignal(client.#ready(), signal);
+          await client.execute('qmp_capabilities', undefined, { timeoutMs, signal });
+          return client;
+        },
+        { what: `QMP ${where}: connect, greeting and negotiation`, timeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+      );
     } catch (e) {
       const error = e instanceof RemusError ? e : new QmpError(`QMP ${where}: ${String(e)}`, { desc: String(e), cause: e });
       if (client) client.#destroy(error);
       throw error;
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) options.signal?.removeEventListener('abort', onAbort);
     }
-    return client;
   }
 
   /** QEMU's greeting (version, offered capabilities). */
@@ -367,35 +340,29 @@ export class QmpClient {
     name: N,
     options: { readonly timeoutMs: number; readonly signal?: AbortSignal; readonly predicate?: (e: QmpEvent<N>) => boolean },
   ): Promise<QmpEvent<N>> {
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const done = (): boolean => {
-        if (settled) return false;
-        settled = true;
-        clearTimeout(timer);
-        unsubscribe();
-        this.#closeHooks.delete(onClose);
-        options.signal?.removeEventListener('abort', onAbort);
-        return true;
-      };
-      const unsubscribe = this.onEvent((e) => {
-        if (e.event !== name || (options.predicate && !options.predicate(e as QmpEvent<N>))) return;
-        if (done()) resolve(e as QmpEvent<N>);
-      });
-      const timer = setTimeout(() => {
-        if (done()) reject(new RemusError('TIMEOUT', `QMP: no ${name} event within ${options.timeoutMs} ms`, { details: { event: name } }));
-      }, options.timeoutMs);
-      const onAbort = (): void => {
-        if (done()) reject(new RemusError('ABORTED', `QMP: wait for ${name} aborted`, { cause: options.signal?.reason }));
-      };
-      const onClose = (why: RemusError): void => {
-        if (done()) reject(new QmpError(`QMP: connection closed while waiting for ${name}`, { desc: 'connection closed', cause: why }));
-      };
-      if (options.signal?.aborted) return onAbort();
-      if (this.#closedBy) return onClose(this.#closedBy);
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.#closeHooks.add(onClose);
-    });
+    return withDeadline(
+      (signal) =>
+        new Promise<QmpEvent<N>>((resolve, reject) => {
+          const done = (): void => {
+            unsubscribe();
+            this.#closeHooks.delete(onClose);
+            signal.removeEventListener('abort', done);
+          };
+          const unsubscribe = this.onEvent((e) => {
+            if (e.event !== name || (options.predicate && !options.predicate(e as QmpEvent<N>))) return;
+            done();
+            resolve(e as QmpEvent<N>);
+          });
+          const onClose = (why: RemusError): void => {
+            done();
+            reject(new QmpError(`QMP: connection closed while waiting for ${name}`, { desc: 'connection closed', cause: why }));
+          };
+          signal.addEventListener('abort', done, { once: true });
+          if (this.#closedBy) onClose(this.#closedBy);
+          else this.#closeHooks.add(onClose);
+        }),
+      { what: `QMP: wait for the ${name} event`, timeoutMs: options.timeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+    );
   }
 
   /**
@@ -436,53 +403,48 @@ export class QmpClient {
   }
 
   #onData(chunk: string): void {
-    this.#buffer += chunk;
-    let nl: number;
-    // QEMU ends every message with "\r\n"; newlines inside strings are escaped.
-    while ((nl = this.#buffer.indexOf('\n')) >= 0) {
-      const line = this.#buffer.slice(0, nl).trim();
-      this.#buffer = this.#buffer.slice(nl + 1);
-      if (line !== '') this.#onMessage(line);
-      if (this.#closedBy) return;
+    if (this.#closedBy) return;
+    try {
+      for (const line of this.#lines.push(chunk)) {
+        this.#onMessage(line);
+        if (this.#closedBy) return;
+      }
+    } catch (e) {
+      // A protocol error (over-long line, not QMP): the connection cannot be trusted any more.
+      const why = e instanceof QmpError ? e.message : String(e);
+      this.#destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: ${why}`, { desc: 'protocol error', cause: e }));
     }
   }
 
+  /** One line from QEMU; throws a protocol error (see {@link parseQmpMessage}). */
   #onMessage(line: string): void {
-    let msg: Record<string, any>;
-    try {
-      msg = JSON.parse(line) as Record<string, any>;
-    } catch (e) {
-      this.#destroy(new QmpError(`QMP ${formatQmpAddress(this.address)}: not JSON from QEMU: ${line.slice(0, 80)}`, { desc: 'protocol error', cause: e }));
-      return;
-    }
-    if ('QMP' in msg) {
-      this.#greeting = msg['QMP'] as QmpGreeting;
-      this.#onGreeting?.(this.#greeting);
-      this.#onGreeting = undefined;
-      return;
-    }
-    if (typeof msg['event'] === 'string') {
-      const event = { event: msg['event'], data: msg['data'] ?? {}, timestamp: msg['timestamp'] } as QmpEvent;
-      for (const l of [...this.#listeners]) {
-        try {
-          l(event);
-        } catch {
-          // a listener's fault must not stop the others or the stream
+    const msg = parseQmpMessage(line);
+    switch (msg.kind) {
+      case 'greeting':
+        this.#greeting = msg.greeting;
+        this.#onGreeting?.(msg.greeting);
+        this.#onGreeting = undefined;
+        return;
+      case 'event':
+        for (const l of [...this.#listeners]) {
+          try {
+            l(msg.event);
+          } catch {
+            // a listener's fault must not stop the others or the stream
+          }
         }
+        return;
+      case 'return':
+      case 'error': {
+        // An answer without our id (QEMU could not parse a request) belongs to the oldest pending command: QMP answers in order.
+        const id = msg.id ?? this.#pending.keys().next().value;
+        if (id === undefined) return;
+        const p = this.#settle(id);
+        if (!p) return; // timed out or aborted earlier: the late answer is discarded
+        if (msg.kind === 'return') p.resolve(msg.value);
+        else p.reject(new QmpError(`QMP ${p.command}: ${msg.errorClass}: ${msg.desc}`, { errorClass: msg.errorClass, desc: msg.desc, command: p.command }));
+        return;
       }
-      return;
     }
-    // An answer without our id (QEMU could not parse a request) belongs to the oldest pending command: QMP answers in order.
-    const id = typeof msg['id'] === 'number' ? msg['id'] : this.#pending.keys().next().value;
-    if (id === undefined) return;
-    const p = this.#settle(id);
-    if (!p) return; // timed out or aborted earlier: the late answer is discarded
-    if ('error' in msg) {
-      const err = msg['error'] as { class?: string; desc?: string };
-      const desc = String(err.desc ?? 'unknown error');
-      p.reject(new QmpError(`QMP ${p.command}: ${err.class ?? 'Error'}: ${desc}`, { errorClass: String(err.class ?? 'GenericError'), desc, command: p.command }));
-      return;
-    }
-    p.resolve(msg['return']);
   }
 }

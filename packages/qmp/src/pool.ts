@@ -6,8 +6,8 @@
  * hands out leases on one client per address and closes it when the last
  * lease is released.
  */
-import { raceSignal, RemusError } from '@remus/core';
-import { connectQmp, formatQmpAddress, parseQmpAddress, type QmpAddress, type QmpClient, type QmpConnectOptions } from './client.js';
+import { abortError, raceSignal, type SocketAddress } from '@remus/core';
+import { connectQmp, formatQmpAddress, parseQmpAddress, type QmpClient, type QmpConnectOptions } from './client.js';
 
 /** A share of one pooled connection. Release it exactly once (extra releases are no-ops). */
 export interface QmpLease {
@@ -33,7 +33,7 @@ export class QmpPool {
    * (timeouts) apply when this call opens the connection; later acquirers
    * share it as it is.
    */
-  async acquire(address: string | QmpAddress, options: QmpConnectOptions = {}): Promise<QmpLease> {
+  async acquire(address: string | SocketAddress, options: QmpConnectOptions = {}): Promise<QmpLease> {
     const key = formatQmpAddress(parseQmpAddress(address));
     let entry = this.#entries.get(key);
     if (!entry) {
@@ -92,5 +92,5 @@ export const sharedQmpPool = new QmpPool();
 
 function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
-  return raceSignal(p, signal, (reason) => new RemusError('ABORTED', 'QMP connect aborted', { cause: reason }));
+  return raceSignal(p, signal, () => abortError(signal, 'QMP connect'));
 }

@@ -90,7 +90,7 @@ describe('QMP client against a stub monitor (fault injection)', () => {
   it('garbage from the server closes the connection with QMP_FAILED', async () => {
     const path = await stub((_m, s) => s.write('this is not json\r\n'));
     const c = await connectQmp(path);
-    await expect(c.execute('x')).rejects.toMatchObject({ code: 'QMP_FAILED' });
+    await expect(c.execute('x')).rejects.toMatchObject({ code: 'qmp/QMP_FAILED' });
     expect(c.closed).toBe(true);
   });
 });

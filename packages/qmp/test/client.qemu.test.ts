@@ -64,7 +64,7 @@ describe('QMP client on a real QEMU', () => {
     const c = await connect(q.qmp[0]!);
     const e1 = await c.execute('object-del', { id: 'no-such-object' }).catch((e: unknown) => e);
     expect(e1).toBeInstanceOf(QmpError);
-    expect(e1).toMatchObject({ code: 'QMP_FAILED', errorClass: 'GenericError', command: 'object-del' });
+    expect(e1).toMatchObject({ code: 'qmp/QMP_FAILED', errorClass: 'GenericError', command: 'object-del' });
     expect((e1 as QmpError).desc).toBe("object 'no-such-object' not found");
     expect((e1 as QmpError).details).toMatchObject({ class: 'GenericError', desc: "object 'no-such-object' not found" });
     const e2 = await c.execute('no-such-command').catch((e: unknown) => e);
@@ -135,12 +135,12 @@ describe('QMP client on a real QEMU', () => {
     const next = stream.next();
     const waiter = c.waitForEvent('COLO_EXIT', { timeoutMs: 30_000 });
     q.process.kill('SIGKILL');
-    await expect(waiter).rejects.toMatchObject({ code: 'QMP_FAILED' });
+    await expect(waiter).rejects.toMatchObject({ code: 'qmp/QMP_FAILED' });
     expect((await next).done).toBe(true);
     const why = await c.whenClosed();
-    expect(why.code).toBe('QMP_FAILED');
+    expect(why.code).toBe('qmp/QMP_FAILED');
     expect(c.closed).toBe(true);
-    await expect(c.execute('query-status')).rejects.toMatchObject({ code: 'QMP_FAILED', errorClass: undefined });
+    await expect(c.execute('query-status')).rejects.toMatchObject({ code: 'qmp/QMP_FAILED', errorClass: undefined });
   });
 
   it('close rejects pending commands and leaks no socket, timer or listener', async () => {
@@ -152,7 +152,7 @@ describe('QMP client on a real QEMU', () => {
     const waiter = c.waitForEvent('STOP', { timeoutMs: 60_000 });
     await c.close();
     await expect(pending).rejects.toBeInstanceOf(QmpError);
-    await expect(waiter).rejects.toMatchObject({ code: 'QMP_FAILED' });
+    await expect(waiter).rejects.toMatchObject({ code: 'qmp/QMP_FAILED' });
     expect((await stream.next()).done).toBe(true);
     await c.close(); // idempotent
     // No handle kind grew (other code's timers may come and go, so fewer is fine). libuv releases a
@@ -167,7 +167,7 @@ describe('QMP client on a real QEMU', () => {
 
   it('refuses a missing socket with QMP_FAILED and an aborted connect with ABORTED', async () => {
     const q = await qemu();
-    await expect(connectQmp(`${q.dir}/missing.sock`)).rejects.toMatchObject({ code: 'QMP_FAILED' });
+    await expect(connectQmp(`${q.dir}/missing.sock`)).rejects.toMatchObject({ code: 'qmp/QMP_FAILED' });
     const ac = new AbortController();
     ac.abort();
     await expect(connectQmp(q.qmp[0]!, { signal: ac.signal })).rejects.toMatchObject({ code: 'ABORTED' });

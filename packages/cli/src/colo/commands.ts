@@ -12,7 +12,8 @@
 import { performance } from 'node:perf_hooks';
 import { RemusError, describeCause, newOperationId } from '@remus/core';
 import { ColoPair, coloPairOptions, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
-import { connectQmp, formatQmpAddress, type QmpAddress } from '@remus/qmp';
+import { connectQmp, formatQmpAddress } from '@remus/qmp';
+import type { SocketAddress as QmpAddress } from '@remus/core';
 import { args, viewMode } from '../args.js';
 import { cleanupRun } from '../cleanup.js';
 import { Journal, stateDir } from '../journal.js';

@@ -8,7 +8,8 @@
 import { basename, extname } from 'node:path';
 import { validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
 import { DEFAULT_WATCHDOG, processAlive, type ColoFenceDescription, type ColoPairDescription, type ColoRole, type ColoWatchdogOptions } from '@remus/colo';
-import { formatQmpAddress, parseQmpAddress, type QmpAddress } from '@remus/qmp';
+import { formatQmpAddress, parseQmpAddress } from '@remus/qmp';
+import type { SocketAddress as QmpAddress } from '@remus/core';
 import { configError, readJsonFile, validateDevices, type ConfigProblem } from '../config.js';
 import { isObject, join, num, unknownKeys, type Report } from '../validation.js';
 
