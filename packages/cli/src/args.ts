@@ -1,7 +1,7 @@
 /** Argument helpers shared by the commands. */
 import { parseArgs } from 'node:util';
-import { RemusError } from '@remus/core';
-import type { Io } from './main.js';
+import { MAX_TIMER_MS, RemusError, validateCount, validateDuration } from '@remus/core';
+import type { Io } from './io.js';
 import type { ViewMode } from './progress.js';
 
 /** Parsed options (strings and booleans) and the positional arguments (`_`). */
@@ -19,11 +19,22 @@ export function need(value: string | undefined, flag: string): string {
   return value;
 }
 
-export function positiveNumber(value: string | undefined, flag: string): number | undefined {
+/**
+ * A time flag in milliseconds: decimal digits only (no `0x3`, `1e9`, `1.5`),
+ * then core's validateDuration (1 to {@link MAX_TIMER_MS}, what Node's
+ * timers hold). Throws INVALID_ARGUMENT naming the flag.
+ */
+export function durationFlag(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new RemusError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} must be a number > 0`);
-  return n;
+  if (!/^[0-9]{1,12}$/.test(value)) throw new RemusError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} is not a time: give whole milliseconds in decimal digits, from 1 to ${MAX_TIMER_MS}`);
+  return validateDuration(Number(value), flag, { min: 1 });
+}
+
+/** A count flag: decimal digits only, then core's validateCount (at least 1). Throws INVALID_ARGUMENT naming the flag. */
+export function countFlag(value: string | undefined, flag: string, max?: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]{1,16}$/.test(value)) throw new RemusError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} is not a count: give a whole number in decimal digits, at least 1`);
+  return validateCount(Number(value), flag, { min: 1, ...(max !== undefined ? { max } : {}) });
 }
 
 export function viewMode(json: boolean | undefined, io: Io): ViewMode {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { RemusError, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
-import { isObject, num, oneOf, unknownKeys, type Report } from './validation.js';
+import { MAX_DEPTH, isObject, num, oneOf, tooDeep, unknownKeys, type Report } from './validation.js';
 
 /** Who acknowledges checkpoints of the process domain (see @remus/domain-process). */
 export type AckConfig =
@@ -60,7 +60,7 @@ const TOP_KEYS = ['$schema', 'intervalMs', 'schedule', 'maxCheckpoints', 'durati
 const DOMAIN_KEYS = ['type', 'command', 'pid', 'cwd', 'env', 'cgroup', 'ack'];
 const PLUGIN_KEYS = ['package', 'subkinds'];
 const DEVICE_KEYS = ['id', 'kind', 'params'];
-const OP_NAMES: readonly OpName[] = ['init', 'cleanup', 'match', 'setup', 'teardown', 'postsuspend', 'preresume', 'commit'];
+const OP_NAMES: readonly OpName[] = ['init', 'cleanup', 'match', 'setup', 'teardown', 'postsuspend', 'preresume', 'commit', 'reap'];
 
 /** Reads and validates a config file. Throws INVALID_ARGUMENT listing every problem. */
 export function loadConfig(file: string): RemusConfig {
@@ -84,10 +84,26 @@ export function readJsonFile(file: string, what = 'config'): unknown {
 
 /** Validates a parsed config and fills in defaults. Throws INVALID_ARGUMENT listing every problem. */
 export function validateConfig(raw: unknown, source = 'config'): RemusConfig {
+  const { config, problems } = checkConfig(raw);
+  if (problems.length > 0 || config === undefined) throw configError(source, problems);
+  return config;
+}
+
+/**
+ * Validates a parsed config without throwing: every problem found, and the
+ * config with defaults filled in (undefined when the value is not an object
+ * or nests deeper than {@link MAX_DEPTH}; otherwise as far as it could be
+ * read, for further checks that report their problems alongside).
+ */
+export function checkConfig(raw: unknown): { config: RemusConfig | undefined; problems: ConfigProblem[] } {
   const problems: ConfigProblem[] = [];
   const p = (path: string, message: string, fix: string): void => void problems.push({ path, message, fix });
   if (!isObject(raw)) {
-    throw configError(source, [{ path: '$', message: 'must be a JSON object', fix: 'write { "domain": {...}, "plugins": [...], "devices": [...] }' }]);
+    return { config: undefined, problems: [{ path: '$', message: 'must be a JSON object', fix: 'write { "domain": {...}, "plugins": [...], "devices": [...] }' }] };
+  }
+  const deep = tooDeep(raw);
+  if (deep !== undefined) {
+    return { config: undefined, problems: [{ path: deep, message: `nests deeper than ${MAX_DEPTH} levels`, fix: 'a remus config is a few levels deep: remove the nesting' }] };
   }
   unknownKeys(raw, TOP_KEYS, '', p);
   const intervalMs = num(raw, 'intervalMs', '', p, { def: 200, min: 1, fix: 'milliseconds between checkpoints, at least 1, e.g. 200 (Xen) or 25 (40 per second)' });
@@ -110,8 +126,7 @@ export function validateConfig(raw: unknown, source = 'config'): RemusConfig {
   const domain = validateDomain(raw.domain, p);
   const plugins = validatePlugins(raw.plugins, p);
   const devices = validateDevices(raw.devices, p);
-  if (problems.length > 0) throw configError(source, problems);
-  return {
+  const config: RemusConfig = {
     intervalMs: intervalMs as number,
     schedule: schedule as RemusConfig['schedule'],
     maxCheckpoints,
@@ -123,6 +138,7 @@ export function validateConfig(raw: unknown, source = 'config'): RemusConfig {
     plugins,
     devices,
   };
+  return { config, problems };
 }
 
 
@@ -237,9 +253,9 @@ export function validateDevices(list: unknown, p: Report, path = 'devices'): Dev
 }
 
 /** One INVALID_ARGUMENT error listing every problem, one line each: `path: message (fix)`. */
-export function configError(source: string, problems: readonly ConfigProblem[]): RemusError {
+export function configError(source: string, problems: readonly ConfigProblem[], code: 'INVALID_ARGUMENT' | 'PLUGIN_NOT_FOUND' | 'PLUGIN_INVALID' | 'PLUGIN_INCOMPATIBLE' = 'INVALID_ARGUMENT'): RemusError {
   const lines = problems.map((x) => `  ${x.path}: ${x.message}; fix: ${x.fix}`);
-  return new RemusError('INVALID_ARGUMENT', `${source}: ${problems.length} problem(s) in the configuration:\n${lines.join('\n')}`, {
+  return new RemusError(code, `${source}: ${problems.length} problem(s) in the configuration:\n${lines.join('\n')}`, {
     details: { problems },
   });
 }

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { createCheckpointDevices, describeCause, runScript, type DeviceSpec } from '@remus/core';
 import { detectFreezer, findProgram } from '@remus/domain-process';
 import { ip, removeNetns } from './netns.js';
-import { findInstalledPlugins, loadPluginFrom } from './plugins.js';
+import { findInstalledPlugins, installCommand, loadPluginFrom } from './plugins.js';
 
 /** One capability and whether the host has it. */
 export interface Check {
@@ -32,7 +32,7 @@ export interface DoctorReport {
   readonly checks: Check[];
   readonly plugins: PluginReport[];
   /** With a config: which subkind would take each device. */
-  readonly devices?: { readonly device: string; readonly subkind?: string; readonly declined: { subkind: string; reason: string }[]; readonly error?: string }[];
+  readonly devices?: { readonly device: string; readonly subkind?: string; readonly declined: { subkind: string; reason: string }[]; readonly error?: string; readonly code?: string }[];
 }
 
 async function tryRun(file: string, args: readonly string[]): Promise<{ ok: boolean; out: string }> {
@@ -117,7 +117,7 @@ export async function pluginReports(dirs: readonly string[]): Promise<PluginRepo
       try {
         const ops = loaded.plugin.subkinds[sub]?.({});
         if (!ops) continue;
-        subkinds.push({ name: sub, kind: ops.kind, verdict: await probe(ops.kind, () => [ops]) });
+        subkinds.push({ name: sub, kind: ops.kind, verdict: ops.kind === 'nic' ? await probe(ops.kind, () => [ops]) : `provides ${ops.kind} devices (whether it takes yours depends on their params: \`remus doctor --config FILE\` checks them)` });
       } catch (e) {
         subkinds.push({ name: sub, verdict: `needs options: ${describeCause(e)}` });
       }
@@ -128,12 +128,14 @@ export async function pluginReports(dirs: readonly string[]): Promise<PluginRepo
 }
 
 /**
- * Plans a probe device of `kind` against the subkind (a NIC probe is the
- * loopback interface, present everywhere): a decline shows its reason.
- * Planning runs init and match only, which must not change anything.
+ * Plans a probe NIC (the loopback interface, present everywhere) against
+ * the subkind: a decline shows its reason. Planning runs init and match
+ * only, which must not change anything. Other kinds are not probed: a
+ * device without params tells nothing, and a subkind that correctly
+ * declines one would look unusable.
  */
 async function probe(kind: string, ops: () => Parameters<typeof createCheckpointDevices>[0]['ops']): Promise<string> {
-  const device: DeviceSpec = { id: 'doctor-probe', kind, ...(kind === 'nic' ? { params: { ifname: 'lo' } } : {}) };
+  const device: DeviceSpec = { id: 'doctor-probe', kind, params: { ifname: 'lo' } };
   try {
     const [a] = await createCheckpointDevices({ ops: ops(), devices: [device], operationId: `doctor${process.pid}` }).plan();
     if (a?.subkind) return `would take ${kind} devices`;
@@ -157,7 +159,7 @@ export function formatDoctor(r: DoctorReport): string {
     if (!c.ok && c.fix) lines.push(`        fix: ${c.fix}`);
   }
   lines.push('plugins:');
-  if (r.plugins.length === 0) lines.push('  none installed: add one, e.g. `pnpm add @remus/nic-nfqueue`');
+  if (r.plugins.length === 0) lines.push(`  none installed: add one, e.g. \`${installCommand('@remus/nic-nfqueue')}\``);
   for (const p of r.plugins) {
     lines.push(`  ${p.package}${p.version ? `@${p.version}` : ''}${p.error ? `: not usable: ${p.error}` : ''}`);
     for (const s of p.subkinds) lines.push(`    ${s.name}${s.kind ? ` (${s.kind})` : ''}: ${s.verdict}`);
@@ -166,7 +168,8 @@ export function formatDoctor(r: DoctorReport): string {
     lines.push('devices:');
     for (const d of r.devices) {
       const why = d.declined.map((x) => `${x.subkind}: ${x.reason}`).join('; ');
-      lines.push(`  ${d.device}: ${d.subkind ? `taken by ${d.subkind}` : `NOT SUPPORTED${d.error ? ` (${firstLine(d.error)})` : ''}`}${why ? `  [declined: ${why}]` : ''}`);
+      const none = d.code === undefined || d.code === 'DEVICE_NOT_SUPPORTED' ? `NOT SUPPORTED${d.error ? ` (${firstLine(d.error)})` : ''}` : `MATCH FAILED: [${d.code}] ${firstLine(d.error ?? '')}`;
+      lines.push(`  ${d.device}: ${d.subkind ? `taken by ${d.subkind}` : none}${why ? `  [declined: ${why}]` : ''}`);
     }
   }
   return `${lines.join('\n')}\n`;

@@ -3,7 +3,7 @@
  * programs that embed it.
  */
 export { main } from './main.js';
-export type { Io } from './main.js';
+export type { Command, Io } from './io.js';
 export { configError, loadConfig, validateConfig } from './config.js';
 export type { AckConfig, ConfigProblem, PluginConfig, ProcessDomainConfig, RemusConfig } from './config.js';
 export { buildOps, findInstalledPlugins, loadPluginFrom } from './plugins.js';

@@ -4,16 +4,20 @@
  * success), 1 a run or check failed, 2 bad usage or configuration.
  */
 import { createRequire } from 'node:module';
-import { RemusError, createCheckpointDevices, describeCause, isRemusError } from '@remus/core';
-import { BackupServer, describeAddress } from '@remus/domain-process';
+import { RemusError, createCheckpointDevices, describeCause, formatSocketAddress, isRemusError, parseSocketAddress, type Assignment } from '@remus/core';
+import { BackupServer } from '@remus/domain-process';
 import { cleanupAll } from './cleanup.js';
 import { formatDoctor, hostChecks, pluginReports, type DoctorReport } from './doctor.js';
 import { runDemo } from './demo/demo.js';
-import { stateDir } from './journal.js';
+import { checkStateDir, stateDir } from './journal.js';
+import { pluginDirsFor } from './plugins.js';
 import { ProgressView, RunFigures } from './progress.js';
 import { prepare, report, runProtected } from './run.js';
-import { args, need, positiveNumber, viewMode } from './args.js';
+import { args, countFlag, durationFlag, need, viewMode } from './args.js';
 import { cmdColo, COLO_USAGE } from './colo/commands.js';
+import type { Command, Io } from './io.js';
+
+export type { Io } from './io.js';
 
 const require = createRequire(import.meta.url);
 const VERSION = (require('../package.json') as { version: string }).version;
@@ -42,14 +46,8 @@ colo       run a QEMU COLO pair: start (stays in the foreground: it is the watch
 state directory (run journals, colo control sockets): --state-dir, else $REMUS_STATE_DIR, else /run/remus
 `;
 
-/** Streams the CLI writes to (replaceable in tests). */
-export interface Io {
-  readonly out: NodeJS.WritableStream & { isTTY?: boolean };
-  readonly err: NodeJS.WritableStream;
-}
-
 /** The commands, by name. */
-const COMMANDS: Readonly<Record<string, (rest: readonly string[], io: Io) => Promise<number>>> = {
+const COMMANDS: Readonly<Record<string, Command>> = {
   run: cmdRun,
   plan: cmdPlan,
   doctor: cmdDoctor,
@@ -105,14 +103,16 @@ async function cmdRun(rest: readonly string[], io: Io): Promise<number> {
     duration: { type: 'string' },
   });
   const file = need(v.config, '--config');
+  const checkpoints = countFlag(v.checkpoints, '--checkpoints');
+  const duration = durationFlag(v.duration, '--duration');
+  const dir = stateDir(v['state-dir']);
+  checkStateDir(dir, false);
   const { config: loaded, built, dirs } = await prepare(file);
-  const checkpoints = positiveNumber(v.checkpoints, '--checkpoints');
-  const duration = positiveNumber(v.duration, '--duration');
   const config = { ...loaded, maxCheckpoints: checkpoints ?? loaded.maxCheckpoints, durationMs: duration ?? loaded.durationMs };
   const mode = viewMode(v.json, io);
   const figures = new RunFigures();
   const view = new ProgressView(mode, io.out as never, figures);
-  const outcome = await runProtected({ config, source: file, pluginDirs: dirs, stateDir: stateDir(v['state-dir']), view, stdio: mode === 'json' ? ['ignore', 'ignore', 'inherit'] : 'inherit' }, built);
+  const outcome = await runProtected({ config, source: file, pluginDirs: dirs, stateDir: dir, view, stdio: mode === 'json' ? ['ignore', 'ignore', 'inherit'] : 'inherit' }, built);
   report(view, io.out as never, outcome, mode);
   if (outcome.error && mode !== 'json') io.err.write(`remus: run failed: [${outcome.error.code}] ${outcome.error.message}\n`);
   return outcome.ok && outcome.clean ? 0 : 1;
@@ -123,26 +123,32 @@ async function cmdPlan(rest: readonly string[], io: Io): Promise<number> {
   const file = need(v.config, '--config');
   const { config, built } = await prepare(file);
   const assignments = await createCheckpointDevices({ ops: built.ops, devices: config.devices, operationId: `plan${process.pid}` }).plan();
-  const rows = assignments.map((a) => ({ device: a.device, kind: a.kind, subkind: a.subkind, declined: a.declined, ...(a.error ? { error: a.error.message } : {}) }));
+  const rows = assignments.map((a) => ({ device: a.device, kind: a.kind, subkind: a.subkind, declined: a.declined, ...(a.error ? { error: a.error.message, code: a.error.code } : {}) }));
   if (v.json) io.out.write(`${JSON.stringify({ type: 'plan', ops: built.ops.map((o) => o.name), devices: rows })}\n`);
   else {
     io.out.write(`ops list: ${built.ops.map((o) => `${o.name} (${o.kind})`).join(', ') || 'empty'}\n`);
     for (const r of rows) {
       const why = r.declined.map((x) => `${x.subkind}: ${x.reason}`).join('; ');
-      io.out.write(`${r.device} (${r.kind}): ${r.subkind ?? `NOT SUPPORTED: ${r.error ?? ''}`}${why ? `  [declined: ${why}]` : ''}\n`);
+      io.out.write(`${r.device} (${r.kind}): ${r.subkind ?? unmatched(r)}${why ? `  [declined: ${why}]` : ''}\n`);
     }
   }
   return rows.every((r) => r.subkind !== undefined) ? 0 : 1;
 }
 
+/** Why a device has no subkind: every subkind declined (NOT SUPPORTED), or matching failed (a match threw: that is not a verdict). */
+export function unmatched(a: { error?: string; code?: string }): string {
+  if (a.code === undefined || a.code === 'DEVICE_NOT_SUPPORTED') return `NOT SUPPORTED: ${a.error ?? ''}`;
+  return `MATCH FAILED: [${a.code}] ${a.error ?? ''}`;
+}
+
 async function cmdDoctor(rest: readonly string[], io: Io): Promise<number> {
   const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean' } });
-  const dirs = [process.cwd()];
+  const dirs = pluginDirsFor(v.config);
   let devices: DoctorReport['devices'];
   if (v.config) {
     const { config, built } = await prepare(v.config);
     const plan = await createCheckpointDevices({ ops: built.ops, devices: config.devices, operationId: `doctor${process.pid}` }).plan();
-    devices = plan.map((a) => ({ device: a.device, subkind: a.subkind, declined: [...a.declined], ...(a.error ? { error: a.error.message } : {}) }));
+    devices = plan.map((a: Assignment) => ({ device: a.device, subkind: a.subkind, declined: [...a.declined], ...(a.error ? { error: a.error.message, code: a.error.code } : {}) }));
   }
   const r: DoctorReport = { checks: await hostChecks(), plugins: await pluginReports(dirs), ...(devices ? { devices } : {}) };
   io.out.write(v.json ? `${JSON.stringify({ type: 'doctor', ...r })}\n` : formatDoctor(r));
@@ -168,8 +174,8 @@ async function cmdCleanup(rest: readonly string[], io: Io): Promise<number> {
 async function cmdDemo(rest: readonly string[], io: Io): Promise<number> {
   const v = args(rest, { duration: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'no-net-buffer': { type: 'boolean' } });
   return runDemo({
-    durationMs: positiveNumber(v.duration, '--duration') ?? 5000,
-    intervalMs: positiveNumber(v.interval, '--interval') ?? 50,
+    durationMs: durationFlag(v.duration, '--duration') ?? 5000,
+    intervalMs: durationFlag(v.interval, '--interval') ?? 50,
     mode: v.json ? 'json' : io.out.isTTY ? 'tty' : 'lines',
     stateDir: stateDir(v['state-dir']),
     io,
@@ -180,10 +186,10 @@ async function cmdDemo(rest: readonly string[], io: Io): Promise<number> {
 async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
   const v = args(rest, { listen: { type: 'string' } });
   const listen = need(v.listen, '--listen');
-  const m = /^(.*):(\d+)$/.exec(listen);
-  if (!m) throw new RemusError('INVALID_ARGUMENT', `--listen ${JSON.stringify(listen)} must be HOST:PORT, e.g. 0.0.0.0:7788`);
-  const backup = await BackupServer.listen({ host: m[1] as string, port: Number(m[2]) });
-  io.out.write(`backup listening on ${describeAddress(backup.address)}\n`);
+  // HOST:PORT with an explicit host: `:7788` (every interface by accident) is refused.
+  const address = parseSocketAddress(listen, '--listen (HOST:PORT, e.g. 10.0.0.2:7788 or 0.0.0.0:7788 for every interface)', { allowPath: true });
+  const backup = await BackupServer.listen(address);
+  io.out.write(`backup listening on ${formatSocketAddress(backup.address)}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -4,7 +4,6 @@
  * before anything is created, so a crash leaves nothing `remus cleanup`
  * cannot remove.
  */
-import { dirname, resolve } from 'node:path';
 import {
   RemusError,
   createCheckpointDevices,
@@ -18,9 +17,9 @@ import {
 } from '@remus/core';
 import { processDomain, type ProcessDomain, type ProcessDomainOptions } from '@remus/domain-process';
 import type { Writable } from 'node:stream';
-import { loadConfig, type RemusConfig } from './config.js';
+import { checkConfig, configError, readJsonFile, type RemusConfig } from './config.js';
 import { Journal, stateDir } from './journal.js';
-import { buildOps, type BuiltOps } from './plugins.js';
+import { collectOps, pluginDirsFor, type BuiltOps } from './plugins.js';
 import { ProgressView, ms, sumStats, type RunSummary, type ViewMode } from './progress.js';
 
 export interface RunOptions {
@@ -60,12 +59,23 @@ export interface RunOutcome {
   readonly operation: string;
 }
 
-/** Loads the config file and the plugins it names: everything that can fail before the host is touched. */
+/**
+ * Loads the config file and the plugins it names, and checks every device
+ * against them (kinds, params, each subkind's checkParams): everything that
+ * can fail before the host is touched. Throws one error listing every
+ * problem (config keys and values, plugins, kinds, params) at once.
+ */
 export async function prepare(file: string): Promise<{ config: RemusConfig; built: BuiltOps; dirs: string[] }> {
-  const config = loadConfig(file);
-  const dirs = [dirname(resolve(file)), process.cwd()];
-  const built = await buildOps(config.plugins, config.devices, dirs, file);
-  return { config, built, dirs };
+  const { config, problems } = checkConfig(readJsonFile(file));
+  if (config === undefined) throw configError(file, problems);
+  const dirs = pluginDirsFor(file);
+  // Plugins load only from a valid list; devices are checked only when the list of them is valid.
+  const pluginsValid = !problems.some((p) => p.path.startsWith('plugins'));
+  const devicesValid = !problems.some((p) => p.path.startsWith('devices'));
+  const found = pluginsValid ? await collectOps(config.plugins, devicesValid ? config.devices : undefined, dirs) : { built: { ops: [], plugins: [] }, problems: [], code: undefined };
+  const all = [...problems, ...found.problems];
+  if (all.length > 0) throw configError(file, all, all.every((p) => p.path.endsWith('.package')) ? found.code : undefined);
+  return { config, built: found.built, dirs };
 }
 
 /** Runs one protected operation; never throws for run failures (see `RunOutcome.error`). */
@@ -99,7 +109,10 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     options.stateDir,
     operation,
     options.command ?? 'run',
-    config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? process.cwd(), subkinds: p.subkinds })),
+    config.plugins.map((p, i) => {
+      const loaded = built.plugins[i];
+      return { package: p.package, from: loaded?.from ?? process.cwd(), ...(loaded ? { dir: loaded.dir, version: loaded.plugin.version } : {}), subkinds: p.subkinds };
+    }),
     config.devices,
     d.command ? 'command' : 'pid',
   );

@@ -4,30 +4,60 @@
  * all at once.
  */
 
+import { MAX_TIMER_MS, closestName, validateCount, validateDuration } from '@remus/core';
+
 /** Records one problem: JSON path, what is wrong, how to fix it. */
 export type Report = (path: string, message: string, fix: string) => void;
 
+/**
+ * A number at `o[key]`: a time in ms (core's validateDuration: at most
+ * {@link MAX_TIMER_MS}, what Node's timers hold) or, with `integer`, a
+ * count (core's validateCount: a whole number). Reports and returns the
+ * default when it is not.
+ */
 export function num(
   o: Record<string, unknown>,
   key: string,
   at: string,
   p: Report,
-  spec: { def?: number; min: number; integer?: boolean; fix: string },
+  spec: { def?: number; min: number; max?: number; integer?: boolean; fix: string },
 ): number | undefined {
   const v = o[key];
   if (v === undefined) return spec.def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < spec.min || (spec.integer && !Number.isInteger(v))) {
-    p(join(at, key), `${JSON.stringify(v)} is not ${spec.integer ? 'a whole number' : 'a number'} >= ${spec.min}`, spec.fix);
+  const path = join(at, key);
+  try {
+    return spec.integer ? validateCount(v, path, { min: spec.min, ...(spec.max !== undefined ? { max: spec.max } : {}) }) : validateDuration(v, path, { min: spec.min, ...(spec.max !== undefined ? { max: spec.max } : {}) });
+  } catch (e) {
+    p(path, (e as Error).message.startsWith(path) ? (e as Error).message.slice(path.length + 1) : (e as Error).message, spec.fix);
     return spec.def;
   }
-  return v;
+}
+
+/** How deep a config value may nest (objects and arrays); deeper is refused before validation. */
+export const MAX_DEPTH = 32;
+
+/**
+ * The JSON path of the first place where `value` nests deeper than
+ * `maxDepth`, or undefined. Iterative: any depth is measured without
+ * recursion.
+ */
+export function tooDeep(value: unknown, maxDepth = MAX_DEPTH): string | undefined {
+  const stack: { v: unknown; path: string; depth: number }[] = [{ v: value, path: '$', depth: 0 }];
+  while (stack.length > 0) {
+    const { v, path, depth } = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= maxDepth) return path;
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, path: `${path}[${i}]`, depth: depth + 1 }));
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, path: path === '$' ? join('', k) : join(path, k), depth: depth + 1 });
+  }
+  return undefined;
 }
 
 export function oneOf(o: Record<string, unknown>, key: string, at: string, p: Report, values: readonly string[], def: string): string {
   const v = o[key];
   if (v === undefined) return def;
   if (typeof v !== 'string' || !values.includes(v)) {
-    const near = typeof v === 'string' ? closest(v, values) : undefined;
+    const near = typeof v === 'string' ? closestName(v, values) : undefined;
     p(join(at, key), `${JSON.stringify(v)} is not allowed`, `use one of ${values.map((x) => `"${x}"`).join(', ')}${near ? ` (did you mean "${near}"?)` : ''}`);
     return def;
   }
@@ -37,7 +67,7 @@ export function oneOf(o: Record<string, unknown>, key: string, at: string, p: Re
 export function unknownKeys(o: Record<string, unknown>, known: readonly string[], at: string, p: Report): void {
   for (const k of Object.keys(o)) {
     if (known.includes(k)) continue;
-    const near = closest(k, known);
+    const near = closestName(k, known);
     p(join(at, k), 'is not a known key', near ? `did you mean "${near}"?` : `remove it; known keys here: ${known.filter((x) => x !== '$schema').join(', ')}`);
   }
 }
@@ -50,32 +80,4 @@ export function join(at: string, key: string): string {
 
 export function isObject(x: unknown): x is Record<string, unknown> {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
-}
-
-/** The known word nearest to `word` (edit distance <= 1/3 of its length, at least 2), if any. */
-export function closest(word: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  for (const k of known) {
-    const d = distance(word.toLowerCase(), k.toLowerCase());
-    if (d < bestD) {
-      bestD = d;
-      best = k;
-    }
-  }
-  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
-}
-
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] as number;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j] as number;
-      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length] as number;
 }

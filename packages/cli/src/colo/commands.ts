@@ -17,7 +17,7 @@ import type { SocketAddress as QmpAddress } from '@remus/core';
 import { args, viewMode } from '../args.js';
 import { cleanupRun } from '../cleanup.js';
 import { Journal, stateDir } from '../journal.js';
-import type { Io } from '../main.js';
+import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
 import { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest } from './control.js';

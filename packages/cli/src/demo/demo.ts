@@ -20,7 +20,7 @@ import { newOperationId, runScript, type DomainAdapter } from '@remus/core';
 import type { ProcessDomain } from '@remus/domain-process';
 import { validateConfig, type RemusConfig } from '../config.js';
 import { Journal } from '../journal.js';
-import type { Io } from '../main.js';
+import type { Io } from '../io.js';
 import { ip, netnsExists, removeNetns } from '../netns.js';
 import { CLI_DIR, buildOps, type BuiltOps } from '../plugins.js';
 import { ProgressView, RunFigures, ms, percentile, type ViewMode } from '../progress.js';
