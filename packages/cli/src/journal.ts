@@ -315,6 +315,10 @@ export function parseJournal(text: string): JournalData {
   const start = (v: unknown, field: string): string | undefined => (v === undefined || v === null ? undefined : typeof v === 'string' && /^\d{1,20}$/.test(v) ? v : bad(field, `${short(v)} is not a process start time`));
   const str = (v: unknown, field: string): string => (typeof v === 'string' && v.length <= 4096 ? v : bad(field, 'is not a string'));
   const list = (v: unknown, field: string): unknown[] => (Array.isArray(v) && v.length <= 10_000 ? v : bad(field, 'is not a list'));
+  const runPid = pid(raw.pid, 'pid');
+  const pidStart = start(raw.pidStart, 'pidStart');
+  const command = str(raw.command, 'command');
+  const startedAt = str(raw.startedAt, 'startedAt');
   const plugins = list(raw.plugins, 'plugins').map((p, i): JournalPlugin => {
     if (!isRecord(p)) return bad(`plugins[${i}]`, 'is not an object');
     const name = str(p.package, `plugins[${i}].package`);
@@ -350,10 +354,10 @@ export function parseJournal(text: string): JournalData {
   return {
     format: 1,
     operation: raw.operation as string,
-    pid: pid(raw.pid, 'pid'),
-    pidStart: start(raw.pidStart, 'pidStart'),
-    command: str(raw.command, 'command'),
-    startedAt: str(raw.startedAt, 'startedAt'),
+    pid: runPid,
+    pidStart,
+    command,
+    startedAt,
     plugins,
     devices,
     ...(raw.domainMode !== undefined ? { domainMode: raw.domainMode as 'command' | 'pid' } : {}),

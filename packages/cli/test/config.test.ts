@@ -92,7 +92,8 @@ describe('remus run with a bad config file', () => {
     dir = tempDir('remus-cfg-');
     state = tempDir('remus-state-');
     const file = writeConfig(dir, 'remus.json', cfg);
-    const r = await remus(['run', '--config', file, '--state-dir', state]);
+    // The install hint follows the user's package manager (pnpm here, as in this workspace).
+    const r = await remus(['run', '--config', file, '--state-dir', state], { npm_config_user_agent: 'pnpm/10.0.0 node/v20' });
     expect(r.stderr).toMatch(message);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');

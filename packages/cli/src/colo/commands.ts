@@ -10,7 +10,7 @@
  * - `failover --to SIDE`, `stop`: through the driver (so fencing happens).
  */
 import { performance } from 'node:perf_hooks';
-import { RemusError, describeCause, newOperationId } from '@remus/core';
+import { RemusError, describeCause, newOperationId, validateName } from '@remus/core';
 import { ColoPair, coloPairOptions, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
 import { connectQmp, formatQmpAddress } from '@remus/qmp';
 import type { SocketAddress as QmpAddress } from '@remus/core';
@@ -20,7 +20,7 @@ import { Journal, stateDir } from '../journal.js';
 import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
-import { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest } from './control.js';
+import { CliErrors, controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
 import { loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
@@ -247,7 +247,7 @@ function target(v: { _: string[]; name?: string; 'state-dir'?: string }): { name
     const cfg = loadPairConfig(v._[0], false);
     return { name: cfg.name, sock: controlSocketPath(dir, cfg.name), cfg };
   }
-  let name = v.name;
+  let name = v.name === undefined ? undefined : validateName(v.name, '--name (the pair name)');
   if (name === undefined) {
     const names = controlSocketNames(dir);
     if (names.length !== 1) {
@@ -265,10 +265,10 @@ async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
   if (await socketLive(t.sock)) {
     const r = await requestControl(t.sock, { command: 'status' }, () => {}, 10_000);
     if (!r.ok) throw new RemusError('OP_FAILED', `the colo driver refused: ${r.error?.message}`);
+    const status = statusOf(r, t.sock);
     view.event('status', { driver: true, ...r });
     view.say(`pair ${t.name}: driver pid ${String(r.pid)}, operation ${String(r.operation)}`);
-    const status = r.status as ColoStatus;
-    if (view.mode !== 'json') io.out.write(status.pauseMs ? formatColoStatus(status) : `state: ${status.state}\n`);
+    if (view.mode !== 'json') io.out.write('pauseMs' in status ? formatColoStatus(status) : `state: ${status.state}\n`);
     return 0;
   }
   if (!t.cfg) throw new RemusError('STATE', `no colo driver runs for pair ${t.name} (${t.sock}): give the pair file to ask the QEMUs directly`);
@@ -287,6 +287,26 @@ async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
   }
   view.event('status', { driver: false, name: t.name, sides });
   return Object.values(sides).every((s) => (s as SideAnswer).ok) ? 0 : 1;
+}
+
+/**
+ * The status in a driver's answer, checked: a full ColoStatus, or just a
+ * `state` while connecting. Anything else is `cli/CONTROL_PROTOCOL`.
+ */
+export function statusOf(r: ControlResult, sock: string): ColoStatus | { state: string } {
+  const s = r.status as Record<string, unknown> | null | undefined;
+  const bad = (): never => {
+    throw new RemusError(CliErrors.CONTROL_PROTOCOL, `the colo driver at ${sock} answered a malformed status: ${JSON.stringify(r.status)?.slice(0, 200)}`);
+  };
+  if (s === null || typeof s !== 'object' || Array.isArray(s) || typeof s.state !== 'string') return bad();
+  if (s.pauseMs === undefined) return { state: s.state };
+  const p = s.pauseMs as Record<string, unknown> | null;
+  const numOrNull = (x: unknown): boolean => x === undefined || x === null || typeof x === 'number';
+  if (typeof s.active !== 'string' || typeof s.checkpoints !== 'number' || typeof s.onDemandCheckpoints !== 'number' || p === null || typeof p !== 'object' || !numOrNull(p.p50) || !numOrNull(p.p99) || !numOrNull(p.max)) return bad();
+  if (!numOrNull(s.timeToFirstCheckpointMs)) return bad();
+  const f = s.failover as Record<string, unknown> | undefined;
+  if (f !== undefined && (f === null || typeof f !== 'object' || typeof f.survivor !== 'string' || typeof f.why !== 'string' || typeof f.doneAt !== 'number' || typeof f.detectedAt !== 'number' || !Array.isArray(f.kept))) return bad();
+  return s as unknown as ColoStatus;
 }
 
 type SideAnswer =
@@ -334,7 +354,8 @@ async function coloRequest(command: 'failover' | 'stop', rest: readonly string[]
     return 1;
   }
   if (view.mode !== 'json') {
-    io.out.write(formatColoStatus(r.status as ColoStatus));
+    const status = statusOf(r, t.sock);
+    io.out.write('pauseMs' in status ? formatColoStatus(status) : `state: ${status.state}\n`);
     io.out.write(`${command === 'stop' ? 'stopped' : 'failover done'} in ${ms(took)}\n`);
   }
   return 0;

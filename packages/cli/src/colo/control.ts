@@ -10,11 +10,30 @@
  * `{"type":"event","event":{...}}` lines (driver events while the request
  * runs) and one `{"type":"result","ok":true,...}` or
  * `{"type":"result","ok":false,"error":{code,message}}`, then closes.
+ *
+ * Both ends distrust the other: a request line is at most
+ * {@link MAX_REQUEST_BYTES} and must arrive within {@link REQUEST_TIMEOUT_MS};
+ * an answer line is at most {@link MAX_ANSWER_LINE_BYTES}, and any line that
+ * is not one of the messages above fails the request with
+ * `cli/CONTROL_PROTOCOL` (never an exception out of an event handler). The
+ * socket is created with mode 0600 (umask during bind), not chmod-ed after.
  */
-import { chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { RemusError, describeCause } from '@remus/core';
+import { RemusError, defineErrorCodes, describeCause } from '@remus/core';
+
+/** The CLI's own error codes (namespaced `cli/`). */
+export const CliErrors = defineErrorCodes('cli', {
+  CONTROL_PROTOCOL: 'a control socket peer sent something that is not the control protocol',
+});
+
+/** Longest request line the driver reads (a request is a few dozen bytes). */
+export const MAX_REQUEST_BYTES = 4096;
+/** Time a client has to send its request line. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+/** Longest answer line the client reads (a status is a few KiB). */
+export const MAX_ANSWER_LINE_BYTES = 1 << 20;
 
 export type ControlRequest = { readonly command: 'status' } | { readonly command: 'failover'; readonly to: 'primary' | 'secondary' } | { readonly command: 'stop' };
 
@@ -69,16 +88,25 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
     sock.once('close', () => sockets.delete(sock));
     sock.on('error', () => {});
     let buf = '';
+    // A client that sends nothing is dropped; the timer stops once the request is in.
+    sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy());
     sock.on('data', (b: Buffer) => {
-      buf += b.toString();
+      buf += b.toString('utf8');
       const nl = buf.indexOf('\n');
-      if (nl < 0 || sock.readableEnded) return;
-      const line = buf.slice(0, nl);
-      buf = '';
+      if (nl < 0 && buf.length <= MAX_REQUEST_BYTES) return;
       sock.removeAllListeners('data');
+      sock.setTimeout(0);
       const write = (o: Record<string, unknown>): void => {
         if (!sock.destroyed) sock.write(`${JSON.stringify(o)}\n`);
       };
+      if (nl < 0 || nl > MAX_REQUEST_BYTES) {
+        write({ type: 'result', ok: false, error: { code: 'INVALID_ARGUMENT', message: `control request longer than ${MAX_REQUEST_BYTES} bytes` } });
+        sock.end();
+        sock.destroySoon?.();
+        return;
+      }
+      const line = buf.slice(0, nl);
+      buf = '';
       void (async () => {
         try {
           const req = parseRequest(line);
@@ -91,12 +119,16 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
       })();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
-  // Only its owner (root) may fail the pair over or stop it.
-  chmodSync(path, 0o600);
+  // Only its owner (root) may fail the pair over or stop it: the socket is made 0600 (umask 0177 while it is bound).
+  const umask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+  } finally {
+    process.umask(umask);
+  }
   return {
     close: async () => {
       await new Promise<void>((resolve) => {
@@ -108,16 +140,47 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
   };
 }
 
-function parseRequest(line: string): ControlRequest {
-  let r: { command?: unknown; to?: unknown };
+/** Parses one request line; INVALID_ARGUMENT for anything but the three requests. */
+export function parseRequest(line: string): ControlRequest {
+  let r: unknown;
   try {
-    r = JSON.parse(line) as typeof r;
+    r = JSON.parse(line);
   } catch {
     throw new RemusError('INVALID_ARGUMENT', 'control request is not JSON');
   }
-  if (r.command === 'status' || r.command === 'stop') return { command: r.command };
-  if (r.command === 'failover' && (r.to === 'primary' || r.to === 'secondary')) return { command: 'failover', to: r.to };
-  throw new RemusError('INVALID_ARGUMENT', `unknown control request ${line}`);
+  const o = (r !== null && typeof r === 'object' ? r : {}) as { command?: unknown; to?: unknown };
+  if (o.command === 'status' || o.command === 'stop') return { command: o.command };
+  if (o.command === 'failover' && (o.to === 'primary' || o.to === 'secondary')) return { command: 'failover', to: o.to };
+  throw new RemusError('INVALID_ARGUMENT', `unknown control request ${line.length > 200 ? `${line.slice(0, 200)}...` : line}`);
+}
+
+/**
+ * Parses one answer line: an event (`{type: "event", event: {...}}`) or the
+ * result (`{type: "result", ok: boolean, error?: {code, message}}`).
+ * Throws `cli/CONTROL_PROTOCOL` for anything else.
+ */
+export function parseAnswer(line: string): { type: 'event'; event: Record<string, unknown> } | { type: 'result'; result: ControlResult } {
+  const bad = (why: string): never => {
+    throw new RemusError(CliErrors.CONTROL_PROTOCOL, `the colo driver answered ${why}: ${line.length > 120 ? `${line.slice(0, 120)}...` : line}`);
+  };
+  let m: unknown;
+  try {
+    m = JSON.parse(line);
+  } catch {
+    return bad('something that is not JSON');
+  }
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) return bad('something that is not a message object');
+  const o = m as Record<string, unknown>;
+  if (o.type === 'event') {
+    if (o.event === null || typeof o.event !== 'object' || Array.isArray(o.event)) return bad('an event without an event object');
+    return { type: 'event', event: o.event as Record<string, unknown> };
+  }
+  if (o.type !== 'result') return bad('a message of unknown type');
+  if (typeof o.ok !== 'boolean') return bad('a result without ok');
+  const err = o.error as { code?: unknown; message?: unknown } | undefined;
+  if (!o.ok && (err === null || typeof err !== 'object' || typeof err.code !== 'string' || typeof err.message !== 'string')) return bad('a failure without error code and message');
+  const { type: _type, ...rest } = o;
+  return { type: 'result', result: rest as unknown as ControlResult };
 }
 
 /**
@@ -135,24 +198,35 @@ export function requestControl(path: string, req: ControlRequest, onEvent: (e: R
       reject(new RemusError('TIMEOUT', `no answer from the colo driver at ${path} within ${timeoutMs} ms`));
     }, timeoutMs);
     s.once('connect', () => s.write(`${JSON.stringify(req)}\n`));
+    let failed = false;
+    const fail = (e: RemusError): void => {
+      if (failed) return;
+      failed = true;
+      clearTimeout(t);
+      s.destroy();
+      reject(e);
+    };
     s.on('data', (b: Buffer) => {
-      buf += b.toString();
+      if (failed) return;
+      buf += b.toString('utf8');
       let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(buf.slice(0, nl)) as { type: string; event?: Record<string, unknown> } & ControlResult;
-        buf = buf.slice(nl + 1);
-        if (msg.type === 'event' && msg.event) onEvent(msg.event);
-        else if (msg.type === 'result') {
-          const { type: _type, ...rest } = msg;
-          result = rest;
+      try {
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (result) throw new RemusError(CliErrors.CONTROL_PROTOCOL, `the colo driver at ${path} sent more after its result`);
+          const msg = parseAnswer(line);
+          if (msg.type === 'event') onEvent(msg.event);
+          else result = msg.result;
         }
+        if (buf.length > MAX_ANSWER_LINE_BYTES) throw new RemusError(CliErrors.CONTROL_PROTOCOL, `the colo driver at ${path} sent a line longer than ${MAX_ANSWER_LINE_BYTES} bytes`);
+      } catch (e) {
+        fail(e instanceof RemusError ? e : new RemusError(CliErrors.CONTROL_PROTOCOL, describeCause(e) ?? 'bad answer', { cause: e }));
       }
     });
-    s.once('error', (e) => {
-      clearTimeout(t);
-      reject(new RemusError('STATE', `no remus colo driver answers at ${path} (${e.message})`, { cause: e }));
-    });
+    s.on('error', (e) => fail(new RemusError('STATE', `no remus colo driver answers at ${path} (${e.message})`, { cause: e })));
     s.once('close', () => {
+      if (failed) return;
       clearTimeout(t);
       if (result) resolve(result);
       else reject(new RemusError('STATE', `the colo driver at ${path} closed the connection without a result`));
