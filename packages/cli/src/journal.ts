@@ -8,7 +8,7 @@
  */
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { RemusError, validateDevices, validateName, validateOperationId, type DeviceSpec } from '@remus/core';
+import { RemusError, validateName, validateOperationId, type DeviceSpec } from '@remus/core';
 
 export const DEFAULT_STATE_DIR = '/run/remus';
 
@@ -332,12 +332,14 @@ export function parseJournal(text: string): JournalData {
       subkinds: p.subkinds as JournalPlugin['subkinds'],
     };
   });
-  const devices = list(raw.devices, 'devices') as DeviceSpec[];
-  try {
-    validateDevices(devices);
-  } catch (e) {
-    bad('devices', (e as Error).message);
-  }
+  // Ids may repeat: a colo start journals both sides' devices, each side with its own nic0.
+  const devices = list(raw.devices, 'devices').map((d, i): DeviceSpec => {
+    if (!isRecord(d)) return bad(`devices[${i}]`, 'is not an object');
+    if (typeof d.id !== 'string' || d.id === '') bad(`devices[${i}].id`, 'is not a non-empty string');
+    if (typeof d.kind !== 'string' || d.kind === '') bad(`devices[${i}].kind`, 'is not a non-empty string');
+    if (d.params !== undefined && !isRecord(d.params)) bad(`devices[${i}].params`, 'is not an object');
+    return d as unknown as DeviceSpec;
+  });
   if (raw.domainMode !== undefined && raw.domainMode !== 'command' && raw.domainMode !== 'pid') bad('domainMode', `${short(raw.domainMode)} is not "command" or "pid"`);
   const cgroups = list(raw.cgroups, 'cgroups').map((c, i) => str(c, `cgroups[${i}]`));
   const netns = list(raw.netns, 'netns').map((n, i) => {
