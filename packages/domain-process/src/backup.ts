@@ -284,6 +284,11 @@ export class BackupServer extends EventEmitter {
   /** Decides on a header before its payload is buffered: throws to refuse. */
   #admit(conn: Conn, h: FrameHeader): void {
     const at = { checkpoint: h.checkpoint, epoch: h.epoch, connection: conn.id };
+    // A keepalive keeps the bound primary's connection from going idle between checkpoints; it binds nothing.
+    if (h.type === FrameType.PING && conn === this.#bound) return;
+    if (h.type === FrameType.PING) {
+      throw new RemusError(BackupErrors.FRAME_INVALID, 'backup: a keepalive before any checkpoint (send checkpoint 1 first)', { details: at });
+    }
     if (h.type !== FrameType.STATE) {
       throw new RemusError(BackupErrors.FRAME_INVALID, `backup: a ${h.type === FrameType.ACK ? 'ack' : 'refusal'} frame from the primary (the backup takes state frames only)`, { details: at });
     }
@@ -331,6 +336,7 @@ export class BackupServer extends EventEmitter {
   }
 
   #frame(conn: Conn, f: Frame): void {
+    if (f.type === FrameType.PING) return;
     this.#inFlight -= conn.reserved;
     conn.reserved = 0;
     this.latest = f.payload;
@@ -427,6 +433,13 @@ function safeJson(body: Buffer): Buffer {
 export interface BackupLinkOptions {
   /** The primary's fencing epoch (the arbiter's role epoch; 0 without one). Default 0. */
   readonly epoch?: number;
+  /**
+   * After checkpoint 1, a keepalive frame goes out when nothing was sent for
+   * this long, so that checkpoint intervals longer than the backup's
+   * `idleTimeoutMs` do not drop the link. Default 10000 (below the backup's
+   * default idle timeout of 60000); 0 turns it off.
+   */
+  readonly keepAliveMs?: number;
 }
 
 /**
@@ -445,10 +458,14 @@ export class BackupLink {
   #lastAcked = 0;
   #broken: RemusError | undefined;
   #ack: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
+  readonly #keepAliveMs: number;
+  #keepAlive: NodeJS.Timeout | undefined;
+  #lastWrite = 0;
 
   private constructor(stream: Duplex, options: BackupLinkOptions) {
     this.#stream = stream;
     this.#epoch = validateEpochOption(options.epoch ?? 0);
+    this.#keepAliveMs = validateDuration(options.keepAliveMs ?? 10_000, 'backup link keepAliveMs', { min: 0 });
     this.#decoder = new FrameDecoder({ maxFrameBytes: 0 });
     stream.on('data', (chunk: Buffer) => {
       if (this.#broken) return;
@@ -471,6 +488,7 @@ export class BackupLink {
   /** Connects over TCP or a Unix socket, bounded by `signal`. Throws OP_FAILED if the backup cannot be reached. */
   static async connect(address: BackupAddress, signal: AbortSignal, options: BackupLinkOptions = {}): Promise<BackupLink> {
     validateEpochOption(options.epoch ?? 0);
+    validateDuration(options.keepAliveMs ?? 10_000, 'backup link keepAliveMs', { min: 0 });
     const socket = 'path' in address ? createConnection(address.path) : createConnection(address.port, address.host);
     socket.setNoDelay(true);
     try {
@@ -540,6 +558,16 @@ export class BackupLink {
     s.write(header);
     if (state.byteLength > 0) s.write(state);
     s.uncork();
+    this.#lastWrite = performance.now();
+    if (this.#keepAlive === undefined && this.#keepAliveMs > 0) {
+      // One timer per link (not per checkpoint): a keepalive after keepAliveMs without a write.
+      this.#keepAlive = setInterval(() => {
+        if (this.#broken || performance.now() - this.#lastWrite < this.#keepAliveMs) return;
+        this.#lastWrite = performance.now();
+        this.#stream.write(encodeHeader(FrameType.PING, this.#epoch, this.#lastSent, 0));
+      }, Math.max(1, Math.floor(this.#keepAliveMs / 2)));
+      this.#keepAlive.unref();
+    }
   }
 
   /**
@@ -592,6 +620,7 @@ export class BackupLink {
   #break(e: RemusError): void {
     if (this.#broken) return;
     this.#broken = e;
+    if (this.#keepAlive) clearInterval(this.#keepAlive);
     this.#ack?.reject(e);
     this.#stream.destroy();
   }

@@ -6,7 +6,8 @@
  * payload. Type 1 STATE carries a checkpoint's state to the backup; 2 ACK
  * acknowledges it (no payload); 3 REFUSE says why the backup refused a frame
  * or the connection (UTF-8 JSON `{code, message}`, at most 4 KiB) before it
- * closes the connection.
+ * closes the connection; 4 PING (no payload) is the primary's keepalive
+ * between checkpoints, unanswered.
  */
 import { RemusError } from '@remus/core';
 import { BackupErrors } from './errors.js';
@@ -14,7 +15,7 @@ import { BackupErrors } from './errors.js';
 export const FRAME_MAGIC = 0x524d4232;
 export const FRAME_HEADER_BYTES = 28;
 /** Frame types. */
-export const FrameType = { STATE: 1, ACK: 2, REFUSE: 3 } as const;
+export const FrameType = { STATE: 1, ACK: 2, REFUSE: 3, PING: 4 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 /** Largest REFUSE payload. */
 export const MAX_REFUSE_BYTES = 4096;
@@ -172,7 +173,7 @@ export class FrameDecoder {
     const magic = b.readUInt32BE(0);
     if (magic !== FRAME_MAGIC) throw bad(`bad magic 0x${magic.toString(16).padStart(8, '0')} (not a Remus backup frame, or a peer of another protocol version)`, { magic });
     const type = b.readUInt16BE(4);
-    if (type !== FrameType.STATE && type !== FrameType.ACK && type !== FrameType.REFUSE) throw bad(`unknown type ${type}`, { type });
+    if (type !== FrameType.STATE && type !== FrameType.ACK && type !== FrameType.REFUSE && type !== FrameType.PING) throw bad(`unknown type ${type}`, { type });
     const flags = b.readUInt16BE(6);
     if (flags !== 0) throw bad(`flags 0x${flags.toString(16)} set (none are defined)`, { flags });
     const eh = b.readUInt32BE(8);
@@ -182,7 +183,7 @@ export class FrameDecoder {
     const epoch = eh * TWO32 + b.readUInt32BE(12);
     const checkpoint = ch * TWO32 + b.readUInt32BE(20);
     const length = b.readUInt32BE(24);
-    if (type === FrameType.ACK && length !== 0) throw bad(`an ack with ${length} bytes of payload`, { length });
+    if ((type === FrameType.ACK || type === FrameType.PING) && length !== 0) throw bad(`an ${type === FrameType.ACK ? 'ack' : 'keepalive'} with ${length} bytes of payload`, { length });
     if (type === FrameType.REFUSE && length > MAX_REFUSE_BYTES) throw bad(`a refusal of ${length} bytes (at most ${MAX_REFUSE_BYTES})`, { length });
     if (type === FrameType.STATE && length > this.#max) {
       throw new RemusError(BackupErrors.FRAME_TOO_LARGE, `backup frame refused: checkpoint ${checkpoint} declares ${length} bytes of state, above the ${this.#max} byte cap per frame (maxFrameBytes)`, {

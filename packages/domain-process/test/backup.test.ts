@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCheckpointDevices, nextEvent, openEpochStore, pollUntil, runCheckpointLoop, type DomainAdapter } from '@remus/core';
+import { createCheckpointDevices, nextEvent, openEpochStore, pollUntil, runCheckpointLoop, sleep, type DomainAdapter } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackupErrors, BackupLink, BackupServer, FrameType, encodeFrame, encodeHeader, type BackupServerOptions } from '../src/index.js';
 import { duplexPair, rawPeer, type RawPeer } from './helpers.js';
@@ -253,6 +253,27 @@ describe('the backup is bounded', () => {
     await p.untilClosed();
     expect(p.refusal()).toBe(BackupErrors.IDLE_TIMEOUT);
     expect(refused).toEqual([BackupErrors.IDLE_TIMEOUT]);
+  });
+
+  it('the link keeps a bound connection alive across checkpoint intervals longer than the idle timeout', async () => {
+    const s = await backup({ idleTimeoutMs: 200 });
+    const link = await BackupLink.connect(s.address, AbortSignal.timeout(5000), { keepAliveMs: 50 });
+    link.send(1, Buffer.from('one'));
+    await link.waitAck(1, AbortSignal.timeout(5000));
+    await sleep(600);
+    expect(link.broken).toBeUndefined();
+    link.send(2, Buffer.from('two'));
+    await link.waitAck(2, AbortSignal.timeout(5000));
+    expect(s.stats.refused).toBe(0);
+    link.close();
+  });
+
+  it('a keepalive does not bind or keep alive a connection that sent no checkpoint', async () => {
+    const s = await backup();
+    const p = await peer(s);
+    p.socket.write(encodeHeader(FrameType.PING, 0, 0, 0));
+    await p.untilClosed();
+    expect(p.refusal()).toBe(BackupErrors.FRAME_INVALID);
   });
 
   it('a truncated frame is dropped after the frame timeout even while bytes trickle in', async () => {

@@ -19,6 +19,7 @@ const frameArb = fc.oneof(
   fc.record({ type: fc.constant(FrameType.STATE), epoch: safeInt, checkpoint: safeInt, payload: fc.uint8Array({ maxLength: 600 }) }),
   fc.record({ type: fc.constant(FrameType.ACK), epoch: safeInt, checkpoint: safeInt, payload: fc.constant(new Uint8Array(0)) }),
   fc.record({ type: fc.constant(FrameType.REFUSE), epoch: safeInt, checkpoint: safeInt, payload: fc.uint8Array({ maxLength: 300 }) }),
+  fc.record({ type: fc.constant(FrameType.PING), epoch: safeInt, checkpoint: safeInt, payload: fc.constant(new Uint8Array(0)) }),
 );
 
 /** Cuts `buf` at the given points (modulo its length) into chunks. */
@@ -101,7 +102,7 @@ describe(`backup frame parser fuzzing (seed ${SEED}, ${RUNS} runs per property)`
 
   it('headers with any field value: a declared length above the cap is refused before a buffer is made', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 3 }), (length, type) => {
+      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 5 }), (length, type) => {
         const h = Buffer.alloc(FRAME_HEADER_BYTES);
         h.writeUInt32BE(0x524d4232, 0);
         h.writeUInt16BE(type, 4);
@@ -113,7 +114,7 @@ describe(`backup frame parser fuzzing (seed ${SEED}, ${RUNS} runs per property)`
         } catch (e) {
           error = e;
         }
-        const ok = (type === FrameType.STATE && length <= MAX) || (type === FrameType.ACK && length === 0) || (type === FrameType.REFUSE && length <= MAX_REFUSE_BYTES);
+        const ok = (type === FrameType.STATE && length <= MAX) || ((type === FrameType.ACK || type === FrameType.PING) && length === 0) || (type === FrameType.REFUSE && length <= MAX_REFUSE_BYTES);
         expect(error === undefined).toBe(ok);
         expect(d.pendingBytes).toBeLessThanOrEqual(MAX);
       }),
@@ -176,11 +177,11 @@ describe(`backup frame parser fuzzing (seed ${SEED}, ${RUNS} runs per property)`
 });
 
 function checkWellFormed(f: Frame): void {
-  expect([FrameType.STATE, FrameType.ACK, FrameType.REFUSE]).toContain(f.type);
+  expect([FrameType.STATE, FrameType.ACK, FrameType.REFUSE, FrameType.PING]).toContain(f.type);
   expect(Number.isSafeInteger(f.epoch) && f.epoch >= 0).toBe(true);
   expect(Number.isSafeInteger(f.checkpoint) && f.checkpoint >= 0).toBe(true);
   expect(f.payload.length).toBe(f.length);
-  if (f.type === FrameType.ACK) expect(f.length).toBe(0);
+  if (f.type === FrameType.ACK || f.type === FrameType.PING) expect(f.length).toBe(0);
   if (f.type === FrameType.STATE) expect(f.length).toBeLessThanOrEqual(MAX);
   if (f.type === FrameType.REFUSE) expect(f.length).toBeLessThanOrEqual(MAX_REFUSE_BYTES);
 }
