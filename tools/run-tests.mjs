@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `pnpm test`: builds and typechecks every package, checks their packaging
-// (publint, attw), runs every vitest project (unit, network-namespace and
+// (publint, attw), checks that changed packages have changesets, runs every vitest project (unit, network-namespace and
 // kernel-lab tiers), and ends with one line `N passed, N failed, N skipped`.
 // With CI=true a skipped test is a failure.
 import { spawnSync } from 'node:child_process';
@@ -15,6 +15,12 @@ const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'inherit', env }).statu
 let failedSteps = 0;
 if (run('pnpm', ['exec', 'turbo', 'run', 'build', 'typecheck', 'lint:package', '--output-logs=errors-only']) !== 0) {
   console.error('step failed: turbo run build typecheck lint:package');
+  failedSteps++;
+}
+
+// Every published package whose src changed has a changeset (against the merge base with main or the last release tag).
+if (run('node', ['tools/changesets-check/check.mjs']) !== 0) {
+  console.error('step failed: changesets-check');
   failedSteps++;
 }
 
