@@ -14,9 +14,11 @@ export { FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, FrameType, MAX_REFUSE_BY
 export type { Frame, FrameDecoderOptions, FrameHeader, FrameTypeValue } from './frame.js';
 export { BackupErrors, ProcessErrors } from './errors.js';
 export {
+  addToCgroup,
   cgroupOf,
   cgroupPids,
   checkOperationCgroup,
+  createCgroup,
   cleanupOperationCgroup,
   detectFreezer,
   freezerRoots,

@@ -1,0 +1,166 @@
+/**
+ * The backup receiver over a real Unix socket and real files: a checkpoint
+ * becomes the restore point only when complete and its checksum matches;
+ * torn, damaged, out-of-order and oversized transfers never replace it.
+ * (No criu needed: the images are opaque bytes to the receiver.)
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CriuErrors, Frame, FrameReader, createCriuBackup, encodeFrame, filePayload, verifyRestorePoint, type CriuBackup } from '../src/index.js';
+
+let root: string;
+let backup: CriuBackup | undefined;
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), 'rmcriu-backup-'));
+});
+afterEach(async () => {
+  await backup?.close();
+  backup = undefined;
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function start(extra: Partial<Parameters<typeof createCriuBackup>[0]> = {}): Promise<CriuBackup> {
+  backup = await createCriuBackup({ dir: join(root, 'cp'), listen: { path: join(root, 'b.sock') }, ...extra });
+  return backup;
+}
+
+/** A primary's side of the protocol: sends frames, collects ACK/NACK frames. */
+async function dial(): Promise<{ socket: Socket; next: () => Promise<{ type: number; checkpoint: number; text: string }> }> {
+  const socket = connect(join(root, 'b.sock'));
+  await new Promise((r, j) => socket.once('connect', r).once('error', j));
+  const reader = new FrameReader();
+  const got: { type: number; checkpoint: number; text: string }[] = [];
+  const waiters: ((v: { type: number; checkpoint: number; text: string }) => void)[] = [];
+  socket.on('data', (c: Buffer) => {
+    for (const f of reader.push(c)) {
+      const v = { type: f.type, checkpoint: f.checkpoint, text: f.payload.toString('utf8') };
+      const w = waiters.shift();
+      if (w) w(v);
+      else got.push(v);
+    }
+  });
+  const next = () =>
+    new Promise<{ type: number; checkpoint: number; text: string }>((resolve, reject) => {
+      const v = got.shift();
+      if (v) return resolve(v);
+      const t = setTimeout(() => reject(new Error('no answer from the backup')), 5000);
+      waiters.push((x) => {
+        clearTimeout(t);
+        resolve(x);
+      });
+    });
+  return { socket, next };
+}
+
+function checkpointFrames(n: number, parent: number | null, files: Record<string, Buffer>, o: { damage?: boolean; omitEnd?: boolean } = {}): Buffer[] {
+  const hash = createHash('sha256');
+  const out = [encodeFrame(Frame.BEGIN, n, Buffer.from(JSON.stringify({ parent, epoch: 0 })))];
+  for (const [name, data] of Object.entries(files)) {
+    const p = filePayload(name, data);
+    hash.update(p);
+    const sent = Buffer.from(p);
+    if (o.damage) sent[sent.length - 1] ^= 0xff;
+    out.push(encodeFrame(Frame.FILE, n, sent));
+  }
+  if (!o.omitEnd) out.push(encodeFrame(Frame.END, n, hash.digest()));
+  return out;
+}
+
+const img = (s: string): Buffer => Buffer.from(s.repeat(100));
+
+describe('criu backup receiver', () => {
+  it('makes a complete checkpoint the restore point, incremental over its parent, and prunes older chains', async () => {
+    const b = await start();
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a'), 'core-1.img': img('c') })) socket.write(f);
+    expect(await next()).toMatchObject({ type: Frame.ACK, checkpoint: 1 });
+    expect(b.restorePoint()?.checkpoint).toBe(1);
+    for (const f of checkpointFrames(2, 1, { 'pages-1.img': img('b') })) socket.write(f);
+    expect(await next()).toMatchObject({ type: Frame.ACK, checkpoint: 2 });
+    expect(b.restorePoint()?.checkpoint).toBe(2);
+    expect(readFileSync(join(root, 'cp', '2', 'parent', 'core-1.img'))).toEqual(img('c'));
+    expect(verifyRestorePoint(join(root, 'cp'))).toEqual([2, 1]);
+    for (const f of checkpointFrames(3, null, { 'pages-1.img': img('d') })) socket.write(f);
+    expect(await next()).toMatchObject({ type: Frame.ACK, checkpoint: 3 });
+    expect(readdirSync(join(root, 'cp')).filter((e) => /^\d+$/.test(e))).toEqual(['3']);
+    socket.destroy();
+  });
+
+  it('refuses images damaged in transit (checksum) and keeps checkpoint N-1 as the restore point', async () => {
+    const b = await start();
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    for (const f of checkpointFrames(2, 1, { 'pages-1.img': img('b') }, { damage: true })) socket.write(f);
+    const nack = await next();
+    expect(nack).toMatchObject({ type: Frame.NACK, checkpoint: 2 });
+    expect(nack.text).toContain(CriuErrors.CHECKSUM_MISMATCH);
+    expect(b.restorePoint()?.checkpoint).toBe(1);
+    expect(existsSync(join(root, 'cp', '.staging-2'))).toBe(false);
+    // The link stays usable: the next (full) checkpoint is accepted.
+    for (const f of checkpointFrames(3, null, { 'pages-1.img': img('c') })) socket.write(f);
+    expect(await next()).toMatchObject({ type: Frame.ACK, checkpoint: 3 });
+    socket.destroy();
+  });
+
+  it('discards a transfer torn by a closed connection; the restore point stays', async () => {
+    const refused: number[] = [];
+    const b = await start({ onRefused: (n) => refused.push(n) });
+    const first = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) first.socket.write(f);
+    expect((await first.next()).type).toBe(Frame.ACK);
+    for (const f of checkpointFrames(2, 1, { 'pages-1.img': img('b') }, { omitEnd: true })) first.socket.write(f);
+    await new Promise((r) => setTimeout(r, 100));
+    first.socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(refused).toEqual([2]);
+    expect(b.restorePoint()?.checkpoint).toBe(1);
+    expect(readdirSync(join(root, 'cp')).some((e) => e.startsWith('.staging'))).toBe(false);
+  });
+
+  it('refuses an increment over a checkpoint that is not the restore point, a checkpoint not after it, and oversized checkpoints', async () => {
+    const b = await start({ maxCheckpointBytes: 1000 });
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, 7, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).text).toContain(CriuErrors.TRANSFER_REFUSED);
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.NACK);
+    for (const f of checkpointFrames(2, 1, { 'pages-1.img': Buffer.alloc(2000) })) socket.write(f);
+    expect((await next()).text).toContain('exceeds 1000 bytes');
+    expect(b.restorePoint()?.checkpoint).toBe(1);
+    socket.destroy();
+  });
+
+  it('closes a connection whose frame header declares more than the frame cap, or names a path', async () => {
+    const b = await start({ maxFrameBytes: 4096 });
+    const a = await dial();
+    a.socket.write(encodeFrame(Frame.BEGIN, 1, Buffer.from('{"parent":null}')));
+    a.socket.write(encodeFrame(Frame.FILE, 1, filePayload('pages-1.img', Buffer.alloc(5000))).subarray(0, 16));
+    expect((await a.next()).text).toContain(CriuErrors.FRAME_TOO_LARGE);
+    await new Promise((r) => a.socket.once('close', r));
+    const c = await dial();
+    c.socket.write(encodeFrame(Frame.BEGIN, 1, Buffer.from('{"parent":null}')));
+    c.socket.write(encodeFrame(Frame.FILE, 1, filePayload('../../etc/passwd', Buffer.from('x'))));
+    expect((await c.next()).text).toContain(CriuErrors.FRAME_INVALID);
+    expect(b.restorePoint()).toBeUndefined();
+  });
+
+  it('verifyRestorePoint finds an image damaged on disk and names it', async () => {
+    await start();
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a'), 'core-1.img': img('c') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    socket.destroy();
+    const file = join(root, 'cp', '1', 'core-1.img');
+    const data = readFileSync(file);
+    data[10] ^= 1;
+    writeFileSync(file, data);
+    expect(() => verifyRestorePoint(join(root, 'cp'))).toThrow(/core-1.img does not match its checksum/);
+  });
+});
