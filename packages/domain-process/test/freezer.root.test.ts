@@ -4,8 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createCheckpointDevices, runCheckpointLoop, type DomainStepContext } from '@remus/core';
+import { createCheckpointDevices, pollUntil, runCheckpointLoop, sleep, type DomainStepContext } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, releaseCgroup, type ProcessDomain } from '../src/index.js';
 
@@ -18,9 +17,9 @@ const ctx = (checkpoint = 1): DomainStepContext => ({ signal: AbortSignal.timeou
 // A process that prints a growing counter every 2 ms.
 const TICKER = ['node', '-e', 'let i=0; setInterval(() => process.stdout.write(`${i++}\\n`), 2)'];
 
-/** Waits (up to 10 s) until `cond` holds. */
+/** Waits (up to 10 s) until `cond` holds; TIMEOUT otherwise. */
 async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 1000 && !cond(); i++) await sleep(10);
+  await pollUntil(cond, { what: 'the condition', timeoutMs: 10_000, intervalMs: 10 });
 }
 
 /** True while `pid` runs (a zombie is not alive). */
