@@ -28,6 +28,7 @@ export type { DeadlineOptions, NextEventOptions, PollOptions } from './wait.js';
 export { formatSocketAddress, isLoopbackHost, parseSocketAddress } from './address.js';
 export type { ParseAddressOptions, SocketAddress } from './address.js';
 export { reapDevices } from './reap.js';
+export { NIC_PARAMS, missingInterface, netnsExists, readNicParams, requireNetns, type NicParams } from './nic.js';
 export type { ReapEntry, ReapOptions, ReapResult } from './reap.js';
 export { CHECKPOINT_OPS, defineSubkind, noMatch } from './ops.js';
 export type {
