@@ -8,10 +8,10 @@
  */
 import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
-import { diskDrbd } from './disk-drbd.js';
+import { diskDrbd } from './subkinds.js';
 
-export { diskDrbd, SUBKIND } from './disk-drbd.js';
-export type { DiskDrbdOptions, DiskDrbdShared, DrbdCheckpointChannel, DrbdCheckpointIoctls } from './disk-drbd.js';
+export { diskDrbd, SUBKIND } from './subkinds.js';
+export type { DiskDrbdOptions, DrbdCheckpointChannel, DrbdCheckpointIoctls } from './subkinds.js';
 export { openProcDrbd, parseProcDrbd, PROC_DRBD } from './state.js';
 export type { DrbdMinorState, DrbdStateSource, DrbdStateSourceFactory, DrbdStatus } from './state.js';
 export { DRBD_MAJOR } from './target.js';

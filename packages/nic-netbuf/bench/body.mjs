@@ -17,7 +17,8 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { createNetbuf } from '../dist/netbuf.js';
+import { createNetbuf } from '../dist/subkinds.js';
+import { standIn } from '../test/fixtures/stand-in.mjs';
 
 const run = promisify(execFile);
 const NICS = 2;
@@ -31,7 +32,7 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
   const guest = `rnb-bench-g-${id}`;
   const sh = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const standInArgs = standIn ? ['bfifo', 'limit', '10000000'] : undefined;
-  const ops = createNetbuf({ lockName: `remus-nic-netbuf-bench-${id}` }, { standIn: standInArgs });
+  const ops = createNetbuf({ lockName: `remus-nic-netbuf-bench-${id}` }, { qdisc: standInArgs ? standIn(standInArgs) : undefined });
   const ctx = { signal: new AbortController().signal, checkpoint: 0, operation: `bench${id}` };
   let shared;
   const handles = [];
@@ -53,7 +54,7 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
         if (verdict !== true) throw new Error(`nic-netbuf does not match: ${JSON.stringify(verdict)}`);
       }
       await ops.setup(h, ctx);
-      const via = h.data.rtnl ? 'netlink' : 'tc batch';
+      const via = h.data.control.via === 'netlink' ? 'netlink' : 'tc batch';
       if (via !== (ownNs ? 'netlink' : 'tc batch')) throw new Error(`NIC ${params.ifname} uses the ${via} channel, expected the other`);
     }
     progress('set up');

@@ -18,7 +18,7 @@
  * (always). Commands may be pipelined: answers come back in order.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { RemusError } from '@remus/core';
+import { abortError, RemusError, withDeadline } from '@remus/core';
 
 /** One command written and not yet answered. */
 interface Pending {
@@ -116,14 +116,12 @@ export class TcChannel {
 
   /** A bare marker: proves the process reads and answers. */
   private roundTrip(signal: AbortSignal | undefined, timeoutMs: number): Promise<void> {
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    return this.send('', both);
+    return withDeadline((s) => this.send('', s), { what: `tc control channel${this.where()} to answer`, timeoutMs, signal });
   }
 
   private send(command: string, signal?: AbortSignal): Promise<void> {
     if (this.exited !== undefined) return Promise.reject(this.goneError(command));
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (signal?.aborted) return Promise.reject(abortError(signal, WAIT));
     const seq = ++this.seq;
     let text = '';
     let commandLine = -1;
@@ -136,7 +134,7 @@ export class TcChannel {
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
         entry.abandoned = true;
-        reject(abortReason(signal!));
+        reject(abortError(signal!, WAIT));
       };
       const entry: Pending = {
         seq,
@@ -235,12 +233,8 @@ export class TcChannel {
   }
 }
 
-function abortReason(signal: AbortSignal): unknown {
-  const r: unknown = signal.reason;
-  if (r instanceof RemusError) return r;
-  if (r instanceof DOMException && r.name === 'TimeoutError') return new RemusError('TIMEOUT', 'tc control channel did not answer in time');
-  return new RemusError('ABORTED', 'aborted while waiting for the tc control channel', { cause: r });
-}
+/** What an aborted wait for an answer names. */
+const WAIT = 'waiting for the tc control channel';
 
 /** Best-effort errno name from what tc printed (for `details.errno`). */
 function errnoOf(said: readonly string[]): string | undefined {

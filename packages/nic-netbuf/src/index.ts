@@ -6,13 +6,13 @@
  */
 import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
-import { nicNetbuf } from './netbuf.js';
+import { nicNetbuf } from './subkinds.js';
 
 /** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
 const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };
 
-export { nicNetbuf, SETUP_STEPS } from './netbuf.js';
-export type { NetbufShared, NicData, NicNetbufOptions, SetupStep } from './netbuf.js';
+export { nicNetbuf, SETUP_STEPS } from './subkinds.js';
+export type { NicNetbufOptions, SetupStep } from './subkinds.js';
 
 /** Plugin metadata, checked by the core when the package is loaded. */
 export const plugin = definePlugin({

@@ -6,7 +6,6 @@
  * Every name reaching these functions was validated first
  * (validateInterfaceName / validateName).
  */
-import { existsSync } from 'node:fs';
 import { RemusError, runScript } from '@remus/core';
 
 /** Where a command runs: its namespace (undefined = this process's) and its time limit. */
@@ -49,11 +48,6 @@ export function commandError(file: string, args: readonly string[], where: Where
   return new RemusError('OP_FAILED', `${what}: \`${file}${ns} ${args.join(' ')}\` failed: ${stderr || 'no message'}`, {
     details: { file, args: [...args], netns: where.netns, stderr },
   });
-}
-
-/** True if the named network namespace exists (as `ip netns add` makes it). */
-export function netnsExists(netns: string): boolean {
-  return existsSync(`/run/netns/${netns}`);
 }
 
 /** The interface's link record, or undefined if it does not exist. */

@@ -10,7 +10,7 @@
  * (every Remus process on a host, in practice).
  */
 import { createServer, type Server } from 'node:net';
-import { RemusError } from '@remus/core';
+import { abortError, RemusError, sleep } from '@remus/core';
 
 /** Poll interval while someone else holds the lock. */
 const RETRY_MS = 15;
@@ -32,7 +32,7 @@ export async function withLock<T>(name: string, timeoutMs: number, signal: Abort
 async function acquire(name: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Server> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (signal?.aborted) throw new RemusError('ABORTED', `aborted while waiting for the lock ${name}`, { cause: signal.reason });
+    if (signal?.aborted) throw abortError(signal, `waiting for the lock ${name}`);
     const server = createServer();
     const bound = await new Promise<boolean | Error>((resolve) => {
       server.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' ? false : e));
@@ -45,18 +45,6 @@ async function acquire(name: string, timeoutMs: number, signal: AbortSignal | un
         details: { lock: name, timeoutMs },
       });
     }
-    await sleep(RETRY_MS, signal);
+    await sleep(RETRY_MS, signal, `waiting for the lock ${name}`);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

@@ -14,7 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
-import { raceSignal, RemusError } from '@remus/core';
+import { abortError, raceSignal, RemusError } from '@remus/core';
 
 /** What this module uses of `netlink`'s RtNetlinkSocket. */
 interface RtSocket {
@@ -50,14 +50,6 @@ export function plugOptions(action: number, limit = 0): Buffer {
     b.writeInt32BE(action, 0);
     b.writeUInt32BE(limit, 4);
   }
-  return b;
-}
-
-/** struct tc_fifo_qopt { __u32 limit; } in host byte order (bfifo, pfifo). */
-export function fifoOptions(limit: number): Buffer {
-  const b = Buffer.alloc(4);
-  if (LE) b.writeUInt32LE(limit, 0);
-  else b.writeUInt32BE(limit, 0);
   return b;
 }
 
@@ -100,7 +92,7 @@ export class RtnlChannel {
   async ifindex(ifname: string, signal?: AbortSignal): Promise<number> {
     this.check(`look up ${ifname}`);
     try {
-      const [link] = await bounded(this.sock.getLink({}, { ifname }, { timeout: this.timeoutMs }), signal);
+      const [link] = await bounded(this.sock.getLink({}, { ifname }, { timeout: this.timeoutMs }), signal, `look up ${ifname}`);
       const index = link?.data.index;
       if (typeof index !== 'number' || index <= 0) throw new Error('no link in the answer');
       return index;
@@ -118,10 +110,10 @@ export class RtnlChannel {
   async change(ifindex: number, handle: number, change: QdiscChange, what: string, signal?: AbortSignal): Promise<void> {
     this.check(what);
     if (handle === 0) throw new RemusError('STATE', `${what}: refusing qdisc handle 0 (the kernel would create a new root qdisc)`);
-    if (signal?.aborted) throw abortReason(signal);
+    if (signal?.aborted) throw abortError(signal, what);
     try {
       const request = this.sock.newQdisc({ family: 0, ifindex, handle, parent: ROOT }, { kind: change.kind, options: change.options }, { timeout: this.timeoutMs });
-      await bounded(request, signal);
+      await bounded(request, signal, what);
     } catch (e) {
       throw mapError(e, what, { ifindex, handle: handle.toString(16), kind: change.kind });
     }
@@ -147,17 +139,9 @@ export class RtnlChannel {
   }
 }
 
-/** `p`, cut short by `signal` (if any) with {@link abortReason}. */
-function bounded<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  return signal ? raceSignal(p, signal, () => abortReason(signal)) : p;
-}
-
-/** The error for a request cut short by `signal`: its RemusError reason, TIMEOUT, or ABORTED. */
-function abortReason(signal: AbortSignal): unknown {
-  const r: unknown = signal.reason;
-  if (r instanceof RemusError) return r;
-  if (r instanceof DOMException && r.name === 'TimeoutError') return new RemusError('TIMEOUT', 'the netlink control socket did not answer in time');
-  return new RemusError('ABORTED', 'aborted while waiting for the netlink control socket', { cause: r });
+/** `p`, cut short by `signal` (if any) with the core's abort error naming `what`. */
+function bounded<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  return signal ? raceSignal(p, signal, () => abortError(signal, `${what} (netlink control socket)`)) : p;
 }
 
 /** netlink 0.3.0 rejects with `Request rejected: <ERRNO NAME>` or `Timeout has been reached`. */

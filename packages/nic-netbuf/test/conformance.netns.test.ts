@@ -4,14 +4,15 @@
  * takes the plug's place; lab.test.ts proves the plug itself.
  */
 import { describeSubkindConformance } from '@remus/core/testing';
-import { createNetbuf } from '../src/netbuf.js';
+import { createNetbuf } from '../src/subkinds.js';
+import { standIn } from './fixtures/stand-in.mjs';
 import { leftovers, makeNet, nicDevice, type TestNet } from './helpers.js';
 
 let net: TestNet | undefined;
 
 describeSubkindConformance({
   title: 'nic-netbuf conformance (namespaces, stand-in qdisc)',
-  make: () => createNetbuf({ lockName: `remus-nic-netbuf-kit-${process.pid}` }, { standIn: ['bfifo', 'limit', '100000'] }),
+  make: () => createNetbuf({ lockName: `remus-nic-netbuf-kit-${process.pid}` }, { qdisc: standIn(['bfifo', 'limit', '100000']) }),
   device: () => nicDevice(net!),
   foreignDevice: () => ({ id: 'not-buffered', kind: 'nic', params: { ifname: 'vh0', netns: net!.host, buffer: false } }),
   beforeEach: () => {

@@ -8,12 +8,14 @@
  */
 import { spawn } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCheckpointDevices, isRemusError, RemusError, type SubkindOps } from '@remus/core';
+import { checkDevices, createCheckpointDevices, isRemusError, RemusError, type SubkindOps } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createNetbuf, nicNetbuf, SETUP_STEPS, type NetbufShared, type NicData, type NetbufInternals, type NicNetbufOptions } from '../src/netbuf.js';
+import type { NetbufShared, NicData } from '../src/data.js';
+import { createNetbuf, nicNetbuf, SETUP_STEPS, type NetbufInternals, type NicNetbufOptions } from '../src/subkinds.js';
+import { standIn } from './fixtures/stand-in.mjs';
 import { arping, childTcs, ctx, handle, ifbs, ingressOf, leftovers, makeNet, nicDevice, ping, qdiscs, rootPackets, sh, type TestNet } from './helpers.js';
 
 const STAND_IN = ['bfifo', 'limit', '100000'] as const;
@@ -32,7 +34,7 @@ afterEach(async () => {
 });
 
 function ops(options: NicNetbufOptions = {}, internals: NetbufInternals = {}): SubkindOps<NetbufShared, NicData> {
-  return createNetbuf({ lockName: LOCK, ...options }, { standIn: STAND_IN, ...internals });
+  return createNetbuf({ lockName: LOCK, ...options }, { qdisc: standIn(STAND_IN), ...internals });
 }
 
 /** Runs init, returns shared state and registers cleanup. */
@@ -147,7 +149,7 @@ describe('setup and teardown (built-in recipe)', () => {
     const hs = n.nics.map((_, i) => handle<NetbufShared, NicData>(nicDevice(n, i), shared));
     await Promise.all(hs.map((h) => o.setup(h, ctx())));
     expect(new Set(hs.map((h) => h.data!.ifb)).size).toBe(3);
-    expect(new Set(hs.map((h) => h.data!.channel)).size).toBe(1);
+    expect(new Set(hs.map((h) => h.data!.control!.channel)).size).toBe(1);
     expect(childTcs()).toHaveLength(1);
     await Promise.all(hs.map((h) => o.teardown(h, ctx())));
     await o.cleanup!(shared, ctx());
@@ -191,7 +193,7 @@ describe('teardown after a setup that failed', () => {
 
   it('leaves nothing behind when a kernel command itself fails (qdisc rejected by the kernel)', async () => {
     const n = net();
-    const o = createNetbuf({ lockName: LOCK }, { standIn: ['no-such-qdisc-kind'] });
+    const o = createNetbuf({ lockName: LOCK }, { qdisc: standIn(['no-such-qdisc-kind']) });
     const shared = await started(o);
     const h = handle<NetbufShared, NicData>(nicDevice(n), shared);
     const err = await Promise.resolve(o.setup(h, ctx())).catch((e: unknown) => e);
@@ -444,6 +446,33 @@ fi
     await o.teardown(h, ctx());
     await o.teardown(h, ctx());
     expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual(['setup IFB=', 'teardown IFB=']);
+  });
+
+  it('refuses a device id the script could not take safely in REMUS_DEVICE (newline, $()), at config check and at setup, without running the script', async () => {
+    const n = net();
+    const dir = mkdtempSync(join(tmpdir(), 'remus-nic-netbuf-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const log = join(dir, 'log');
+    const script = join(dir, 'netbuf.sh');
+    writeFileSync(script, `#!/bin/bash\necho "ran $1" >> ${log}\nexit 1\n`);
+    chmodSync(script, 0o755);
+    const o = ops({ script });
+    for (const id of ['nic0\nREMUS_TAG=evil', `nic$(touch ${join(dir, 'pwned')})`, 'nic`id`', 'nic 0', 'a/b']) {
+      const device = { id, kind: 'nic', params: { ifname: 'vh0', netns: n.host } };
+      // Before the host is touched: the config check names the device and REMUS_DEVICE.
+      expect(checkDevices([o], [device]).map((e) => e.code)).toEqual(['INVALID_ARGUMENT']);
+      expect(checkDevices([o], [device])[0]!.message).toContain('REMUS_DEVICE');
+      // Called directly, setup refuses too; teardown has nothing to undo.
+      const h = handle<NetbufShared, NicData>(device, await started(o));
+      await expect(Promise.resolve(o.setup(h, ctx()))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await o.teardown(h, ctx());
+    }
+    // A plain id passes the check; buffer: false devices are not the script's.
+    expect(checkDevices([o], [{ id: 'vif1.0', kind: 'nic', params: { ifname: 'vh0' } }])).toEqual([]);
+    expect(checkDevices([o], [{ id: 'a b', kind: 'nic', params: { ifname: 'vh0', buffer: false } }])).toEqual([]);
+    expect(existsSync(log)).toBe(false);
+    expect(existsSync(join(dir, 'pwned'))).toBe(false);
+    expect(leftovers(n)).toEqual([]);
   });
 });
 

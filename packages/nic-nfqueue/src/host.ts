@@ -136,21 +136,22 @@ export interface LinkInfo {
 }
 
 /**
- * Looks the interface up in its namespace. Throws OP_FAILED naming the
- * interface and namespace when it does not exist.
+ * Looks the interface up in its namespace: undefined when it does not exist;
+ * throws OP_FAILED when `ip` fails otherwise.
  */
-export async function lookupLink(cmds: HostCommands, netns: string | undefined, ifname: string, signal: AbortSignal): Promise<LinkInfo> {
+export async function lookupLink(cmds: HostCommands, netns: string | undefined, ifname: string, signal: AbortSignal): Promise<LinkInfo | undefined> {
   const nsArgs = netns === undefined ? [] : ['-n', netns];
-  let out: string;
-  try {
-    out = (await runScript(cmds.ip, [...nsArgs, '-d', '-j', 'link', 'show', 'dev', ifname], { timeoutMs: COMMAND_TIMEOUT_MS, signal })).stdout;
-  } catch (e) {
-    if (signal.aborted) throw e;
-    throw new RemusError('OP_FAILED', `interface ${ifname} not found${netns === undefined ? '' : ` in netns ${netns}`}`, { cause: e });
+  const args = [...nsArgs, '-d', '-j', 'link', 'show', 'dev', ifname];
+  const r = await runScript(cmds.ip, args, { timeoutMs: COMMAND_TIMEOUT_MS, signal, okExitCodes: [0, 1, 255] });
+  if (r.exitCode !== 0) {
+    if (/does not exist|Cannot find device/.test(r.stderr)) return undefined;
+    throw new RemusError('OP_FAILED', `cannot look up interface ${ifname}${netns === undefined ? '' : ` in netns ${netns}`}: ${r.stderr.trim() || `exit ${r.exitCode}`}`, {
+      details: { ifname, netns, stderr: r.stderr },
+    });
   }
-  const links = JSON.parse(out) as { ifname: string; master?: string; linkinfo?: { info_slave_kind?: string } }[];
+  const links = JSON.parse(r.stdout) as { ifname: string; master?: string; linkinfo?: { info_slave_kind?: string } }[];
   const link = links[0];
-  if (!link) throw new RemusError('OP_FAILED', `interface ${ifname} not found${netns === undefined ? '' : ` in netns ${netns}`}`);
+  if (!link) return undefined;
   const bridge = link.linkinfo?.info_slave_kind === 'bridge' ? link.master : undefined;
   return { ifname: link.ifname, bridge };
 }

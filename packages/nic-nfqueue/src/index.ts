@@ -9,13 +9,13 @@
  */
 import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
-import { nicNfqueue } from './subkind.js';
+import { nicNfqueue } from './subkinds.js';
 
 /** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
 const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };
 
-export { nicNfqueue, SETUP_STEPS } from './subkind.js';
-export type { NicNfqueueOptions, SetupStep } from './subkind.js';
+export { nicNfqueue, SETUP_STEPS } from './subkinds.js';
+export type { NicNfqueueOptions, SetupStep } from './subkinds.js';
 export type { QueueStats } from './buffer-protocol.js';
 
 /** Plugin metadata: `loadPlugin('@remus/nic-nfqueue')` finds the `nic-nfqueue` subkind here. */

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue, SETUP_STEPS, type SetupStep } from '../src/index.js';
+import { createNfqueue } from '../src/subkinds.js';
 import {
   boundQueues,
   createLab,
@@ -55,12 +56,15 @@ describe('nic-nfqueue setup failures leave nothing behind (netns)', () => {
       const seen: SetupStep[] = [];
       layer = createCheckpointDevices({
         ops: [
-          nicNfqueue({
-            onSetupStep: (s) => {
-              seen.push(s);
-              if (s === step) throw new Error(`injected fault at ${s}`);
+          createNfqueue(
+            {},
+            {
+              beforeStep: (s) => {
+                seen.push(s);
+                if (s === step) throw new Error(`injected fault at ${s}`);
+              },
             },
-          }),
+          ),
         ],
         devices: [device(l)],
       });

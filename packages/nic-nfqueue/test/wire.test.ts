@@ -119,12 +119,13 @@ describe('nicNfqueue options and plugin', () => {
     }
   });
 
-  it('declines a NIC without ifname and throws for invalid params or a missing interface', async () => {
+  it('declines a NIC with buffer: false, takes ifname from the device id, and throws for invalid params or a missing interface', async () => {
     const ops = nicNfqueue();
     const shared = await ops.init!(ctx());
     try {
       const h = (params: Record<string, unknown>) => ({ device: { id: 'n', kind: 'nic', params }, shared, data: undefined });
-      expect(await ops.match!(h({}), ctx())).toMatchObject({ match: false });
+      expect(await ops.match!(h({ buffer: false }), ctx())).toMatchObject({ match: false, reason: expect.stringContaining('params.buffer: false') });
+      await expect(Promise.resolve().then(() => ops.match!(h({}), ctx()))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('interface n not found') });
       await expect(Promise.resolve().then(() => ops.match!(h({ ifname: 'bad name' }), ctx()))).rejects.toSatisfy((e) => isRemusError(e, 'INVALID_ARGUMENT'));
       await expect(Promise.resolve().then(() => ops.match!(h({ ifname: 'eth0', mode: 'nat' }), ctx()))).rejects.toSatisfy((e) =>
         isRemusError(e, 'INVALID_ARGUMENT'),

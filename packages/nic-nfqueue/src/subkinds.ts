@@ -4,9 +4,13 @@
  * when its checkpoint is committed. For kernels without `sch_plug`.
  */
 import {
+  NIC_PARAMS,
+  missingInterface,
+  netnsExists,
   noMatch,
+  readNicParams,
   RemusError,
-  validateInterfaceName,
+  requireNetns,
   validateName,
   type DeviceHandle,
   type DeviceSpec,
@@ -14,7 +18,6 @@ import {
   type OpContext,
   type SubkindOps,
 } from '@remus/core';
-import { existsSync } from 'node:fs';
 import { BufferProcess, type QueueStats } from './buffer-client.js';
 import {
   deleteRule,
@@ -34,7 +37,7 @@ import {
   type Mode,
 } from './host.js';
 
-/** The steps of `setup`, in order; {@link NicNfqueueOptions.onSetupStep} sees each before it runs. */
+/** The steps of `setup`, in order; fault injection (tests) and error details name them. */
 export const SETUP_STEPS = ['resolve', 'buffer-process', 'bridge-netfilter', 'bind-queue', 'rule-ipv4', 'rule-ipv6', 'verify'] as const;
 export type SetupStep = (typeof SETUP_STEPS)[number];
 
@@ -60,11 +63,15 @@ export interface NicNfqueueOptions {
   readonly ip6tables?: string;
   /** Time limit for a buffer process to start. Default 10 000 ms. */
   readonly startTimeoutMs?: number;
-  /**
-   * Test hook for fault injection: called before each setup step; a throw
-   * fails setup at that step (teardown must then clean up).
-   */
-  readonly onSetupStep?: (step: SetupStep, device: DeviceSpec) => void | Promise<void>;
+}
+
+/**
+ * Test-only knobs, not exported from the package entry (the same shape as
+ * nic-netbuf's). `beforeStep` runs before each setup step; throwing there
+ * injects a failure at that step (teardown must then clean up).
+ */
+export interface NfqueueInternals {
+  readonly beforeStep?: (step: SetupStep, handle: DeviceHandle<Shared, NicData>) => void | Promise<void>;
 }
 
 /**
@@ -108,23 +115,24 @@ function nsKey(netns: string | undefined): string {
   return netns ?? '';
 }
 
+/** The device params this subkind reads: the common `nic` ones and `mode`. */
+const PARAMS = [...NIC_PARAMS, 'mode'] as const;
+
 interface DeviceParams {
   readonly ifname: string;
   readonly netns: string | undefined;
+  readonly buffer: boolean;
   readonly mode: Mode | 'auto';
 }
 
-/** Reads and validates a device's params; undefined when it has no `ifname` (not a host interface). */
-function readParams(device: DeviceSpec, defaultNetns: string | undefined): DeviceParams | undefined {
-  const p = device.params ?? {};
-  if (p.ifname === undefined) return undefined;
-  const ifname = validateInterfaceName(p.ifname, `device ${device.id}: params.ifname`);
-  const netns = p.netns === undefined ? defaultNetns : validateName(p.netns, `device ${device.id}: params.netns`);
-  const mode = p.mode ?? 'auto';
+/** Reads and validates a device's params (the core's `nic` reader plus `mode`); pure, throws INVALID_ARGUMENT. */
+function readParams(device: DeviceSpec, defaultNetns: string | undefined): DeviceParams {
+  const { ifname, netns, buffer } = readNicParams(device);
+  const mode = device.params?.['mode'] ?? 'auto';
   if (mode !== 'auto' && mode !== 'routed' && mode !== 'bridged') {
     throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: params.mode must be "routed", "bridged" or "auto", not ${JSON.stringify(mode)}`);
   }
-  return { ifname, netns, mode };
+  return { ifname, netns: netns ?? defaultNetns, buffer, mode };
 }
 
 /** The mode a device is handled in: its `params.mode`, or bridged exactly when the interface is a bridge port. */
@@ -136,10 +144,12 @@ function resolveMode(device: DeviceSpec, params: DeviceParams, link: LinkInfo): 
   return mode;
 }
 
-function checkNetns(netns: string | undefined): void {
-  if (netns !== undefined && !existsSync(`/run/netns/${netns}`)) {
-    throw new RemusError('OP_FAILED', `network namespace ${netns} does not exist (no /run/netns/${netns})`);
-  }
+/** The interface in its namespace; INVALID_ARGUMENT (the core's one error for NIC subkinds) when the namespace or interface is missing. */
+async function findLink(cmds: HostCommands, device: DeviceSpec, params: DeviceParams, signal: AbortSignal): Promise<LinkInfo> {
+  requireNetns(device, params.netns);
+  const link = await lookupLink(cmds, params.netns, params.ifname, signal);
+  if (!link) throw missingInterface(device, params.ifname, params.netns);
+  return link;
 }
 
 function positiveInt(v: unknown, what: string, fallback: number, max = 2 ** 32 - 1): number {
@@ -155,6 +165,11 @@ function positiveInt(v: unknown, what: string, fallback: number, max = 2 ** 32 -
  * INVALID_ARGUMENT); touches nothing until the core calls its ops.
  */
 export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, NicData> {
+  return createNfqueue(options, {});
+}
+
+/** {@link nicNfqueue} with test-only internals (see {@link NfqueueInternals}). */
+export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInternals): SubkindOps<Shared, NicData> {
   const defaultNetns = options.netns === undefined ? undefined : validateName(options.netns, 'nic-nfqueue: options.netns');
   const maxPackets = positiveInt(options.maxPackets, 'maxPackets', 10_000);
   const maxBytes = positiveInt(options.maxBytes, 'maxBytes', 64 << 20, Number.MAX_SAFE_INTEGER);
@@ -184,8 +199,8 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
     return p;
   };
 
-  const step = async (s: SetupStep, device: DeviceSpec): Promise<void> => {
-    await options.onSetupStep?.(s, device);
+  const step = async (s: SetupStep, handle: DeviceHandle<Shared, NicData>): Promise<void> => {
+    await internals.beforeStep?.(s, handle);
   };
 
   const checkpointRequest = async (handle: DeviceHandle<Shared, NicData>, op: 'mark' | 'release', ctx: OpContext): Promise<void> => {
@@ -203,6 +218,12 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
   return {
     name: 'nic-nfqueue',
     kind: 'nic',
+    params: PARAMS,
+
+    /** Checks the device's params (the `nic` ones and `mode`) without touching the host; throws INVALID_ARGUMENT. */
+    checkParams(device): void {
+      readParams(device, defaultNetns);
+    },
 
     /**
      * Probes the host once (nfnetlink_queue, NFQUEUE target, iptables and
@@ -212,7 +233,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
     async init(ctx) {
       const probe = await probeHost(cmds, ctx.signal);
       const shared: Shared = { probe, processes: new Map() };
-      if (probe.ok && (defaultNetns === undefined || existsSync(`/run/netns/${defaultNetns}`))) {
+      if (probe.ok && (defaultNetns === undefined || netnsExists(defaultNetns))) {
         await processFor(shared, defaultNetns, ctx.signal);
       }
       return shared;
@@ -226,17 +247,18 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
     },
 
     /**
-     * Takes a NIC with `params.ifname` when the host can buffer it. Says no
-     * (with a reason) when the device has no `ifname`, the kernel or tools
-     * lack NFQUEUE support, or a bridged port lacks bridge netfilter. Throws
-     * when the params are invalid or the interface or namespace is missing.
+     * Takes a NIC (`params.ifname`, else the device id) when the host can
+     * buffer it. Says no (with a reason) to a NIC with `params.buffer:
+     * false`, when the kernel or tools lack NFQUEUE support, or when a
+     * bridged port lacks bridge netfilter. Throws INVALID_ARGUMENT when the
+     * params are invalid or the interface or namespace is missing.
      */
     async match(handle, ctx): Promise<MatchResult> {
       const params = readParams(handle.device, defaultNetns);
-      if (!params) return noMatch('no params.ifname: nic-nfqueue buffers a host-side interface');
+      if (!params.buffer) return noMatch(`buffering is turned off for ${handle.device.id} (params.buffer: false)`);
+      requireNetns(handle.device, params.netns);
       if (!handle.shared.probe.ok) return noMatch(handle.shared.probe.reason);
-      checkNetns(params.netns);
-      const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
+      const link = await findLink(cmds, handle.device, params, ctx.signal);
       if (resolveMode(handle.device, params, link) === 'bridged') {
         const b = probeBridge();
         if (!b.ok) return noMatch(b.reason);
@@ -251,25 +273,23 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
      */
     async setup(handle, ctx) {
       const { device } = handle;
-      await step('resolve', device);
+      await step('resolve', handle);
       const params = readParams(device, defaultNetns);
-      if (!params) throw new RemusError('INVALID_ARGUMENT', `device ${device.id} has no params.ifname`);
       const d: NicData = { netns: params.netns, ifname: params.ifname, tag: ruleTag(ctx.operation, device.id), rulesMaybe: [] };
       handle.data = d;
-      checkNetns(params.netns);
-      const link = await lookupLink(cmds, params.netns, params.ifname, ctx.signal);
+      const link = await findLink(cmds, device, params, ctx.signal);
       d.mode = resolveMode(device, params, link);
       d.bridge = link.bridge;
 
-      await step('buffer-process', device);
+      await step('buffer-process', handle);
       d.process = await processFor(handle.shared, d.netns, ctx.signal);
 
       if (d.mode === 'bridged') {
-        await step('bridge-netfilter', device);
+        await step('bridge-netfilter', handle);
         d.bridgeSwitches = await ensureBridgeNetfilter(cmds, d.netns, d.bridge!, ctx.signal);
       }
 
-      await step('bind-queue', device);
+      await step('bind-queue', handle);
       const exclude = await queueNumbersInUse(cmds, d.netns, ctx.signal);
       d.queueBound = true;
       const bound = await d.process.request(
@@ -281,12 +301,12 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       if (bound.stats) d.stats = bound.stats;
 
       for (const family of ['ipv4', 'ipv6'] as const) {
-        await step(family === 'ipv4' ? 'rule-ipv4' : 'rule-ipv6', device);
+        await step(family === 'ipv4' ? 'rule-ipv4' : 'rule-ipv6', handle);
         d.rulesMaybe.push(family);
         await insertRule(cmds, d.netns, family, ruleSpec(d.mode, d.ifname, d.tag, d.queue!), ctx.signal);
       }
 
-      await step('verify', device);
+      await step('verify', handle);
       // The queue is bound by the process that is still alive: the rules point at a live buffer.
       if (!d.process.alive) {
         throw new RemusError('OP_FAILED', `buffer process for ${device.id} died during setup (${d.process.describeExit()})`);
@@ -314,12 +334,13 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       }
       d.queueBound = false;
       // A namespace that is gone took its rules with it.
-      if (d.netns !== undefined && !existsSync(`/run/netns/${d.netns}`)) d.rulesMaybe = [];
+      if (d.netns !== undefined && !netnsExists(d.netns)) d.rulesMaybe = [];
       if (d.rulesMaybe.length > 0) {
+        // Every rule is tried even when one fails; every failure is kept.
         try {
           const mine = (t: string): boolean => t === d.tag;
           for (const rule of await findRules(cmds, d.netns, mine, ctx.signal)) {
-            await deleteRule(cmds, d.netns, rule, ctx.signal);
+            await deleteRule(cmds, d.netns, rule, ctx.signal).catch((e: unknown) => errors.push(e));
           }
           const left = await findRules(cmds, d.netns, mine, ctx.signal);
           if (left.length > 0) throw new Error(`rules still present after delete: ${left.map((r) => r.spec.join(' ')).join('; ')}`);
@@ -330,8 +351,10 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
       }
       d.tornDown = true;
       if (errors.length > 0) {
-        throw new RemusError('OP_FAILED', `teardown of ${handle.device.id} left something behind: ${errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')}`, {
-          cause: errors[0],
+        const problems = errors.map((e) => (e instanceof Error ? e.message : String(e)));
+        throw new RemusError('OP_FAILED', `teardown of ${handle.device.id} left something behind: ${problems.join('; ')}`, {
+          details: { problems },
+          cause: errors.length === 1 ? errors[0] : new AggregateError(errors, `${errors.length} teardown steps failed`),
         });
       }
     },
@@ -353,11 +376,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
      */
     async reap(operation, devices, ctx) {
       const spaces = new Set<string | undefined>([defaultNetns]);
-      for (const dev of devices) {
-        const ns = dev.params?.netns;
-        if (ns === undefined) continue;
-        spaces.add(validateName(ns, `device ${dev.id}: params.netns`));
-      }
+      for (const dev of devices) if (dev.kind === 'nic') spaces.add(readParams(dev, defaultNetns).netns);
       const prefix = `remus:${operation}:`;
       const removed: string[] = [];
       // The crashed run may have used another backend than this factory's
@@ -369,7 +388,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
         { cmds: { ...cmds, iptables: 'iptables-nft', ip6tables: 'ip6tables-nft' }, required: false },
       ];
       for (const ns of spaces) {
-        if (ns !== undefined && !existsSync(`/run/netns/${ns}`)) continue;
+        if (ns !== undefined && !netnsExists(ns)) continue;
         for (const b of backends) {
           let rules;
           try {

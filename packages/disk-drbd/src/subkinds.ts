@@ -9,11 +9,14 @@
  * until the kernel reports no write of this device unanswered by the peer.
  * The checkpoint ops only read the state source: they spawn nothing.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  isRemusError,
   noMatch,
+  pollUntil,
   RemusError,
   runScript,
+  validateDuration,
+  withDeadline,
   type DeviceHandle,
   type MatchResult,
   type OpContext,
@@ -71,8 +74,8 @@ export interface DiskDrbdOptions {
   readonly checkpointIoctls?: DrbdCheckpointIoctls;
 }
 
-/** What `init` makes: the operation's one state source. */
-export interface DiskDrbdShared {
+/** What `init` makes: the operation's one state source (private to this subkind). */
+interface DiskDrbdShared {
   readonly source: DrbdStateSource;
 }
 
@@ -247,18 +250,24 @@ export function diskDrbd(options: DiskDrbdOptions = {}): SubkindOps<DiskDrbdShar
       }
       data.suspended = false;
       const started = performance.now();
-      const deadline = started + barrierTimeoutMs;
-      if (data.channel) {
-        await withDeadline(ctx.signal, barrierTimeoutMs, (signal) => data.channel!.waitCheckpointAck(signal), () =>
-          barrierTimeout(h, data, ctx, undefined),
-        );
-      } else {
-        for (;;) {
-          const state = await stateOf(h, data.target!, ctx, 'during the checkpoint barrier');
-          if (drained(state)) break;
-          if (performance.now() >= deadline) throw barrierTimeout(h, data, ctx, state);
-          await pause(pollIntervalMs, ctx.signal);
+      const what = `the checkpoint barrier of ${describe(data.target!)}`;
+      const channel = data.channel;
+      let last: DrbdMinorState | undefined;
+      try {
+        if (channel) {
+          await withDeadline((signal) => channel.waitCheckpointAck(signal), { what, timeoutMs: barrierTimeoutMs, signal: ctx.signal });
+        } else {
+          await pollUntil(async () => drained((last = await stateOf(h, data.target!, ctx, 'during the checkpoint barrier'))), {
+            what,
+            timeoutMs: barrierTimeoutMs,
+            intervalMs: pollIntervalMs,
+            signal: ctx.signal,
+          });
         }
+      } catch (e) {
+        // The barrier's own bound (not the caller's signal): its error names the counters still pending.
+        if (isRemusError(e, 'TIMEOUT') && !ctx.signal.aborted) throw barrierTimeout(h, data, ctx, last);
+        throw e;
       }
       const ms = performance.now() - started;
       data.checkpoints++;
@@ -353,45 +362,9 @@ async function runProbe(probe: string, path: string, timeoutMs: number, signal: 
   );
 }
 
-/** Waits `ms`, or rejects with the signal's reason (the core's TIMEOUT/ABORTED error) when it fires. */
-async function pause(ms: number, signal: AbortSignal): Promise<void> {
-  try {
-    await sleep(ms, undefined, { signal });
-  } catch (e) {
-    throw signal.aborted ? abortReason(signal) : e;
-  }
-}
-
-function abortReason(signal: AbortSignal): RemusError {
-  return signal.reason instanceof RemusError ? signal.reason : new RemusError('ABORTED', 'the checkpoint barrier was aborted', { cause: signal.reason });
-}
-
-/**
- * Runs `body` with a signal that fires on `signal` or after `ms`, and settles
- * when the signal fires even if `body` ignores it. A timeout becomes `onTimeout()`.
- */
-async function withDeadline(signal: AbortSignal, ms: number, body: (s: AbortSignal) => Promise<void>, onTimeout: () => RemusError): Promise<void> {
-  const timer = AbortSignal.timeout(ms);
-  const both = AbortSignal.any([signal, timer]);
-  const reasonNow = (): RemusError => (signal.aborted ? abortReason(signal) : onTimeout());
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(reasonNow());
-    both.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    await Promise.race([body(both), aborted]);
-  } catch (e) {
-    throw both.aborted ? reasonNow() : e;
-  } finally {
-    both.removeEventListener('abort', onAbort!);
-    aborted.catch(() => undefined);
-  }
-}
-
 function positive(v: number | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+  if (validateDuration(v, `${SUBKIND}: ${name}`) <= 0) {
     throw new RemusError('INVALID_ARGUMENT', `${SUBKIND}: ${name} must be a positive number of milliseconds`);
   }
   return v;
