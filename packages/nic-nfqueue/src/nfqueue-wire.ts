@@ -157,8 +157,8 @@ export function parseMessages(buf: Buffer): Incoming[] {
     if (type === NLMSG_ERROR) {
       const err = len >= NLMSG_HDRLEN + 4 ? buf.readInt32LE(off + NLMSG_HDRLEN) : 0;
       // The embedded original header carries the request's sequence number too.
-      out.push({ kind: 'ack', seq, errno: -err });
-    } else if (type === NFQNL_MSG_PACKET) {
+      out.push({ kind: 'ack', seq, errno: err === 0 ? 0 : -err });
+    } else if (type === NFQNL_MSG_PACKET && len >= NLMSG_HDRLEN + NFGEN_HDRLEN) {
       const queue = buf.readUInt16BE(off + NLMSG_HDRLEN + 2);
       let id = -1;
       let capLen = -1;
@@ -168,7 +168,8 @@ export function parseMessages(buf: Buffer): Incoming[] {
       while (a + 4 <= end) {
         const alen = buf.readUInt16LE(a);
         const atype = buf.readUInt16LE(a + 2) & 0x3fff;
-        if (alen < 4) break;
+        // An attribute must fit in its message: a malformed one ends the walk.
+        if (alen < 4 || a + alen > end) break;
         if (atype === NFQA_PACKET_HDR && alen >= 8) id = buf.readUInt32BE(a + 4);
         else if (atype === NFQA_CAP_LEN && alen >= 8) capLen = buf.readUInt32BE(a + 4);
         else if (atype === NFQA_PAYLOAD) payloadLen = alen - 4;

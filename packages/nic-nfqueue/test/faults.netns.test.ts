@@ -99,6 +99,38 @@ describe('nic-nfqueue setup failures leave nothing behind (netns)', () => {
   });
 });
 
+describe('nic-nfqueue teardown failures (netns)', () => {
+  it('teardown tries every rule and reports every failure, not only the first', async () => {
+    lab = createLab('routed');
+    const l = lab;
+    const dir = mkdtempSync(join(tmpdir(), 'nfq-fake-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // Fakes only for fault injection: the real tools, except that deletes fail.
+    const fakes: Record<string, string> = {};
+    for (const tool of ['iptables', 'ip6tables']) {
+      const fake = join(dir, tool);
+      writeFileSync(fake, `#!/bin/sh\nfor a in "$@"; do [ "$a" = "-D" ] && { echo "injected ${tool} delete failure" >&2; exit 4; }; done\nexec ${tool} "$@"\n`);
+      writeFileSync(`${fake}-save`, `#!/bin/sh\nexec ${tool}-save "$@"\n`);
+      chmodSync(fake, 0o755);
+      chmodSync(`${fake}-save`, 0o755);
+      fakes[tool] = fake;
+    }
+    layer = createCheckpointDevices({ ops: [nicNfqueue({ iptables: fakes['iptables'], ip6tables: fakes['ip6tables'] })], devices: [device(l)] });
+    await layer.setup();
+    const err = await layer.teardown().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    layer = undefined;
+    expect(isRemusError(err)).toBe(true);
+    const text = JSON.stringify(err) + String((err as Error).message);
+    expect(text).toContain('injected iptables delete failure');
+    expect(text).toContain('injected ip6tables delete failure');
+    expect(text).toContain('rules still present after delete');
+    // The lab's namespaces take the rules the fakes kept with them (afterEach).
+  });
+});
+
 describe('nic-nfqueue fails closed (netns)', () => {
   it('a killed buffer process leaves the guest output blocked (held and new packets dropped) until teardown', async () => {
     lab = createLab('routed');
