@@ -3,17 +3,14 @@
  * cleanup`). Names are validated before they reach `ip`; every command is an
  * argument vector with a time limit.
  */
-import { existsSync } from 'node:fs';
-import { runScript, validateName } from '@remus/core';
+import { netnsExists, runScript, validateName } from '@remus/core';
+
+/** True when the named namespace exists (core's one check: `/run/netns/NAME`). */
+export { netnsExists };
 
 /** Runs `ip ARGS...` (30 s limit); rejects with SCRIPT_FAILED carrying ip's stderr. */
 export async function ip(args: readonly string[], signal?: AbortSignal): Promise<string> {
   return (await runScript('ip', args, { timeoutMs: 30_000, signal })).stdout;
-}
-
-/** True when the named namespace exists (`/run/netns/NAME`). */
-export function netnsExists(name: string): boolean {
-  return existsSync(`/run/netns/${validateName(name, 'network namespace')}`);
 }
 
 /**
