@@ -19,6 +19,8 @@ import {
   requireNetns,
   missingInterface,
   validateInterfaceName,
+  validateCount,
+  validateDuration,
   validateName,
   validateOperationId,
   type DeviceSpec,
@@ -295,13 +297,8 @@ interface CheckedOptions {
 
 function checkOptions(options: NicNetbufOptions): CheckedOptions {
   if (options === null || typeof options !== 'object') throw new RemusError('INVALID_ARGUMENT', 'nic-netbuf options must be an object');
-  const positive = (v: unknown, what: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
-    if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > max) {
-      throw new RemusError('INVALID_ARGUMENT', `nic-netbuf option ${what} must be a positive integer up to ${max}, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
+  const count = (v: unknown, what: string, fallback: number): number => (v === undefined ? fallback : validateCount(v, `nic-netbuf option ${what}`, { max: 0xffff_ffff }));
+  const ms = (v: unknown, what: string, fallback: number): number => (v === undefined ? fallback : validateDuration(v, `nic-netbuf option ${what}`, { min: 1 }));
   const script = options.script;
   if (script !== undefined && (typeof script !== 'string' || !script.startsWith('/'))) {
     throw new RemusError('INVALID_ARGUMENT', `nic-netbuf option script must be an absolute path, got ${JSON.stringify(script)}`);
@@ -309,11 +306,11 @@ function checkOptions(options: NicNetbufOptions): CheckedOptions {
   const tcPath = options.tcPath ?? 'tc';
   if (typeof tcPath !== 'string' || tcPath === '') throw new RemusError('INVALID_ARGUMENT', 'nic-netbuf option tcPath must be a non-empty string');
   return {
-    limitBytes: positive(options.limitBytes, 'limitBytes', DEFAULT_LIMIT, 0xffff_ffff),
+    limitBytes: count(options.limitBytes, 'limitBytes', DEFAULT_LIMIT),
     script,
-    scriptTimeoutMs: positive(options.scriptTimeoutMs, 'scriptTimeoutMs', 30_000),
-    commandTimeoutMs: positive(options.commandTimeoutMs, 'commandTimeoutMs', 10_000),
-    lockTimeoutMs: positive(options.lockTimeoutMs, 'lockTimeoutMs', 20_000),
+    scriptTimeoutMs: ms(options.scriptTimeoutMs, 'scriptTimeoutMs', 30_000),
+    commandTimeoutMs: ms(options.commandTimeoutMs, 'commandTimeoutMs', 10_000),
+    lockTimeoutMs: ms(options.lockTimeoutMs, 'lockTimeoutMs', 20_000),
     lockName: validateName(options.lockName ?? 'remus-nic-netbuf', 'nic-netbuf option lockName'),
     tcPath,
   };

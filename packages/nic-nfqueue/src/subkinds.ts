@@ -11,6 +11,7 @@ import {
   readNicParams,
   RemusError,
   requireNetns,
+  validateDuration,
   validateName,
   type DeviceHandle,
   type DeviceSpec,
@@ -182,7 +183,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     iptables: options.iptables ?? 'iptables',
     ip6tables: options.ip6tables ?? 'ip6tables',
   };
-  const startTimeoutMs = positiveInt(options.startTimeoutMs, 'startTimeoutMs', 10_000);
+  const startTimeoutMs = options.startTimeoutMs === undefined ? 10_000 : validateDuration(options.startTimeoutMs, 'nic-nfqueue: startTimeoutMs', { min: 1 });
 
   /** The buffer process of a namespace, started on first use (at most once per operation). */
   const processFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferProcess> => {
