@@ -37,3 +37,9 @@ it('loads by package name, as a user installs it', async () => {
 it('rejects bad options through the factory with INVALID_ARGUMENT', () => {
   expect(() => createSubkind(plugin, 'nic-netbuf', { limitBytes: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
 });
+
+it('refuses time options Node\'s timers cannot hold (above 2^31-1 ms) and fractional byte limits', () => {
+  for (const bad of [{ commandTimeoutMs: 3e9 }, { lockTimeoutMs: 2 ** 31 }, { scriptTimeoutMs: 0 }, { limitBytes: 1.5 }]) {
+    expect(() => nicNetbuf(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  }
+});

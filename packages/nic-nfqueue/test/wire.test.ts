@@ -97,7 +97,7 @@ describe('rules', () => {
 
 describe('nicNfqueue options and plugin', () => {
   it('rejects bad options with INVALID_ARGUMENT', () => {
-    for (const bad of [{ maxPackets: 0 }, { maxBytes: -1 }, { queueRange: [10, 5] as const }, { netns: '../x' }]) {
+    for (const bad of [{ maxPackets: 0 }, { maxBytes: -1 }, { queueRange: [10, 5] as const }, { netns: '../x' }, { startTimeoutMs: 3e9 }]) {
       expect(() => nicNfqueue(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
   });
