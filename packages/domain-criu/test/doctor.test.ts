@@ -3,11 +3,11 @@
  * real criu and kernel. The expectation follows the facts of criu.md: CRIU
  * before 4.1 fails `criu check` on the vDSO of kernels 6.13+.
  */
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CRIU_TOO_OLD_MESSAGE, CriuErrors, criuDomain, doctorChecks, failover } from '../src/index.js';
+import { CRIU_TOO_OLD_MESSAGE, CriuErrors, assertCriuReady, criuDomain, doctorChecks, failover } from '../src/index.js';
 
 const [major, minor] = release().split('.').map(Number) as [number, number];
 const newKernel = major > 6 || (major === 6 && minor >= 13);
@@ -24,7 +24,9 @@ describe('doctor', () => {
     const checks = await doctorChecks();
     expect(checks.find((x) => x.name === 'root')?.status).toBe(process.getuid?.() === 0 ? 'ok' : 'error');
     const check = checks.find((x) => x.name === 'criu-check');
-    if (checks.find((x) => x.name === 'criu')?.status !== 'ok' || process.getuid?.() !== 0) return;
+    // CI installs criu (.ci/run) and runs as root: both are required here, not skipped.
+    expect(checks.find((x) => x.name === 'criu')?.status).toBe('ok');
+    expect(process.getuid?.()).toBe(0);
     const version = checks.find((x) => x.name === 'criu')?.message ?? '';
     const old = /\s3\.|\s4\.0/.test(version);
     if (newKernel && old) {
@@ -33,6 +35,57 @@ describe('doctor', () => {
     } else {
       expect(check?.status).toBe('ok');
     }
+  });
+});
+
+/** A stand-in criu (fault injection only): prints the given `check` outputs and exit codes. */
+function fakeCriu(o: { check: string; checkCode: number; dirtyCode: number }): { path: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'rmcriu-fake-'));
+  const path = join(dir, 'criu');
+  writeFileSync(
+    path,
+    [
+      '#!/bin/sh',
+      'if [ "$1" = --version ]; then echo "Version: 3.17.1"; exit 0; fi',
+      'if [ "$1" = check ] && [ "$2" = --feature ]; then exit ' + String(o.dirtyCode) + '; fi',
+      `if [ "$1" = check ]; then printf '%s\\n' ${JSON.stringify(o.check).replace(/"/g, "'")} >&2; exit ${o.checkCode}; fi`,
+      'exit 1',
+      '',
+    ].join('\n'),
+  );
+  chmodSync(path, 0o755);
+  return { path, dir };
+}
+
+describe('doctor on a faked criu check output', () => {
+  it('names the vDSO failure as "CRIU 4.1 or later is needed on kernel 6.13+"', async () => {
+    const f = fakeCriu({ check: 'Error (criu/vdso.c:262): vdso: Unexpected rt vDSO area bounds', checkCode: 1, dirtyCode: 0 });
+    const checks = await doctorChecks({ criuPath: f.path });
+    const c = checks.find((x) => x.name === 'criu-check');
+    expect(c).toMatchObject({ status: 'error', code: CriuErrors.CRIU_TOO_OLD });
+    expect(c?.message).toContain(CRIU_TOO_OLD_MESSAGE);
+    expect(c?.message).toContain('Unexpected rt vDSO area bounds');
+    await expect(assertCriuReady({ criuPath: f.path })).rejects.toMatchObject({ code: CriuErrors.CRIU_TOO_OLD });
+    rmSync(f.dir, { recursive: true, force: true });
+  });
+
+  it('another check failure is CRIU_UNUSABLE with criu\'s own words, not the version hint', async () => {
+    const f = fakeCriu({ check: 'Error (criu/cr-check.c:1): seccomp is not supported', checkCode: 1, dirtyCode: 0 });
+    const c = (await doctorChecks({ criuPath: f.path })).find((x) => x.name === 'criu-check');
+    expect(c).toMatchObject({ status: 'error', code: CriuErrors.CRIU_UNUSABLE });
+    expect(c?.message).toContain('seccomp is not supported');
+    expect(c?.message).not.toContain(CRIU_TOO_OLD_MESSAGE);
+    rmSync(f.dir, { recursive: true, force: true });
+  });
+
+  it('soft-dirty missing is a warning (full dumps), not an error', async () => {
+    const f = fakeCriu({ check: 'Looks good.', checkCode: 0, dirtyCode: 1 });
+    const checks = await doctorChecks({ criuPath: f.path });
+    expect(checks.find((x) => x.name === 'criu-check')?.status).toBe('ok');
+    expect(checks.find((x) => x.name === 'soft-dirty')).toMatchObject({ status: 'warning' });
+    expect(checks.find((x) => x.name === 'soft-dirty')?.message).toContain('full dump');
+    await expect(assertCriuReady({ criuPath: f.path })).resolves.toMatchObject({ softDirty: false });
+    rmSync(f.dir, { recursive: true, force: true });
   });
 });
 
