@@ -18,19 +18,32 @@ const children: ChildProcess[] = [];
 const dirs: string[] = [];
 const cgroups: string[] = [];
 
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+afterEach(async () => {
+  const pids: number[] = [];
+  for (const c of children.splice(0)) {
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (c.pid !== undefined) pids.push(c.pid);
+  }
+  // A killed child leaves its cgroup only once it is reaped: wait for that before removing the cgroups.
+  await pollUntil(() => pids.every((p) => processStartTime(p) === undefined), { what: 'the test processes to be gone', timeoutMs: 10_000, intervalMs: 5 });
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   for (const g of cgroups.splice(0).reverse()) {
-    try {
-      writeFileSync(join(g, existsSync(join(g, 'cgroup.freeze')) ? 'cgroup.freeze' : 'freezer.state'), existsSync(join(g, 'cgroup.freeze')) ? '0' : 'THAWED');
-      for (const pid of readFileSync(join(g, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
-        writeFileSync(join(g, '..', 'cgroup.procs'), pid);
-      }
-      rmdirSync(g);
-    } catch {
-      // Gone.
-    }
+    if (!existsSync(g)) continue;
+    const v2 = existsSync(join(g, 'cgroup.freeze'));
+    writeFileSync(join(g, v2 ? 'cgroup.freeze' : 'freezer.state'), v2 ? '0' : 'THAWED');
+    await pollUntil(
+      () => {
+        try {
+          rmdirSync(g);
+          return true;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+          if ((e as NodeJS.ErrnoException).code === 'EBUSY') return false;
+          throw e;
+        }
+      },
+      { what: `removing test cgroup ${g}`, timeoutMs: 10_000, intervalMs: 10 },
+    );
   }
 });
 

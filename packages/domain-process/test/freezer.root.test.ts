@@ -33,7 +33,14 @@ function alive(pid: number): boolean {
 
 afterEach(async () => {
   for (const d of domains.splice(0)) await d.stop().catch(() => undefined);
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  // Each child leads its own process group (detached): kill the group, so a backgrounded `sleep` goes too.
+  for (const c of children.splice(0)) {
+    try {
+      process.kill(-(c.pid as number), 'SIGKILL');
+    } catch {
+      // Gone.
+    }
+  }
   for (const root of ['/sys/fs/cgroup/freezer', '/sys/fs/cgroup/unified']) {
     for (const name of readdirSync(root).filter((n) => n.startsWith(`remus-dptest${process.pid}`))) {
       await reapCgroup(`${root}/${name}`);
@@ -88,7 +95,7 @@ describe.each(['v1', 'v2'] as const)('process domain with the cgroup %s freezer'
   });
 
   it('protects an existing process tree and gives it back alive at stop', async () => {
-    const c = spawn('sh', ['-c', 'sleep 30 & wait'], { stdio: 'ignore' });
+    const c = spawn('sh', ['-c', 'sleep 30 & wait'], { stdio: 'ignore', detached: true });
     children.push(c);
     await sleep(100);
     const h = detectFreezer(version);
@@ -190,7 +197,7 @@ describe('process domain failures', () => {
   });
 
   it('releaseCgroup thaws the members, moves them to the parent alive and removes the cgroup', async () => {
-    const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const c = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
     children.push(c);
     const d = processDomain({ pid: c.pid as number, operation: op() });
     domains.push(d);
