@@ -4,6 +4,7 @@
  * success), 1 a run or check failed, 2 bad usage or configuration.
  */
 import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { RemusError, createCheckpointDevices, describeCause, formatSocketAddress, isRemusError, parseSocketAddress, type Assignment } from '@remus/core';
 import { BackupServer } from '@remus/domain-process';
 import { cleanupAll } from './cleanup.js';
@@ -31,7 +32,8 @@ usage:
   remus cleanup [--state-dir DIR] [--operation ID] [--json]
   remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
   remus backup --listen HOST:PORT
-${COLO_USAGE}  remus --version | --help
+${COLO_USAGE}  remus agent run|init|status ...   (one per host of a pair; needs @remus/agent, see remus agent --help)
+  remus --version | --help
 
 run        protect the configured workload until SIGINT/SIGTERM (second signal: abort)
 plan       show which subkind would take each device; changes nothing
@@ -55,6 +57,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   demo: cmdDemo,
   backup: cmdBackup,
   colo: cmdColo,
+  agent: cmdAgent,
 };
 
 /** Runs the command line `argv` (without node and script); resolves with the exit code. */
@@ -197,4 +200,24 @@ async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
   await backup.close();
   io.out.write(`backup: ${backup.stats.acked} checkpoints acknowledged, ${backup.stats.bytes} bytes\n`);
   return 0;
+}
+
+/**
+ * `remus agent ...` lives in the separately installed `@remus/agent` (it
+ * brings etcd and TLS; the CLI depends on core alone for it): imported on
+ * use, from the CLI's own install or the current project.
+ */
+async function cmdAgent(rest: readonly string[], io: Io): Promise<number> {
+  let mod: { agentMain(argv: readonly string[], io: Io): Promise<number> };
+  try {
+    mod = await import('@remus/agent' as string);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    try {
+      mod = await import(pathToFileURL(createRequire(`${process.cwd()}/`).resolve('@remus/agent')).href);
+    } catch {
+      throw new RemusError('INVALID_ARGUMENT', 'remus agent needs the @remus/agent package: install it next to @remus/cli (npm install @remus/agent)');
+    }
+  }
+  return mod.agentMain(rest, io);
 }

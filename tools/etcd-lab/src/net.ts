@@ -126,6 +126,22 @@ export class LabNet {
     await nft(this.switchNs, `${lines.join('\n')}\n`);
   }
 
+  /**
+   * Cuts only the links between every node of `a` and every node of `b`
+   * (both directions); every other pair still talks (e.g. a client that sees
+   * both sides of a partition). Replaces any earlier partition.
+   */
+  async cut(a: readonly string[], b: readonly string[]): Promise<void> {
+    const ports = (names: readonly string[]): string[] => names.map((n) => this.node(n).port);
+    const lines = [`flush chain bridge ${TABLE} lab`];
+    for (const x of ports(a)) {
+      for (const y of ports(b)) {
+        lines.push(`add rule bridge ${TABLE} lab iifname "${x}" oifname "${y}" drop`, `add rule bridge ${TABLE} lab iifname "${y}" oifname "${x}" drop`);
+      }
+    }
+    await nft(this.switchNs, `${lines.join('\n')}\n`);
+  }
+
   /** Cuts `name` off from every other node. */
   isolate(name: string): Promise<void> {
     return this.partition([name]);

@@ -1,0 +1,210 @@
+/**
+ * The agent's configuration file: one JSON file shared by both hosts of a
+ * pair; each agent is told which host it is (`--host`). Everything is
+ * checked before anything is started or contacted; every problem is an
+ * INVALID_ARGUMENT naming the field and the fix.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import {
+  RemusError,
+  closestName,
+  describeCause,
+  formatSocketAddress,
+  isLoopbackHost,
+  parseSocketAddress,
+  validateDuration,
+  type SocketAddress,
+} from '@remus/core';
+
+/** One host of the pair. */
+export interface HostConfig {
+  /** Host name: the CN of its certificate, its name in etcd. `[a-z][a-z0-9-]{0,31}`. */
+  readonly name: string;
+  /** Where its agent listens for the other agent (TLS, mutual authentication). */
+  readonly peer: { readonly host: string; readonly port: number };
+  /** Where the protected service listens while this host is primary. */
+  readonly service: { readonly host: string; readonly port: number };
+}
+
+/** The protected service. */
+export interface ServiceConfig {
+  /**
+   * `counter`: the agent's built-in replicated counter service (one line in,
+   * one JSON reply out, the reply carries the counter and the epoch that
+   * released it). What the nemesis harness protects; the process and CRIU
+   * domains plug in at the same place (see the README).
+   */
+  readonly type: 'counter';
+}
+
+/** Validated configuration (paths absolute). */
+export interface AgentConfig {
+  /** Cluster name: the OU of every certificate, part of the etcd prefix. `[a-z0-9-]{1,32}`. */
+  readonly cluster: string;
+  /** Exactly two hosts, distinct names and addresses. */
+  readonly hosts: readonly [HostConfig, HostConfig];
+  readonly etcd: {
+    /** `host:port` of each member; at least three (a third voter decides, never one host alone). */
+    readonly endpoints: readonly string[];
+    /** Election prefix. Default `/remus/<cluster>/primary`. */
+    readonly prefix: string;
+  };
+  /** PEM files; `{host}` in a path is replaced by this host's name. */
+  readonly tls: { readonly ca: string; readonly cert: string; readonly key: string };
+  /** Lease TTL in whole seconds (>= 2). */
+  readonly ttlSeconds: number;
+  /** Subtracted from every role deadline, and waited after the old lease is gone. Default max(250, 10 % of TTL). */
+  readonly marginMs: number;
+  /** Optional hard fence run before every promotion; non-zero exit blocks it. */
+  readonly hardFence?: { readonly command: readonly string[]; readonly timeoutMs: number };
+  readonly service: ServiceConfig;
+  /** Between checkpoints, ms. Default 50. */
+  readonly intervalMs: number;
+  /** Time limit of each checkpoint step (the backup's ack included), ms. Default 2000. */
+  readonly stepTimeoutMs: number;
+  /** Epoch store and control socket live here; `{host}` is replaced. Default `/var/lib/remus-agent/{host}`. */
+  readonly stateDir: string;
+}
+
+const TOP = ['cluster', 'hosts', 'etcd', 'tls', 'ttlSeconds', 'marginMs', 'hardFence', 'service', 'intervalMs', 'stepTimeoutMs', 'stateDir'];
+const HOST_KEYS = ['name', 'peer', 'service'];
+const NAME = /^[a-z][a-z0-9-]{0,31}$/;
+const CLUSTER = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+function bad(message: string): RemusError {
+  return new RemusError('INVALID_ARGUMENT', message);
+}
+
+function object(value: unknown, what: string, known: readonly string[]): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(`${what} must be an object`);
+  for (const k of Object.keys(value)) {
+    if (!known.includes(k)) {
+      const near = closestName(k, known);
+      throw bad(`${what}: unknown field ${JSON.stringify(k)}${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; known: ${known.join(', ')}`);
+    }
+  }
+  return value as Record<string, unknown>;
+}
+
+function string(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value === '') throw bad(`${what} must be a non-empty string`);
+  return value;
+}
+
+function tcp(value: unknown, what: string): { host: string; port: number } {
+  const a: SocketAddress = parseSocketAddress(value, what);
+  if ('path' in a) throw bad(`${what} must be HOST:PORT`);
+  return a;
+}
+
+/** Checks a parsed config object; `base` resolves relative paths (the config file's directory). */
+export function validateAgentConfig(value: unknown, base: string = process.cwd()): AgentConfig {
+  const o = object(value, 'agent config', TOP);
+  const cluster = string(o.cluster, 'cluster');
+  if (!CLUSTER.test(cluster)) throw bad(`cluster ${JSON.stringify(cluster)} must be 1-32 characters of a-z, 0-9 and "-"`);
+  if (!Array.isArray(o.hosts) || o.hosts.length !== 2) {
+    throw bad(`hosts must list exactly two hosts (the pair), each { name, peer: "HOST:PORT", service: "HOST:PORT" }; got ${Array.isArray(o.hosts) ? o.hosts.length : typeof o.hosts}`);
+  }
+  const hosts = o.hosts.map((h, i): HostConfig => {
+    const x = object(h, `hosts[${i}]`, HOST_KEYS);
+    const name = string(x.name, `hosts[${i}].name`);
+    if (!NAME.test(name)) throw bad(`hosts[${i}].name ${JSON.stringify(name)} must be 1-32 characters of a-z, 0-9 and "-", starting with a letter`);
+    const peer = tcp(x.peer, `hosts[${i}].peer`);
+    const service = tcp(x.service, `hosts[${i}].service`);
+    if (peer.port === 0 || service.port === 0) throw bad(`hosts[${i}] (${name}): ports must be fixed, not 0 (the other host connects to them)`);
+    return { name, peer, service };
+  }) as [HostConfig, HostConfig];
+  const [a, b] = hosts;
+  if (a.name === b.name) throw bad(`hosts names host ${JSON.stringify(a.name)} twice: a pair is two different hosts (a host cannot be its own backup)`);
+  if (formatSocketAddress(a.peer) === formatSocketAddress(b.peer)) {
+    throw bad(`hosts ${a.name} and ${b.name} have the same peer address ${formatSocketAddress(a.peer)}: a pair is two different hosts`);
+  }
+  for (const h of hosts) {
+    if (isLoopbackHost(h.peer.host)) throw bad(`hosts ${h.name}: peer address ${formatSocketAddress(h.peer)} is loopback; the other host cannot reach it`);
+  }
+
+  const etcd = object(o.etcd, 'etcd', ['endpoints', 'prefix']);
+  if (!Array.isArray(etcd.endpoints) || etcd.endpoints.length < 3) {
+    throw bad('etcd.endpoints must list at least three members ("HOST:PORT"): a third voter decides, never one of the two hosts alone (ha.md rule 1)');
+  }
+  const endpoints = etcd.endpoints.map((e, i) => formatSocketAddress(tcp(e, `etcd.endpoints[${i}]`)));
+  if (new Set(endpoints).size !== endpoints.length) throw bad(`etcd.endpoints names a member twice (${endpoints.join(', ')})`);
+  const prefix = etcd.prefix === undefined ? `/remus/${cluster}/primary` : string(etcd.prefix, 'etcd.prefix');
+  if (!prefix.startsWith('/')) throw bad(`etcd.prefix ${JSON.stringify(prefix)} must start with "/"`);
+
+  const tls = object(o.tls, 'tls', ['ca', 'cert', 'key']);
+  const path = (v: unknown, what: string): string => {
+    const p = string(v, what);
+    return isAbsolute(p) ? p : resolve(base, p);
+  };
+
+  const ttlSeconds = o.ttlSeconds === undefined ? 5 : o.ttlSeconds;
+  if (typeof ttlSeconds !== 'number' || !Number.isInteger(ttlSeconds) || ttlSeconds < 2 || ttlSeconds > 3600) {
+    throw bad(`ttlSeconds ${JSON.stringify(ttlSeconds)} must be a whole number of seconds from 2 (etcd's minimum) to 3600`);
+  }
+  const marginMs = o.marginMs === undefined ? Math.max(250, ttlSeconds * 100) : validateDuration(o.marginMs, 'marginMs', { min: 1 });
+  if (marginMs >= (ttlSeconds * 1000) / 2) throw bad(`marginMs ${marginMs} must be below half the TTL (${ttlSeconds * 500} ms)`);
+
+  let hardFence: AgentConfig['hardFence'];
+  if (o.hardFence !== undefined) {
+    const f = object(o.hardFence, 'hardFence', ['command', 'timeoutMs']);
+    if (!Array.isArray(f.command) || f.command.length === 0 || !f.command.every((x) => typeof x === 'string' && x !== '')) {
+      throw bad('hardFence.command must be an argument vector (a non-empty array of strings, no shell text), e.g. ["/usr/local/bin/fence-peer", "--pdu", "pdu1"]');
+    }
+    hardFence = { command: f.command as string[], timeoutMs: f.timeoutMs === undefined ? 10_000 : validateDuration(f.timeoutMs, 'hardFence.timeoutMs', { min: 1 }) };
+  }
+
+  const service = object(o.service ?? { type: 'counter' }, 'service', ['type']);
+  if (service.type !== 'counter') throw bad(`service.type ${JSON.stringify(service.type)} is not known; known: "counter"`);
+
+  const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
+  const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
+  return {
+    cluster,
+    hosts,
+    etcd: { endpoints, prefix },
+    tls: { ca: path(tls.ca, 'tls.ca'), cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') },
+    ttlSeconds,
+    marginMs,
+    ...(hardFence ? { hardFence } : {}),
+    service: { type: 'counter' },
+    intervalMs,
+    stepTimeoutMs,
+    stateDir: o.stateDir === undefined ? '/var/lib/remus-agent/{host}' : path(o.stateDir, 'stateDir'),
+  };
+}
+
+/** Reads and checks a config file (JSON). */
+export function loadAgentConfig(file: string): AgentConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw bad(`cannot read the agent config ${file}: ${describeCause(e)}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw bad(`agent config ${file} is not valid JSON: ${describeCause(e)}`);
+  }
+  try {
+    return validateAgentConfig(value, dirname(resolve(file)));
+  } catch (e) {
+    if (e instanceof RemusError) throw new RemusError(e.code, `${file}: ${e.message}`, { cause: e.cause });
+    throw e;
+  }
+}
+
+/** This host and the other one, by name. INVALID_ARGUMENT when `host` is not in the config. */
+export function pairOf(config: AgentConfig, host: string): { self: HostConfig; peer: HostConfig } {
+  const i = config.hosts.findIndex((h) => h.name === host);
+  if (i < 0) throw bad(`host ${JSON.stringify(host)} is not in the config (hosts: ${config.hosts.map((h) => h.name).join(', ')}); pass --host with one of them`);
+  return { self: config.hosts[i] as HostConfig, peer: config.hosts[1 - i] as HostConfig };
+}
+
+/** `path` with `{host}` replaced. */
+export function forHost(path: string, host: string): string {
+  return path.replaceAll('{host}', host);
+}
