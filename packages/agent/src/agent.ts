@@ -48,6 +48,7 @@ import {
   type Role,
 } from '@remus/core';
 import { etcdArbiter } from '@remus/arbiter-etcd';
+import { BackupLink, BackupServer } from '@remus/domain-process';
 import { forHost, pairOf, type AgentConfig, type HostConfig } from './config.js';
 import { AgentErrors, connectPeer, listenPeer, loadTls, type PeerConnection, type PeerMessage, type TlsMaterial } from './peer.js';
 import { CounterService, monoNow, type Release, type StateSink } from './service.js';
@@ -127,6 +128,8 @@ export class Agent {
   #checkpoints = 0;
   #stateWake: (() => void) | undefined;
   #servers: (Server | TlsServer)[] = [];
+  /** The backup protocol's receiving end; sessions are handed to it after the hello. */
+  #backup: BackupServer | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -212,6 +215,7 @@ export class Agent {
       this.#link?.close('agent stopping');
       await arbiter.close();
       for (const s of this.#servers) s.close();
+      await this.#backup?.close();
       rmSync(join(this.stateDir, 'agent.sock'), { force: true });
     }
   }
@@ -219,6 +223,10 @@ export class Agent {
   /** Peer listener (mutual TLS) and control socket (Unix, 0600). */
   async #listen(): Promise<void> {
     const tls = this.#tls as TlsMaterial;
+    const backup = BackupServer.create({ epochs: this.#epochs, maxFrameBytes: 1 << 20, maxConnections: 2 });
+    backup.on('state', (e: { checkpoint: number; epoch: number }) => this.#onState(e));
+    backup.on('refused', (e: RemusError) => this.#emit('state-refused', { code: e.code, reason: e.message }));
+    this.#backup = backup;
     this.#servers.push(
       await listenPeer({
         tls,
@@ -248,7 +256,7 @@ export class Agent {
   #accept(conn: PeerConnection): void {
     const epochs = this.#epochs as EpochStore;
     const hello = setTimeout(() => conn.close('no hello within 5 s'), 5000);
-    let session: { epoch: number; last: number } | undefined;
+    let session = false;
     const refuse = (code: string, message: string): void => {
       this.#emit('state-refused', { from: conn.peer, code, reason: message });
       conn.send({ t: 'refuse', code, message, mode: this.#mode, epoch: this.#epoch });
@@ -284,26 +292,35 @@ export class Agent {
         this.#session?.close('replaced by a newer session');
         this.#session = conn;
         this.#epoch = epoch;
-        session = { epoch, last: 0 };
+        session = true;
         conn.send({ t: 'welcome', host: this.self.name, highest: epochs.highest() });
         this.#emit('session', { from: conn.peer, epoch });
+        // From here the stream carries @remus/domain-process's state/ack frames (N+1 only, epochs, bounds).
+        (this.#backup as BackupServer).accept(conn.detach());
         return;
       }
-      if (m.t !== 'state') return refuse(AgentErrors.PEER_REFUSED, `unexpected ${m.t} in a session`);
-      const epoch = Number(m.epoch);
-      const checkpoint = Number(m.checkpoint);
-      const counter = Number(m.counter);
-      if (epoch !== session.epoch) return refuse('EPOCH_STALE', `state of epoch ${epoch} in a session of epoch ${session.epoch}`);
-      if (checkpoint !== session.last + 1) return refuse(AgentErrors.PEER_REFUSED, `state of checkpoint ${checkpoint} after ${session.last}: only N+1 is accepted`);
-      if (!Number.isSafeInteger(counter) || counter < 0) return refuse(AgentErrors.PEER_REFUSED, `state with a bad counter ${String(m.counter)}`);
-      // Once this host won the role, it takes no more state: it promotes from what it acknowledged.
-      if (this.#mode !== 'backup' && this.#mode !== 'campaigning') return refuse('STATE', `${this.self.name} is ${this.#mode}`);
-      session.last = checkpoint;
-      this.#latest = { epoch, checkpoint, counter };
-      this.#checkpoints++;
-      conn.send({ t: 'ack', epoch, checkpoint });
-      this.#stateWake?.();
     });
+  }
+
+  /** A state the backup server acknowledged: it becomes this backup's latest. */
+  #onState(e: { checkpoint: number; epoch: number }): void {
+    const server = this.#backup as BackupServer;
+    let counter: number;
+    try {
+      counter = (JSON.parse(server.latest.toString('utf8')) as { counter: number }).counter;
+    } catch {
+      counter = NaN;
+    }
+    if (!Number.isSafeInteger(counter) || counter < 0) {
+      // Acknowledged already (the frame was whole): keep the last good state and drop the session.
+      this.#emit('state-refused', { code: AgentErrors.PEER_REFUSED, reason: `checkpoint ${e.checkpoint}: state is not {"counter": N}` });
+      this.#latest = undefined;
+      this.#session?.close('bad state');
+      return;
+    }
+    this.#latest = { epoch: e.epoch, checkpoint: e.checkpoint, counter };
+    this.#checkpoints++;
+    this.#stateWake?.();
   }
 
   /**
@@ -480,10 +497,11 @@ export class Agent {
       });
       await devices.setup();
       let clearing = false;
+      const sink = link ? sessionSink(link, epoch) : undefined;
       try {
         await runCheckpointLoop({
           devices,
-          domain: service.domain(link ? sessionSink(link) : SOLO),
+          domain: service.domain(sink ?? SOLO),
           arbiter,
           epochs: this.#epochs,
           intervalMs: c.intervalMs,
@@ -514,7 +532,7 @@ export class Agent {
         this.#emit('checkpoint-failed', { epoch, linked: !!link, error: errorJson(e) });
         return 'ended';
       } finally {
-        link?.close('loop ended');
+        sink?.close();
       }
     };
     try {
@@ -594,35 +612,17 @@ export class Agent {
   }
 }
 
-/** The primary's end of a session: state frames out, acks in. */
-function sessionSink(conn: PeerConnection): StateSink {
-  let acked = 0;
-  let broken: string | undefined;
-  let wake: (() => void) | undefined;
-  conn.onMessage((m) => {
-    if (m.t === 'ack' && Number(m.checkpoint) > acked) acked = Number(m.checkpoint);
-    else if (m.t === 'refuse') broken = `backup refused: [${String(m.code)}] ${String(m.message)}`;
-    wake?.();
-  });
-  conn.onClose((why) => {
-    broken ??= why;
-    wake?.();
-  });
+/** The primary's end of a session: @remus/domain-process's backup link over the authenticated socket. */
+function sessionSink(conn: PeerConnection, epoch: number): StateSink & { close(): void } {
+  const link = BackupLink.over(conn.detach(), { epoch });
   return {
     send(ctx: DomainStepContext, state) {
-      if (broken || !conn.send({ t: 'state', epoch: ctx.epoch, checkpoint: ctx.checkpoint, counter: state.counter })) {
-        throw new RemusError(AgentErrors.PEER_LOST, `link to the backup broken: ${broken ?? 'closed'}`);
-      }
+      link.send(ctx.checkpoint, Buffer.from(JSON.stringify({ counter: state.counter })), ctx.epoch);
     },
-    async waitAck(ctx: DomainStepContext) {
-      while (acked < ctx.checkpoint) {
-        if (broken) throw new RemusError(AgentErrors.PEER_LOST, `link to the backup broken: ${broken}`);
-        if (ctx.signal.aborted) throw ctx.signal.reason;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-        });
-      }
+    waitAck: (ctx: DomainStepContext) => link.waitAck(ctx.checkpoint, ctx.signal),
+    close: () => {
+      link.close();
+      conn.close('loop ended');
     },
   };
 }

@@ -100,15 +100,17 @@ export class PeerConnection {
   /** The other host's name (its certificate's CN). */
   readonly peer: string;
   #closed = false;
+  #detached = false;
   #onMessage: ((m: PeerMessage) => void) | undefined;
   #onClose: ((why: string) => void) | undefined;
+  readonly #listeners: [string, (...a: any[]) => void][];
 
   constructor(socket: TLSSocket, peer: string) {
     this.socket = socket;
     this.peer = peer;
     socket.setNoDelay(true);
     let buf: Buffer = Buffer.alloc(0);
-    socket.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       while (buf.length >= 4) {
         const n = buf.readUInt32BE(0);
@@ -123,11 +125,29 @@ export class PeerConnection {
         buf = buf.subarray(4 + n);
         if (typeof m?.t !== 'string') return this.close('frame without a type');
         this.#onMessage?.(m);
-        if (this.#closed) return;
+        if (this.#closed || this.#detached) return;
       }
-    });
-    socket.on('error', (e) => this.close(describeCause(e) ?? 'socket error'));
-    socket.on('close', () => this.close('closed by the peer'));
+    };
+    const onError = (e: Error): void => this.close(describeCause(e) ?? 'socket error');
+    const onClose = (): void => this.close('closed by the peer');
+    this.#listeners = [['data', onData], ['error', onError], ['close', onClose]];
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+  }
+
+  /**
+   * Hands the socket over to another protocol (the backup's state/ack
+   * frames) after the hello: this object stops reading it and sends nothing
+   * more; `close()` still destroys it and `onClose` still fires once. Call
+   * it synchronously after the last frame of the hello was handled, so no
+   * byte of the next protocol is read here.
+   */
+  detach(): TLSSocket {
+    this.#detached = true;
+    for (const [event, f] of this.#listeners) this.socket.off(event, f);
+    this.socket.once('close', () => this.close('closed'));
+    return this.socket;
   }
 
   get closed(): boolean {
@@ -146,7 +166,7 @@ export class PeerConnection {
 
   /** Sends one message; false when the connection is closed. */
   send(m: PeerMessage): boolean {
-    if (this.#closed) return false;
+    if (this.#closed || this.#detached) return false;
     const body = Buffer.from(JSON.stringify(m), 'utf8');
     const h = Buffer.allocUnsafe(4);
     h.writeUInt32BE(body.length, 0);

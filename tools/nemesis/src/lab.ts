@@ -23,7 +23,8 @@ import { checkHistory, type CheckResult, type ClientReply, type HostRelease } fr
 
 const require = createRequire(import.meta.url);
 const AGENT_BIN = join(dirname(require.resolve('@remus/agent/package.json')), 'dist', 'bin.js');
-const CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'client.js');
+// The client runs from the built package (tests import src/ through vitest).
+const CLIENT = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'client.js');
 export const HOSTS = ['ha', 'hb'] as const;
 export type HostName = (typeof HOSTS)[number];
 const PEER_PORT = 7790;
