@@ -366,7 +366,9 @@ export class Agent {
       const why = await this.#notEligible(stop);
       if (why !== undefined) return why;
       (this.#epochs as EpochStore).admit(role.epoch, 'epoch of the role won');
-      if (c.hardFence) {
+      // Eligible without state means a fresh pair: no primary ever ran, there is nobody to fence.
+      const fresh = !this.#latest;
+      if (c.hardFence && !fresh) {
         const [file, ...args] = c.hardFence.command as [string, ...string[]];
         this.#emit('fencing', { command: c.hardFence.command, peer: this.peer.name, epoch: role.epoch });
         await runScript(file, args, {
@@ -376,7 +378,7 @@ export class Agent {
         });
         this.#emit('fenced', { peer: this.peer.name, epoch: role.epoch });
       }
-      if (!this.#latest) await arbiter.publish?.(INITIALIZED, String(role.epoch), AbortSignal.any([stop, AbortSignal.timeout(3000)]));
+      if (fresh) await arbiter.publish?.(INITIALIZED, String(role.epoch), AbortSignal.any([stop, AbortSignal.timeout(3000)]));
       const lapse = roleLapse(arbiter.role(), role.epoch);
       if (lapse) return `the role lapsed while promoting: ${lapse}`;
       return undefined;

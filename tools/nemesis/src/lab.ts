@@ -25,6 +25,8 @@ const require = createRequire(import.meta.url);
 const AGENT_BIN = join(dirname(require.resolve('@remus/agent/package.json')), 'dist', 'bin.js');
 // The client runs from the built package (tests import src/ through vitest).
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'client.js');
+/** The stand-in hard fence (`node fence.js FILE CODE`). */
+export const FENCE = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'fence.js');
 export const HOSTS = ['ha', 'hb'] as const;
 export type HostName = (typeof HOSTS)[number];
 const PEER_PORT = 7790;

@@ -45,3 +45,50 @@ describe('nemesis (root, netns, etcd): two agents under faults, checked historie
     }
   });
 });
+
+describe('nemesis (root, netns, etcd): the hard fence runs before promotion', () => {
+  const fenceRun = async (exitCode: number) => {
+    const { FENCE, mono, sleep } = await import('../src/index.js');
+    const { mkdtempSync, readFileSync, existsSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const log = join(mkdtempSync(join(tmpdir(), 'remus-fence-')), 'fence.log');
+    const s = await lab.scenario({ ttlSeconds: TTL, hardFence: [process.execPath, FENCE, log, String(exitCode)] });
+    try {
+      await s.start('ha');
+      const t0 = mono();
+      s.fault('kill-primary', 'ha');
+      s.agent('ha').signal('SIGKILL');
+      if (exitCode === 0) await s.waitReplies('hb', 5, TTL * 4000 + 5000);
+      else {
+        await s.agent('hb').waitEvent((e) => e.type === 'promotion-blocked' && e.mono > t0, TTL * 4000 + 5000);
+        await sleep(TTL * 1000);
+      }
+      const fenced = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : [];
+      return { s, t0, fenced };
+    } finally {
+      await s.stop();
+    }
+  };
+
+  it('a failing hard fence blocks the promotion: the backup resigns and never answers', async () => {
+    const { s, t0, fenced } = await fenceRun(1);
+    expect(fenced.length).toBeGreaterThanOrEqual(1);
+    expect(fenced[0]).toMatch(new RegExp(`^ha \\d+ ${s.cluster}$`));
+    expect(s.events.some((e) => e.host === 'hb' && e.type === 'fence-failed')).toBe(true);
+    expect(s.events.some((e) => e.host === 'hb' && e.type === 'mode' && e.mode === 'primary')).toBe(false);
+    expect(s.replies.filter((r) => r.h === 'hb' && r.at > t0)).toEqual([]);
+    expect(s.check().violations).toEqual([]);
+    results.push({ kind: 'kill-primary', seed: 0, ttlSeconds: TTL, check: s.check(), faults: 1, epochs: s.check().epochs.map((e) => e.epoch) });
+  });
+
+  it('a succeeding hard fence runs once, naming the old primary, before the backup answers', async () => {
+    const { s, t0, fenced } = await fenceRun(0);
+    expect(fenced).toHaveLength(1);
+    const fencedAt = s.events.find((e) => e.host === 'hb' && e.type === 'fenced' && e.mono > t0)?.mono as number;
+    const firstReply = s.replies.find((r) => r.h === 'hb' && r.at > t0)?.at as number;
+    expect(fencedAt).toBeLessThan(firstReply);
+    expect(s.check().violations).toEqual([]);
+    results.push({ kind: 'kill-primary', seed: 0, ttlSeconds: TTL, check: s.check(), faults: 1, epochs: s.check().epochs.map((e) => e.epoch) });
+  });
+});
