@@ -4,7 +4,6 @@
  * success), 1 a run or check failed, 2 bad usage or configuration.
  */
 import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { RemusError, createCheckpointDevices, describeCause, formatSocketAddress, isRemusError, parseSocketAddress, type Assignment } from '@remus/core';
 import { BackupServer } from '@remus/domain-process';
 import { cleanupAll } from './cleanup.js';
@@ -204,20 +203,16 @@ async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
 
 /**
  * `remus agent ...` lives in the separately installed `@remus/agent` (it
- * brings etcd and TLS; the CLI depends on core alone for it): imported on
- * use, from the CLI's own install or the current project.
+ * brings etcd and TLS; the CLI does not depend on it): imported on use from
+ * where the CLI is installed.
  */
 async function cmdAgent(rest: readonly string[], io: Io): Promise<number> {
   let mod: { agentMain(argv: readonly string[], io: Io): Promise<number> };
   try {
     mod = await import('@remus/agent' as string);
   } catch (e) {
-    if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
-    try {
-      mod = await import(pathToFileURL(createRequire(`${process.cwd()}/`).resolve('@remus/agent')).href);
-    } catch {
-      throw new RemusError('INVALID_ARGUMENT', 'remus agent needs the @remus/agent package: install it next to @remus/cli (npm install @remus/agent)');
-    }
+    if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND' || !String((e as Error).message).includes('@remus/agent')) throw e;
+    throw new RemusError('INVALID_ARGUMENT', 'remus agent needs the @remus/agent package: install it next to @remus/cli (npm install @remus/agent)');
   }
   return mod.agentMain(rest, io);
 }
