@@ -12,8 +12,12 @@ import { execCommand, tail } from './exec.js';
 import { INIT_SCRIPT } from './guest-scripts.js';
 import { labCacheDir, stampPath, type LabStamp } from './paths.js';
 
-/** apt packages the lab needs on the host. */
-export const LAB_APT_PACKAGES = ['qemu-system-x86', 'busybox-static', 'drbd-utils', 'xz-utils'] as const;
+/**
+ * apt packages the lab needs on the host. `criu` and `iputils-arping`: the
+ * guest runs the host's criu (Debian 12's 3.17 works on the lab's 6.1 kernel)
+ * and arping, for @remus/domain-criu's lab proof.
+ */
+export const LAB_APT_PACKAGES = ['qemu-system-x86', 'busybox-static', 'drbd-utils', 'xz-utils', 'criu', 'iputils-arping'] as const;
 
 /** Modules /init loads before it can mount the host root; their dependencies come first. */
 const BOOT_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
