@@ -10,6 +10,8 @@ import { parseProcDrbd, type DrbdMinorState } from '../src/index.js';
 const SEED = 0x0d4bd;
 const RUNS = Number(process.env['REMUS_FUZZ_RUNS'] ?? 2000);
 const params = { seed: SEED, numRuns: RUNS };
+/** vitest's limit per property: generous for long runs (`pnpm fuzz`). */
+const TIMEOUT_MS = Math.max(60_000, RUNS * 10);
 
 const COUNTERS = ['ns', 'nr', 'dw', 'dr', 'al', 'bm', 'lo', 'pe', 'ua', 'ap', 'ep', 'oos'] as const;
 const word = (values: readonly string[]) => fc.constantFrom(...values);
@@ -89,7 +91,7 @@ describe('/proc/drbd parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 
   it(`reads back every minor, state and counter DRBD 8.4 prints (${RUNS} runs)`, () => {
     fc.assert(
@@ -100,7 +102,7 @@ describe('/proc/drbd parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 
   it(`lines that carry no state (resync progress, srcversion, anything else) change nothing (${RUNS} runs)`, () => {
     fc.assert(
@@ -109,5 +111,5 @@ describe('/proc/drbd parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 });

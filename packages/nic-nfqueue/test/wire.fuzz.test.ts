@@ -10,6 +10,8 @@ import { frame, NFQNL_MSG_PACKET, NLMSG_ERROR, parseMessages, type Incoming } fr
 const SEED = 0x12c0ffee;
 const RUNS = Number(process.env['REMUS_FUZZ_RUNS'] ?? 2000);
 const params = { seed: SEED, numRuns: RUNS };
+/** vitest's limit per property: generous for long runs (`pnpm fuzz`). */
+const TIMEOUT_MS = Math.max(60_000, RUNS * 10);
 
 const NFQA_PACKET_HDR = 1;
 const NFQA_PAYLOAD = 10;
@@ -112,7 +114,7 @@ describe('nfqueue wire parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 
   it(`never throws on hostile messages (lying message and attribute lengths) (${RUNS} runs)`, () => {
     fc.assert(
@@ -123,7 +125,7 @@ describe('nfqueue wire parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 
   it(`parses back every message of a datagram the kernel could send, in order (${RUNS} runs)`, () => {
     fc.assert(
@@ -132,7 +134,7 @@ describe('nfqueue wire parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 
   it(`a truncated or corrupted datagram never throws; a cut datagram yields a prefix of its messages (${RUNS} runs)`, () => {
     fc.assert(
@@ -148,7 +150,7 @@ describe('nfqueue wire parser (fuzz)', () => {
       }),
       params,
     );
-  });
+  }, TIMEOUT_MS);
 });
 
 describe('nfqueue wire parser: inputs that used to throw (RangeError) or mis-parse', () => {
