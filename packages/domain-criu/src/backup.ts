@@ -65,12 +65,34 @@ export interface CriuBackupOptions {
   readonly maxCheckpointBytes?: number;
   /** Cap on one checkpoint's file count. Default 4096. */
   readonly maxFiles?: number;
-  /** A connection silent this long is closed (a transfer in it is torn). Default 60 000 ms. */
+  /**
+   * A connection silent this long is closed (a transfer in it is torn) and,
+   * if it was a primary, reported lost. A live primary sends a PING every
+   * second (its `keepaliveMs`) even while a dump runs, so this is the
+   * failover trigger's silence bound. Default 10 000 ms.
+   */
   readonly idleTimeoutMs?: number;
+  /**
+   * The failover trigger: called once per primary connection (one that
+   * delivered at least one complete checkpoint) when it closes or stays
+   * silent past `idleTimeoutMs`. The caller decides (e.g. after the arbiter
+   * grants the role) whether to call {@link failover}. Must not throw.
+   */
+  readonly onPrimaryLost?: (event: PrimaryLost) => void;
   /** Called after checkpoint N became the restore point. Must not throw. */
   readonly onCheckpoint?: (point: RestorePoint & { readonly bytes: number }) => void;
   /** Called when a checkpoint was refused or torn (the restore point is unchanged). Must not throw. */
   readonly onRefused?: (checkpoint: number, error: RemusError) => void;
+}
+
+/** Why the primary is considered lost. */
+export interface PrimaryLost {
+  /** `closed`: its connection ended; `silent`: nothing arrived for `silentMs`. */
+  readonly kind: 'closed' | 'silent';
+  /** The silence bound that applied, ms. */
+  readonly silentMs: number;
+  /** The restore point at that moment. */
+  readonly restorePoint: RestorePoint | undefined;
 }
 
 /** A running backup receiver. */
@@ -157,6 +179,8 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
   for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
   const sockets = new Set<Socket>();
   let active: Socket | undefined;
+  let closingAll = false;
+  const idleMs = o.idleTimeoutMs ?? 10_000;
 
   const abortTransfer = (t: Transfer): void => {
     if (t.open) {
@@ -278,7 +302,18 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
       o.onRefused?.(checkpoint, e);
       socket.write(encodeFrame(Frame.NACK, checkpoint, Buffer.from(`${e.code}: ${e.message}`.slice(0, 4096))));
     };
-    socket.setTimeout(o.idleTimeoutMs ?? 60_000, () => socket.destroy());
+    /** Set once this connection delivered a complete checkpoint: it is a primary whose loss is reported. */
+    let primary = false;
+    let lostReported = false;
+    const lost = (kind: PrimaryLost['kind']): void => {
+      if (!primary || lostReported || closingAll) return;
+      lostReported = true;
+      o.onPrimaryLost?.({ kind, silentMs: idleMs, restorePoint: readRestorePoint(dir) });
+    };
+    socket.setTimeout(idleMs, () => {
+      lost('silent');
+      socket.destroy();
+    });
     socket.on('data', (chunk: Buffer) => {
       let frames: WireFrame[];
       try {
@@ -289,6 +324,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
         return;
       }
       for (const f of frames) {
+        if (f.type === Frame.PING) continue;
         if (skipping !== undefined && f.checkpoint === skipping) {
           if (f.type === Frame.END) skipping = undefined;
           continue;
@@ -296,7 +332,10 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
         skipping = undefined;
         try {
           transfer = onFrame(transfer, f);
-          if (f.type === Frame.END) socket.write(encodeFrame(Frame.ACK, f.checkpoint));
+          if (f.type === Frame.END) {
+            primary = true;
+            socket.write(encodeFrame(Frame.ACK, f.checkpoint));
+          }
         } catch (e) {
           const err = isRemusError(e) ? e : new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${f.checkpoint} not stored: ${(e as Error).message}`, { cause: e });
           if (err.code === CriuErrors.FRAME_INVALID) {
@@ -313,6 +352,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     socket.on('close', () => {
       sockets.delete(socket);
       if (active === socket) active = undefined;
+      lost('closed');
       if (transfer) {
         o.onRefused?.(transfer.checkpoint, new RemusError(CriuErrors.LINK_BROKEN, `checkpoint ${transfer.checkpoint}: connection closed mid-transfer (torn): discarded`));
         abortTransfer(transfer);
@@ -334,6 +374,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     address: actual,
     restorePoint: () => readRestorePoint(dir),
     close() {
+      closingAll = true;
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();

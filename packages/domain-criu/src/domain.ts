@@ -70,6 +70,8 @@ export interface CriuDomainOptions {
   readonly onDump?: (figures: DumpFigures) => void;
   /** Bound on connecting to the backup, ms. Default 10 000. */
   readonly connectTimeoutMs?: number;
+  /** A PING to the backup this often, ms, so it can tell this primary is alive (its silence bound). Default 1000. */
+  readonly keepaliveMs?: number;
 }
 
 /** Figures of one dump. */
@@ -279,7 +281,12 @@ export class CriuDomain implements DomainAdapter {
       }
     });
     socket.on('error', () => undefined);
+    const keepalive = setInterval(() => {
+      if (!socket.destroyed && socket.writableLength < DEFAULT_MAX_FRAME_BYTES) socket.write(encodeFrame(Frame.PING, 0));
+    }, this.#o.keepaliveMs ?? 1000);
+    keepalive.unref();
     socket.on('close', () => {
+      clearInterval(keepalive);
       if (this.#socket === socket) this.#socket = undefined;
       this.#pending?.settle(new RemusError(CriuErrors.LINK_BROKEN, `${this.name}: the connection to the backup closed`));
     });

@@ -12,7 +12,7 @@
 export { CriuDomain, criuDomain } from './domain.js';
 export type { CriuDomainOptions, DumpFigures } from './domain.js';
 export { createCriuBackup, readRestorePoint, verifyRestorePoint } from './backup.js';
-export type { CheckpointManifest, CriuBackup, CriuBackupOptions, RestorePoint } from './backup.js';
+export type { CheckpointManifest, CriuBackup, CriuBackupOptions, PrimaryLost, RestorePoint } from './backup.js';
 export { failover } from './failover.js';
 export type { FailoverOptions, FailoverResult, ServiceAddress } from './failover.js';
 export { CRIU_TOO_OLD_MESSAGE, assertCriuReady, doctorChecks } from './doctor.js';

@@ -9,6 +9,8 @@
  *   END(N, 32-byte sha256 over every FILE payload of N, in order)
  * Backup -> primary: ACK(N) once checkpoint N is complete on disk,
  * NACK(N, utf-8 reason) when it was refused (and the restore point unchanged).
+ * PING(0, empty): primary -> backup every `keepaliveMs` (also while a dump
+ * runs), so the backup can tell a live primary from a silent one.
  */
 import { RemusError } from '@remus/core';
 import { CriuErrors } from './errors.js';
@@ -18,7 +20,7 @@ export const HEADER_BYTES = 16;
 /** Default cap on one frame's payload: 1 MiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1 << 20;
 
-export const Frame = { BEGIN: 1, FILE: 2, END: 3, ACK: 4, NACK: 5 } as const;
+export const Frame = { BEGIN: 1, FILE: 2, END: 3, ACK: 4, NACK: 5, PING: 6 } as const;
 export type FrameType = (typeof Frame)[keyof typeof Frame];
 
 export interface WireFrame {
@@ -73,7 +75,7 @@ export class FrameReader {
       const magic = this.#buf.readUInt32BE(0);
       const type = this.#buf.readUInt8(4);
       if (magic !== FRAME_MAGIC) throw new RemusError(CriuErrors.FRAME_INVALID, `bad frame magic 0x${magic.toString(16)}`);
-      if (type < Frame.BEGIN || type > Frame.NACK) throw new RemusError(CriuErrors.FRAME_INVALID, `unknown frame type ${type}`);
+      if (type < Frame.BEGIN || type > Frame.PING) throw new RemusError(CriuErrors.FRAME_INVALID, `unknown frame type ${type}`);
       if (this.#buf.readUIntBE(5, 3) !== 0) throw new RemusError(CriuErrors.FRAME_INVALID, 'non-zero padding in a frame header');
       const length = this.#buf.readUInt32BE(12);
       if (length > this.#max) throw new RemusError(CriuErrors.FRAME_TOO_LARGE, `frame of ${length} bytes exceeds the cap of ${this.#max}`);

@@ -163,4 +163,35 @@ describe('criu backup receiver', () => {
     writeFileSync(file, data);
     expect(() => verifyRestorePoint(join(root, 'cp'))).toThrow(/core-1.img does not match its checksum/);
   });
+
+  it('reports a primary lost when its connection closes, once, with the restore point; a connection that never delivered a checkpoint is not a primary', async () => {
+    const lost: unknown[] = [];
+    await start({ onPrimaryLost: (e) => lost.push(e) });
+    const stranger = await dial();
+    stranger.socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(lost).toEqual([]);
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(lost).toMatchObject([{ kind: 'closed', restorePoint: { checkpoint: 1 } }]);
+  });
+
+  it('reports a primary lost when it is silent past the bound, and PINGs keep a live one', async () => {
+    const lost: { kind: string; silentMs: number }[] = [];
+    await start({ idleTimeoutMs: 400, onPrimaryLost: (e) => lost.push(e) });
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    const ping = setInterval(() => socket.write(encodeFrame(Frame.PING, 0)), 100);
+    await new Promise((r) => setTimeout(r, 900));
+    expect(lost).toEqual([]);
+    clearInterval(ping);
+    await new Promise((r) => setTimeout(r, 900));
+    expect(lost).toEqual([{ kind: 'silent', silentMs: 400, restorePoint: expect.objectContaining({ checkpoint: 1 }) }]);
+    expect(socket.destroyed || socket.readableEnded).toBe(true);
+  });
 });
+
