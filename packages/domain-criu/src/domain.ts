@@ -16,6 +16,7 @@
  * - resume: thaw.
  * - waitAck: resolves when the backup reports N complete (all images, sha256
  *   matched, atomically its restore point).
+ * A broken link is re-established at the next save (that checkpoint is full).
  * A failed dump fails the checkpoint (core's loop resumes the tree on the
  * primary and never releases the epoch's output); the backup keeps N-1.
  *
@@ -158,6 +159,11 @@ export class CriuDomain implements DomainAdapter {
   async save(ctx: DomainStepContext): Promise<void> {
     const cgroup = this.#need();
     const n = ctx.checkpoint;
+    // The link broke (backup restarted, network blip): reconnect before dumping; failing that, the checkpoint fails.
+    if (!this.#socket || this.#socket.destroyed) {
+      this.#chainIntact = false;
+      await this.#connect(ctx.signal);
+    }
     const incremental =
       this.#softDirty && this.#chainIntact && this.#acked === n - 1 && n - this.#lastFull < (this.#o.fullEvery ?? 50);
     const parent = incremental ? n - 1 : null;
