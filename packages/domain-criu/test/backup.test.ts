@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,6 +193,32 @@ describe('criu backup receiver', () => {
     await new Promise((r) => setTimeout(r, 900));
     expect(lost).toEqual([{ kind: 'silent', silentMs: 400, restorePoint: expect.objectContaining({ checkpoint: 1 }) }]);
     expect(socket.destroyed || socket.readableEnded).toBe(true);
+  });
+
+  it('backup disk full (root: mounts a real 64 KiB tmpfs): the checkpoint is refused with the write error, the restore point stays, the next one that fits is accepted', async () => {
+    const mnt = join(root, 'small');
+    execFileSync('mkdir', ['-p', mnt]);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'rmcriu-test', mnt]);
+    try {
+      const b = await createCriuBackup({ dir: join(mnt, 'cp'), listen: { path: join(root, 'b.sock') } });
+      backup = b;
+      const { socket, next } = await dial();
+      for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+      expect((await next()).type).toBe(Frame.ACK);
+      for (const f of checkpointFrames(2, 1, { 'pages-1.img': Buffer.alloc(200_000, 7) })) socket.write(f);
+      const nack = await next();
+      expect(nack).toMatchObject({ type: Frame.NACK, checkpoint: 2 });
+      expect(nack.text).toContain('ENOSPC');
+      expect(b.restorePoint()?.checkpoint).toBe(1);
+      expect(readdirSync(join(mnt, 'cp')).some((e) => e.startsWith('.staging'))).toBe(false);
+      for (const f of checkpointFrames(3, null, { 'pages-1.img': img('b') })) socket.write(f);
+      expect(await next()).toMatchObject({ type: Frame.ACK, checkpoint: 3 });
+      socket.destroy();
+      await b.close();
+      backup = undefined;
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
   });
 });
 
