@@ -5,7 +5,8 @@
  *
  * A journal is input, so cleanup acts only on what the run provably made:
  * - cgroups: exactly `<freezer root>/remus-<operation>` of a freezer
- *   hierarchy of this host; any other path is refused;
+ *   hierarchy of this host, a real cgroup directory (domain-process's
+ *   cleanupOperationCgroup); any other path is refused;
  * - network namespaces: only names that carry the operation
  *   (`remus-...-<operation>-...`), as the demo makes them;
  * - processes: only a live pid whose start time equals the recorded one
@@ -20,11 +21,10 @@
  * and skipped, the others are cleaned.
  */
 import { readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { createSubkind, describeCause, reapDevices, type SubkindOps } from '@remus/core';
-import { detectFreezer, reapCgroup, releaseCgroup } from '@remus/domain-process';
 import { listJournals, processStart, sameProcess, stillRunning, type JournalData } from './journal.js';
 import { removeNetns } from './netns.js';
+import { loadDomainProcess } from './libs.js';
 import { loadPluginForCleanup } from './plugins.js';
 
 /** What cleanup did with one journal. */
@@ -60,19 +60,6 @@ export async function cleanupAll(dir: string, only?: string): Promise<CleanupRes
     results.push({ journal: j.path, operation: j.data.operation, status: r.errors.length === 0 ? 'cleaned' : 'failed', ...r });
   }
   return results;
-}
-
-/** The cgroup paths a run of `operation` can have made: `<root>/remus-<operation>` in each freezer hierarchy here. */
-export function operationCgroups(operation: string): string[] {
-  const roots = new Set<string>();
-  for (const v of ['v1', 'v2'] as const) {
-    try {
-      roots.add(detectFreezer(v).root);
-    } catch {
-      // No such hierarchy on this host.
-    }
-  }
-  return [...roots].map((r) => join(r, `remus-${operation}`));
 }
 
 /** True when `name` carries the operation as one of its dash-separated parts, after a `remus-` prefix. */
@@ -163,12 +150,11 @@ export async function cleanupRun(data: JournalData): Promise<{ removed: string[]
     });
   }
   // A protected pid tree is given back alive; what the run started is killed.
-  const removeCgroup = data.domainMode === 'pid' ? releaseCgroup : reapCgroup;
-  const allowed = operationCgroups(data.operation);
+  // domain-process's strict cleanup refuses any path but <freezer root>/remus-<operation> (a real cgroup directory).
   for (const path of data.cgroups) {
-    await step(`cgroup ${path}`, () => {
-      if (!allowed.includes(path)) throw new Error(`refused: not a cgroup this run made (remus makes only ${allowed.join(' or ') || `<freezer root>/remus-${data.operation}`})`);
-      return removeCgroup(path);
+    await step(`cgroup ${path}`, async () => {
+      const { cleanupOperationCgroup } = await loadDomainProcess('remus cleanup (a cgroup in the journal)');
+      return cleanupOperationCgroup({ operation: data.operation, path, mode: data.domainMode === 'pid' ? 'release' : 'reap' });
     });
   }
   for (const name of data.netns) {

@@ -4,9 +4,10 @@
  * are probed for real, inside a scratch network namespace that is deleted
  * afterwards, so the host is left as it was.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { createCheckpointDevices, describeCause, runScript, type DeviceSpec } from '@remus/core';
-import { detectFreezer, findProgram } from '@remus/domain-process';
+import { loadDomainProcess } from './libs.js';
 import { ip, removeNetns } from './netns.js';
 import { findInstalledPlugins, installCommand, loadPluginFrom } from './plugins.js';
 
@@ -45,14 +46,35 @@ async function tryRun(file: string, args: readonly string[]): Promise<{ ok: bool
   }
 }
 
+/** The first executable `name` on PATH, or undefined. */
+function findProgram(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter)) {
+    if (dir === '') continue;
+    const path = join(dir, name);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch {
+      // Not here.
+    }
+  }
+  return undefined;
+}
+
 /** Probes the host. Leaves nothing behind (the scratch namespace is deleted even on failure). */
 export async function hostChecks(): Promise<Check[]> {
   const checks: Check[] = [];
   const add = (c: Check): void => void checks.push(c);
   add({ name: 'root', ok: process.getuid?.() === 0, detail: `uid ${process.getuid?.()}`, fix: 'run remus as root (cgroups, namespaces, iptables and qdiscs need it)' });
-  for (const v of ['v1', 'v2'] as const) {
+  let domainProcess: Awaited<ReturnType<typeof loadDomainProcess>> | undefined;
+  try {
+    domainProcess = await loadDomainProcess('remus doctor (the cgroup freezer check)');
+  } catch (e) {
+    add({ name: 'cgroup freezer', ok: false, detail: describeCause(e) ?? '', fix: 'install @remus/domain-process next to remus (the process domain)' });
+  }
+  for (const v of domainProcess ? (['v1', 'v2'] as const) : []) {
     try {
-      const h = detectFreezer(v);
+      const h = domainProcess!.detectFreezer(v);
       add({ name: `cgroup freezer ${v}`, ok: true, detail: h.root });
     } catch (e) {
       add({ name: `cgroup freezer ${v}`, ok: false, detail: describeCause(e) ?? '', fix: v === 'v1' ? 'mount -t cgroup -o freezer cgroup /sys/fs/cgroup/freezer' : 'mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)' });

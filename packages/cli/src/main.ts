@@ -5,12 +5,12 @@
  */
 import { createRequire } from 'node:module';
 import { RemusError, createCheckpointDevices, describeCause, formatSocketAddress, isRemusError, parseSocketAddress, type Assignment } from '@remus/core';
-import { BackupServer } from '@remus/domain-process';
 import { cleanupAll } from './cleanup.js';
 import { formatDoctor, hostChecks, pluginReports, type DoctorReport } from './doctor.js';
 import { runDemo } from './demo/demo.js';
 import { checkStateDir, stateDir } from './journal.js';
 import { pluginDirsFor } from './plugins.js';
+import { loadDomainProcess } from './libs.js';
 import { ProgressView, RunFigures } from './progress.js';
 import { prepare, report, runProtected } from './run.js';
 import { args, countFlag, durationFlag, need, viewMode } from './args.js';
@@ -190,6 +190,7 @@ async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
   const listen = need(v.listen, '--listen');
   // HOST:PORT with an explicit host: `:7788` (every interface by accident) is refused.
   const address = parseSocketAddress(listen, '--listen (HOST:PORT, e.g. 10.0.0.2:7788 or 0.0.0.0:7788 for every interface)', { allowPath: true });
+  const { BackupServer } = await loadDomainProcess('remus backup');
   const backup = await BackupServer.listen(address);
   io.out.write(`backup listening on ${formatSocketAddress(backup.address)}\n`);
   await new Promise<void>((resolve) => {

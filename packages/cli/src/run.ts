@@ -15,7 +15,8 @@ import {
   type DomainAdapter,
   type LoopResult,
 } from '@remus/core';
-import { processDomain, type ProcessDomain, type ProcessDomainOptions } from '@remus/domain-process';
+import type { ProcessDomain, ProcessDomainOptions } from '@remus/domain-process';
+import { loadDomainProcess } from './libs.js';
 import type { Writable } from 'node:stream';
 import { checkConfig, configError, readJsonFile, type RemusConfig } from './config.js';
 import { Journal, stateDir } from './journal.js';
@@ -94,6 +95,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     signal: abort.signal,
   });
   const d = config.domain;
+  const { processDomain } = await loadDomainProcess(`remus ${options.command ?? 'run'} (the process domain)`, options.pluginDirs);
   let journal: Journal | undefined = options.journal;
   const domain = processDomain({
     ...(d.command ? { command: d.command } : { pid: d.pid as number }),

@@ -11,9 +11,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import { RemusError, describeCause, newOperationId, validateName } from '@remus/core';
-import { ColoPair, coloPairOptions, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoRole, type ColoStatus } from '@remus/colo';
-import { connectQmp, formatQmpAddress } from '@remus/qmp';
+import type { ColoDriverEvent, ColoPair, ColoRole, ColoStatus } from '@remus/colo';
 import type { SocketAddress as QmpAddress } from '@remus/core';
+import { processStart } from '../journal.js';
+import { loadColo, loadQmp } from '../libs.js';
 import { args, viewMode } from '../args.js';
 import { cleanupRun } from '../cleanup.js';
 import { Journal, stateDir } from '../journal.js';
@@ -21,7 +22,7 @@ import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
 import { CliErrors, controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
-import { loadPairConfig, type ColoPairConfig } from './pair.js';
+import { formatQmpAddress, loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
   remus colo status [PAIR.json | --name NAME] [--json] [--state-dir DIR]
@@ -119,6 +120,7 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
   const file = v._[0];
   if (file === undefined) throw new RemusError('INVALID_ARGUMENT', 'give the pair file: remus colo start PAIR.json');
   const cfg = loadPairConfig(file);
+  const { ColoPair, coloPairOptions, watchdogBoundMs } = await loadColo('remus colo start');
   const dir = stateDir(v['state-dir']);
   const sock = controlSocketPath(dir, cfg.name);
   if (await socketLive(sock)) throw new RemusError('STATE', `a remus colo driver for pair ${cfg.name} already runs (control socket ${sock})`);
@@ -278,11 +280,11 @@ async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
     const s = t.cfg[role];
     const address = s.qmpEvents ?? s.qmp;
     const q = await querySide(address);
-    sides[role] = s.pid === undefined ? q : { ...q, pid: s.pid, pidAlive: processAlive(s.pid) };
+    sides[role] = s.pid === undefined ? q : { ...q, pid: s.pid, pidAlive: processStart(s.pid) !== undefined };
     view.say(
       q.ok
         ? `${role} (${formatQmpAddress(address)}): COLO mode ${q.colo.mode}${q.colo.reason && q.colo.reason !== 'none' ? ` (last ${q.colo['last-mode']}, reason ${q.colo.reason})` : ''}, migration ${q.migrate.status ?? 'none'}, VM ${q.run.status}`
-        : `${role} (${formatQmpAddress(address)}): no answer: ${q.error}${s.pid !== undefined && !processAlive(s.pid) ? ` (process ${s.pid} is gone)` : ''}`,
+        : `${role} (${formatQmpAddress(address)}): no answer: ${q.error}${s.pid !== undefined && processStart(s.pid) === undefined ? ` (process ${s.pid} is gone)` : ''}`,
     );
   }
   view.event('status', { driver: false, name: t.name, sides });
@@ -315,6 +317,7 @@ type SideAnswer =
 
 /** One side's COLO, migration and run state, straight from its QEMU (bounded). */
 async function querySide(address: QmpAddress): Promise<SideAnswer> {
+  const { connectQmp } = await loadQmp('remus colo status (asking the QEMUs without a driver)');
   let c;
   try {
     c = await connectQmp(address, { timeoutMs: 5000, commandTimeoutMs: 5000 });

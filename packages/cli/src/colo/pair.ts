@@ -6,10 +6,10 @@
  * is touched.
  */
 import { basename, extname } from 'node:path';
-import { validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
-import { DEFAULT_WATCHDOG, processAlive, type ColoFenceDescription, type ColoPairDescription, type ColoRole, type ColoWatchdogOptions } from '@remus/colo';
-import { formatQmpAddress, parseQmpAddress } from '@remus/qmp';
+import { parseSocketAddress, validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
+import type { ColoFenceDescription, ColoPairDescription, ColoRole, ColoWatchdogOptions } from '@remus/colo';
 import type { SocketAddress as QmpAddress } from '@remus/core';
+import { processStart } from '../journal.js';
 import { configError, readJsonFile, validateDevices, type ConfigProblem } from '../config.js';
 import { isObject, join, num, unknownKeys, type Report } from '../validation.js';
 
@@ -42,6 +42,24 @@ export interface ColoPairConfig {
   readonly fence: ColoFenceConfig | undefined;
   /** The same pair as @remus/colo's description (for `coloPairOptions`); the fence as `ip link set` argument vectors. */
   readonly description: ColoPairDescription;
+}
+
+/**
+ * @remus/colo's DEFAULT_WATCHDOG, written here so that validating a pair file
+ * needs no @remus/colo (loaded only to drive the pair); a test pins that
+ * the two agree.
+ */
+export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } as const;
+
+/** A QMP socket address as @remus/qmp reads it: core's forms plus a relative path (`./qmp.sock`). */
+export function parseQmpAddress(address: unknown): QmpAddress {
+  if (typeof address === 'string' && address.startsWith('.')) return parseSocketAddress({ path: address }, 'QMP address');
+  return parseSocketAddress(address, 'QMP address', { allowPath: true });
+}
+
+/** QEMU's `-qmp` form of an address (`unix:/path`, `tcp:host:port`), as @remus/qmp writes it. */
+export function formatQmpAddress(address: QmpAddress): string {
+  return 'path' in address ? `unix:${address.path}` : `tcp:${address.host}:${address.port}`;
 }
 
 const TOP_KEYS = ['$schema', 'name', 'primary', 'secondary', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'watchdog', 'fence'];
@@ -148,7 +166,7 @@ function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean):
   const qmpEvents = address(s, 'qmpEvents', role, p, false);
   if (s.pid !== undefined) {
     if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${role}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
-    else if (livePids && !processAlive(s.pid as number)) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
+    else if (livePids && processStart(s.pid as number) === undefined) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
   }
   const at = `${role}.devices`;
   if (!Array.isArray(s.devices) || s.devices.length === 0) {

@@ -16,13 +16,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { newOperationId, runScript, type DomainAdapter } from '@remus/core';
+import { RemusError, newOperationId, runScript, type DomainAdapter } from '@remus/core';
 import type { ProcessDomain } from '@remus/domain-process';
 import { validateConfig, type RemusConfig } from '../config.js';
 import { Journal } from '../journal.js';
 import type { Io } from '../io.js';
 import { ip, netnsExists, removeNetns } from '../netns.js';
-import { CLI_DIR, buildOps, type BuiltOps } from '../plugins.js';
+import { loadDomainProcess } from '../libs.js';
+import { CLI_DIR, buildOps, installCommand, type BuiltOps } from '../plugins.js';
 import { ProgressView, RunFigures, ms, percentile, type ViewMode } from '../progress.js';
 import { runProtected } from '../run.js';
 
@@ -90,8 +91,15 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const figures = new RunFigures();
   const view = new ProgressView(o.mode, io.out as never, figures);
 
-  // Plugins first: nothing is touched if none can be loaded.
+  // Packages first: nothing is touched if what the demo needs is not installed.
+  await loadDomainProcess('remus demo (the process domain)');
   const built = o.noNetBuffer ? { ops: [], plugins: [], used: [] } : await loadNicPlugins();
+  if (!o.noNetBuffer && built.used.length === 0) {
+    const pkg = NIC_PLUGINS.map((p) => p.package).at(-1) as string;
+    throw new RemusError('PLUGIN_NOT_FOUND', `remus demo needs a NIC plugin (${NIC_PLUGINS.map((p) => p.package).join(' or ')}) next to remus, and none is installed: install one with \`${installCommand(pkg)}\`, or everything with \`${installCommand('@remus/all')}\` (or run with --no-net-buffer)`, {
+      details: { plugin: pkg, for: 'remus demo' },
+    });
+  }
   const config: RemusConfig = validateConfig(
     {
       intervalMs: o.intervalMs,
