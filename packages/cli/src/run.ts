@@ -20,6 +20,7 @@ import { loadDomainProcess } from './libs.js';
 import type { Writable } from 'node:stream';
 import { checkConfig, configError, readJsonFile, type RemusConfig } from './config.js';
 import { Journal, stateDir } from './journal.js';
+import { runLifecycle } from './lifecycle.js';
 import { collectOps, pluginDirsFor, type BuiltOps } from './plugins.js';
 import { ProgressView, ms, sumStats, type RunSummary, type ViewMode } from './progress.js';
 
@@ -107,17 +108,17 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     ack: d.ack.type === 'remote' ? { type: 'remote', address: 'path' in d.ack ? { path: d.ack.path } : { host: d.ack.host, port: d.ack.port } } : d.ack,
     onResource: (r) => (r.type === 'cgroup' ? journal?.addCgroup(r.path) : journal?.addProcess(r.pid, 'domain command')),
   });
-  journal ??= Journal.create(
-    options.stateDir,
+  const journalSpec = {
+    stateDir: options.stateDir,
     operation,
-    options.command ?? 'run',
-    config.plugins.map((p, i) => {
+    command: options.command ?? 'run',
+    plugins: config.plugins.map((p, i) => {
       const loaded = built.plugins[i];
       return { package: p.package, from: loaded?.from ?? process.cwd(), ...(loaded ? { dir: loaded.dir, version: loaded.plugin.version } : {}), subkinds: p.subkinds };
     }),
-    config.devices,
-    d.command ? 'command' : 'pid',
-  );
+    devices: [...config.devices],
+    domainMode: d.command ? ('command' as const) : ('pid' as const),
+  };
 
   let stoppedBy: string | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -131,79 +132,77 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
       abort.abort(new RemusError('ABORTED', `aborted by a second ${sig}`));
     }
   };
-  if (options.handleSignals ?? true) {
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
-  const durationTimer =
-    config.durationMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          stoppedBy ??= 'duration';
-          stop.abort();
-        }, config.durationMs);
 
-  view.event('start', { operation, journal: journal.path, intervalMs: config.intervalMs, devices: config.devices.map((x) => x.id), ops: built.ops.map((o) => o.name) });
   let error: RemusError | undefined;
   let loop: LoopResult | undefined;
-  try {
-    await domain.start(AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]));
-    view.say(`domain ${domain.name}: pid ${domain.pid}, cgroup ${domain.cgroupPath} (v${domain.cgroupVersion})`);
-    view.event('domain', { name: domain.name, pid: domain.pid, cgroup: domain.cgroupPath, cgroupVersion: domain.cgroupVersion });
-    if (!stop.signal.aborted) {
-      await devices.setup();
-      const assignments = devices.assignments().map((a) => ({ device: a.device, subkind: a.subkind }));
-      for (const a of assignments) view.say(`device ${a.device}: ${a.subkind}`);
-      view.event('setup', { assignments });
-      view.start();
-      options.onRunning?.({ domain, devices, stop });
-      loop = await runCheckpointLoop({
-        devices,
-        domain: options.wrapDomain ? options.wrapDomain(domain) : domain,
-        intervalMs: config.intervalMs,
-        schedule: config.schedule,
-        maxCheckpoints: config.maxCheckpoints,
-        onFailure: config.onFailure,
-        domainTimeoutMs: config.domainTimeoutMs,
-        stop: stop.signal,
-        signal: abort.signal,
-        onCheckpoint: (f) => {
-          const perDevice = devices.stats();
-          const totals = sumStats(perDevice);
-          figures.add(f, totals);
-          view.checkpoint(f, totals, perDevice);
-          options.onCheckpoint?.(f, devices);
-        },
+  const lifecycle = await runLifecycle({
+    journal: options.journal ?? journalSpec,
+    ...((options.handleSignals ?? true) ? { onSignal } : {}),
+    body: async (j) => {
+      journal = j;
+      const durationTimer =
+        config.durationMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              stoppedBy ??= 'duration';
+              stop.abort();
+            }, config.durationMs);
+      view.event('start', { operation, journal: j.path, intervalMs: config.intervalMs, devices: config.devices.map((x) => x.id), ops: built.ops.map((o) => o.name) });
+      try {
+        await domain.start(AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]));
+        view.say(`domain ${domain.name}: pid ${domain.pid}, cgroup ${domain.cgroupPath} (v${domain.cgroupVersion})`);
+        view.event('domain', { name: domain.name, pid: domain.pid, cgroup: domain.cgroupPath, cgroupVersion: domain.cgroupVersion });
+        if (stop.signal.aborted) return;
+        await devices.setup();
+        const assignments = devices.assignments().map((a) => ({ device: a.device, subkind: a.subkind }));
+        for (const a of assignments) view.say(`device ${a.device}: ${a.subkind}`);
+        view.event('setup', { assignments });
+        view.start();
+        options.onRunning?.({ domain, devices, stop });
+        loop = await runCheckpointLoop({
+          devices,
+          domain: options.wrapDomain ? options.wrapDomain(domain) : domain,
+          intervalMs: config.intervalMs,
+          schedule: config.schedule,
+          maxCheckpoints: config.maxCheckpoints,
+          onFailure: config.onFailure,
+          domainTimeoutMs: config.domainTimeoutMs,
+          stop: stop.signal,
+          signal: abort.signal,
+          onCheckpoint: (f) => {
+            const perDevice = devices.stats();
+            const totals = sumStats(perDevice);
+            figures.add(f, totals);
+            view.checkpoint(f, totals, perDevice);
+            options.onCheckpoint?.(f, devices);
+          },
+        });
+      } finally {
+        view.stop();
+        if (durationTimer) clearTimeout(durationTimer);
+      }
+    },
+    finish: async (_j, { error: e }) => {
+      if (e !== undefined) error = e instanceof RemusError ? e : new RemusError('OP_FAILED', describeCause(e) ?? 'unknown failure', { cause: e });
+      // The loop tears the devices down; this covers a failure before the loop ran.
+      let clean = true;
+      await devices.teardown().catch((t: unknown) => {
+        clean = false;
+        error ??= t as RemusError;
       });
-    }
-  } catch (e) {
-    error = e instanceof RemusError ? e : new RemusError('OP_FAILED', describeCause(e) ?? 'unknown failure', { cause: e });
-  } finally {
-    view.stop();
-    if (durationTimer) clearTimeout(durationTimer);
-  }
-  // The loop tears the devices down; this covers a failure before the loop ran.
-  let clean = true;
-  await devices.teardown().catch((e: unknown) => {
-    clean = false;
-    error ??= e as RemusError;
+      try {
+        await domain.stop();
+      } catch (t) {
+        clean = false;
+        error ??= t as RemusError;
+      }
+      const leftover = (f: RemusError): boolean => f.op === 'teardown' || f.op === 'cleanup';
+      if (error && (error.op === 'teardown' || error.failures.some(leftover))) clean = false;
+      return clean;
+    },
   });
-  try {
-    await domain.stop();
-  } catch (e) {
-    clean = false;
-    error ??= e as RemusError;
-  }
-  const leftover = (f: RemusError): boolean => f.op === 'teardown' || f.op === 'cleanup';
-  if (error && (error.op === 'teardown' || error.failures.some(leftover))) clean = false;
-  if (options.handleSignals ?? true) {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
-  if (clean && !options.journal) journal.remove();
   const summary = figures.summary();
-  const outcome: RunOutcome = { ok: error === undefined, summary, loop, error, stoppedBy, clean, operation };
-  return outcome;
+  return { ok: error === undefined, summary, loop, error, stoppedBy, clean: lifecycle.clean, operation };
 }
 
 /** Prints the end of a run: summary lines, or the `end` event. */

@@ -18,10 +18,11 @@ import { loadColo, loadQmp } from '../libs.js';
 import { args, viewMode } from '../args.js';
 import { cleanupRun } from '../cleanup.js';
 import { Journal, stateDir } from '../journal.js';
+import { runLifecycle } from '../lifecycle.js';
 import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
-import { CliErrors, controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
+import { CliErrors, controlSocketNames, controlSocketPath, requestControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
 import { formatQmpAddress, loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
@@ -129,8 +130,8 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
   const stopOnExit = v['stop-on-exit'] ?? false;
 
   // The journal exists from before the first QMP command until replication runs: a start that dies half-way is reaped by `remus cleanup`.
+  // Journal, control socket, signals and the final reap go through the lifecycle `remus run` shares.
   const operation = newOperationId();
-  const journal = Journal.create(dir, operation, 'colo start', journalPlugins(cfg), [...cfg.primary.devices, ...cfg.secondary.devices]);
   const listeners = new Set<(e: Record<string, unknown>) => void>();
   let pair: ColoPair | undefined;
   let started = false;
@@ -143,7 +144,7 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
     for (const l of listeners) l(body);
     if (started && e.type === 'state' && e.state === 'failed') end({ how: 'failed', error: new RemusError('OP_FAILED', 'the COLO pair failed (see the error above)') });
   };
-  const control = await serveControl(sock, async (req: ControlRequest, send) => {
+  const handler = async (req: ControlRequest, send: (event: Record<string, unknown>) => void): Promise<Record<string, unknown>> => {
     view.event('request', { ...req });
     if (req.command === 'status') return { name: cfg.name, pid: process.pid, operation, status: pair?.status() ?? { state: 'connecting' } };
     if (!pair || !started) throw new RemusError('STATE', `pair ${cfg.name} is not replicating yet (state ${pair?.status().state ?? 'connecting'})`);
@@ -163,7 +164,7 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
     } finally {
       listeners.delete(send);
     }
-  });
+  };
   const onSignal = (sig: NodeJS.Signals): void => {
     if (!started) {
       view.say(`${sig}: interrupting the start`);
@@ -171,63 +172,60 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
       end({ how: 'interrupted', signal: sig });
     } else end({ how: stopOnExit ? 'stopped' : 'detached', signal: sig });
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const bound = cfg.watchdog === false ? undefined : watchdogBoundMs(cfg.watchdog);
-  view.event('start', { name: cfg.name, operation, journal: journal.path, control: sock, migrationUri: cfg.migrationUri, checkpointDelayMs: cfg.checkpointDelayMs, watchdogBoundMs: bound ?? null, fence: cfg.fence !== undefined });
-  view.say(`pair ${cfg.name}: operation ${operation}, control socket ${sock}`);
-  if (!cfg.fence) view.say('warning: no "fence" in the pair file: a failover cannot take the failed side off the clients\' network');
-  let ending: Ending | undefined;
-  try {
-    pair = await ColoPair.connect(
-      { ...coloPairOptions(cfg.description), operationId: operation, onEvent },
-      30_000,
-      abort.signal,
-    );
-    await pair.start({ timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
-    started = true;
-    journal.remove();
-    view.say(`replicating; ${bound === undefined ? 'NO watchdog' : `watchdog on (a hung side is noticed within ${bound} ms)`}; stop with \`remus colo stop\` or SIGINT`);
-    view.event('replicating', { status: pair.status() });
-    ending = await ended;
-  } catch (e) {
-    ending = (await Promise.race([ended, Promise.resolve(undefined)])) ?? { how: 'failed', error: asRemusError(e) };
-    if (ending.how === 'interrupted') ending = { ...ending, error: asRemusError(e) };
-  }
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-
-  let clean = true;
-  try {
-    if (ending.how === 'stopped' && ending.signal && pair) {
-      view.say(`${ending.signal}: stopping the pair (--stop-on-exit)`);
-      await pair.stop();
-    }
-    if (ending.how === 'detached') {
-      const st = pair?.status();
-      view.say(
-        st?.state === 'replicating'
-          ? `${ending.signal}: detached. The pair keeps replicating and NOTHING WATCHES IT ANY MORE: QEMU has no watchdog, a dead peer goes unnoticed and clients may hang`
-          : `${ending.signal}: detached (state ${st?.state ?? 'unknown'}, serving: ${st?.active ?? 'unknown'})`,
-      );
-      view.event('detached', { signal: ending.signal, unwatched: st?.state === 'replicating' });
-    }
-  } catch (e) {
-    ending = { how: 'failed', error: asRemusError(e) };
-  }
-  await pair?.close();
-  if (!started) {
-    // The driver tears down what a failed start set up; reaping by the operation's tag catches the rest.
-    const r = pair ? await cleanupRun(journal.data) : { removed: [], errors: [] };
-    for (const l of r.removed) view.say(`removed ${l}`);
-    if (r.errors.length === 0) journal.remove();
-    else {
-      clean = false;
+  let ending!: Ending;
+  const lifecycle = await runLifecycle<Ending>({
+    journal: { stateDir: dir, operation, command: 'colo start', plugins: journalPlugins(cfg), devices: [...cfg.primary.devices, ...cfg.secondary.devices] },
+    control: { path: sock, handler },
+    onSignal,
+    body: async (journal) => {
+      view.event('start', { name: cfg.name, operation, journal: journal.path, control: sock, migrationUri: cfg.migrationUri, checkpointDelayMs: cfg.checkpointDelayMs, watchdogBoundMs: bound ?? null, fence: cfg.fence !== undefined });
+      view.say(`pair ${cfg.name}: operation ${operation}, control socket ${sock}`);
+      if (!cfg.fence) view.say('warning: no "fence" in the pair file: a failover cannot take the failed side off the clients\' network');
+      try {
+        pair = await ColoPair.connect({ ...coloPairOptions(cfg.description), operationId: operation, onEvent }, 30_000, abort.signal);
+        await pair.start({ timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
+        started = true;
+        // Replicating: nothing is left to reap if this process dies now (the pair runs on, unwatched, like a detach).
+        journal.remove();
+        view.say(`replicating; ${bound === undefined ? 'NO watchdog' : `watchdog on (a hung side is noticed within ${bound} ms)`}; stop with \`remus colo stop\` or SIGINT`);
+        view.event('replicating', { status: pair.status() });
+        return await ended;
+      } catch (e) {
+        const got = (await Promise.race([ended, Promise.resolve(undefined)])) ?? { how: 'failed' as const, error: asRemusError(e) };
+        return got.how === 'interrupted' ? { ...got, error: asRemusError(e) } : got;
+      }
+    },
+    finish: async (journal, { result }) => {
+      ending = result ?? { how: 'failed', error: new RemusError('OP_FAILED', 'the start ended without an outcome') };
+      try {
+        if (ending.how === 'stopped' && ending.signal && pair) {
+          view.say(`${ending.signal}: stopping the pair (--stop-on-exit)`);
+          await pair.stop();
+        }
+        if (ending.how === 'detached') {
+          const st = pair?.status();
+          view.say(
+            st?.state === 'replicating'
+              ? `${ending.signal}: detached. The pair keeps replicating and NOTHING WATCHES IT ANY MORE: QEMU has no watchdog, a dead peer goes unnoticed and clients may hang`
+              : `${ending.signal}: detached (state ${st?.state ?? 'unknown'}, serving: ${st?.active ?? 'unknown'})`,
+          );
+          view.event('detached', { signal: ending.signal, unwatched: st?.state === 'replicating' });
+        }
+      } catch (e) {
+        ending = { how: 'failed', error: asRemusError(e) };
+      }
+      await pair?.close();
+      if (started) return true;
+      // The driver tears down what a failed start set up; reaping by the operation's tag catches the rest.
+      const r = pair ? await cleanupRun(journal.data) : { removed: [], errors: [] };
+      for (const l of r.removed) view.say(`removed ${l}`);
       for (const l of r.errors) view.say(`could not remove: ${l} (run \`remus cleanup\`)`);
-    }
-  }
-  await control.close();
+      return r.errors.length === 0;
+    },
+  });
+  const clean = lifecycle.clean;
   const ok = ending.how === 'stopped' || ending.how === 'detached';
   const status = pair?.status();
   view.event('end', { ok, how: ending.how, clean, ...(status ? { status } : {}), ...(ending.error ? { error: ending.error.toJSON() } : {}) });
