@@ -61,7 +61,8 @@ beforeAll(() => {
     packedManifest.set(m.name, JSON.parse(execFileSync('tar', ['xzOf', file, 'package/package.json'], { encoding: 'utf8' })) as Manifest);
   }
   // What the user asks for, plus the @remus packages the CLI itself declares (workspace-only, so not on the registry).
-  const wanted = new Set(['@remus/cli', '@remus/disk-drbd', 'remus-subkind-template']);
+  // @remus/cli depends on @remus/core alone: `remus run` needs the process domain installed next to it (see its README).
+  const wanted = new Set(['@remus/cli', '@remus/domain-process', '@remus/disk-drbd', 'remus-subkind-template']);
   const queue = [...wanted];
   while (queue.length > 0) {
     const m = packedManifest.get(queue.pop()!)!;
