@@ -4,7 +4,8 @@
  * entry point a cross-host arbiter (the etcd issue) gates: call it only once
  * this host holds the primary role.
  *
- * Order: refuse a second failover (STATE) -> doctor checks -> verify every
+ * Order: refuse a second failover (STATE) -> doctor checks (unless `ready`
+ * says they passed earlier) -> verify every
  * image of the restore point's chain against its sha256 -> lock the network
  * (an iptables DROP of the service address, so nothing answers the clients
  * with RSTs between the last dump and the restore) -> add the service
@@ -18,7 +19,7 @@ import { join } from 'node:path';
 import { RemusError, isRemusError } from '@remus/core';
 import { findProgram } from '@remus/domain-process';
 import { readRestorePoint, verifyRestorePoint } from './backup.js';
-import { assertCriuReady } from './doctor.js';
+import { assertCriuReady, type CriuReady } from './doctor.js';
 import { CriuErrors } from './errors.js';
 import { lastLines, runProgram } from './run.js';
 
@@ -42,6 +43,12 @@ export interface FailoverOptions {
   readonly signal?: AbortSignal;
   /** Progress lines. Must not throw. */
   readonly onStep?: (line: string) => void;
+  /**
+   * The result of {@link assertCriuReady} run earlier on this host (e.g. when
+   * the backup started): the failover then skips the checks, which cost three
+   * criu runs (seconds on a slow CPU) on the failover's critical path.
+   */
+  readonly ready?: CriuReady;
 }
 
 export interface FailoverResult {
@@ -85,7 +92,7 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
   }
   undo.push({ what: 'failover lock', run: async () => rmSync(lockFile, { force: true }) });
   try {
-    const { criu } = await assertCriuReady({ criuPath: o.criuPath, signal });
+    const { criu } = o.ready ?? (await assertCriuReady({ criuPath: o.criuPath, signal }));
     const chain = verifyRestorePoint(dir);
     const point = readRestorePoint(dir) as NonNullable<ReturnType<typeof readRestorePoint>>;
     step(`restore point: checkpoint ${point.checkpoint} (chain ${chain.join(' <- ')}), images verified`);
