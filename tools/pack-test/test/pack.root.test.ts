@@ -108,6 +108,13 @@ describe('the packed tarballs', () => {
   });
 });
 
+describe('the CLI installs alone', () => {
+  it('@remus/cli depends on @remus/core alone among the @remus packages (plugins, domains and COLO are installed by the user)', () => {
+    const deps = Object.keys(packedManifest.get('@remus/cli')!.dependencies ?? {}).filter((d) => d.startsWith('@remus/'));
+    expect(deps).toEqual(['@remus/core']);
+  });
+});
+
 describe('installed with npm into an empty directory', () => {
   it('has exactly one @remus/core (the plugins share the CLI one)', () => {
     const cores = execFileSync('find', [join(user, 'node_modules'), '-path', '*/@remus/core/package.json'], { encoding: 'utf8' }).trim().split('\n');
