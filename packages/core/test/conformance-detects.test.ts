@@ -111,6 +111,12 @@ describe('the conformance kit does not flag correct subkinds', () => {
     expect(run.passed).toBe(Object.keys(T).length + 1);
   }, 100_000);
 
+  it('a match that would throw for a param-less device passes when its checkParams refuses that device first (as the core does)', () => {
+    const run = runKit('checkparams-refuses-foreign');
+    expect([...run.failed.entries()]).toEqual([]);
+    expect(run.passed).toBe(Object.keys(T).length + 1);
+  }, 100_000);
+
   it('the same subkind "crashed" in process (no `crash` option) is left with its handle open, which is why `crash` exists', () => {
     expectCatch('holds-handles-in-process', T.reap, /reap: removed nothing, though the crash left/);
   }, 100_000);
