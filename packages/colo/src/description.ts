@@ -5,7 +5,10 @@
  * vectors run through the core's `runScript` (no shell).
  */
 import { RemusError, runScript, validateOperationId, type DeviceSpec } from '@remus/core';
-import type { ColoNetworkFence, ColoPairOptions, ColoRole, ColoSide, ColoWatchdogOptions } from './driver.js';
+import type { ColoPairOptions, ColoSide } from './driver.js';
+import type { ColoNetworkFence } from './fence.js';
+import { coloMarker, coloParamProblems, type ColoDeviceKind, type ColoRole } from './params.js';
+import type { ColoWatchdogOptions } from './watchdog.js';
 
 /** One side, as data. */
 export interface ColoSideDescription {
@@ -74,15 +77,24 @@ function argv(v: unknown, path: string): string[] {
   return v as string[];
 }
 
-function side(v: unknown, path: string): ColoSide {
+function side(v: unknown, path: ColoRole): ColoSide {
   const o = record(v, path);
   const devices = o['devices'];
   if (!Array.isArray(devices) || devices.length === 0) bad(`${path}.devices`, 'a non-empty array of devices', devices);
   devices.forEach((d, i) => {
     const dev = record(d, `${path}.devices[${i}]`);
     str(dev['id'], `${path}.devices[${i}].id`);
-    str(dev['kind'], `${path}.devices[${i}].kind`);
-    if (dev['params'] !== undefined) record(dev['params'], `${path}.devices[${i}].params`);
+    const kind = str(dev['kind'], `${path}.devices[${i}].kind`);
+    const params = dev['params'] === undefined ? {} : record(dev['params'], `${path}.devices[${i}].params`);
+    // A COLO-shaped device (its subkind's marker param present): its params as COLO_DEVICE_PARAMS defines them.
+    if ((kind === 'nic' || kind === 'disk') && params[coloMarker(path, kind)] !== undefined) {
+      const problems = coloParamProblems(path, kind as ColoDeviceKind, params);
+      if (problems.length > 0) {
+        throw new RemusError('INVALID_ARGUMENT', `COLO pair description: ${problems.map((p) => `${path}.devices[${i}].params.${p.param} ${p.message} (${p.fix})`).join('; ')}`, {
+          details: { field: `${path}.devices[${i}].params`, problems },
+        });
+      }
+    }
   });
   return {
     qmp: str(o['qmp'], `${path}.qmp`),
@@ -117,8 +129,9 @@ export function commandFence(d: ColoFenceDescription): ColoNetworkFence {
 /**
  * Checks `value` (e.g. parsed JSON) as a {@link ColoPairDescription} and
  * returns options for {@link ColoPair.connect} (add `onEvent` for progress).
- * Throws INVALID_ARGUMENT naming the first bad field. Device params are
- * checked later, by the subkinds' `match`, before anything is changed.
+ * Throws INVALID_ARGUMENT naming the first bad field; a COLO device's params
+ * are checked here against {@link COLO_DEVICE_PARAMS} (every problem of that
+ * device), and what needs the QEMU (a netdev, a quorum) by the subkinds' `match`.
  */
 export function coloPairOptions(value: unknown): ColoPairOptions {
   const o = record(value, 'the description');

@@ -5,68 +5,52 @@
  * checkpoint delay), reports status and figures from QEMU's events, and runs
  * a watchdog that fails over to the survivor when the peer dies or hangs.
  *
- * QEMU has no heartbeat of its own: when the secondary dies and nobody fails
- * the primary over, colo-compare holds every reply forever and clients hang.
- *
- * No split brain on one host: only one side is on the clients' network at a
- * time. A failover first fences the losing side (SIGKILL by pid, confirmed
- * gone; `fence.detach`), and only then promotes the survivor and, for the
- * secondary, connects it (`fence.attach`). Across two hosts a pid and a
- * local bridge are not enough: a partition looks like a death, so it needs
- * an arbiter (a third node or quorum service), a fencing device (power /
- * IPMI, or the switch port) that the survivor uses before it answers
- * clients, and the takeover of the service address.
+ * {@link ColoPair} is the state machine; beside it: the start plan as data
+ * (start.ts), the watchdog (watchdog.ts), fencing and failover (fence.ts),
+ * the checkpoint figures (figures.ts).
  *
  * Rule: a promoted secondary is never torn down (see {@link ColoPair.stop}).
  */
-import { readFileSync } from 'node:fs';
-import { RemusError, createCheckpointDevices, type SocketAddress, newOperationId, type CheckpointDevices, type DeviceSpec, type OpsList } from '@remus/core';
-import { QmpPool, connectQmp, isQmpRefusal, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
-import { coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
+import { EventEmitter } from 'node:events';
+import {
+  RemusError,
+  createCheckpointDevices,
+  describeCause,
+  isRemusError,
+  newOperationId,
+  nextEvent,
+  pollUntil,
+  type CheckpointDevices,
+  type DeviceSpec,
+  type OpsList,
+  type SocketAddress,
+} from '@remus/core';
+import { QmpPool, connectQmp, type QmpClient, type QmpEvent, type QmpLease } from '@remus/qmp';
+import { failOverTo, type ColoNetworkFence } from './fence.js';
+import { CheckpointFigures, now } from './figures.js';
 import { coloIds } from './ids.js';
-import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
+import type { ColoRole } from './params.js';
 import type { ColoQemuOptions } from './qemu.js';
+import { START_PLAN, waitColo, type StartContext } from './start.js';
+import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
+import { startWatchdog, type ColoWatchdogOptions, type Watchdog } from './watchdog.js';
+
+export type { ColoRole } from './params.js';
+export type { ColoNetworkFence } from './fence.js';
 
 /** One side of the pair. */
 export interface ColoSide {
   /** QMP socket for commands (shared with the side's @remus/colo subkinds through one pool). */
   readonly qmp: string | SocketAddress;
   /**
-   * The side's COLO devices for @remus/colo's ops list: a `nic` (params of
-   * ColoPrimaryNicParams / ColoSecondaryNicParams) and a `disk`
-   * (ColoPrimaryDiskParams / ColoSecondaryDiskParams).
+   * The side's COLO devices for @remus/colo's ops list: a `nic` and a `disk`
+   * with the params of COLO_DEVICE_PARAMS[side] (ColoPrimaryNicParams ... ).
    */
   readonly devices: readonly DeviceSpec[];
   /** A second QMP socket for events and liveness probes (recommended: a busy command connection cannot hide a death). */
   readonly qmpEvents?: string | SocketAddress;
   /** Pid of the QEMU process on this host: liveness ("process gone") and fencing (SIGKILL). */
   readonly pid?: number;
-}
-
-/** What connects a side to the clients' network and takes it off (fencing). */
-export interface ColoNetworkFence {
-  /** Connects `side` to the clients' network. */
-  attach(side: ColoRole, signal: AbortSignal): Promise<void>;
-  /** Takes `side` off the clients' network; must succeed when it already is off. */
-  detach(side: ColoRole, signal: AbortSignal): Promise<void>;
-}
-
-export type ColoRole = 'primary' | 'secondary';
-
-/**
- * The watchdog's bounds. A peer whose process or QMP socket goes away is
- * noticed at once (socket closed) or within `intervalMs` (pid probe); a hung
- * one (QMP silent) within {@link watchdogBoundMs}: `(intervalMs +
- * probeTimeoutMs) * misses + intervalMs`. COLO_EXIT (error) and
- * QUORUM_REPORT_BAD on the replication child act as soon as they arrive.
- */
-export interface ColoWatchdogOptions {
-  /** Period of liveness probes (pid, query-status), ms. Default 200. */
-  readonly intervalMs?: number;
-  /** Time a probe may take, ms. Default 1500. */
-  readonly probeTimeoutMs?: number;
-  /** Consecutive missed probes that declare a side hung. Default 3. */
-  readonly misses?: number;
 }
 
 export interface ColoPairOptions {
@@ -88,7 +72,26 @@ export interface ColoPairOptions {
   readonly commandTimeoutMs?: number;
 }
 
+/**
+ * The pair's states. Transitions (the only ones {@link ColoPair} makes, all
+ * through one place that fires the `state` event and wakes waiters):
+ * connected → starting → replicating → failing-over → failed-over;
+ * connected / starting → failed (a side died, or start failed);
+ * failing-over → failed (a failover step failed);
+ * connected / starting / replicating → stopped (close).
+ * failed-over, failed and stopped are final.
+ */
 export type ColoState = 'connected' | 'starting' | 'replicating' | 'failing-over' | 'failed-over' | 'stopped' | 'failed';
+
+const TRANSITIONS: Readonly<Record<ColoState, readonly ColoState[]>> = {
+  connected: ['starting', 'failed', 'stopped'],
+  starting: ['replicating', 'failed', 'stopped'],
+  replicating: ['failing-over', 'stopped'],
+  'failing-over': ['failed-over', 'failed'],
+  'failed-over': [],
+  failed: [],
+  stopped: [],
+};
 
 export type ColoDriverEvent =
   | { type: 'step'; side: ColoRole; step: string; ms: number }
@@ -108,9 +111,9 @@ export interface ColoStatus {
   /** Checkpoints that came sooner than the delay: forced by colo-compare on divergent output. */
   readonly onDemandCheckpoints: number;
   /** From start() to the end of the first checkpoint. */
-  readonly timeToFirstCheckpointMs?: number;
+  readonly timeToFirstCheckpointMs?: number | undefined;
   /** Pause per checkpoint (STOP to RESUME, QEMU's own timestamps). */
-  readonly pauseMs: { readonly p50?: number; readonly p99?: number; readonly max?: number; readonly count: number };
+  readonly pauseMs: { readonly p50?: number | undefined; readonly p99?: number | undefined; readonly max?: number | undefined; readonly count: number };
   /** Why and when replication ended, after a failover. */
   readonly failover?: {
     readonly survivor: ColoRole;
@@ -122,15 +125,6 @@ export interface ColoStatus {
     /** QEMU ids the survivor's sequence left in place on purpose (on a promoted secondary: its filter-rewriter). */
     readonly kept: readonly string[];
   };
-}
-
-/** The default watchdog bounds. */
-export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } as const;
-
-/** The longest a hung peer goes unnoticed with these watchdog options, ms. */
-export function watchdogBoundMs(options: ColoWatchdogOptions = {}): number {
-  const w = { ...DEFAULT_WATCHDOG, ...options };
-  return (w.intervalMs + w.probeTimeoutMs) * w.misses + w.intervalMs;
 }
 
 interface SideConn {
@@ -145,44 +139,17 @@ interface SideConn {
   readonly layer: CheckpointDevices;
 }
 
-function now(): number {
-  return performance.timeOrigin + performance.now();
-}
-
-function eventMs(e: QmpEvent): number {
-  return e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
-}
-
-function percentile(sorted: readonly number[], q: number): number | undefined {
-  if (sorted.length === 0) return undefined;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-
-/** True when `pid` is a process of this host that has not exited (a zombie counts as gone). Reads `/proc/<pid>/stat` (Linux). */
-export function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false; // no such process
+/**
+ * A failed step with its context added: the layer's PHASE_FAILED keeps its
+ * code and failures (and op); anything else becomes OP_FAILED. The step is
+ * in `details.step`, the original error in `cause`.
+ */
+function stepError(role: ColoRole, step: string, e: unknown): RemusError {
+  const message = `colo ${role}: ${step} failed: ${e instanceof Error ? e.message : String(e)}`;
+  if (isRemusError(e, 'PHASE_FAILED')) {
+    return new RemusError('PHASE_FAILED', message, { op: e.op, failures: e.failures, details: { ...e.details, side: role, step }, cause: e });
   }
-  // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last `)`.
-  return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-}
-
-/** SIGKILLs `pid` and waits, bounded, until it is gone. Throws TIMEOUT when it outlives `timeoutMs`. */
-async function killAndConfirm(pid: number, timeoutMs: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  const until = now() + timeoutMs;
-  while (processAlive(pid)) {
-    if (now() > until) throw new RemusError('TIMEOUT', `colo: pid ${pid} still alive ${timeoutMs} ms after SIGKILL`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  return new RemusError('OP_FAILED', message, { details: { side: role, step }, cause: e });
 }
 
 /**
@@ -190,43 +157,41 @@ async function killAndConfirm(pid: number, timeoutMs: number): Promise<void> {
  * then {@link ColoPair.start}. All methods are async; every QMP wait is
  * bounded by `commandTimeoutMs`.
  *
- * Invariants: at most one failover ever runs; once `failing-over` starts the
- * watchdog is stopped; after {@link ColoPair.close} no timer, listener or
- * socket of the driver remains.
+ * Invariants: the state changes only in `#setState`, along
+ * {@link ColoState}'s transitions; at most one failover ever runs (`#failoverRun`);
+ * the watchdog runs only while `replicating`; after {@link ColoPair.close}
+ * no timer, listener or socket of the driver remains.
  */
 export class ColoPair {
   readonly #opts: ColoPairOptions;
   readonly #operation: string;
   readonly #sides: Record<ColoRole, SideConn>;
+  /** Aborted by close(): ends the failover's waits and the fence's commands. */
   readonly #abort = new AbortController();
+  /** Emits `state` on every change (for waitForState). */
+  readonly #changes = new EventEmitter();
   #state: ColoState = 'connected';
   #active: ColoRole = 'primary';
-  #startedAt?: number;
-  #firstCheckpointAt?: number;
-  #inColo = false;
-  #stopAt?: number;
-  #lastCheckpointEnd?: number;
-  readonly #pauses: number[] = [];
-  #onDemand = 0;
+  readonly #figures: CheckpointFigures;
   #failover?: NonNullable<ColoStatus['failover']>;
   #failoverRun?: Promise<void>;
-  #watchdogTimer?: NodeJS.Timeout;
-  readonly #misses: Record<ColoRole, number> = { primary: 0, secondary: 0 };
+  #watchdog?: Watchdog;
   readonly #unsubscribe: (() => void)[] = [];
-  readonly #stateWaiters = new Set<() => void>();
 
   private constructor(opts: ColoPairOptions, operation: string, sides: Record<ColoRole, SideConn>) {
     this.#opts = opts;
     this.#operation = operation;
     this.#sides = sides;
+    this.#figures = new CheckpointFigures(opts.checkpointDelayMs ?? 2000);
   }
 
   /**
    * Connects to both sides' QMP (commands through a pool of this pair's own,
    * shared with the sides' @remus/colo subkinds; events on the second
-   * monitor) and builds each side's device layer. Retries while the sockets
-   * do not exist yet; rejects with QMP_FAILED / TIMEOUT / ABORTED, nothing
-   * left open, when a side does not answer within `timeoutMs` (default 30000).
+   * monitor) and builds each side's device layer. Retries every 100 ms while
+   * the sockets do not answer yet; rejects with TIMEOUT (naming the last
+   * failure) or ABORTED, nothing left open, when a side does not answer
+   * within `timeoutMs` (default 30000).
    */
   static async connect(opts: ColoPairOptions, timeoutMs = 30_000, signal?: AbortSignal): Promise<ColoPair> {
     const pool = new QmpPool();
@@ -234,25 +199,21 @@ export class ColoPair {
     const commandTimeoutMs = opts.commandTimeoutMs ?? 10_000;
     const leases: QmpLease[] = [];
     const direct: QmpClient[] = [];
-    const retry = async <T>(open: () => Promise<T>): Promise<T> => {
-      const until = now() + timeoutMs;
-      for (;;) {
-        try {
-          return await open();
-        } catch (e) {
-          // The socket may not exist yet while QEMU starts.
-          if (now() > until || signal?.aborted) throw e;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
+    const retry = <T>(what: string, open: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+      let last: unknown;
+      return pollUntil(
+        // The socket may not exist yet while QEMU starts: any failure is retried until the bound.
+        (s) => open(s).catch((e: unknown) => void (last = e)),
+        { what, timeoutMs, intervalMs: 100, describe: () => describeCause(last) ?? 'no attempt finished', ...(signal ? { signal } : {}) },
+      ) as Promise<T>;
     };
     try {
       const side = async (role: ColoRole, spec: ColoSide): Promise<SideConn> => {
-        const lease = await retry(() => pool.acquire(spec.qmp, { timeoutMs: 5000, signal, commandTimeoutMs }));
+        const lease = await retry(`colo: the ${role}'s QMP socket to answer`, (s) => pool.acquire(spec.qmp, { timeoutMs: 5000, signal: s, commandTimeoutMs }));
         leases.push(lease);
         let ev = lease.client;
         if (spec.qmpEvents !== undefined) {
-          ev = await retry(() => connectQmp(spec.qmpEvents!, { timeoutMs: 5000, signal, commandTimeoutMs }));
+          ev = await retry(`colo: the ${role}'s QMP events socket to answer`, (s) => connectQmp(spec.qmpEvents!, { timeoutMs: 5000, signal: s, commandTimeoutMs }));
           direct.push(ev);
         }
         const o: ColoQemuOptions = { qmp: spec.qmp, pool, commandTimeoutMs };
@@ -273,17 +234,7 @@ export class ColoPair {
 
   /** Current state and figures. */
   status(): ColoStatus {
-    const sorted = [...this.#pauses].sort((a, b) => a - b);
-    return {
-      state: this.#state,
-      active: this.#active,
-      checkpoints: this.#pauses.length,
-      onDemandCheckpoints: this.#onDemand,
-      timeToFirstCheckpointMs:
-        this.#firstCheckpointAt !== undefined && this.#startedAt !== undefined ? this.#firstCheckpointAt - this.#startedAt : undefined,
-      pauseMs: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1), count: sorted.length },
-      failover: this.#failover,
-    };
+    return { state: this.#state, active: this.#active, ...this.#figures.summary(), failover: this.#failover };
   }
 
   /** The QMP command connection of a side (for callers' own queries). */
@@ -299,20 +250,18 @@ export class ColoPair {
     }
   }
 
-  #setState(s: ColoState): void {
-    this.#state = s;
-    this.#emit({ type: 'state', state: s });
-    for (const w of this.#stateWaiters) w();
+  /** The one place the state changes: checks the transition, fires the `state` event, wakes waiters. */
+  #setState(next: ColoState): void {
+    if (!TRANSITIONS[this.#state].includes(next)) throw new RemusError('STATE', `colo: no transition from ${this.#state} to ${next}`);
+    this.#state = next;
+    if (next !== 'replicating') this.#stopWatchdog();
+    this.#emit({ type: 'state', state: next });
+    this.#changes.emit('state', next);
   }
 
   #listen(): void {
-    const p = this.#sides.primary;
-    const s = this.#sides.secondary;
-    this.#unsubscribe.push(
-      p.ev.onEvent((e) => this.#onEvent('primary', e)),
-      s.ev.onEvent((e) => this.#onEvent('secondary', e)),
-    );
-    for (const side of [p, s]) {
+    for (const side of Object.values(this.#sides)) {
+      this.#unsubscribe.push(side.ev.onEvent((e) => this.#onEvent(side.role, e)));
       for (const c of new Set([side.cmd, side.ev])) {
         void c.whenClosed().then(() => this.#peerFailed(side.role, 'QMP connection closed'));
       }
@@ -326,89 +275,70 @@ export class ColoPair {
       case 'QUORUM_REPORT_BAD': {
         const node = (e.data as { 'node-name'?: string })['node-name'];
         if (side === 'primary' && node !== undefined && this.#replicationNodes().includes(node)) void this.#peerFailed('secondary', `QUORUM_REPORT_BAD on ${node}`);
-        break;
+        return;
       }
       case 'COLO_EXIT':
         if ((e.data as { reason?: string }).reason === 'error') void this.#peerFailed(peer, `COLO_EXIT (error) on the ${side}`);
-        break;
+        return;
       case 'SHUTDOWN':
         void this.#peerFailed(side, `${side} QEMU shut down`);
-        break;
-      default:
-        if (side === 'primary') this.#onCheckpointEvent(e);
-    }
-  }
-
-  /** MIGRATION (status colo), then STOP ... RESUME on the primary: one checkpoint. */
-  #onCheckpointEvent(e: QmpEvent): void {
-    switch (e.event) {
-      case 'MIGRATION':
-        if ((e.data as { status?: string }).status === 'colo') this.#inColo = true;
-        break;
-      case 'STOP':
-        if (this.#inColo) this.#stopAt = eventMs(e);
-        break;
-      case 'RESUME': {
-        if (!this.#inColo || this.#stopAt === undefined) break;
-        const end = eventMs(e);
-        const pauseMs = end - this.#stopAt;
-        const delay = this.#opts.checkpointDelayMs ?? 2000;
-        // A checkpoint that began well before the delay ran out was forced by a divergence.
-        const onDemand = this.#lastCheckpointEnd !== undefined && this.#stopAt - this.#lastCheckpointEnd < delay * 0.8;
-        this.#stopAt = undefined;
-        this.#lastCheckpointEnd = end;
-        this.#pauses.push(pauseMs);
-        if (onDemand) this.#onDemand++;
-        if (this.#firstCheckpointAt === undefined) this.#firstCheckpointAt = now();
-        this.#emit({ type: 'checkpoint', index: this.#pauses.length, pauseMs, onDemand });
-        break;
+        return;
+      default: {
+        if (side !== 'primary') return;
+        const checkpoint = this.#figures.onEvent(e);
+        if (checkpoint) this.#emit({ type: 'checkpoint', ...checkpoint });
       }
     }
   }
 
-  async #step<T>(role: ColoRole, step: string, run: (c: QmpClient) => Promise<T>): Promise<T> {
-    const t0 = now();
-    try {
-      return await run(this.#sides[role].cmd);
-    } catch (e) {
-      throw new RemusError('OP_FAILED', `colo ${role}: ${step} failed: ${e instanceof Error ? e.message : String(e)}`, { op: step, cause: e });
-    } finally {
-      this.#emit({ type: 'step', side: role, step, ms: now() - t0 });
-    }
+  /** The primary's replication nodes (QUORUM_REPORT_BAD on one of them: the secondary's disk fell behind). */
+  #replicationNodes(): string[] {
+    return this.#opts.primary.devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
+  }
+
+  #startContext(signal: AbortSignal | undefined): StartContext {
+    const side = (r: ColoRole) => ({ cmd: this.#sides[r].cmd, layer: this.#sides[r].layer, devices: this.#opts[r].devices });
+    return {
+      operation: this.#operation,
+      migrationUri: this.#opts.migrationUri,
+      checkpointDelayMs: this.#opts.checkpointDelayMs ?? 2000,
+      sides: { primary: side('primary'), secondary: side('secondary') },
+      signal,
+    };
   }
 
   /**
-   * Starts replication: the secondary's NBD export and x-colo; the primary's
-   * replication child, x-colo, events, the checkpoint delay; then the
-   * migration. Resolves once both sides report COLO mode (bounded by
-   * `timeoutMs`, default 120000); rejects with OP_FAILED naming the step,
-   * TIMEOUT or ABORTED. Starts the watchdog unless disabled.
+   * Starts replication: runs the start plan (start.ts: the secondary's
+   * devices, the primary's, the proxy connected, x-colo on both, the
+   * checkpoint delay, the migration), then waits until both sides report
+   * COLO mode (bounded by `timeoutMs`, default 120000). Rejects with the
+   * failed step's error and context (`colo <side>: <step> failed: ...`; the
+   * device layer's PHASE_FAILED keeps its code, anything else OP_FAILED),
+   * TIMEOUT or ABORTED; what either side set up is torn down again. Starts
+   * the watchdog unless disabled.
    */
   async start(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     if (this.#state !== 'connected') throw new RemusError('STATE', `colo: start() in state ${this.#state}`);
     this.#setState('starting');
-    this.#startedAt = now();
+    this.#figures.startedAt = now();
+    const ctx = this.#startContext(options.signal);
     try {
-      // COLO order: the secondary first (its proxy chardevs reconnect until the primary listens; its NBD export must exist before the primary's replication child connects).
-      await this.#step('secondary', 'set up devices (@remus/colo)', () => this.#sides.secondary.layer.setup());
-      await this.#step('primary', 'set up devices (@remus/colo)', () => this.#sides.primary.layer.setup());
-      await this.#step('secondary', 'proxy connected', () => this.#waitProxyConnected(options.signal));
-      await this.#step('secondary', 'migrate-set-capabilities', (c) =>
-        c.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-colo', state: true }] }),
-      );
-      await this.#step('primary', 'migrate-set-capabilities', (c) =>
-        c.execute('migrate-set-capabilities', {
-          capabilities: [
-            { capability: 'x-colo', state: true },
-            { capability: 'events', state: true },
-          ],
-        }),
-      );
-      await this.#step('primary', 'migrate-set-parameters', (c) =>
-        c.execute('migrate-set-parameters', { 'x-checkpoint-delay': this.#opts.checkpointDelayMs ?? 2000 }),
-      );
-      await this.#step('primary', 'migrate', (c) => c.execute('migrate', { uri: this.#opts.migrationUri }));
-      await this.#waitColo(options.timeoutMs ?? 120_000, options.signal);
+      for (const s of START_PLAN) {
+        const t0 = now();
+        try {
+          await s.run(this.#sides[s.side].cmd, ctx);
+        } catch (e) {
+          throw stepError(s.side, s.step, e);
+        } finally {
+          this.#emit({ type: 'step', side: s.side, step: s.step, ms: now() - t0 });
+        }
+      }
+      await waitColo(ctx, {
+        timeoutMs: options.timeoutMs ?? 120_000,
+        inColo: () => this.#figures.inColo,
+        setInColo: () => void (this.#figures.inColo = true),
+        starting: () => this.#state === 'starting',
+      });
       if ((this.#state as ColoState) !== 'starting') throw new RemusError('STATE', `colo: replication did not start (state ${this.#state})`);
     } catch (e) {
       if ((this.#state as ColoState) === 'starting') this.#setState('failed');
@@ -418,138 +348,54 @@ export class ColoPair {
       throw e;
     }
     this.#setState('replicating');
-    if (this.#opts.watchdog !== false) this.#startWatchdog();
-  }
-
-  /** The primary's replication nodes (QUORUM_REPORT_BAD on one of them: the secondary's disk fell behind). */
-  #replicationNodes(): string[] {
-    return this.#opts.primary.devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
-  }
-
-  /** Waits (bounded, 10 s) until the secondary's proxy chardevs are connected to the primary's servers. */
-  async #waitProxyConnected(signal?: AbortSignal): Promise<void> {
-    const mine = new Set(
-      this.#opts.secondary.devices.filter((d) => d.kind === 'nic').flatMap((d) => {
-        const id = coloIds(this.#operation, d.id).secondaryNic;
-        return [id.red0, id.red1];
-      }),
-    );
-    await this.#waitUntil(async () => {
-      const chardevs = await this.#sides.secondary.cmd.execute<{ label: string; filename: string }[]>('query-chardev');
-      const ours = chardevs.filter((c) => mine.has(c.label));
-      return ours.length === mine.size && ours.every((c) => !c.filename.startsWith('disconnected:'));
-    }, 10_000, signal, "the secondary's proxy to connect to the primary");
-  }
-
-  /** Polls `done` every 50 ms until it holds; TIMEOUT after `timeoutMs`, ABORTED on `signal`. */
-  async #waitUntil(done: () => Promise<boolean>, timeoutMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
-    const until = now() + timeoutMs;
-    while (!(await done())) {
-      if (signal?.aborted) throw new RemusError('ABORTED', `colo: aborted waiting for ${what}`, { cause: signal.reason });
-      if (now() > until) throw new RemusError('TIMEOUT', `colo: ${what} did not happen within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
+    if (this.#opts.watchdog !== false) {
+      const sides = Object.values(this.#sides).map((s) => ({ role: s.role, pid: s.spec.pid, probe: s.ev }));
+      this.#watchdog = startWatchdog(sides, this.#opts.watchdog ?? {}, (role, why) => void this.#peerFailed(role, why));
     }
   }
 
-  /**
-   * Waits until both sides are in COLO mode: the primary's MIGRATION event
-   * (or query-migrate, polled meanwhile) says `colo`, then the secondary's
-   * query-colo-status says `secondary` (it enters COLO a little later, once
-   * it loaded the first state), or until the state left `starting`.
-   */
-  async #waitColo(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
-    const o = { timeoutMs: 5000 };
-    await this.#waitUntil(async () => {
-      if (this.#state !== 'starting') return true;
-      if (!this.#inColo) {
-        const st = await this.#sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, o).catch(() => undefined);
-        if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
-        if (st?.status !== 'colo') return false;
-        this.#inColo = true;
-      }
-      const sec = await this.#sides.secondary.cmd.execute<{ mode?: string }>('query-colo-status', undefined, o).catch(() => undefined);
-      return sec?.mode === 'secondary';
-    }, timeoutMs, signal, 'both sides to enter COLO');
+  #stopWatchdog(): void {
+    this.#watchdog?.stop();
+    this.#watchdog = undefined;
   }
 
-  #startWatchdog(): void {
-    const w = { ...DEFAULT_WATCHDOG, ...(this.#opts.watchdog || {}) };
-    const tick = async (): Promise<void> => {
-      this.#watchdogTimer = undefined;
-      if (this.#state !== 'replicating') return;
-      await Promise.all((['primary', 'secondary'] as const).map((r) => this.#probe(r, w.probeTimeoutMs, w.misses)));
-      if (this.#state === 'replicating') this.#watchdogTimer = setTimeout(() => void tick(), w.intervalMs);
-    };
-    this.#watchdogTimer = setTimeout(() => void tick(), w.intervalMs);
-  }
-
-  async #probe(role: ColoRole, timeoutMs: number, misses: number): Promise<void> {
-    const side = this.#sides[role];
-    if (side.spec.pid !== undefined && !processAlive(side.spec.pid)) {
-      await this.#peerFailed(role, `process ${side.spec.pid} is gone`);
-      return;
-    }
-    try {
-      const st = await side.ev.execute<{ mode?: string; reason?: string }>('query-colo-status', undefined, { timeoutMs });
-      this.#misses[role] = 0;
-      if (this.#state === 'replicating' && st.mode === 'none' && st.reason === 'error') {
-        await this.#peerFailed(role === 'primary' ? 'secondary' : 'primary', `query-colo-status on the ${role}: COLO ended with an error`);
-      }
-    } catch (e) {
-      if (this.#state !== 'replicating') return;
-      if (isQmpRefusal(e)) {
-        this.#misses[role] = 0; // QEMU answered (with an error): alive
-        return;
-      }
-      this.#misses[role]++;
-      if (this.#misses[role] >= misses) await this.#peerFailed(role, `QMP silent for ${misses} probes of ${timeoutMs} ms`);
-    }
-  }
-
-  /** Records that `failed` is dead or hung and fails over to the other side (once). */
+  /** Records that `failed` is dead or hung and fails over to the other side (once). Never rejects. */
   #peerFailed(failed: ColoRole, why: string): Promise<void> {
-    // Never rejects: a failover's error goes to its caller or, for the watchdog's, to onEvent.
-    if (this.#state === 'stopped' || this.#state === 'failed-over' || this.#failoverRun) return (this.#failoverRun ?? Promise.resolve()).catch(() => {});
-    if (this.#state !== 'replicating') {
-      if (this.#state === 'starting' || this.#state === 'connected') this.#setState('failed');
-      return Promise.resolve();
-    }
+    // A failover's error goes to its caller or, for the watchdog's, to onEvent.
+    if (this.#failoverRun) return this.#failoverRun.catch(() => {});
+    if (this.#state === 'starting' || this.#state === 'connected') this.#setState('failed');
+    if (this.#state !== 'replicating') return Promise.resolve();
     this.#emit({ type: 'peer-failure', side: failed, why });
     return this.failover(failed === 'primary' ? 'secondary' : 'primary', why).catch((e: unknown) => {
-      this.#emit({ type: 'error', error: e instanceof RemusError ? e : new RemusError('OP_FAILED', String(e), { cause: e }) });
+      this.#emit({ type: 'error', error: isRemusError(e) ? e : new RemusError('OP_FAILED', String(e), { cause: e }) });
     });
   }
 
   /**
-   * Fails over to `survivor` (manual failover, or the watchdog's). The other
-   * side is fenced first when this host can (SIGKILL by pid, confirmed gone;
-   * `fence.detach`), then the survivor runs its sequence
-   * ({@link coloFailoverOnSecondary} / {@link coloFailoverOnPrimary}) and,
-   * when it is the secondary, `fence.attach` connects it. Runs at most once;
-   * a second call returns the first one's promise. Rejects with STATE when
-   * not replicating, OP_FAILED naming the step, TIMEOUT when the fenced
-   * process outlives its SIGKILL by 5 s.
+   * Fails over to `survivor` (manual failover, or the watchdog's): fences
+   * the other side, runs the survivor's sequence and connects it (fence.ts
+   * {@link failOverTo}). Runs at most once; a second call returns the first
+   * one's promise. Rejects with STATE when not replicating, OP_FAILED naming
+   * the step, TIMEOUT when the fenced process outlives its SIGKILL by 5 s.
    */
   failover(survivor: ColoRole, why = 'manual failover'): Promise<void> {
     if (this.#failoverRun) return this.#failoverRun;
     if (this.#state !== 'replicating') return Promise.reject(new RemusError('STATE', `colo: failover in state ${this.#state}`));
     const detectedAt = now();
-    this.#stopWatchdog();
     this.#setState('failing-over');
     this.#failoverRun = (async () => {
       const failed: ColoRole = survivor === 'primary' ? 'secondary' : 'primary';
       let kept: readonly string[];
       try {
-        await this.#fence(failed);
-        const opts = {
+        ({ kept } = await failOverTo(survivor, {
+          client: this.#sides[survivor].cmd,
           operation: this.#operation,
           devices: this.#opts[survivor].devices,
+          failedPid: this.#sides[failed].spec.pid,
+          fence: this.#opts.fence,
           signal: this.#abort.signal,
-          onStep: (step: string, ms: number) => this.#emit({ type: 'step', side: survivor, step, ms }),
-        };
-        const sequence = survivor === 'secondary' ? coloFailoverOnSecondary : coloFailoverOnPrimary;
-        ({ kept } = await sequence(this.#sides[survivor].cmd, opts));
-        if (survivor === 'secondary') await this.#opts.fence?.attach('secondary', this.#abort.signal);
+          onStep: (step, ms) => this.#emit({ type: 'step', side: survivor, step, ms }),
+        }));
       } catch (e) {
         this.#setState('failed');
         throw e;
@@ -563,34 +409,15 @@ export class ColoPair {
     return this.#failoverRun;
   }
 
-  /** Makes sure `role` can no longer reach the clients: SIGKILL by pid (confirmed gone), then `fence.detach`. */
-  async #fence(role: ColoRole): Promise<void> {
-    const pid = this.#sides[role].spec.pid;
-    if (pid !== undefined) await killAndConfirm(pid, 5000);
-    await this.#opts.fence?.detach(role, this.#abort.signal);
-  }
-
-  #stopWatchdog(): void {
-    if (this.#watchdogTimer) clearTimeout(this.#watchdogTimer);
-    this.#watchdogTimer = undefined;
-  }
-
-  /** Resolves when the state is one of `states` (bounded). */
-  async waitForState(states: readonly ColoState[], timeoutMs: number): Promise<ColoState> {
-    const until = now() + timeoutMs;
-    while (!states.includes(this.#state)) {
-      const left = until - now();
-      if (left <= 0) throw new RemusError('TIMEOUT', `colo: state ${this.#state} after ${timeoutMs} ms, wanted ${states.join('/')}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(done, Math.min(left, 200));
-        function done(): void {
-          clearTimeout(t);
-          r();
-        }
-        this.#stateWaiters.add(done);
-      });
-      this.#stateWaiters.clear();
-    }
+  /** Resolves with the state once it is one of `states`; TIMEOUT after `timeoutMs`, ABORTED on `signal`. */
+  async waitForState(states: readonly ColoState[], timeoutMs: number, signal?: AbortSignal): Promise<ColoState> {
+    if (states.includes(this.#state)) return this.#state;
+    await nextEvent(this.#changes, 'state', {
+      what: `colo: the pair to reach state ${states.join('/')} (now ${this.#state})`,
+      timeoutMs,
+      filter: (s: ColoState) => states.includes(s),
+      ...(signal ? { signal } : {}),
+    });
     return this.#state;
   }
 
@@ -616,16 +443,17 @@ export class ColoPair {
   }
 
   /**
-   * Detaches the driver: stops the watchdog and closes its QMP connections
-   * (the subkinds' too); QEMUs keep running as they are, and QEMU alone
-   * cannot notice a dead peer. Idempotent.
+   * Detaches the driver: stops the watchdog, aborts a failover's waits,
+   * lets it end, moves to `stopped` (unless failed or failed over) and
+   * closes its QMP connections (the subkinds' too); QEMUs keep running as
+   * they are, and QEMU alone cannot notice a dead peer. Idempotent.
    */
   async close(): Promise<void> {
     this.#stopWatchdog();
     this.#abort.abort();
-    if (this.#state !== 'failed' && this.#state !== 'failed-over') this.#state = 'stopped';
     for (const u of this.#unsubscribe.splice(0)) u();
     await this.#failoverRun?.catch(() => {});
+    if (TRANSITIONS[this.#state].includes('stopped')) this.#setState('stopped');
     for (const s of Object.values(this.#sides)) {
       if (s.ev !== s.cmd) await s.ev.close().catch(() => {});
       // The pool is this pair's own: closing the client ends the subkinds' shares too.

@@ -6,7 +6,7 @@
  * has what it removes (one state query decides), so a sequence can be run
  * again after a failure half-way.
  */
-import { RemusError, type DeviceSpec } from '@remus/core';
+import { RemusError, pollUntil, type DeviceSpec } from '@remus/core';
 import { isQmpRefusal, type QmpClient } from '@remus/qmp';
 import { coloIds } from './ids.js';
 import { childEdge, type BlockGraph } from './qemu.js';
@@ -87,14 +87,14 @@ class Steps {
    * Throws TIMEOUT, or ABORTED on the options' signal.
    */
   async leftColo(): Promise<void> {
-    const t0 = performance.now();
-    while ((await this.mode()) !== 'none') {
-      if (this.opts.signal?.aborted) throw new RemusError('ABORTED', `colo failover on the ${this.side}: aborted waiting for QEMU to leave COLO mode`, { cause: this.opts.signal.reason });
-      if (performance.now() - t0 > LEAVE_COLO_MS) {
-        throw new RemusError('TIMEOUT', `colo failover on the ${this.side}: still in COLO mode ${LEAVE_COLO_MS} ms after x-colo-lost-heartbeat`);
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    let mode = 'unknown';
+    await pollUntil(async () => (mode = await this.mode()) === 'none', {
+      what: `colo failover on the ${this.side}: QEMU to leave COLO mode after x-colo-lost-heartbeat`,
+      timeoutMs: LEAVE_COLO_MS,
+      intervalMs: 10,
+      describe: () => `mode ${mode}`,
+      ...(this.opts.signal ? { signal: this.opts.signal } : {}),
+    });
   }
 }
 

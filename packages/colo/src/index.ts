@@ -4,7 +4,8 @@
  * COLO reuses the core with other ops lists: {@link coloPrimaryOps} for the
  * primary QEMU (COLO proxy + block replication child), {@link coloSecondaryOps}
  * for the secondary (proxy redirectors/rewriter + NBD export). Each list's
- * subkinds share one QMP connection to their QEMU. {@link ColoPair} drives a
+ * subkinds share one QMP connection to their QEMU; their device params are
+ * defined once in {@link COLO_DEVICE_PARAMS}. {@link ColoPair} drives a
  * whole pair: set-up, replication, status, watchdog and failover.
  */
 import { createRequire } from 'node:module';
@@ -13,26 +14,22 @@ import { coloPrimaryDisk, coloPrimaryNic, coloSecondaryDisk, coloSecondaryNic } 
 
 export { coloPrimaryDisk, coloPrimaryNic, coloPrimaryOps, coloSecondaryDisk, coloSecondaryNic, coloSecondaryOps } from './subkinds.js';
 export type { ColoPrimaryDiskParams, ColoPrimaryNicParams, ColoSecondaryDiskParams, ColoSecondaryNicParams } from './subkinds.js';
-export type { ColoSocketAddress } from './address.js';
+export { COLO_DEVICE_PARAMS, COLO_PARAM_FIX, coloParamProblems, readColoParam } from './params.js';
+export type { ColoDeviceKind, ColoParamKind, ColoParamProblem, ColoParamSpec, ColoRole } from './params.js';
 export { COLO_BASE_REQUIREMENTS } from './qemu.js';
-export type { ColoDeviceData, ColoQemuOptions, ColoShared, Observed, Requirement, Resource } from './qemu.js';
+export type { ColoQemuOptions, Requirement } from './qemu.js';
 export { coloIds } from './ids.js';
 export type { ColoIds, ColoPrimaryNicIds, ColoSecondaryNicIds } from './ids.js';
 export { LEAVE_COLO_MS, coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
 export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
 export { coloPairOptions, commandFence } from './description.js';
 export type { ColoFenceDescription, ColoPairDescription, ColoSideDescription } from './description.js';
-export { ColoPair, DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './driver.js';
-export type {
-  ColoDriverEvent,
-  ColoNetworkFence,
-  ColoPairOptions,
-  ColoRole,
-  ColoSide,
-  ColoState,
-  ColoStatus,
-  ColoWatchdogOptions,
-} from './driver.js';
+export { ColoPair } from './driver.js';
+export type { ColoDriverEvent, ColoPairOptions, ColoSide, ColoState, ColoStatus } from './driver.js';
+export { KILL_CONFIRM_MS } from './fence.js';
+export type { ColoNetworkFence } from './fence.js';
+export { DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './watchdog.js';
+export type { ColoWatchdogOptions } from './watchdog.js';
 
 /** This package's manifest: the plugin's name and version come from it, so a release never leaves them stale. */
 const pkg = createRequire(import.meta.url)('../package.json') as { name: string; version: string };

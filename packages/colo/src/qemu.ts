@@ -4,7 +4,7 @@
  * what that QEMU offers (probed once per connection), the events it
  * reports, and the one way set-up changes are recorded and undone.
  */
-import { RemusError, type DeviceSpec, type OpContext, type SocketAddress } from '@remus/core';
+import { RemusError, abortError, pollUntil, type DeviceSpec, type OpContext, type SocketAddress } from '@remus/core';
 import { coloIds } from './ids.js';
 import { QmpSchema, isQmpRefusal, sharedQmpPool, type QmpClient, type QmpEvent, type QmpLease, type QmpPool } from '@remus/qmp';
 
@@ -201,7 +201,7 @@ export interface ColoDeviceData {
 
 /** Runs one set-up step: records `resource` first, then asks QEMU. */
 export async function make(data: ColoDeviceData, resource: Resource, ask: () => Promise<unknown>, ctx: OpContext): Promise<void> {
-  if (ctx.signal.aborted) throw new RemusError('ABORTED', 'set-up aborted', { cause: ctx.signal.reason });
+  if (ctx.signal.aborted) throw abortError(ctx.signal, 'set-up');
   data.made.push(resource);
   await ask();
 }
@@ -337,27 +337,12 @@ async function undo(shared: ColoShared, r: Resource, state: QemuState, signal: A
   }
 }
 
-/** block-export-del only starts the shutdown; the export leaves query-block-exports when its clients are gone (bounded: 5 s). */
+/** block-export-del only starts the shutdown; the export leaves query-block-exports when its clients are gone (bounded: 5 s, polled every 20 ms). */
 async function waitExportGone(c: QmpClient, id: string, signal?: AbortSignal): Promise<void> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const list = await c.execute<{ id: string }[]>('query-block-exports', undefined, signal ? { signal } : {});
-    if (!list.some((x) => x.id === id)) return;
-    if (Date.now() > deadline) throw new RemusError('TIMEOUT', `export ${id} still listed 5 s after block-export-del`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Throws INVALID_ARGUMENT for a QEMU id / node name that QEMU would refuse (letters, digits, `-._`, starting with a letter). */
-export function qemuId(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(value)) {
-    throw new RemusError(
-      'INVALID_ARGUMENT',
-      `${what} ${JSON.stringify(value)} is not a QEMU id: use letters, digits, "-", "." and "_", starting with a letter`,
-      { details: { [what]: value } },
-    );
-  }
-  return value;
+  await pollUntil(
+    async (s) => !(await c.execute<{ id: string }[]>('query-block-exports', undefined, { signal: s })).some((x) => x.id === id),
+    { what: `export ${id} to leave query-block-exports after block-export-del`, timeoutMs: 5000, intervalMs: 20, ...(signal ? { signal } : {}) },
+  );
 }
 
 /**

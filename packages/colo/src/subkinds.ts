@@ -7,16 +7,28 @@
  * the chardevs, objects, block nodes and exports its plan lists, recording
  * each before asking; `teardown` removes what is still there, newest first.
  */
-import { RemusError, noMatch, validateName, type DeviceHandle, type MatchResult, type OpContext, type OpsList, type SubkindOps } from '@remus/core';
+import {
+  RemusError,
+  formatSocketAddress,
+  noMatch,
+  validateName,
+  type DeviceHandle,
+  type DeviceSpec,
+  type MatchResult,
+  type OpContext,
+  type OpsList,
+  type SocketAddress,
+  type SubkindOps,
+} from '@remus/core';
 import { QmpError, isQmpRefusal, type QmpClient } from '@remus/qmp';
-import { formatAddress, optValue, parseAddress, qmpSocketAddress, type ColoSocketAddress } from './address.js';
+import { optValue, qmpSocketAddress } from './address.js';
+import { COLO_DEVICE_PARAMS, coloMarker, coloParamProblems, readColoParams, type ColoDeviceKind, type ColoRole } from './params.js';
 import {
   COLO_BASE_REQUIREMENTS,
   closeShared,
   make,
   needs,
   openShared,
-  qemuId,
   reapQemu,
   startObserving,
   undoAll,
@@ -32,13 +44,13 @@ export interface ColoPrimaryNicParams {
   /** The QEMU netdev id the guest's NIC uses (`-netdev tap,id=hn0,...`). Must exist. */
   readonly netdev: string;
   /** Listening address the secondary's tx redirector connects to (filter-mirror output; COLO-FT.txt: :9003). */
-  readonly mirror: ColoSocketAddress | string;
+  readonly mirror: SocketAddress | string;
   /** Listening address the secondary's rx redirector connects to (colo-compare secondary_in; COLO-FT.txt: :9004). */
-  readonly compare: ColoSocketAddress | string;
+  readonly compare: SocketAddress | string;
   /** Local loop: the rx redirector sends the primary's packets here, colo-compare reads them (COLO-FT.txt: :9001). A unix path is fine. */
-  readonly primaryIn: ColoSocketAddress | string;
+  readonly primaryIn: SocketAddress | string;
   /** Local loop: colo-compare sends released packets here, the other rx redirector reads them (COLO-FT.txt: :9005). */
-  readonly compareOut: ColoSocketAddress | string;
+  readonly compareOut: SocketAddress | string;
 }
 
 /** Params of a secondary COLO nic (`kind: 'nic'`). */
@@ -46,9 +58,9 @@ export interface ColoSecondaryNicParams {
   /** The QEMU netdev id the guest's NIC uses. Must exist. */
   readonly netdev: string;
   /** The primary's `mirror` address (its tx traffic arrives here). */
-  readonly mirror: ColoSocketAddress | string;
+  readonly mirror: SocketAddress | string;
   /** The primary's `compare` address (this side's rx output goes there). */
-  readonly compare: ColoSocketAddress | string;
+  readonly compare: SocketAddress | string;
   /** Seconds between reconnect attempts of the two client chardevs (the primary may listen later). Default 1. */
   readonly reconnectSeconds?: number;
 }
@@ -58,7 +70,7 @@ export interface ColoPrimaryDiskParams {
   /** The quorum the guest's disk sits on (`-drive id=colo-disk0,driver=quorum,...`): a drive id or node name. Must be a quorum. */
   readonly quorum: string;
   /** The secondary's NBD server. */
-  readonly nbd: ColoSocketAddress | string;
+  readonly nbd: SocketAddress | string;
   /** The export name on the secondary (its `export`). */
   readonly export: string;
 }
@@ -68,7 +80,7 @@ export interface ColoSecondaryDiskParams {
   /** The drive id or node name to export: the disk the replication driver's hidden/active images sit on (COLO-FT.txt: `parent0`). Must exist. */
   readonly node: string;
   /** Where the NBD server listens (the primary's `nbd`). One NBD server per QEMU: every disk of the operation must name the same one. */
-  readonly nbd: ColoSocketAddress | string;
+  readonly nbd: SocketAddress | string;
   /** The export name the primary asks for. Default: `node`. */
   readonly export?: string;
   /** Optional check: this replication quorum (COLO-FT.txt: `colo-disk0`) must exist. */
@@ -85,24 +97,39 @@ interface Plan {
 
 interface ColoSubkindSpec {
   readonly name: string;
-  readonly kind: 'nic' | 'disk';
+  readonly role: ColoRole;
+  readonly kind: ColoDeviceKind;
   readonly requires: readonly Requirement[];
-  /** The param that marks a device as COLO-shaped for this subkind; devices without it are "not mine". */
-  readonly marker: string;
-  /** Reads and validates the params (throws INVALID_ARGUMENT), names the QEMU ids. */
+  /** Reads and validates the params (throws INVALID_ARGUMENT, see params.ts), names the QEMU ids. */
   plan(params: Readonly<Record<string, unknown>>, device: string, operation: string): Plan;
 }
 
-function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOps {
   if (options === null || typeof options !== 'object' || options.qmp === undefined) {
     throw new RemusError('INVALID_ARGUMENT', `${spec.name}: options.qmp (the QEMU's QMP socket) is required, e.g. ${spec.name.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())}({ qmp: '/run/qemu/qmp.sock' })`);
   }
   const requires = [...COLO_BASE_REQUIREMENTS, ...spec.requires];
+  /** The param that marks a device as COLO-shaped for this subkind; devices without it are "not mine". */
+  const marker = coloMarker(spec.role, spec.kind);
   const planFor = (h: DeviceHandle<ColoShared, ColoDeviceData>, ctx: OpContext): Plan =>
     spec.plan(h.device.params ?? {}, validateName(h.device.id, 'device id'), ctx.operation);
-  return {
+  const ops: SubkindOps<ColoShared, ColoDeviceData> = {
     name: spec.name,
     kind: spec.kind,
+    params: Object.keys(COLO_DEVICE_PARAMS[spec.role][spec.kind]),
+    /** Every problem with a COLO-shaped device's params (see params.ts), before anything is touched. Pure. */
+    checkParams(device: DeviceSpec): void {
+      const params = device.params ?? {};
+      if (params[marker] === undefined) return; // not mine: match declines it
+      const problems = coloParamProblems(spec.role, spec.kind, params);
+      if (problems.length > 0) {
+        throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: ${problems.map((p) => `params.${p.param} ${p.message} (${p.fix})`).join('; ')}`, {
+          device: device.id,
+          subkind: spec.name,
+          details: { problems },
+        });
+      }
+    },
     /** Leases the QMP connection and probes the QEMU (schema, object types). Changes nothing. */
     init: (ctx) => openShared(options, requires, ctx),
     /** Releases the connection lease (the last release closes it). */
@@ -115,7 +142,7 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
      */
     match: async (h, ctx): Promise<MatchResult> => {
       const params = h.device.params ?? {};
-      if (params[spec.marker] === undefined) return noMatch(`no params.${spec.marker}: not a COLO ${spec.kind}`);
+      if (params[marker] === undefined) return noMatch(`no params.${marker}: not a COLO ${spec.kind}`);
       if (h.shared.missing.length > 0) {
         return noMatch(`QEMU at ${h.shared.where} lacks what COLO needs: ${h.shared.missing.join(', ')}`);
       }
@@ -178,6 +205,7 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
       };
     },
   };
+  return ops as SubkindOps;
 }
 
 // ---------------------------------------------------------------------------
@@ -224,11 +252,7 @@ async function findNode(client: QmpClient, name: string, ctx: OpContext): Promis
   return blk ? { 'node-name': blk['node-name'], drv: blk.drv } : undefined;
 }
 
-function str(params: Readonly<Record<string, unknown>>, key: string, device: string): string {
-  return qemuId(params[key], `device ${device}: params.${key}`);
-}
-
-function chardevSocket(id: string, addr: ColoSocketAddress, server: boolean, reconnect?: number): Record<string, unknown> {
+function chardevSocket(id: string, addr: SocketAddress, server: boolean, reconnect?: number): Record<string, unknown> {
   const data: Record<string, unknown> = { addr: qmpSocketAddress(addr), server };
   if (server) data['wait'] = false;
   if (reconnect !== undefined) data['reconnect'] = reconnect;
@@ -240,7 +264,7 @@ function proxyAdder(shared: ColoShared, data: ColoDeviceData, ctx: OpContext) {
   const c = shared.client;
   const o = { signal: ctx.signal };
   return {
-    chardev: (id: string, addr: ColoSocketAddress, server: boolean, reconnect?: number) =>
+    chardev: (id: string, addr: SocketAddress, server: boolean, reconnect?: number) =>
       make(data, { type: 'chardev', id }, () => c.execute('chardev-add', chardevSocket(id, addr, server, reconnect), o), ctx),
     object: (args: Record<string, unknown> & { id: string }) => make(data, { type: 'object', id: args.id }, () => c.execute('object-add', args, o), ctx),
   };
@@ -259,19 +283,15 @@ const NIC_COMMANDS = ['chardev-add', 'chardev-remove', 'query-chardev', 'object-
  * output back out), an iothread and colo-compare, exactly as QEMU's
  * docs/COLO-FT.txt wires them. Device params: {@link ColoPrimaryNicParams}.
  */
-export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps {
   return coloSubkind(
     {
       name: 'colo-primary-nic',
+      role: 'primary',
       kind: 'nic',
       requires: needs({ commands: NIC_COMMANDS, objectTypes: ['filter-mirror', 'filter-redirector', 'colo-compare', 'iothread'] }),
-      marker: 'compare',
       plan(params, device, operation) {
-        const netdev = str(params, 'netdev', device);
-        const mirror = parseAddress(params['mirror'], `device ${device}: params.mirror`);
-        const compare = parseAddress(params['compare'], `device ${device}: params.compare`);
-        const primaryIn = parseAddress(params['primaryIn'], `device ${device}: params.primaryIn`);
-        const compareOut = parseAddress(params['compareOut'], `device ${device}: params.compareOut`);
+        const { netdev, mirror, compare, primaryIn, compareOut } = readColoParams('primary', 'nic', params, device);
         const id = coloIds(operation, device).primaryNic;
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
@@ -310,21 +330,16 @@ export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps<ColoShared,
  * rx out to colo-compare) and filter-rewriter (TCP sequence numbers).
  * Device params: {@link ColoSecondaryNicParams}.
  */
-export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps {
   return coloSubkind(
     {
       name: 'colo-secondary-nic',
+      role: 'secondary',
       kind: 'nic',
       requires: needs({ commands: NIC_COMMANDS, objectTypes: ['filter-redirector', 'filter-rewriter'] }),
-      marker: 'mirror',
       plan(params, device, operation) {
-        const netdev = str(params, 'netdev', device);
-        const mirror = parseAddress(params['mirror'], `device ${device}: params.mirror`);
-        const compare = parseAddress(params['compare'], `device ${device}: params.compare`);
-        const reconnect = params['reconnectSeconds'] ?? 1;
-        if (typeof reconnect !== 'number' || !Number.isInteger(reconnect) || reconnect < 1 || reconnect > 3600) {
-          throw new RemusError('INVALID_ARGUMENT', `device ${device}: params.reconnectSeconds must be an integer 1-3600`);
-        }
+        const { netdev, mirror, compare, reconnectSeconds } = readColoParams('secondary', 'nic', params, device);
+        const reconnect = reconnectSeconds ?? 1;
         const id = coloIds(operation, device).secondaryNic;
         return {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
@@ -351,20 +366,18 @@ export function coloSecondaryNic(options: ColoQemuOptions): SubkindOps<ColoShare
  * params: {@link ColoPrimaryDiskParams}. The NBD server must answer: QEMU
  * opens the connection synchronously and its monitor waits meanwhile.
  */
-export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps {
   return coloSubkind(
     {
       name: 'colo-primary-disk',
+      role: 'primary',
       kind: 'disk',
       requires: needs({
         commands: ['human-monitor-command', 'x-blockdev-change', 'blockdev-del', 'query-named-block-nodes', 'query-block', 'x-debug-query-block-graph'],
         blockDrivers: ['replication', 'quorum', 'nbd'],
       }),
-      marker: 'quorum',
       plan(params, device, operation) {
-        const quorum = str(params, 'quorum', device);
-        const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
-        const exportName = str(params, 'export', device);
+        const { quorum, nbd, export: exportName } = readColoParams('primary', 'disk', params, device);
         const node = coloIds(operation, device).primaryDisk.node;
         const server =
           'path' in nbd ? `file.path=${optValue(nbd.path)}` : `file.host=${optValue(nbd.host)},file.port=${nbd.port}`;
@@ -386,7 +399,7 @@ export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared
                 const out = (await c.hmp(driveAdd, { signal: ctx.signal })).trim();
                 // drive_add -n prints nothing on success and the error text otherwise.
                 if (out !== '' && out !== 'OK') {
-                  throw new QmpError(`drive_add of the replication node to ${formatAddress(nbd)} failed: ${out}`, { errorClass: 'GenericError', desc: out, command: 'human-monitor-command' });
+                  throw new QmpError(`drive_add of the replication node to ${formatSocketAddress(nbd)} failed: ${out}`, { errorClass: 'GenericError', desc: out, command: 'human-monitor-command' });
                 }
               },
               ctx,
@@ -406,24 +419,22 @@ export function coloPrimaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared
  * of the disk under the replication driver, for the primary's replication
  * child to write into. Device params: {@link ColoSecondaryDiskParams}.
  */
-export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps<ColoShared, ColoDeviceData> {
+export function coloSecondaryDisk(options: ColoQemuOptions): SubkindOps {
   return coloSubkind(
     {
       name: 'colo-secondary-disk',
+      role: 'secondary',
       kind: 'disk',
       requires: needs({
         commands: ['nbd-server-start', 'nbd-server-stop', 'block-export-add', 'block-export-del', 'query-block-exports', 'query-named-block-nodes', 'query-block'],
         exportTypes: ['nbd'],
         blockDrivers: ['replication', 'quorum'],
       }),
-      marker: 'node',
       plan(params, device, operation) {
-        const nodeParam = str(params, 'node', device);
-        const nbd = parseAddress(params['nbd'], `device ${device}: params.nbd`);
-        const exportName = params['export'] === undefined ? nodeParam : str(params, 'export', device);
-        const quorum = params['quorum'] === undefined ? undefined : str(params, 'quorum', device);
+        const { node: nodeParam, nbd, export: exportParam, quorum } = readColoParams('secondary', 'disk', params, device);
+        const exportName = exportParam ?? nodeParam;
         const exportId = coloIds(operation, device).secondaryDisk.export;
-        const key = formatAddress(nbd);
+        const key = formatSocketAddress(nbd);
         const resolve = async (client: QmpClient, ctx: OpContext): Promise<string> => {
           const n = await findNode(client, nodeParam, ctx);
           if (!n) throw new RemusError('INVALID_ARGUMENT', `device ${device}: ${nodeParam} is not a drive or node of this QEMU`);

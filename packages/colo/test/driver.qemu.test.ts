@@ -231,7 +231,7 @@ describe('ColoPair on real QEMUs (no guest)', () => {
     const pair = await ColoPair.connect({ ...p.opts, primary: { ...p.opts.primary, qmp: proxy.path } }, 20_000);
     try {
       const e = await pair.start({ timeoutMs: 60_000 }).catch((x: unknown) => x);
-      expect(e).toMatchObject({ code: 'OP_FAILED', message: expect.stringMatching(/^colo primary: set up devices \(@remus\/colo\) failed: .*injected failure at step 7/s) });
+      expect(e).toMatchObject({ code: 'PHASE_FAILED', message: expect.stringMatching(/^colo primary: set up devices \(@remus\/colo\) failed: .*injected failure at step 7/s) });
       expect(pair.status().state).toBe('failed');
       expect(p.events).toContainEqual({ type: 'state', state: 'failed' });
       expect(diff(priBefore, await snapshot(p.pri))).toEqual([]);
