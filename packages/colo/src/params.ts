@@ -81,12 +81,26 @@ export interface ColoParamProblem {
   readonly fix: string;
 }
 
-/** Every problem with the params of a COLO device of `role` and `kind`: unknown (with the closest known name), missing, malformed. */
-export function coloParamProblems(role: ColoRole, kind: ColoDeviceKind, params: Readonly<Record<string, unknown>>): ColoParamProblem[] {
+/** The params of `kind` on either side: one device spec may serve both sides' ops lists, each subkind reading its own. */
+export function coloKindParams(kind: ColoDeviceKind): string[] {
+  return [...new Set([...Object.keys(COLO_DEVICE_PARAMS.primary[kind]), ...Object.keys(COLO_DEVICE_PARAMS.secondary[kind])])];
+}
+
+/**
+ * Every problem with the params of a COLO device of `role` and `kind`:
+ * unknown to that side (with the closest known name; skipped with
+ * `unknown: false`, for a spec shared by both sides), missing, malformed.
+ */
+export function coloParamProblems(
+  role: ColoRole,
+  kind: ColoDeviceKind,
+  params: Readonly<Record<string, unknown>>,
+  options: { readonly unknown?: boolean } = {},
+): ColoParamProblem[] {
   const specs: Readonly<Record<string, ColoParamSpec>> = COLO_DEVICE_PARAMS[role][kind];
   const known = Object.keys(specs);
   const problems: ColoParamProblem[] = [];
-  for (const key of Object.keys(params)) {
+  for (const key of options.unknown === false ? [] : Object.keys(params)) {
     if (Object.hasOwn(specs, key)) continue;
     const near = closestName(key, known);
     problems.push({ param: key, message: `is not a param of a COLO ${role} ${kind}${near ? ` (did you mean "${near}"?)` : ''}`, fix: `known params: ${known.join(', ')}` });

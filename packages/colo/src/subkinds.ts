@@ -22,7 +22,7 @@ import {
 } from '@remus/core';
 import { QmpError, isQmpRefusal, type QmpClient } from '@remus/qmp';
 import { optValue, qmpSocketAddress } from './address.js';
-import { COLO_DEVICE_PARAMS, coloMarker, coloParamProblems, readColoParams, type ColoDeviceKind, type ColoRole } from './params.js';
+import { coloKindParams, coloMarker, coloParamProblems, readColoParams, type ColoDeviceKind, type ColoRole } from './params.js';
 import {
   COLO_BASE_REQUIREMENTS,
   closeShared,
@@ -116,12 +116,13 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
   const ops: SubkindOps<ColoShared, ColoDeviceData> = {
     name: spec.name,
     kind: spec.kind,
-    params: Object.keys(COLO_DEVICE_PARAMS[spec.role][spec.kind]),
-    /** Every problem with a COLO-shaped device's params (see params.ts), before anything is touched. Pure. */
+    /** Both sides' params of this kind: one spec may serve both ops lists (the core refuses any other). */
+    params: coloKindParams(spec.kind),
+    /** Every problem with a COLO-shaped device's params for this side (missing, malformed; see params.ts), before anything is touched. Pure. */
     checkParams(device: DeviceSpec): void {
       const params = device.params ?? {};
       if (params[marker] === undefined) return; // not mine: match declines it
-      const problems = coloParamProblems(spec.role, spec.kind, params);
+      const problems = coloParamProblems(spec.role, spec.kind, params, { unknown: false });
       if (problems.length > 0) {
         throw new RemusError('INVALID_ARGUMENT', `device ${device.id}: ${problems.map((p) => `params.${p.param} ${p.message} (${p.fix})`).join('; ')}`, {
           device: device.id,
@@ -172,11 +173,14 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
      * COLO is still running on its QEMU: a COLO_EXIT (failover, error) or,
      * for a primary disk, a QUORUM_REPORT_BAD from its replication child
      * since setup fails the commit, so the caller learns the protection is
-     * gone. No I/O: it reads what the event subscription saw.
+     * gone; so does a commit on a device already torn down. No I/O: it reads what the event subscription saw.
      */
     commit: (h) => {
       const o = h.data?.observed;
       if (!o) return;
+      if (!h.shared.observers.has(o)) {
+        throw new RemusError('OP_FAILED', `device ${h.device.id} was torn down on QEMU ${h.shared.where}: it is no longer protected`, { details: { resources: h.data!.made.length } });
+      }
       if (o.coloExit) {
         const d = o.coloExit.data;
         throw new RemusError('OP_FAILED', `COLO exited on QEMU ${h.shared.where} (mode ${d.mode}, reason ${d.reason}): the device is no longer protected`, {

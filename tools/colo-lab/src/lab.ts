@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RemusError, runScript } from '@remus/core';
+import { RemusError, pollUntil, runScript } from '@remus/core';
 import { ColoPair, type ColoDriverEvent, type ColoPairOptions } from '@remus/colo';
 import { GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 import { PRIMARY_TAP, SECONDARY_TAP, attachTap, createLabNetwork, detachTap, removeLabNetwork, type LabNetwork } from './net.js';
@@ -156,12 +156,14 @@ export class ColoLab {
   /** Waits until the guest on the primary printed its ready line (bounded). */
   async waitGuestReady(timeoutMs: number): Promise<void> {
     const file = join(this.dir, 'primary.serial');
-    const until = Date.now() + timeoutMs;
-    while (!(existsSync(file) && readFileSync(file, 'utf8').includes(GUEST_READY_LINE))) {
-      if (this.primary.gone) throw new RemusError('STATE', `colo-lab: the primary QEMU exited while the guest booted:\n${this.logs()}`);
-      if (Date.now() > until) throw new RemusError('TIMEOUT', `colo-lab: the guest was not ready within ${timeoutMs} ms:\n${this.logs()}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await pollUntil(
+      () => {
+        if (existsSync(file) && readFileSync(file, 'utf8').includes(GUEST_READY_LINE)) return true;
+        if (this.primary.gone) throw new RemusError('STATE', `colo-lab: the primary QEMU exited while the guest booted:\n${this.logs()}`);
+        return false;
+      },
+      { what: 'colo-lab: the guest to be ready', timeoutMs, intervalMs: 200, describe: () => `\n${this.logs()}` },
+    );
   }
 
   /** The shim's counters per side (TCG only). */
