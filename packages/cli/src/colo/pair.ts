@@ -206,11 +206,17 @@ function checkParams(params: Record<string, unknown>, shape: Record<string, Para
   }
 }
 
+/** A device's socket address param: core's parseSocketAddress (HOST:PORT with a host, `{ host, port }` or `{ path }`). */
 function isAddress(v: unknown): boolean {
-  if (typeof v === 'string') return /^[A-Za-z0-9_.:-]{1,253}:\d{1,5}$/.test(v);
-  if (!isObject(v)) return false;
-  if (typeof v.path === 'string') return v.path !== '' && v.path.length <= 107 && Object.keys(v).length === 1;
-  return typeof v.host === 'string' && v.host !== '' && Number.isInteger(v.port) && (v.port as number) > 0 && (v.port as number) < 65536 && Object.keys(v).length === 2;
+  // A string is HOST:PORT (no scheme, no path): the form QEMU's socket options take.
+  if (typeof v === 'string' && !/^[A-Za-z0-9_.:[\]-]{1,253}:\d{1,5}$/.test(v)) return false;
+  if (isObject(v) && typeof v.path === 'string' && (v.path === '' || v.path.length > 107 || Object.keys(v).length !== 1)) return false;
+  try {
+    parseSocketAddress(v, 'address', { allowPath: isObject(v) });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean): QmpAddress | undefined {
