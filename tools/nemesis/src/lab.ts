@@ -234,8 +234,8 @@ export class Scenario {
   }
 
   /** Starts (or restarts) the agent of `host`. */
-  startAgent(host: HostName): AgentProc {
-    const child = this.lab.net.spawn(host, process.execPath, [AGENT_BIN, 'run', '--config', this.configFile, '--host', host, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  startAgent(host: HostName, configFile = this.configFile): AgentProc {
+    const child = this.lab.net.spawn(host, process.execPath, [AGENT_BIN, 'run', '--config', configFile, '--host', host, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const proc = new AgentProc(host, child, this.events);
     this.agents.set(host, proc);
     return proc;

@@ -1,6 +1,7 @@
 // Root: network namespaces, a real three-member etcd (Debian etcd 3.4), two agents, one client.
 // Every fault kind twice, with timing drawn from a fresh seed each run (printed; replay with
 // REMUS_NEMESIS_SEED). The checker must find no violation in any history.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAULT_KINDS, NemesisLab, recordTotals, runScenario, type ScenarioResult } from '../src/index.js';
 
@@ -90,5 +91,70 @@ describe('nemesis (root, netns, etcd): the hard fence runs before promotion', ()
     expect(fencedAt).toBeLessThan(firstReply);
     expect(s.check().violations).toEqual([]);
     results.push({ kind: 'kill-primary', seed: 0, ttlSeconds: TTL, check: s.check(), faults: 1, epochs: s.check().epochs.map((e) => e.epoch) });
+  });
+});
+
+describe('nemesis (root, netns, etcd): who may talk to a backup', () => {
+  /** A config for ha alone, with other TLS material (and maybe another cluster name). */
+  const variant = async (s: Awaited<ReturnType<NemesisLab['scenario']>>, name: string, cluster: string, sameCa: boolean): Promise<string> => {
+    const { initTrial, issueHostCert } = await import('@remus/agent');
+    const { join } = await import('node:path');
+    const dir = join(s.dir, name);
+    if (sameCa) await issueHostCert({ caDir: join(s.dir, 'tls'), dir, cluster, host: 'ha' });
+    else await initTrial({ dir, cluster, hosts: ['ha'] });
+    const config = JSON.parse(readFileSync(s.configFile, 'utf8'));
+    config.cluster = cluster;
+    config.tls = { ca: sameCa ? 'tls/ca.crt' : `${name}/ca.crt`, cert: `${name}/{host}.crt`, key: `${name}/{host}.key` };
+    const file = join(s.dir, `${name}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    return file;
+  };
+
+  const refusedRun = async (name: string, sameCa: boolean) => {
+    const s = await lab.scenario({ ttlSeconds: TTL });
+    try {
+      // ha runs with foreign material as primary of its own election (another cluster name, so it is a fresh pair
+      // there) and tries to send its state to hb, whose listener knows only the real pair.
+      const file = await variant(s, name, `${s.cluster}x`, sameCa);
+      const b = s.startAgent('hb');
+      await b.waitEvent((e) => e.type === 'started', 10_000);
+      const a = s.startAgent('ha', file);
+      await a.waitEvent((e) => e.type === 'mode' && e.mode === 'primary', 20_000);
+      const refused = await b.waitEvent((e) => e.host === 'hb' && e.type === 'peer-refused', 10_000);
+      await new Promise((r) => setTimeout(r, 1000));
+      return { s, refused };
+    } finally {
+      await s.stop();
+    }
+  };
+
+  it('a peer whose certificate is from another CA is refused and logged; the backup takes no state from it', async () => {
+    const { s, refused } = await refusedRun('foreign', false);
+    expect(String(refused.reason)).toMatch(/TLS handshake failed/);
+    expect(s.events.some((e) => e.host === 'hb' && e.type === 'session')).toBe(false);
+  });
+
+  it('a peer of another cluster (same CA, other OU) is refused and logged; the backup takes no state from it', async () => {
+    const { s, refused } = await refusedRun('othercluster', true);
+    expect(String(refused.reason)).toContain('certificate of cluster');
+    expect(s.events.some((e) => e.host === 'hb' && e.type === 'session')).toBe(false);
+  });
+
+  it('remus agent status reports the primary and a synced backup from the control sockets', async () => {
+    const { readStatus } = await import('@remus/agent');
+    const { join } = await import('node:path');
+    const s = await lab.scenario({ ttlSeconds: TTL });
+    try {
+      await s.start('ha');
+      const a = await readStatus(join(s.dir, 'state', 'ha', 'agent.sock'));
+      const b = await readStatus(join(s.dir, 'state', 'hb', 'agent.sock'));
+      expect(a).toMatchObject({ host: 'ha', mode: 'primary', roleHeld: true, peerConnected: true });
+      expect(a.deadlineInMs).toBeGreaterThan(0);
+      expect(b).toMatchObject({ host: 'hb', synced: true, roleHeld: false, epoch: a.epoch });
+      expect(['backup', 'campaigning']).toContain(b.mode);
+      expect(b.highestEpoch).toBe(a.epoch);
+    } finally {
+      await s.stop();
+    }
   });
 });
