@@ -186,6 +186,7 @@ export class Agent {
     const c = this.config;
     this.#tls = loadTls(c, this.self.name);
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    let lastWaiting = '';
     this.#epochs = openEpochStore(join(this.stateDir, 'epoch.json'));
     const arbiter = (this.#arbiter ??= etcdArbiter({
       endpoints: c.etcd.endpoints,
@@ -194,8 +195,19 @@ export class Agent {
       ttlSeconds: c.ttlSeconds,
       marginMs: c.marginMs,
       promotionMarginMs: c.marginMs,
-      onEvent: (e) => this.#emit('arbiter', { event: e }),
+      onEvent: (e) => {
+        // The election is polled: say "waiting" once per holder waited for, not every poll.
+        if (e.type === 'waiting') {
+          const behind = e.behind.map((b) => b.key).join(',');
+          if (behind === lastWaiting) return;
+          lastWaiting = behind;
+        } else lastWaiting = '';
+        this.#emit('arbiter', { event: e });
+      },
     }));
+    if (typeof arbiter.read !== 'function' || typeof arbiter.publish !== 'function') {
+      throw new RemusError('INVALID_ARGUMENT', `arbiter ${arbiter.name} has no fenced records (publish/read): the agent needs them to know whether a backup is outdated`);
+    }
     try {
       try {
         await withDeadline((s) => arbiter.read?.(INITIALIZED, s), { what: `reading the pair's record from etcd (${c.etcd.endpoints.join(', ')})`, timeoutMs: Math.max(3000, c.ttlSeconds * 1000), signal: stop });
