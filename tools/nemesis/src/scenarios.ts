@@ -186,8 +186,12 @@ async function settle(s: Scenario, _t0: number, ttlMs: number): Promise<void> {
       const synced = (last?.type === 'linked' || last?.type === 'backup-current') && s.agents.get(b)?.alive && s.agents.get(b)?.mode !== 'primary';
       const since = s.replies.length;
       if (synced) {
-        await s.waitReplies(p, 5, 5000, since);
-        return;
+        try {
+          await s.waitReplies(p, 5, 3000, since);
+          return;
+        } catch {
+          // Stale view (an agent that was starved or paused has not reported its new mode yet): look again.
+        }
       }
     }
     if (performance.now() > until) {
