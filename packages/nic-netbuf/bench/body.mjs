@@ -3,27 +3,40 @@
 //
 // Two modes (`ownNs`):
 // - other namespace: builds a host namespace + guest namespace with NICS veth
-//   pairs; the NICs are in a namespace that is not this process's, so the
-//   checkpoint ops go through the `tc -n NS -force -batch -` channel;
+//   pairs; the NICs are in a namespace that is not this process's;
 // - own namespace: the NICs are in this process's namespace (run.mjs starts
 //   this file under `ip netns exec` on the host; in the lab it is the guest
-//   VM's own namespace), so the ops go through the in-process netlink socket.
-// Sets the NICs up through nic-netbuf's own ops, then times postsuspend and
-// commit per NIC, and the same qdisc change spawned as one `tc` process per op
-// (the baseline), in the same run. Prints one line `RESULT <json>` per mode
-// and removes everything it made.
+//   VM's own namespace).
+// In each mode, in one run: sets the NICs up through nic-netbuf's own ops
+// once per channel (`native`: the synchronous socket of the NICs' namespace;
+// `event`: the in-process netlink socket in the own namespace, the
+// `tc -batch` process in another) and times postsuspend and commit per NIC;
+// then the same qdisc change by the libnl-from-C peer (peer/libnl-peer.c,
+// Xen's netbuf call) and spawned as one `tc` process per op. Prints one line
+// `RESULT <json>` per mode and removes everything it made.
 //
 // Usage: node body.mjs [--stand-in] [--mode own|other|both] [--iterations N] [--spawn-iterations N]
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { createNetbuf } from '../dist/subkinds.js';
-import { standIn } from '../test/fixtures/stand-in.mjs';
+import { standIn as standInQdisc } from '../test/fixtures/stand-in.mjs';
+import { runPeer } from './peer/peer.mjs';
 
 const run = promisify(execFile);
 const NICS = 2;
 
-export async function measure({ standIn, iterations, spawnIterations, ownNs = false }) {
+export async function measure({ standIn: useStandIn, iterations, spawnIterations, ownNs = false }) {
+  const channels = {};
+  for (const channel of ['native', 'event']) {
+    channels[channel] = await measureChannel({ standIn: useStandIn, iterations, spawnIterations: channel === 'native' ? spawnIterations : 0, ownNs, channel });
+  }
+  const { peer, spawn, kernel, qdisc, nics } = channels.native;
+  return { kernel, qdisc, nics, native: channels.native.ops, event: channels.event.ops, eventChannel: channels.event.channel, peer, spawn };
+}
+
+async function measureChannel({ standIn: useStandIn, iterations, spawnIterations, ownNs, channel }) {
+  const standIn = useStandIn;
   const t0 = Date.now();
   const progress = (m) => process.env.REMUS_LAB && console.error(`[bench +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
   const id = `${process.pid}`;
@@ -32,7 +45,7 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
   const guest = `rnb-bench-g-${id}`;
   const sh = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const standInArgs = standIn ? ['bfifo', 'limit', '10000000'] : undefined;
-  const ops = createNetbuf({ lockName: `remus-nic-netbuf-bench-${id}` }, { qdisc: standInArgs ? standIn(standInArgs) : undefined });
+  const ops = createNetbuf({ lockName: `remus-nic-netbuf-bench-${id}`, channel }, { qdisc: standInArgs ? standInQdisc(standInArgs) : undefined });
   const ctx = { signal: new AbortController().signal, checkpoint: 0, operation: `bench${id}` };
   let shared;
   const handles = [];
@@ -54,8 +67,8 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
         if (verdict !== true) throw new Error(`nic-netbuf does not match: ${JSON.stringify(verdict)}`);
       }
       await ops.setup(h, ctx);
-      const via = h.data.control.via === 'netlink' ? 'netlink' : 'tc batch';
-      if (via !== (ownNs ? 'netlink' : 'tc batch')) throw new Error(`NIC ${params.ifname} uses the ${via} channel, expected the other`);
+      const want = channel === 'native' ? 'native' : ownNs ? 'netlink' : 'tc';
+      if (h.data.control.via !== want) throw new Error(`NIC ${params.ifname} uses the ${h.data.control.via} channel, expected ${want}`);
     }
     progress('set up');
     const channelTimes = { postsuspend: [], commit: [] };
@@ -71,9 +84,19 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
       for (const h of handles) await timeOp('commit', h, k >= warmup);
     }
     progress('channel ops timed');
+    const ifb = handles[0].data.ifb;
+    // The libnl-from-C peer: the same change on the same IFB, timed in C (skipped where it cannot be built, e.g. the lab guest).
+    let peer;
+    if (spawnIterations > 0) {
+      try {
+        peer = runPeer({ ifname: ifb, iterations: iterations * 2, kind: standIn ? 'bfifo' : 'plug', netns: host });
+      } catch (e) {
+        peer = { error: String(e.message).split('\n')[0] };
+      }
+      progress('peer timed');
+    }
     // Baseline: the same change, one spawned tc process per op (child_process, the cheapest spawn).
     const spawnTimes = [];
-    const ifb = handles[0].data.ifb;
     for (let k = 0; k < spawnIterations; k++) {
       const tail = standInArgs ?? ['plug', k % 2 === 0 ? 'block' : 'release'];
       const t0 = process.hrtime.bigint();
@@ -82,14 +105,15 @@ export async function measure({ standIn, iterations, spawnIterations, ownNs = fa
     }
     progress('spawns timed');
     if (!standIn) await run('tc', [...inHost, 'qdisc', 'change', 'dev', ifb, 'root', 'handle', '1:', 'plug', 'release_indefinite']);
+    const names = { native: 'native synchronous netlink socket', netlink: 'in-process netlink socket (event-driven)', tc: 'tc -force -batch - process' };
     return {
       kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
       qdisc: standIn ? 'bfifo (stand-in: no sch_plug)' : 'plug',
-      channel: ownNs ? 'in-process netlink socket (own namespace)' : 'tc -force -batch - (other namespace)',
+      channel: `${names[handles[0].data.control.via]} (${ownNs ? 'own' : 'other'} namespace)`,
       nics: NICS,
-      postsuspend: summary(channelTimes.postsuspend),
-      commit: summary(channelTimes.commit),
-      spawn: summary(spawnTimes),
+      ops: { postsuspend: summary(channelTimes.postsuspend), commit: summary(channelTimes.commit) },
+      peer,
+      spawn: spawnTimes.length ? summary(spawnTimes) : undefined,
     };
   } finally {
     for (const h of handles) await ops.teardown(h, ctx).catch((e) => console.error(`teardown: ${e.message}`));

@@ -1,25 +1,30 @@
 /**
  * Plug control: how the checkpoint ops reach one NIC's buffering qdisc. One
- * interface, two implementations, chosen once at the end of setup:
+ * interface, three implementations, chosen once at the end of setup:
  *
+ * - {@link nativeControl} (the default when the package's addon is built):
+ *   the synchronous socket of the NIC's namespace, any namespace (native.ts);
+ *   one prebuilt RTM_NEWQDISC request and its ACK per op, no event-loop turn.
+ * Without the addon (or with `channel: 'event'`):
  * - {@link netlinkControl}: the NIC is in this process's own namespace; one
- *   RTM_NEWQDISC request on the operation's in-process socket (rtnl.ts).
- * - {@link tcControl}: the NIC is in another namespace (Node cannot `setns`);
- *   one line on that namespace's `tc -batch` process (channel.ts).
+ *   RTM_NEWQDISC request on the operation's event-driven socket (rtnl.ts).
+ * - {@link tcControl}: the NIC is in another namespace (Node alone cannot
+ *   `setns`); one line on that namespace's `tc -batch` process (channel.ts).
  *
- * Neither spawns a process or looks anything up per checkpoint.
+ * None spawns a process or looks anything up per checkpoint.
  */
 import { RemusError } from '@remus/core';
 import type { TcChannel } from './channel.js';
 import type { QdiscChangeSpec } from './qdisc.js';
+import { qdiscChangeMessage, type NativeRtnlChannel } from './native.js';
 import { parseHandle, type RtnlChannel } from './rtnl.js';
 
 /** Sends a NIC's checkpoint changes to its qdisc. */
 export interface PlugControl {
-  /** Which transport: `netlink` (in-process socket) or `tc` (the namespace's tc batch process). */
-  readonly via: 'netlink' | 'tc';
+  /** Which transport: `native` (synchronous socket of the NIC's namespace), `netlink` (event-driven in-process socket) or `tc` (the namespace's tc batch process). */
+  readonly via: 'native' | 'netlink' | 'tc';
   /** The transport object; every NIC on the same socket or in the same namespace shares it. */
-  readonly channel: RtnlChannel | TcChannel;
+  readonly channel: NativeRtnlChannel | RtnlChannel | TcChannel;
   /**
    * Sends one change (block or release) to the qdisc and resolves once the
    * kernel applied it. Rejects with OP_FAILED (the kernel's reason, e.g.
@@ -57,6 +62,42 @@ export async function netlinkControl(rtnl: RtnlChannel, ifb: string, handle: str
     change: (c, what, s) => rtnl.change(ifindex, parsed, c.netlink, what, s),
   };
 }
+
+/**
+ * Plug control over the native synchronous socket of the NIC's namespace:
+ * each change is a request prebuilt once per change kind (only its sequence
+ * number is written per op), sent and acknowledged on this thread.
+ * Throws OP_FAILED when the IFB or the handle is unusable.
+ */
+export function nativeControl(channel: NativeRtnlChannel, ifb: string, handle: string, timeoutMs: number): PlugControl {
+  const parsed = parseHandle(handle);
+  if (parsed === undefined) {
+    throw new RemusError('OP_FAILED', `IFB ${ifb}: cannot use qdisc handle ${JSON.stringify(handle)} (need a non-zero major:minor)`, {
+      details: { handle },
+    });
+  }
+  const ifindex = channel.ifindex(ifb);
+  const messages = new WeakMap<QdiscChangeSpec, Buffer>();
+  return {
+    via: 'native',
+    channel,
+    change: (c, what, signal) => {
+      let m = messages.get(c);
+      if (m === undefined) {
+        m = qdiscChangeMessage(ifindex, parsed, c.netlink);
+        messages.set(c, m);
+      }
+      try {
+        channel.send(m, what, timeoutMs, signal);
+        return DONE;
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    },
+  };
+}
+
+const DONE: Promise<void> = Promise.resolve();
 
 /** Plug control over a namespace's tc batch channel: `qdisc change dev IFB root handle H ARGS`. */
 export function tcControl(channel: TcChannel, ifb: string, handle: string): PlugControl {

@@ -5,6 +5,7 @@
 import type { DeviceHandle } from '@remus/core';
 import type { TcChannel } from './channel.js';
 import type { PlugControl } from './control.js';
+import type { NativeRtnlChannel } from './native.js';
 import type { RtnlChannel } from './rtnl.js';
 
 /** The state every NIC of one operation shares. */
@@ -21,6 +22,12 @@ export interface NetbufShared {
    * closed by cleanup.
    */
   rtnl: RtnlChannel | undefined;
+  /**
+   * The native synchronous netlink sockets (native.ts), one per namespace
+   * (key: its name, '' for this process's): opened by the first setup there,
+   * closed by cleanup. Empty when the addon is not built or `channel: 'event'`.
+   */
+  readonly native: Map<string, NativeRtnlChannel>;
   /** The qdisc probe, started by the first match: undefined = usable, else why not. */
   probe: Promise<string | undefined> | undefined;
 }

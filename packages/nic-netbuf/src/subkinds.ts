@@ -29,7 +29,8 @@ import {
   type SubkindOps,
 } from '@remus/core';
 import { TcChannel } from './channel.js';
-import { netlinkControl, tcControl } from './control.js';
+import { nativeControl, netlinkControl, tcControl } from './control.js';
+import { loadNativeRtnl, NativeRtnlChannel } from './native.js';
 import { inNs, type Handle, type NetbufShared, type NicData } from './data.js';
 import { ingressRedirects, linkInfo, listIfbs, must, type Where } from './kernel.js';
 import { withLock } from './lock.js';
@@ -59,6 +60,15 @@ export interface NicNetbufOptions {
   readonly lockName?: string;
   /** The tc binary. Default `tc` from PATH. */
   readonly tcPath?: string;
+  /**
+   * How checkpoint ops reach a NIC's qdisc. `auto` (default): the native
+   * synchronous netlink socket of the NIC's namespace when the package's
+   * addon is built, else `event`. `native`: that socket, or setup fails
+   * (UNSUPPORTED_HOST) when the addon is missing. `event`: the event-driven
+   * channels (the in-process `netlink` socket in this process's namespace,
+   * a `tc -batch` process in others).
+   */
+  readonly channel?: 'auto' | 'native' | 'event';
 }
 
 /**
@@ -75,6 +85,8 @@ export interface NetbufInternals {
 
 const TAG_PREFIX = 'remus-netbuf:';
 const DEFAULT_LIMIT = 10_000_000;
+/** Longest a native checkpoint op waits for the kernel's ACK on the main thread (it normally answers in microseconds). */
+const NATIVE_TIMEOUT_MS = 1000;
 
 /**
  * Makes the `nic-netbuf` ops. Throws INVALID_ARGUMENT for bad options.
@@ -124,6 +136,22 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
     const d = h.data!;
     const ifb = d.ifb!;
     const handle = d.qdiscHandle!;
+    if (o.channel !== 'event') {
+      const addon = loadNativeRtnl();
+      if ('missing' in addon) {
+        if (o.channel === 'native') throw new RemusError('UNSUPPORTED_HOST', addon.missing);
+      } else {
+        const own = isOwnNamespace(d.netns);
+        const key = own ? '' : d.netns!;
+        let channel = h.shared.native.get(key);
+        if (!channel?.alive) {
+          channel = new NativeRtnlChannel(addon, own ? undefined : d.netns);
+          h.shared.native.set(key, channel);
+        }
+        d.control = nativeControl(channel, ifb, handle, Math.min(o.commandTimeoutMs, NATIVE_TIMEOUT_MS));
+        return;
+      }
+    }
     if (isOwnNamespace(d.netns)) {
       if (!h.shared.rtnl?.alive) h.shared.rtnl = RtnlChannel.open(o.commandTimeoutMs);
       d.control = await netlinkControl(h.shared.rtnl, ifb, handle, ctx.signal);
@@ -156,7 +184,7 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
 
     /** Makes the shared state; channels open lazily, one per namespace, at the first setup there. */
     init(): NetbufShared {
-      return { channels: new Map(), rtnl: undefined, probe: undefined };
+      return { channels: new Map(), native: new Map(), rtnl: undefined, probe: undefined };
     },
 
     /** Closes every control channel (ends its tc process) and the netlink socket. Never throws. */
@@ -165,6 +193,8 @@ export function createNetbuf(options: NicNetbufOptions, internals: NetbufInterna
       shared.channels.clear();
       shared.rtnl?.close();
       shared.rtnl = undefined;
+      for (const c of shared.native.values()) c.close();
+      shared.native.clear();
       await Promise.all(opens.map((p) => p.then((c) => c.close(), () => undefined)));
     },
 
@@ -293,6 +323,7 @@ interface CheckedOptions {
   readonly lockTimeoutMs: number;
   readonly lockName: string;
   readonly tcPath: string;
+  readonly channel: 'auto' | 'native' | 'event';
 }
 
 function checkOptions(options: NicNetbufOptions): CheckedOptions {
@@ -305,7 +336,12 @@ function checkOptions(options: NicNetbufOptions): CheckedOptions {
   }
   const tcPath = options.tcPath ?? 'tc';
   if (typeof tcPath !== 'string' || tcPath === '') throw new RemusError('INVALID_ARGUMENT', 'nic-netbuf option tcPath must be a non-empty string');
+  const channel = options.channel ?? 'auto';
+  if (channel !== 'auto' && channel !== 'native' && channel !== 'event') {
+    throw new RemusError('INVALID_ARGUMENT', `nic-netbuf option channel must be "auto", "native" or "event", got ${JSON.stringify(channel)}`);
+  }
   return {
+    channel,
     limitBytes: count(options.limitBytes, 'limitBytes', DEFAULT_LIMIT),
     script,
     scriptTimeoutMs: ms(options.scriptTimeoutMs, 'scriptTimeoutMs', 30_000),
