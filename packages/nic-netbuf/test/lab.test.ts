@@ -17,14 +17,20 @@ afterAll(async () => {
 
 const body = new URL('./lab/plug-epochs.mjs', import.meta.url).pathname;
 
-it('holds each epoch until its commit and releases exactly it (NIC in the namespace of the ops process)', async () => {
+it('holds each epoch until its commit and releases exactly it (NIC in the namespace of the ops process, native channel)', async () => {
   const r = await lab!.run({ node: { file: body }, timeoutMs: 240_000 });
   expectLabPass(r);
   expect(r.output).toContain('PASS');
 }, 300_000);
 
-it('holds each epoch until its commit and releases exactly it (NIC in another network namespace, channel through tc -n)', async () => {
+it('holds each epoch until its commit and releases exactly it (NIC in another network namespace, native channel opened there)', async () => {
   const r = await lab!.run({ node: { file: body, args: ['--netns'] }, timeoutMs: 240_000 });
+  expectLabPass(r);
+  expect(r.output).toContain('PASS');
+}, 300_000);
+
+it('holds each epoch until its commit and releases exactly it (NIC in another network namespace, event-driven channel through tc -n)', async () => {
+  const r = await lab!.run({ node: { file: body, args: ['--netns', '--channel-event'] }, timeoutMs: 240_000 });
   expectLabPass(r);
   expect(r.output).toContain('PASS');
 }, 300_000);

@@ -142,15 +142,19 @@ describe('setup and teardown (built-in recipe)', () => {
     expect(ifbs(undefined)).toEqual(hostIfbsBefore);
   });
 
-  it('sets up NICs with their own IFBs and shares one control channel per namespace', async () => {
+  it.each([
+    ['native', 0],
+    ['event', 1],
+  ] as const)('sets up NICs with their own IFBs and shares one control channel per namespace (channel %s: %i tc processes)', async (channel, tcs) => {
     const n = net(3);
-    const o = ops();
+    const o = ops({ channel });
     const shared = await started(o);
     const hs = n.nics.map((_, i) => handle<NetbufShared, NicData>(nicDevice(n, i), shared));
     await Promise.all(hs.map((h) => o.setup(h, ctx())));
     expect(new Set(hs.map((h) => h.data!.ifb)).size).toBe(3);
     expect(new Set(hs.map((h) => h.data!.control!.channel)).size).toBe(1);
-    expect(childTcs()).toHaveLength(1);
+    expect(hs.map((h) => h.data!.control!.via)).toEqual(Array(3).fill(channel === 'native' ? 'native' : 'tc'));
+    expect(childTcs()).toHaveLength(tcs);
     await Promise.all(hs.map((h) => o.teardown(h, ctx())));
     await o.cleanup!(shared, ctx());
     expect(leftovers(n)).toEqual([]);
