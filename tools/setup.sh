@@ -9,6 +9,7 @@
 # What it installs when missing:
 #   - Debian packages (apt-get), demo: iproute2 iptables ca-certificates;
 #     test adds nftables criu iputils-arping python3 qemu-system-x86 qemu-utils busybox-static drbd-utils xz-utils gcc libc6-dev etcd-server etcd-client
+#     make g++ (nic-netbuf's native netlink addon, built by node-gyp at install) pkg-config libnl-route-3-dev (the libnl peer of nic-netbuf's bench)
 #   - pnpm at the version pinned in package.json "packageManager" (npm install -g)
 #   - the workspace's dependencies (pnpm install --frozen-lockfile) and its build (turbo)
 #   - test only: the kernel lab's Debian 6.1 kernel and initramfs (pnpm lab:setup; downloaded once, cached)
@@ -43,6 +44,8 @@ want=(iproute2 iptables ca-certificates)
 if [ "$mode" != demo ]; then
   # QEMU for the kernel lab and COLO, DRBD tools, etcd for the arbiter, criu (+ python3, arping) for domain-criu.
   want+=(nftables criu iputils-arping python3 qemu-system-x86 qemu-utils busybox-static drbd-utils xz-utils gcc libc6-dev etcd-server etcd-client)
+  # nic-netbuf's native netlink addon (node-gyp at install: python3, make, g++) and its bench's libnl-from-C peer.
+  want+=(make g++ pkg-config libnl-route-3-dev)
 fi
 missing=()
 for p in "${want[@]}"; do
