@@ -249,9 +249,14 @@ async function bind(req: Extract<Request, { op: 'bind' }>): Promise<Reply> {
 function mark(req: Extract<Request, { op: 'mark' }>): Reply {
   const q = queues.get(req.queue);
   if (!q) return { id: req.id, ok: false, error: `queue ${req.queue} is not bound`, errno: 'ENOENT' };
-  q.marks.push({ checkpoint: req.checkpoint, upTo: q.lastSeen });
+  // Nothing held: the epoch just closed holds no packet this process has seen, so its release
+  // has nothing to do; no mark is kept (marks of empty epochs would pile up) and the parent may
+  // skip the release request (`empty`). Packets still in the kernel's queue are read later and
+  // belong to the next boundary: released one epoch late, never early, as always.
+  const empty = q.head >= q.ids.length;
+  if (!empty) q.marks.push({ checkpoint: req.checkpoint, upTo: q.lastSeen });
   // No /proc read here: this runs inside the guest's pause.
-  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q, lastCounters) };
+  return { id: req.id, ok: true, queue: q.num, stats: statsOf(q, lastCounters), empty };
 }
 
 async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply> {

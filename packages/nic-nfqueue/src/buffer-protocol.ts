@@ -62,5 +62,7 @@ export type Reply =
       readonly stats?: QueueStats;
       readonly all?: readonly QueueStats[];
       readonly overruns?: number;
+      /** `mark` only: nothing was held when the boundary was taken, so the epoch's release has nothing to do. */
+      readonly empty?: boolean;
     }
   | { readonly id: number; readonly ok: false; readonly error: string; readonly errno: string };

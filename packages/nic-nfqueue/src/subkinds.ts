@@ -107,6 +107,10 @@ interface NicData {
   /** Latest figures from the buffer process. */
   stats?: QueueStats;
   tornDown?: boolean;
+  /** The checkpoint whose mark found nothing held (its commit needs no request), else undefined. */
+  emptyEpoch?: number;
+  /** Commits answered here because their epoch was empty (added to the buffer process's `epochs`). */
+  emptyCommits: number;
 }
 
 /** How long a checkpoint request to the buffer process may take at most (the core's op timeout usually fires first). */
@@ -214,6 +218,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     // it before the guest resumes (afterwards it would take in epoch N+1).
     const reply = await d.process.request({ op, queue: d.queue, checkpoint: ctx.checkpoint }, ctx.signal, REQUEST_TIMEOUT_MS);
     if (reply.stats) d.stats = reply.stats;
+    if (op === 'mark') d.emptyEpoch = reply.empty === true ? ctx.checkpoint : undefined;
   };
 
   return {
@@ -276,7 +281,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       const { device } = handle;
       await step('resolve', handle);
       const params = readParams(device, defaultNetns);
-      const d: NicData = { netns: params.netns, ifname: params.ifname, tag: ruleTag(ctx.operation, device.id), rulesMaybe: [] };
+      const d: NicData = { netns: params.netns, ifname: params.ifname, tag: ruleTag(ctx.operation, device.id), rulesMaybe: [], emptyCommits: 0 };
       handle.data = d;
       const link = await findLink(cmds, device, params, ctx.signal);
       d.mode = resolveMode(device, params, link);
@@ -367,6 +372,13 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
 
     /** Releases every packet up to the recorded boundary with one batch verdict (ACKed); order is kept. */
     async commit(handle, ctx) {
+      const d = handle.data;
+      // The buffer held nothing when this epoch closed (its mark said so): nothing to release, no round trip.
+      if (d?.emptyEpoch !== undefined && d.emptyEpoch === ctx.checkpoint && d.process?.alive) {
+        d.emptyEpoch = undefined;
+        d.emptyCommits++;
+        return;
+      }
       await checkpointRequest(handle, 'release', ctx);
     },
 
@@ -428,7 +440,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
         queueFullDropped: s.queueFullDropped,
         socketDropped: s.socketDropped,
         flushDropped: s.flushDropped,
-        epochs: s.epochs,
+        epochs: s.epochs + (d?.emptyCommits ?? 0),
         queue: s.queue,
         bufferAlive: alive,
         bufferPid: d?.process?.pid ?? 0,

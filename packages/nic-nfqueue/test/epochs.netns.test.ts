@@ -4,10 +4,11 @@
  * epoch N+1 stays held until commit N+1, and order is kept, for a routed
  * and a bridged host, over IPv4 and IPv6.
  */
+import { statSync } from 'node:fs';
 import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue } from '../src/index.js';
-import { createLab, killStrayBufferProcesses, leftovers, until, type Lab, type Topology } from './netns-lab.js';
+import { childBufferProcesses, createLab, killStrayBufferProcesses, leftovers, until, type Lab, type Topology } from './netns-lab.js';
 
 let lab: Lab | undefined;
 let layer: CheckpointDevices | undefined;
@@ -179,6 +180,45 @@ describe('nic-nfqueue boundaries (netns)', () => {
       await ops.cleanup!(shared, ctx);
     }
     expect(leftovers(l)).toEqual([]);
+  });
+});
+
+describe('nic-nfqueue empty epochs (netns)', () => {
+  it('commits an epoch that held nothing without a round trip to the buffer process; a non-empty one waits for it and releases', async () => {
+    lab = createLab('routed');
+    await lab.startTraffic();
+    const l = lab;
+    layer = createCheckpointDevices({ ops: [nicNfqueue()], devices: [{ id: 'vif1.0', kind: 'nic', params: { ifname: l.vif, netns: l.host } }] });
+    await layer.setup();
+    // The device's buffer process: the one in the host's namespace (init also starts one in the default namespace).
+    const hostNs = statSync(`/run/netns/${l.host}`).ino;
+    const buffer = childBufferProcesses().find((p) => statSync(`/proc/${p}/ns/net`).ino === hostNs);
+    expect(buffer).toBeGreaterThan(0);
+    const stopped = async (f: () => Promise<void>, ms: number): Promise<'settled' | 'pending'> => {
+      // The buffer process cannot answer while stopped: whatever settles meanwhile needed no answer from it.
+      process.kill(buffer!, 'SIGSTOP');
+      try {
+        return await Promise.race([f().then(() => 'settled' as const), new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms))]);
+      } finally {
+        process.kill(buffer!, 'SIGCONT');
+      }
+    };
+    // Checkpoint 1: no traffic.
+    await layer.postsuspend();
+    await layer.preresume();
+    expect(await stopped(() => layer!.commit(), 1000)).toBe('settled');
+    // Checkpoint 2: two packets held; its commit must reach the buffer process, then they arrive.
+    await l.send(['n1', 'n2']);
+    await until(() => [...l.queueTotals().values()].reduce((a, b) => a + b, 0) >= 2, 10_000, 'epoch 2 queued');
+    await layer.postsuspend();
+    await layer.preresume();
+    let commit: Promise<void> | undefined;
+    expect(await stopped(() => (commit = layer!.commit()), 400)).toBe('pending');
+    await commit;
+    await l.receiver!.waitFor(() => l.received().length >= 2, 10_000, 'epoch 2 after commit 2');
+    expect(l.received()).toEqual(['n1', 'n2']);
+    // Epochs count both kinds of commit.
+    expect(nicStats(layer).epochs).toBe(2);
   });
 });
 
