@@ -19,6 +19,8 @@ import { QmpLineReader, parseQmpMessage } from '../src/wire.js';
 const SEED = 0x5eed;
 const RUNS = Number(process.env.QMP_FUZZ_RUNS ?? 0) || undefined;
 const runs = (ci: number): number => RUNS ?? ci;
+/** Runs of the socket round trip (each ~100 ms): at most 2000 even in a long run. */
+const SOCKET_RUNS = Math.min(runs(60), 2000);
 
 /** True for the one error the wire format may raise. */
 function isProtocolError(e: unknown): boolean {
@@ -173,11 +175,11 @@ describe('QMP client under fuzzed answers (property-based, unix socket stub)', (
             await c.close();
           }
         }),
-        { seed: SEED, numRuns: Math.min(runs(60), 2000) },
+        { seed: SEED, numRuns: SOCKET_RUNS },
       );
     } finally {
       process.off('uncaughtException', onUncaught);
     }
     expect(uncaught).toEqual([]);
-  });
+  }, 30_000 + SOCKET_RUNS * 250);
 });
