@@ -1,20 +1,16 @@
 /** Plugin metadata and loading by package name (no root needed). */
 import { createSubkind, loadPlugin } from '@remus/core';
 import { expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { linkedProject } from '@remus/test-lab';
 import { fileURLToPath } from 'node:url';
 import { onTestFinished } from 'vitest';
 import { nicNetbuf, plugin } from '../src/index.js';
 
-/** A user's project with this package installed (linked, as pnpm installs it): core loads plugins only from such a node_modules. */
+/** A user's project with this package installed (linked, as pnpm does): core loads plugins only from such a node_modules. */
 function userProject(pkg: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'remus-user-'));
-  mkdirSync(join(dir, 'node_modules', '@remus'), { recursive: true });
-  symlinkSync(fileURLToPath(new URL('..', import.meta.url)), join(dir, 'node_modules', ...pkg.split('/')));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
+  const p = linkedProject(pkg, fileURLToPath(new URL('..', import.meta.url)));
+  onTestFinished(p.remove);
+  return p.dir;
 }
 
 

@@ -3,7 +3,7 @@
  * no QEMU process or temp folder outlives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { delimiter, join } from 'node:path';
 import { AGENT_SCRIPT, QUIT_EXIT_STATUS } from './guest-scripts.js';
 import type { LabStamp } from './paths.js';
 import { BUSYBOX } from './setup.js';
+import { processAlive, startTimeOf } from '@remus/test-lab';
 
 /** How much of the kernel console a guest keeps (and a result carries). */
 export const CONSOLE_TAIL_CHARS = 16_384;
@@ -45,7 +46,8 @@ const RUN_DIR_PREFIX = 'remus-lab-';
  * Removes per-boot temp folders whose owning process is gone (it was
  * SIGKILLed before it could clean up; its QEMU died with it via pdeathsig).
  * The owner file holds the owner's pid and start time, so a reused pid is
- * not taken for the owner.
+ * not taken for the owner; a zombie owner (SIGKILLed, not yet reaped) counts
+ * as gone (test-lab's processAlive).
  */
 async function sweepStaleRunDirs(): Promise<void> {
   const entries = await readdir(tmpdir()).catch(() => [] as string[]);
@@ -56,31 +58,6 @@ async function sweepStaleRunDirs(): Promise<void> {
     if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid) continue;
     if (!processAlive(owner, startText)) await rm(dir, { recursive: true, force: true });
   }
-}
-
-/**
- * Whether `pid` is a live process (and, given `startTime`, the same one).
- * A zombie counts as gone: a SIGKILLed process whose parent has not reaped it
- * yet still answers kill(pid, 0), which is why the sweep once kept the temp
- * folder of a killed owner.
- */
-export function processAlive(pid: number, startTime?: string): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  // Fields after the command name (which may hold spaces and parentheses): state is the first, start time the 20th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (fields[0] === 'Z' || fields[0] === 'X') return false;
-  return startTime === undefined || startTime === '' || fields[19] === startTime;
-}
-
-/** This process's start time (clock ticks since boot), as /proc/<pid>/stat says. */
-function ownStartTime(): string {
-  const stat = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
@@ -185,7 +162,7 @@ export class Guest {
     const deadline = Date.now() + bootTimeoutMs;
     await sweepStaleRunDirs();
     const runDir = await mkdtemp(join(tmpdir(), RUN_DIR_PREFIX));
-    await writeFile(join(runDir, 'owner'), `${process.pid} ${ownStartTime()}`);
+    await writeFile(join(runDir, 'owner'), `${process.pid} ${startTimeOf(process.pid) ?? ''}`);
     const share = join(runDir, 'share');
     await mkdir(join(share, 'jobs'), { recursive: true });
     await writeFile(join(share, 'agent.sh'), AGENT_SCRIPT, { mode: 0o755 });

@@ -15,4 +15,4 @@ export { sh, tryRun } from './run.js';
 export { childProcesses, processAlive, startTimeOf } from './procs.js';
 export { createHostPair, netnsList, ownedName, sweepStale } from './netns.js';
 export type { HostPair, HostPairOptions } from './netns.js';
-export { freePorts, tempDir, waitFor } from './misc.js';
+export { freePorts, linkedProject, tempDir, waitFor } from './misc.js';

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,4 +31,16 @@ export async function freePorts(n: number): Promise<number[]> {
   const ports = servers.map((s) => (s.address() as { port: number }).port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   return ports;
+}
+
+/**
+ * A user's project with the package at `packageDir` installed as `name`
+ * (linked, as pnpm installs it): core loads plugins only from such a
+ * `node_modules`. `remove()` deletes the project (not the package).
+ */
+export function linkedProject(name: string, packageDir: string): { dir: string; remove(): void } {
+  const t = tempDir('user');
+  mkdirSync(join(t.dir, 'node_modules', ...name.split('/').slice(0, -1)), { recursive: true });
+  symlinkSync(packageDir, join(t.dir, 'node_modules', ...name.split('/')));
+  return t;
 }

@@ -1,7 +1,7 @@
-// The stale-folder sweep's liveness check, against a real zombie and a real live process (no QEMU needed).
+// Zombie-aware liveness (kernel-lab's stale-folder sweep uses it), against a real zombie and a real live process (no QEMU needed).
 import { spawn } from 'node:child_process';
 import { expect, it } from 'vitest';
-import { processAlive } from '../src/guest.js';
+import { processAlive } from '../src/index.js';
 
 it('a SIGKILLed process that its parent has not reaped (a zombie) counts as gone; a live one as alive, a reused pid not', async () => {
   // sh backgrounds a sleep, then becomes `sleep 30` by exec: that parent never waits, so the killed child stays a zombie.
