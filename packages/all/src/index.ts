@@ -7,11 +7,13 @@
 
 /** The packages @remus/all installs (its dependencies), by name. */
 export const PACKAGES: readonly string[] = [
+  '@remus/agent',
   '@remus/arbiter-etcd',
   '@remus/cli',
   '@remus/colo',
   '@remus/core',
   '@remus/disk-drbd',
+  '@remus/domain-criu',
   '@remus/domain-process',
   '@remus/nic-netbuf',
   '@remus/nic-nfqueue',

@@ -7,7 +7,7 @@
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { createCheckpointDevices, describeCause, runScript, type DeviceSpec } from '@remus/core';
-import { loadDomainProcess } from './libs.js';
+import { loadDomainCriu, loadDomainProcess, type DomainCriuLib } from './libs.js';
 import { ip, removeNetns } from './netns.js';
 import { findInstalledPlugins, installCommand, loadPluginFrom } from './plugins.js';
 
@@ -119,6 +119,16 @@ export async function hostChecks(): Promise<Check[]> {
   const qv = qemu ? await tryRun(qemu, ['--version']) : { ok: false, out: 'not found' };
   add({ name: 'QEMU', ok: qv.ok, detail: qv.out.split('\n')[0] ?? '', fix: 'apt-get install qemu-system-x86' });
   add({ name: 'KVM', ok: existsSync('/dev/kvm'), detail: existsSync('/dev/kvm') ? '/dev/kvm present' : 'no /dev/kvm', fix: 'enable virtualisation in the firmware and load kvm_intel/kvm_amd; QEMU falls back to TCG (slow)' });
+  // The CRIU domain (memory, files and TCP connections replicated): its own checks, when it is installed.
+  let criu: DomainCriuLib | undefined;
+  try {
+    criu = await loadDomainCriu('remus doctor (the CRIU checks)');
+  } catch (e) {
+    add({ name: 'CRIU domain', ok: false, detail: 'not installed', fix: `${installCommand('@remus/domain-criu')} to replicate a process tree's memory and TCP connections` });
+  }
+  for (const c of criu ? await criu.doctorChecks({ timeoutMs: 20_000 }) : []) {
+    add({ name: `CRIU ${c.name}`, ok: c.status !== 'error', detail: c.status === 'warning' ? `${c.message} (degraded)` : c.message, ...(c.status === 'error' ? { fix: c.name === 'criu-check' ? 'install CRIU 4.1 or later (Debian 12 ships 3.17), or run on a kernel older than 6.13; see @remus/domain-criu\'s README' : c.name === 'criu' ? 'apt-get install criu' : 'run remus as root' } : {}) });
+  }
   return checks;
 }
 

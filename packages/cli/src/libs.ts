@@ -10,11 +10,13 @@
 import { pathToFileURL } from 'node:url';
 import { RemusError, checkCoreCompatibility, isRemusError, locatePlugin } from '@remus/core';
 import type * as ColoModule from '@remus/colo';
+import type * as DomainCriuModule from '@remus/domain-criu';
 import type * as DomainProcessModule from '@remus/domain-process';
 import type * as QmpModule from '@remus/qmp';
 import { installCommand, remusDirs } from './plugins.js';
 
 export type DomainProcessLib = typeof DomainProcessModule;
+export type DomainCriuLib = typeof DomainCriuModule;
 export type ColoLib = typeof ColoModule;
 export type QmpLib = typeof QmpModule;
 
@@ -54,6 +56,35 @@ export function loadLibrary<T>(name: string, forWhat: string, dirs: readonly str
 /** @remus/domain-process: the process domain, the backup endpoint, cgroup cleanup. */
 export function loadDomainProcess(forWhat: string, dirs?: readonly string[]): Promise<DomainProcessLib> {
   return loadLibrary<DomainProcessLib>('@remus/domain-process', forWhat, dirs);
+}
+
+/** @remus/domain-criu: the CRIU domain (its host checks for `remus doctor` and the demo). */
+export function loadDomainCriu(forWhat: string, dirs?: readonly string[]): Promise<DomainCriuLib> {
+  return loadLibrary<DomainCriuLib>('@remus/domain-criu', forWhat, dirs);
+}
+
+/**
+ * One line on whether CRIU (the Remus path with real state) works here: the
+ * first blocking finding of @remus/domain-criu's checks ("CRIU 4.1 or later
+ * is needed on kernel 6.13+", "criu not found"...), or that it works. Never
+ * throws; bounded by the checks' own time limit.
+ */
+export async function criuSummary(forWhat: string): Promise<{ readonly works: boolean; readonly line: string }> {
+  let lib: DomainCriuLib;
+  try {
+    lib = await loadDomainCriu(forWhat);
+  } catch (e) {
+    return { works: false, line: `not installed (${installCommand('@remus/domain-criu')})` };
+  }
+  try {
+    const checks = await lib.doctorChecks({ timeoutMs: 20_000 });
+    const blocking = checks.find((c) => c.status === 'error');
+    if (blocking) return { works: false, line: blocking.message };
+    const warn = checks.find((c) => c.status === 'warning');
+    return { works: true, line: `works on this kernel${warn ? ` (${warn.message})` : ''}` };
+  } catch (e) {
+    return { works: false, line: `its checks failed: ${(e as Error)?.message ?? String(e)}` };
+  }
 }
 
 /** @remus/colo: the COLO driver. */

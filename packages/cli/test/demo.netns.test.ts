@@ -69,6 +69,8 @@ describe('remus demo', () => {
     expect(r.stdout).toMatch(/packets: +held at most \d+ at a commit, released \d+/);
     expect(r.stdout).toMatch(/client: +\d+ requests, \d+ replies, latency p50/);
     expect(r.stdout).toMatch(/output commit: 0 violation/);
+    // Where CRIU cannot run (this host: criu 3.17 on kernel 6.18) the demo says why in one line and runs as before.
+    expect(r.stdout).toMatch(/CRIU (failover not shown: .+; running the process domain as before|: works on this kernel)/);
   });
 
   it('finds violations and exits non-zero when the NIC is not buffered', async () => {

@@ -22,7 +22,7 @@ import { validateConfig, type RemusConfig } from '../config.js';
 import { Journal } from '../journal.js';
 import type { Io } from '../io.js';
 import { ip, netnsExists, removeNetns } from '../netns.js';
-import { loadDomainProcess } from '../libs.js';
+import { criuSummary, loadDomainProcess } from '../libs.js';
 import { CLI_DIR, buildOps, installCommand, type BuiltOps } from '../plugins.js';
 import { ProgressView, RunFigures, ms, percentile, type ViewMode } from '../progress.js';
 import { runProtected } from '../run.js';
@@ -144,6 +144,13 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   try {
     await buildNetwork(ns, journal);
     view.say(`network: client ${ns.client} -> router ${ns.router} (vif0) -> guest ${ns.guest} ${GUEST_IP}:${PORT}`);
+    // The Remus path with real state (CRIU): said in one line; this demo runs the process domain either way.
+    const criu = await criuSummary('remus demo (the CRIU check)');
+    view.say(
+      criu.works
+        ? `CRIU: ${criu.line}; this demo still protects a process tree without its memory (the CRIU failover is shown by @remus/domain-criu's lab test)`
+        : `CRIU failover not shown: ${criu.line}; running the process domain as before`,
+    );
     if (!interrupted) {
       outcome = await runProtected(
         {
