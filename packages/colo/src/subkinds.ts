@@ -19,6 +19,7 @@ import {
   type OpsList,
   type SocketAddress,
   type SubkindOps,
+  checkOptionNames,
 } from '@remus/core';
 import { QmpError, isQmpRefusal, type QmpClient } from '@remus/qmp';
 import { optValue, qmpSocketAddress } from './address.js';
@@ -108,6 +109,7 @@ function coloSubkind(spec: ColoSubkindSpec, options: ColoQemuOptions): SubkindOp
   if (options === null || typeof options !== 'object' || options.qmp === undefined) {
     throw new RemusError('INVALID_ARGUMENT', `${spec.name}: options.qmp (the QEMU's QMP socket) is required, e.g. ${spec.name.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())}({ qmp: '/run/qemu/qmp.sock' })`);
   }
+  checkOptionNames(options, ['qmp', 'pool', 'commandTimeoutMs'], spec.name);
   const requires = [...COLO_BASE_REQUIREMENTS, ...spec.requires];
   /** The param that marks a device as COLO-shaped for this subkind; devices without it are "not mine". */
   const marker = coloMarker(spec.role, spec.kind);

@@ -68,6 +68,7 @@ export type { LoadPluginOptions, PluginLocation, RemusPlugin, SubkindFactory } f
 export {
   MAX_TIMER_MS,
   checkDevices,
+  checkOptionNames,
   closestName,
   newOperationId,
   validateCount,

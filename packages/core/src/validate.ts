@@ -279,3 +279,23 @@ export function checkDevices(ops: OpsList, devices: readonly DeviceSpec[], optio
   }
   return problems;
 }
+
+/**
+ * Checks a subkind factory's options object against the option names it
+ * knows: a misspelt option is an error naming the closest known one, never
+ * silently ignored. Throws INVALID_ARGUMENT (`what`: e.g. `nic-netbuf`) listing
+ * every unknown name; a non-object is refused too.
+ */
+export function checkOptionNames(options: unknown, known: readonly string[], what: string): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new RemusError('INVALID_ARGUMENT', `${what} options must be an object`);
+  }
+  const unknown = Object.keys(options).filter((k) => !known.includes(k));
+  if (unknown.length === 0) return;
+  throw new RemusError(
+    'INVALID_ARGUMENT',
+    `${what}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `${JSON.stringify(k)}${suggest(k, known)}`).join(', ')}; known options: ${known.join(', ')}`,
+    { details: { unknown, known } },
+  );
+}

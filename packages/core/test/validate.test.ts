@@ -77,3 +77,15 @@ describe('checkDevices', () => {
     expect(setups).toBe(0);
   });
 });
+
+describe('checkOptionNames', () => {
+  it('refuses misspelt options naming the closest known one, and non-objects', async () => {
+    const { checkOptionNames } = await import('../src/index.js');
+    expect(() => checkOptionNames({ limitBytes: 1 }, ['limitBytes', 'script'], 'nic-x')).not.toThrow();
+    expect(() => checkOptionNames(undefined, ['a'], 'nic-x')).not.toThrow();
+    expect(() => checkOptionNames({ limtBytes: 1, scrpt: '/x' }, ['limitBytes', 'script'], 'nic-x')).toThrow(
+      /nic-x: unknown options "limtBytes" \(did you mean "limitBytes"\?\), "scrpt" \(did you mean "script"\?\)/,
+    );
+    expect(() => checkOptionNames([], ['a'], 'nic-x')).toThrow(/must be an object/);
+  });
+});

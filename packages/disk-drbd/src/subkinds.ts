@@ -21,6 +21,7 @@ import {
   type MatchResult,
   type OpContext,
   type SubkindOps,
+  checkOptionNames,
 } from '@remus/core';
 import { openProcDrbd, type DrbdMinorState, type DrbdStateSource, type DrbdStateSourceFactory } from './state.js';
 import { classifyPath, readParams, resourceMinor, resourceOfMinor, unusable, type DrbdTarget, type Unusable } from './target.js';
@@ -114,6 +115,7 @@ const PROBE_EXIT: Readonly<Record<number, string>> = {
  * `params.resource` (with `params.volume` when the resource has several).
  */
 export function diskDrbd(options: DiskDrbdOptions = {}): SubkindOps<DiskDrbdShared, DiskDrbdData> {
+  checkOptionNames(options, ['probe', 'probeTimeoutMs', 'barrierTimeoutMs', 'pollIntervalMs', 'drbdsetup', 'stateSource', 'checkpointIoctls'], SUBKIND);
   const probeTimeoutMs = positive(options.probeTimeoutMs, 'probeTimeoutMs') ?? 10_000;
   const barrierTimeoutMs = positive(options.barrierTimeoutMs, 'barrierTimeoutMs') ?? 5_000;
   const pollIntervalMs = positive(options.pollIntervalMs, 'pollIntervalMs') ?? 1;

@@ -27,6 +27,7 @@ import {
   type MatchResult,
   type OpContext,
   type SubkindOps,
+  checkOptionNames,
 } from '@remus/core';
 import { TcChannel } from './channel.js';
 import { nativeControl, netlinkControl, tcControl } from './control.js';
@@ -328,6 +329,7 @@ interface CheckedOptions {
 
 function checkOptions(options: NicNetbufOptions): CheckedOptions {
   if (options === null || typeof options !== 'object') throw new RemusError('INVALID_ARGUMENT', 'nic-netbuf options must be an object');
+  checkOptionNames(options, ['limitBytes', 'script', 'scriptTimeoutMs', 'commandTimeoutMs', 'lockTimeoutMs', 'lockName', 'tcPath', 'channel'], 'nic-netbuf');
   const count = (v: unknown, what: string, fallback: number): number => (v === undefined ? fallback : validateCount(v, `nic-netbuf option ${what}`, { max: 0xffff_ffff }));
   const ms = (v: unknown, what: string, fallback: number): number => (v === undefined ? fallback : validateDuration(v, `nic-netbuf option ${what}`, { min: 1 }));
   const script = options.script;

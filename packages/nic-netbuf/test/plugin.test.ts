@@ -39,3 +39,7 @@ it('refuses time options Node\'s timers cannot hold (above 2^31-1 ms) and fracti
     expect(() => nicNetbuf(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   }
 });
+
+it('refuses a misspelt option naming the closest known one (it is never silently ignored)', () => {
+  expect(() => nicNetbuf({ limtBytes: 5 } as never)).toThrow(/unknown option "limtBytes" \(did you mean "limitBytes"\?\)/);
+});

@@ -18,6 +18,7 @@ import {
   type MatchResult,
   type OpContext,
   type SubkindOps,
+  checkOptionNames,
 } from '@remus/core';
 import { BufferProcess, type QueueStats } from './buffer-client.js';
 import {
@@ -175,6 +176,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
 
 /** {@link nicNfqueue} with test-only internals (see {@link NfqueueInternals}). */
 export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInternals): SubkindOps<Shared, NicData> {
+  checkOptionNames(options, ['netns', 'maxPackets', 'maxBytes', 'queueRange', 'ip', 'iptables', 'ip6tables', 'startTimeoutMs'], 'nic-nfqueue');
   const defaultNetns = options.netns === undefined ? undefined : validateName(options.netns, 'nic-nfqueue: options.netns');
   const maxPackets = positiveInt(options.maxPackets, 'maxPackets', 10_000);
   const maxBytes = positiveInt(options.maxBytes, 'maxBytes', 64 << 20, Number.MAX_SAFE_INTEGER);

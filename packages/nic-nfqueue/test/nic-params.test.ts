@@ -91,3 +91,10 @@ describe('nic params shared by nic-netbuf and nic-nfqueue', () => {
     expect(problems({}, 'an-id-too-long-for-ifname')).toHaveLength(2);
   });
 });
+
+describe('plugin options', () => {
+  it('a misspelt option of either NIC plugin is refused naming the closest known one', () => {
+    expect(() => nicNfqueue({ maxPacket: 10 } as never)).toThrow(/nic-nfqueue: unknown option "maxPacket" \(did you mean "maxPackets"\?\)/);
+    expect(() => nicNetbuf({ tcpath: 'tc' } as never)).toThrow(/nic-netbuf: unknown option "tcpath" \(did you mean "tcPath"\?\)/);
+  });
+});
