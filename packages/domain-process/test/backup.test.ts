@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCheckpointDevices, nextEvent, openEpochStore, pollUntil, runCheckpointLoop, sleep, type DomainAdapter } from '@remus/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { BackupErrors, BackupLink, BackupServer, FrameType, encodeFrame, encodeHeader, type BackupServerOptions } from '../src/index.js';
 import { duplexPair, rawPeer, type RawPeer } from './helpers.js';
 
@@ -288,7 +288,12 @@ describe('the backup is bounded', () => {
   });
 
   it('a client that never reads its acks cannot grow the backup: it stops reading from it', async () => {
-    const s = await backup({ maxPendingAckBytes: 16 * 1024 });
+    // A unix socket: its buffers are fixed (~200 KiB), where TCP's receive buffer autotunes up to
+    // tcp_rmem's maximum (32 MiB here) and could swallow every ack of the run before backpressure shows.
+    const dir = mkdtempSync(join(tmpdir(), 'remus-backup-acks-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const s = await BackupServer.listen({ path: join(dir, 'backup.sock') }, { maxPendingAckBytes: 16 * 1024 });
+    servers.push(s);
     const p = await peer(s, { read: false });
     const n = 200_000;
     const frames = Buffer.concat(Array.from({ length: n }, (_, i) => encodeHeader(FrameType.STATE, 0, i + 1, 0)));
