@@ -1,23 +1,13 @@
 /**
- * Test fixtures: network namespaces with veth pairs, made with real ip/tc,
- * named with this package's prefix and the test process's pid so parallel
- * runs do not collide. Everything made here is removed by `destroy`.
+ * Test fixtures: network namespaces with veth pairs from @remus/test-lab (real
+ * ip, named with this package's prefix and the test process's pid and start
+ * time, removed by `destroy`, at exit, or by the next run if this one was
+ * killed), plus nic-netbuf's own probes of what it made.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { childProcesses, createHostPair, sh, tryRun } from '@remus/test-lab';
 import type { DeviceHandle, DeviceSpec, OpContext } from '@remus/core';
 
-let counter = 0;
-
-export function sh(file: string, args: readonly string[]): string {
-  return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-/** Runs and returns exit status + output, never throws. */
-export function tryRun(file: string, args: readonly string[]): { status: number; out: string } {
-  const r = spawnSync(file, args, { encoding: 'utf8' });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
+export { sh, tryRun };
 
 export interface TestNet {
   /** Namespace holding the host side of the NICs (what nic-netbuf works in). */
@@ -30,37 +20,10 @@ export interface TestNet {
   destroy(): void;
 }
 
-/** Makes a host namespace and a guest namespace joined by `count` veth pairs, addressed and up. */
+/** Makes a host namespace and a guest namespace joined by `count` veth pairs, addressed and up (@remus/test-lab's one set-up). */
 export function makeNet(count = 1): TestNet {
-  const id = `${process.pid}-${++counter}`;
-  const host = `rnb-h-${id}`;
-  const guest = `rnb-g-${id}`;
-  sh('ip', ['netns', 'add', host]);
-  sh('ip', ['netns', 'add', guest]);
-  const nics: string[] = [];
-  try {
-    for (const ns of [host, guest]) sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    for (let i = 0; i < count; i++) {
-      const h = `vh${i}`;
-      const g = `vg${i}`;
-      sh('ip', ['-n', host, 'link', 'add', h, 'type', 'veth', 'peer', 'name', g, 'netns', guest]);
-      sh('ip', ['-n', host, 'addr', 'add', `10.77.${i}.1/24`, 'dev', h]);
-      sh('ip', ['-n', guest, 'addr', 'add', `10.77.${i}.2/24`, 'dev', g]);
-      sh('ip', ['-n', host, '-6', 'addr', 'add', `fd77:${i}::1/64`, 'dev', h, 'nodad']);
-      sh('ip', ['-n', guest, '-6', 'addr', 'add', `fd77:${i}::2/64`, 'dev', g, 'nodad']);
-      sh('ip', ['-n', host, 'link', 'set', h, 'up']);
-      sh('ip', ['-n', guest, 'link', 'set', g, 'up']);
-      nics.push(h);
-    }
-  } catch (e) {
-    destroyNs(host, guest);
-    throw e;
-  }
-  return { host, guest, nics, destroy: () => destroyNs(host, guest) };
-}
-
-function destroyNs(...names: string[]): void {
-  for (const n of names) tryRun('ip', ['netns', 'del', n]);
+  const p = createHostPair({ prefix: 'rnb', nics: count, net: 77 });
+  return { host: p.host, guest: p.guest, nics: [...p.nics], destroy: p.destroy };
 }
 
 export function nicDevice(net: TestNet, i = 0, id = `nic${i}`): DeviceSpec {
@@ -100,19 +63,7 @@ export function rootPackets(netns: string, dev: string): number {
 
 /** tc processes that are children of this process (control channels left running). */
 export function childTcs(): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid && comm === 'tc') found.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return found;
+  return childProcesses('tc');
 }
 
 /** What nic-netbuf could have left in a test net: IFBs of ours, ingress qdiscs on its NICs, channel processes. */
