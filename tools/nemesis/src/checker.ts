@@ -12,6 +12,7 @@
  *    before the role check, to after the last write) of different epochs
  *    never overlap and are ordered by epoch; an epoch belongs to one host.
  */
+import type { Release } from '@remus/agent';
 
 /** A reply as the client recorded it. */
 export interface ClientReply {
@@ -26,16 +27,9 @@ export interface ClientReply {
   readonly at: number;
 }
 
-/** A release as the releasing agent reported it (`release` event). */
-export interface HostRelease {
+/** A release as the releasing agent reported it (`release` event): the agent's own record, with the host. */
+export interface HostRelease extends Release {
   readonly host: string;
-  readonly epoch: number;
-  readonly checkpoint: number;
-  readonly count: number;
-  readonly first: number;
-  readonly last: number;
-  readonly from: number;
-  readonly to: number;
 }
 
 export interface History {
