@@ -16,9 +16,14 @@ export interface QmpLease {
   release(): Promise<void>;
 }
 
-/** One address's connection. Invariant: `refs` counts unreleased leases plus acquirers still waiting for `client`. */
+/**
+ * One address's connection. Invariant: `refs` counts unreleased leases plus
+ * acquirers still waiting for `client`; `connecting` aborts the shared
+ * attempt when the last of them goes away before it finished.
+ */
 interface Entry {
   readonly client: Promise<QmpClient>;
+  readonly connecting: AbortController;
   refs: number;
 }
 
@@ -29,7 +34,8 @@ export class QmpPool {
    * Leases the pool's connection to `address`, connecting if there is none
    * (or the last one was closed by QEMU: nothing reconnects a live client,
    * but a fresh acquire after a loss makes a new one). Rejects like
-   * {@link connectQmp}; an aborted acquire gives its share back. `options`
+   * {@link connectQmp}; an aborted acquire gives its share back at once (if
+   * it was the last, the shared attempt is aborted too). `options`
    * (timeouts) apply when this call opens the connection; later acquirers
    * share it as it is.
    */
@@ -37,10 +43,12 @@ export class QmpPool {
     const key = formatQmpAddress(parseQmpAddress(address));
     let entry = this.#entries.get(key);
     if (!entry) {
-      // The shared attempt is bounded by its own timeout, not by one acquirer's signal.
+      // The shared attempt is bounded by its own timeout and aborted only when
+      // every acquirer waiting for it has gone, not by one acquirer's signal.
       const { signal: _ignored, ...shared } = options;
-      const client = connectQmp(address, shared);
-      const made: Entry = { client, refs: 0 };
+      const connecting = new AbortController();
+      const client = connectQmp(address, { ...shared, signal: connecting.signal });
+      const made: Entry = { client, connecting, refs: 0 };
       entry = made;
       this.#entries.set(key, made);
       client.then(
@@ -82,6 +90,7 @@ export class QmpPool {
   async #drop(key: string, entry: Entry): Promise<void> {
     if (--entry.refs > 0) return;
     if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    entry.connecting.abort(new Error('QMP pool: no acquirer is waiting for this connection any more'));
     const client = await entry.client.catch(() => undefined);
     await client?.close();
   }

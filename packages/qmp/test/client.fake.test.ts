@@ -8,7 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectQmp } from '../src/index.js';
+import { QmpPool, connectQmp } from '../src/index.js';
 
 const GREETING = JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: 'stub' }, capabilities: [] } });
 
@@ -92,5 +92,45 @@ describe('QMP client against a stub monitor (fault injection)', () => {
     const c = await connectQmp(path);
     await expect(c.execute('x')).rejects.toMatchObject({ code: 'qmp/QMP_FAILED' });
     expect(c.closed).toBe(true);
+  });
+
+  it('a pooled acquire aborted while the monitor never greets returns at once and closes the attempt', async () => {
+    const path = await stub(() => undefined, false);
+    let open = 0;
+    server!.on('connection', (s) => {
+      open++;
+      s.on('close', () => open--);
+    });
+    const pool = new QmpPool();
+    const ac = new AbortController();
+    const p = pool.acquire(path, { timeoutMs: 5_000, signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(open).toBe(1);
+    const t0 = performance.now();
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(performance.now() - t0).toBeLessThan(1_000); // not the 5 s connect limit
+    expect(pool.size).toBe(0);
+    for (let i = 0; i < 50 && open > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(open).toBe(0);
+  });
+
+  it('an aborted acquirer does not abort the attempt another acquirer still waits for', async () => {
+    let greetLater: Socket | undefined;
+    const path = await stub(() => undefined, false);
+    server!.on('connection', (s) => (greetLater = s));
+    const pool = new QmpPool();
+    const ac = new AbortController();
+    const first = pool.acquire(path, { timeoutMs: 5_000, signal: ac.signal });
+    const second = pool.acquire(path);
+    await new Promise((r) => setTimeout(r, 100));
+    ac.abort();
+    await expect(first).rejects.toMatchObject({ code: 'ABORTED' });
+    greetLater!.write(GREETING + '\r\n');
+    const lease = await second;
+    expect(lease.client.closed).toBe(false);
+    await lease.release();
+    expect(lease.client.closed).toBe(true);
+    expect(pool.size).toBe(0);
   });
 });
