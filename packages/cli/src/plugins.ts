@@ -9,6 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RemusError, checkDevices, closestName, createSubkind, describeCause, isRemusError, loadPlugin, locatePlugin, type DeviceSpec, type RemusPlugin, type SubkindOps } from '@remus/core';
 import { configError, type ConfigProblem, type PluginConfig } from './config.js';
+import { checkNicHost } from './nic-host.js';
 
 /** The directory of this CLI's install: plugins installed next to remus resolve from here. */
 export const CLI_DIR = fileURLToPath(new URL('..', import.meta.url));
@@ -117,14 +118,16 @@ export interface BuiltOps {
 /**
  * Loads every plugin of `configs` and makes their subkinds, in config order
  * (the ops-list order: first match wins), then checks every device against
- * them: a kind no subkind handles, and each device's params through core's
+ * them: a kind no subkind handles, each device's params through core's
  * checkDevices (unknown params naming the closest known one, each subkind's
- * own checkParams, e.g. that an interface or namespace exists). Nothing on
- * the host is changed. Returns every problem found (with `prior` ones
+ * own checkParams), and that the namespace and interface a `nic` device
+ * names exist (read-only, {@link checkNicHost}). Nothing on the host is
+ * changed. Returns every problem found (with `prior` ones
  * first) without throwing; see {@link buildOps} for the throwing form.
  */
 export async function collectOps(configs: readonly PluginConfig[], devices: readonly DeviceSpec[] | undefined, dirs: readonly string[]): Promise<{ built: BuiltOps; problems: ConfigProblem[]; code: PluginErrorCode | undefined }> {
   const ops: SubkindOps[] = [];
+  const made: { ops: SubkindOps; options: unknown }[] = [];
   const plugins: LoadedPlugin[] = [];
   const problems: ConfigProblem[] = [];
   let code: PluginErrorCode | undefined;
@@ -143,7 +146,9 @@ export async function collectOps(configs: readonly PluginConfig[], devices: read
     for (const [name, options] of Object.entries(pc.subkinds)) {
       const path = `plugins[${i}].subkinds.${name}`;
       try {
-        ops.push(createSubkind(loaded.plugin, name, options));
+        const subkind = createSubkind(loaded.plugin, name, options);
+        ops.push(subkind);
+        made.push({ ops: subkind, options });
       } catch (e) {
         pluginsOk = false;
         const fix = isRemusError(e, 'SUBKIND_NOT_FOUND')
@@ -156,8 +161,11 @@ export async function collectOps(configs: readonly PluginConfig[], devices: read
   // Kinds and params can only be judged against a complete ops list.
   if (pluginsOk && devices !== undefined) {
     const kinds = new Set(ops.map((o) => o.kind));
+    // Devices with a problem already: their host objects are not looked for.
+    const bad = new Set<number>();
     devices.forEach((d, i) => {
       if (!kinds.has(d.kind)) {
+        bad.add(i);
         const near = closestName(d.kind, kinds);
         problems.push({
           path: `devices[${i}].kind`,
@@ -168,6 +176,7 @@ export async function collectOps(configs: readonly PluginConfig[], devices: read
     });
     for (const e of checkDevices(ops, devices)) {
       const i = devices.findIndex((d) => d.id === e.device);
+      bad.add(i);
       const param = (e.details as { param?: string } | undefined)?.param;
       problems.push({
         path: i < 0 ? 'devices' : param !== undefined ? `devices[${i}].params.${param}` : `devices[${i}].params`,
@@ -175,6 +184,7 @@ export async function collectOps(configs: readonly PluginConfig[], devices: read
         fix: param !== undefined ? 'correct or remove it (see the subkind README for its params)' : 'correct the params (see the subkind README)',
       });
     }
+    problems.push(...(await checkNicHost(made, devices, bad)));
   }
   return { built: { ops, plugins }, problems, code };
 }

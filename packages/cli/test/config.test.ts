@@ -85,7 +85,8 @@ describe('remus run with a bad config file', () => {
     ['a subkind the plugin lacks', { ...GOOD, plugins: [{ package: '@remus/nic-nfqueue', subkinds: { 'nic-nfq': {} } }] }, /plugins\[0\]\.subkinds\.nic-nfq: .*; fix: use one of: nic-nfqueue/],
     ['bad subkind options', { ...GOOD, plugins: [{ package: '@remus/nic-nfqueue', subkinds: { 'nic-nfqueue': { maxPackets: -1 } } }] }, /plugins\[0\]\.subkinds\.nic-nfqueue: .*maxPackets/],
     ['not JSON', '{ "intervalMs": 5, }', /\$: is not valid JSON/],
-    ['a program that does not exist', { ...GOOD, domain: { type: 'process', command: ['/no/such/program'] } }, /program "\/no\/such\/program" not found/],
+    // A NIC that exists (lo, in every namespace): the config pass (which looks for interfaces) lets it through to the program check.
+    ['a program that does not exist', { ...GOOD, devices: [{ id: 'lo0', kind: 'nic', params: { ifname: 'lo' } }], domain: { type: 'process', command: ['/no/such/program'] } }, /program "\/no\/such\/program" not found/],
   ];
 
   it.each(cases)('%s: exit 2, the path and the fix on stderr, nothing touched', async (_name, cfg, message) => {

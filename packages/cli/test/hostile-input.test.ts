@@ -30,7 +30,10 @@ const GOOD = {
  * Writes plugin package `name` into `<dir>/node_modules`: one subkind `fake`
  * of kind `nic` that knows the params `ifname` and `netns`, requires
  * `ifname` in checkParams, and whose match throws for `ifname: "throw"`.
- * Importing it writes `<dir>/LOADED-<name>`.
+ * Importing it writes `<dir>/LOADED-<name>`. It does not declare all of
+ * core's NIC_PARAMS (no `buffer`), so the CLI does not look for its devices'
+ * interfaces on the host (that check is for subkinds reading core's `nic`
+ * params; see src/nic-host.ts and test/nic-host.netns.test.ts).
  */
 function fakePlugin(dir: string, name: string): string {
   const pkg = join(dir, 'node_modules', ...name.split('/'));

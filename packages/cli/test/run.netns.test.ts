@@ -277,11 +277,12 @@ describe('remus plan', () => {
     expect(d.devices).toEqual([{ device: 'guest0', subkind: 'nic-nfqueue', declined: [expect.objectContaining({ subkind: 'nic-netbuf' })] }]);
   });
 
-  it('fails for a device no subkind can take', async () => {
+  it('refuses a device whose interface is missing before planning (config error, exit 2)', async () => {
     const file = configFile(config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.router } }] }));
     const r = await remus(['plan', '--config', file]);
-    expect(r.code).toBe(1);
-    // A match that throws (the interface is missing) is a failure with its code, not a decline: not "NOT SUPPORTED" (issue 13).
-    expect(r.stdout).toMatch(/gone \(nic\): MATCH FAILED: \[INVALID_ARGUMENT\] .*nosuch0.*does not exist/);
+    // Issue 14.8: the interface is looked for in the config pass, before any match (which used to
+    // throw here: MATCH FAILED, exit 1; a throwing match is still MATCH FAILED, see hostile-input).
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/\[INVALID_ARGUMENT\].*\n.*devices\[0\]\.params\.ifname: device gone: interface nosuch0 does not exist in network namespace/);
   });
 });
