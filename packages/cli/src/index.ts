@@ -23,6 +23,6 @@ export type { DemoOptions, DemoSummary } from './demo/demo.js';
 export { cmdColo, coloEventBody, coloEventText, formatColoStatus } from './colo/commands.js';
 export { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive } from './colo/control.js';
 export type { ControlHandler, ControlRequest, ControlResult } from './colo/control.js';
-export { loadPairConfig, validatePairConfig } from './colo/pair.js';
+export { loadPairConfig, loadPairLibs, validatePairConfig, type PairLibs } from './colo/pair.js';
 export type { ColoFenceConfig, ColoPairConfig, ColoSideConfig } from './colo/pair.js';
 export { readJsonFile } from './config.js';

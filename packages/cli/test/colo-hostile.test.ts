@@ -87,17 +87,18 @@ describe('the driver side of the control socket', () => {
 describe('pair file addresses go through core parseSocketAddress', () => {
   it('refuses :PORT (no host) and a port out of range in device params', async () => {
     const { validatePairConfig } = await import('../src/colo/pair.js');
+    const libs = { colo: await import('@remus/colo'), qmp: await import('@remus/qmp') };
     const dev = (kind: string, params: Record<string, unknown>) => ({ id: `${kind}0`, kind, params });
     const pair = (mirror: unknown) => ({
       primary: { qmp: '/tmp/p.qmp', devices: [dev('nic', { netdev: 'hn0', mirror, compare: '127.0.0.1:9004', primaryIn: { path: '/tmp/in.sock' }, compareOut: { path: '/tmp/out.sock' } }), dev('disk', { quorum: 'q0', nbd: '127.0.0.1:9999', export: 'p0' })] },
       secondary: { qmp: '/tmp/s.qmp', devices: [dev('nic', { netdev: 'hn0', mirror: '127.0.0.1:9003', compare: '127.0.0.1:9004' }), dev('disk', { node: 'p0', nbd: '127.0.0.1:9999' })] },
       migrationUri: 'tcp:127.0.0.1:9998',
     });
-    expect(validatePairConfig(pair('127.0.0.1:9003'), 'web.json').name).toBe('web');
+    expect(validatePairConfig(pair('127.0.0.1:9003'), libs, 'web.json').name).toBe('web');
     for (const bad of [':9003', '127.0.0.1:70000', 'tcp:1.2.3.4', { host: '', port: 1 }]) {
       let problems: { path: string }[] = [];
       try {
-        validatePairConfig(pair(bad), 'web.json');
+        validatePairConfig(pair(bad), libs, 'web.json');
       } catch (e) {
         problems = (e as { details: { problems: { path: string }[] } }).details.problems;
       }

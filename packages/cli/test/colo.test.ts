@@ -7,11 +7,15 @@ import { join } from 'node:path';
 import { RemusError } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { controlSocketNames, controlSocketPath, requestControl, serveControl, socketLive } from '../src/colo/control.js';
+import * as colo from '@remus/colo';
+import * as qmp from '@remus/qmp';
 import { validatePairConfig } from '../src/colo/pair.js';
 import type { ConfigProblem } from '../src/config.js';
 import { remus, tempDir, writeConfig } from './helpers.js';
 
 const at = (port: number) => ({ host: '127.0.0.1', port });
+/** The pair file's params, watchdog defaults and address forms: @remus/colo's and @remus/qmp's own. */
+const LIBS = { colo, qmp };
 
 function good(qmp: string): Record<string, unknown> {
   return {
@@ -37,7 +41,7 @@ function good(qmp: string): Record<string, unknown> {
 
 function problems(raw: unknown): ConfigProblem[] {
   try {
-    validatePairConfig(raw, '/x/web.json');
+    validatePairConfig(raw, LIBS, '/x/web.json');
   } catch (e) {
     return (e as { details: { problems: ConfigProblem[] } }).details.problems;
   }
@@ -46,14 +50,14 @@ function problems(raw: unknown): ConfigProblem[] {
 
 describe('validatePairConfig', () => {
   it('accepts a good pair file, fills in defaults and describes the fence as ip commands', () => {
-    const c = validatePairConfig(good('/tmp/pri.qmp'), '/x/web.json');
+    const c = validatePairConfig(good('/tmp/pri.qmp'), LIBS, '/x/web.json');
     expect(c).toMatchObject({ name: 'web', checkpointDelayMs: 2000, commandTimeoutMs: 10_000, watchdog: { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } });
     expect(c.primary.qmp).toEqual({ path: '/tmp/pri.qmp' });
     expect(c.description.fence).toEqual({
       attach: { primary: ['ip', 'link', 'set', 'tap-p', 'master', 'br0'], secondary: ['ip', 'link', 'set', 'tap-s', 'master', 'br0'] },
       detach: { primary: ['ip', 'link', 'set', 'tap-p', 'nomaster'], secondary: ['ip', 'link', 'set', 'tap-s', 'nomaster'] },
     });
-    expect(validatePairConfig({ ...good('/a'), watchdog: false, name: 'db', fence: { netns: 'ns1', bridge: 'b', primaryTap: 'p', secondaryTap: 's' } }).description.fence?.detach?.secondary).toEqual([
+    expect(validatePairConfig({ ...good('/a'), watchdog: false, name: 'db', fence: { netns: 'ns1', bridge: 'b', primaryTap: 'p', secondaryTap: 's' } }, LIBS).description.fence?.detach?.secondary).toEqual([
       'ip', '-n', 'ns1', 'link', 'set', 's', 'nomaster',
     ]);
   });

@@ -7,8 +7,6 @@ import { cpSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_WATCHDOG as COLO_DEFAULT_WATCHDOG } from '@remus/colo';
-import { DEFAULT_WATCHDOG } from '../src/colo/pair.js';
 import { journals, tempDir, writeConfig } from './helpers.js';
 import { spawnSync } from 'node:child_process';
 
@@ -85,9 +83,5 @@ describe('remus with @remus/core alone', () => {
     } finally {
       rmSync(state, { recursive: true, force: true });
     }
-  });
-
-  it("the pair file's watchdog defaults are @remus/colo's", () => {
-    expect(DEFAULT_WATCHDOG).toEqual(COLO_DEFAULT_WATCHDOG);
   });
 });

@@ -23,7 +23,7 @@ import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
 import { CliErrors, controlSocketNames, controlSocketPath, requestControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
-import { formatQmpAddress, loadPairConfig, type ColoPairConfig } from './pair.js';
+import { loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
   remus colo status [PAIR.json | --name NAME] [--json] [--state-dir DIR]
@@ -120,7 +120,7 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
   const v = args(rest, { ...COMMON, 'stop-on-exit': { type: 'boolean' } }, 1);
   const file = v._[0];
   if (file === undefined) throw new RemusError('INVALID_ARGUMENT', 'give the pair file: remus colo start PAIR.json');
-  const cfg = loadPairConfig(file);
+  const cfg = await loadPairConfig(file, 'remus colo start');
   const { ColoPair, coloPairOptions, watchdogBoundMs } = await loadColo('remus colo start');
   const dir = stateDir(v['state-dir']);
   const sock = controlSocketPath(dir, cfg.name);
@@ -241,10 +241,10 @@ function asRemusError(e: unknown): RemusError {
 }
 
 /** Which pair a status/failover/stop is about: from the pair file, --name, or the only control socket in the state dir. */
-function target(v: { _: string[]; name?: string; 'state-dir'?: string }): { name: string; sock: string; cfg?: ColoPairConfig } {
+async function target(v: { _: string[]; name?: string; 'state-dir'?: string }, forWhat: string): Promise<{ name: string; sock: string; cfg?: ColoPairConfig }> {
   const dir = stateDir(v['state-dir']);
   if (v._[0] !== undefined) {
-    const cfg = loadPairConfig(v._[0], false);
+    const cfg = await loadPairConfig(v._[0], `${forWhat} (reading the pair file)`, false);
     return { name: cfg.name, sock: controlSocketPath(dir, cfg.name), cfg };
   }
   let name = v.name === undefined ? undefined : validateName(v.name, '--name (the pair name)');
@@ -260,7 +260,7 @@ function target(v: { _: string[]; name?: string; 'state-dir'?: string }): { name
 
 async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
   const v = args(rest, COMMON, 1);
-  const t = target(v);
+  const t = await target(v, 'remus colo status');
   const view = new ProgressView(viewMode(v.json, io), io.out as never, new RunFigures());
   if (await socketLive(t.sock)) {
     const r = await requestControl(t.sock, { command: 'status' }, () => {}, 10_000);
@@ -273,6 +273,7 @@ async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
   }
   if (!t.cfg) throw new RemusError('STATE', `no colo driver runs for pair ${t.name} (${t.sock}): give the pair file to ask the QEMUs directly`);
   view.say(`pair ${t.name}: no driver runs (no answer on ${t.sock}); asking the QEMUs`);
+  const { formatQmpAddress } = await loadQmp('remus colo status (asking the QEMUs without a driver)');
   const sides: Record<string, unknown> = {};
   for (const role of ['primary', 'secondary'] as const) {
     const s = t.cfg[role];
@@ -341,7 +342,7 @@ async function coloRequest(command: 'failover' | 'stop', rest: readonly string[]
     if (v.to !== 'primary' && v.to !== 'secondary') throw new RemusError('INVALID_ARGUMENT', `--to ${v.to === undefined ? 'is required' : `${JSON.stringify(v.to)} is not a side`}: use --to primary or --to secondary`);
     req = { command: 'failover', to: v.to };
   } else if (v.to !== undefined) throw new RemusError('INVALID_ARGUMENT', '--to belongs to remus colo failover');
-  const t = target(v);
+  const t = await target(v, `remus colo ${command}`);
   if (!(await socketLive(t.sock))) {
     throw new RemusError('STATE', `no colo driver runs for pair ${t.name} (${t.sock}); ${command} goes through the driver (remus colo start), which fences the other side`);
   }

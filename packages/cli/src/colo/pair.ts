@@ -3,14 +3,17 @@
  * (QMP sockets, pid, @remus/colo devices), the migration URI, the checkpoint
  * delay, the watchdog and the network fence. Validated like the run config:
  * every problem at once, each with its JSON path and a fix, before anything
- * is touched.
+ * is touched. The device params, the watchdog defaults and the QMP address
+ * forms are @remus/colo's and @remus/qmp's own (loaded first, see
+ * {@link PairLibs}): no second copy here.
  */
 import { basename, extname } from 'node:path';
-import { parseSocketAddress, validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
-import type { ColoFenceDescription, ColoPairDescription, ColoRole, ColoWatchdogOptions } from '@remus/colo';
+import { validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
+import type { ColoDeviceKind, ColoFenceDescription, ColoPairDescription, ColoRole, ColoWatchdogOptions } from '@remus/colo';
 import type { SocketAddress as QmpAddress } from '@remus/core';
 import { processStart } from '../journal.js';
 import { configError, readJsonFile, validateDevices, type ConfigProblem } from '../config.js';
+import { loadColo, loadQmp, type ColoLib, type QmpLib } from '../libs.js';
 import { isObject, join, num, unknownKeys, type Report } from '../validation.js';
 
 export interface ColoSideConfig {
@@ -45,21 +48,18 @@ export interface ColoPairConfig {
 }
 
 /**
- * @remus/colo's DEFAULT_WATCHDOG, written here so that validating a pair file
- * needs no @remus/colo (loaded only to drive the pair); a test pins that
- * the two agree.
+ * What checking a pair file takes from @remus/colo (its device params and
+ * watchdog defaults) and @remus/qmp (its address forms): each defined once,
+ * there. Loaded by {@link loadPairLibs}; tests pass the modules themselves.
  */
-export const DEFAULT_WATCHDOG = { intervalMs: 200, probeTimeoutMs: 1500, misses: 3 } as const;
-
-/** A QMP socket address as @remus/qmp reads it: core's forms plus a relative path (`./qmp.sock`). */
-export function parseQmpAddress(address: unknown): QmpAddress {
-  if (typeof address === 'string' && address.startsWith('.')) return parseSocketAddress({ path: address }, 'QMP address');
-  return parseSocketAddress(address, 'QMP address', { allowPath: true });
+export interface PairLibs {
+  readonly colo: Pick<ColoLib, 'COLO_DEVICE_PARAMS' | 'coloParamProblems' | 'DEFAULT_WATCHDOG'>;
+  readonly qmp: Pick<QmpLib, 'parseQmpAddress' | 'formatQmpAddress'>;
 }
 
-/** QEMU's `-qmp` form of an address (`unix:/path`, `tcp:host:port`), as @remus/qmp writes it. */
-export function formatQmpAddress(address: QmpAddress): string {
-  return 'path' in address ? `unix:${address.path}` : `tcp:${address.host}:${address.port}`;
+/** Loads @remus/colo and @remus/qmp for `forWhat` (PLUGIN_NOT_FOUND naming the install command when one is missing). */
+export async function loadPairLibs(forWhat: string): Promise<PairLibs> {
+  return { colo: await loadColo(forWhat), qmp: await loadQmp(forWhat) };
 }
 
 const TOP_KEYS = ['$schema', 'name', 'primary', 'secondary', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'watchdog', 'fence'];
@@ -67,32 +67,20 @@ const SIDE_KEYS = ['qmp', 'qmpEvents', 'pid', 'devices'];
 const WATCHDOG_KEYS = ['intervalMs', 'probeTimeoutMs', 'misses'];
 const FENCE_KEYS = ['netns', 'bridge', 'primaryTap', 'secondaryTap'];
 
-type ParamKind = 'address' | 'id' | 'seconds';
-/** Params of @remus/colo's devices per side and kind (see its README); `?` marks optional ones. */
-const PARAMS: Record<ColoRole, Record<string, Record<string, ParamKind>>> = {
-  primary: {
-    nic: { netdev: 'id', mirror: 'address', compare: 'address', primaryIn: 'address', compareOut: 'address' },
-    disk: { quorum: 'id', nbd: 'address', export: 'id' },
-  },
-  secondary: {
-    nic: { netdev: 'id', mirror: 'address', compare: 'address', 'reconnectSeconds?': 'seconds' },
-    disk: { node: 'id', nbd: 'address', 'export?': 'id', 'quorum?': 'id' },
-  },
-};
-
-const FIX: Record<ParamKind, string> = {
-  address: 'a socket address: { "host": "127.0.0.1", "port": 9003 }, "127.0.0.1:9003" or { "path": "/run/colo/x.sock" }',
-  id: 'a QEMU id: letters, digits, "-", "." and "_", starting with a letter',
-  seconds: 'a whole number of seconds, 1-3600',
-};
-
-/** Reads and validates a pair file. Throws INVALID_ARGUMENT listing every problem. `livePids`: a pid must be a running process (for start). */
-export function loadPairConfig(file: string, livePids = true): ColoPairConfig {
-  return validatePairConfig(readJsonFile(file, 'pair file'), file, livePids);
+/**
+ * Reads and validates a pair file, for `forWhat` (e.g. "remus colo start"):
+ * loads @remus/colo and @remus/qmp first. Throws INVALID_ARGUMENT listing
+ * every problem. `livePids`: a pid must be a running process (for start).
+ */
+export async function loadPairConfig(file: string, forWhat: string, livePids = true): Promise<ColoPairConfig> {
+  const libs = await loadPairLibs(forWhat);
+  return validatePairConfig(readJsonFile(file, 'pair file'), libs, file, livePids);
 }
 
 /** Validates a parsed pair file. `source` names it in messages and gives the default name. */
-export function validatePairConfig(raw: unknown, source = 'pair.json', livePids = true): ColoPairConfig {
+export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.json', livePids = true): ColoPairConfig {
+  const { DEFAULT_WATCHDOG } = libs.colo;
+  const { formatQmpAddress } = libs.qmp;
   const problems: ConfigProblem[] = [];
   const p: Report = (path, message, fix) => void problems.push({ path, message, fix });
   if (!isObject(raw)) {
@@ -105,8 +93,8 @@ export function validatePairConfig(raw: unknown, source = 'pair.json', livePids 
   } catch {
     p(raw.name === undefined ? '$' : 'name', `${JSON.stringify(name)} is not a usable pair name`, 'set "name" to letters, digits, "-", "_" or "." (it names the control socket)');
   }
-  const primary = validateSide(raw.primary, 'primary', p, livePids);
-  const secondary = validateSide(raw.secondary, 'secondary', p, livePids);
+  const primary = validateSide(raw.primary, 'primary', p, livePids, libs);
+  const secondary = validateSide(raw.secondary, 'secondary', p, livePids, libs);
   if (typeof raw.migrationUri !== 'string' || !/^(tcp|unix|rdma|exec|fd):\S+$/.test(raw.migrationUri)) {
     p('migrationUri', raw.migrationUri === undefined ? 'is missing' : `${JSON.stringify(raw.migrationUri)} is not a migration URI`, 'where the secondary listens, as given to its -incoming, e.g. "tcp:127.0.0.1:9998"');
   }
@@ -155,15 +143,15 @@ function fenceCommands(f: ColoFenceConfig): ColoFenceDescription {
   };
 }
 
-function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean): ColoSideConfig | undefined {
+function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean, libs: PairLibs): ColoSideConfig | undefined {
   const example = '{ "qmp": "/run/qemu/${role}.qmp", "qmpEvents": "/run/qemu/${role}-events.qmp", "pid": 1234, "devices": [...] }';
   if (!isObject(s)) {
     p(role, s === undefined ? 'is missing' : 'must be an object', `describe the ${role} QEMU: ${example}`);
     return undefined;
   }
   unknownKeys(s, SIDE_KEYS, role, p);
-  const qmp = address(s, 'qmp', role, p, true);
-  const qmpEvents = address(s, 'qmpEvents', role, p, false);
+  const qmp = address(s, 'qmp', role, p, true, libs);
+  const qmpEvents = address(s, 'qmpEvents', role, p, false, libs);
   if (s.pid !== undefined) {
     if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${role}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
     else if (livePids && processStart(s.pid as number) === undefined) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
@@ -176,50 +164,20 @@ function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean):
   const devices = validateDevices(s.devices, p, at);
   devices.forEach((d, i) => {
     if (!isObject(d) || !isObject(d.params ?? {})) return;
-    const shape = PARAMS[role][d.kind];
-    if (shape === undefined) {
+    if (!Object.hasOwn(libs.colo.COLO_DEVICE_PARAMS[role], d.kind)) {
       if (typeof d.kind === 'string' && d.kind !== '') p(`${at}[${i}].kind`, `"${d.kind}" is not a COLO device kind`, 'use "nic" (the COLO proxy) or "disk" (block replication)');
       return;
     }
-    checkParams(d.params ?? {}, shape, `${at}[${i}].params`, p);
+    const kind = d.kind as ColoDeviceKind;
+    const params = d.params ?? {};
+    // Unknown names the CLI's way (path, "did you mean"); missing and malformed ones as @remus/colo judges them.
+    unknownKeys(params, Object.keys(libs.colo.COLO_DEVICE_PARAMS[role][kind]), `${at}[${i}].params`, p);
+    for (const x of libs.colo.coloParamProblems(role, kind, params, { unknown: false })) p(join(`${at}[${i}].params`, x.param), x.message, x.fix);
   });
   return { qmp: qmp as QmpAddress, ...(qmpEvents ? { qmpEvents } : {}), ...(typeof s.pid === 'number' ? { pid: s.pid } : {}), devices };
 }
 
-function checkParams(params: Record<string, unknown>, shape: Record<string, ParamKind>, at: string, p: Report): void {
-  const keys = Object.keys(shape).map((k) => k.replace(/\?$/, ''));
-  unknownKeys(params, keys, at, p);
-  for (const [spec, kind] of Object.entries(shape)) {
-    const key = spec.replace(/\?$/, '');
-    const v = params[key];
-    if (v === undefined) {
-      if (!spec.endsWith('?')) p(join(at, key), 'is missing', FIX[kind]);
-      continue;
-    }
-    const ok =
-      kind === 'id'
-        ? typeof v === 'string' && /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(v)
-        : kind === 'seconds'
-          ? Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 3600
-          : isAddress(v);
-    if (!ok) p(join(at, key), `${JSON.stringify(v)} is not ${kind === 'address' ? 'a socket address' : kind === 'id' ? 'a QEMU id' : 'a number of seconds'}`, FIX[kind]);
-  }
-}
-
-/** A device's socket address param: core's parseSocketAddress (HOST:PORT with a host, `{ host, port }` or `{ path }`). */
-function isAddress(v: unknown): boolean {
-  // A string is HOST:PORT (no scheme, no path): the form QEMU's socket options take.
-  if (typeof v === 'string' && !/^[A-Za-z0-9_.:[\]-]{1,253}:\d{1,5}$/.test(v)) return false;
-  if (isObject(v) && typeof v.path === 'string' && (v.path === '' || v.path.length > 107 || Object.keys(v).length !== 1)) return false;
-  try {
-    parseSocketAddress(v, 'address', { allowPath: isObject(v) });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean): QmpAddress | undefined {
+function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean, libs: PairLibs): QmpAddress | undefined {
   const v = s[key];
   const fix = `the ${role} QEMU's ${key === 'qmp' ? 'QMP socket (-qmp unix:PATH,server=on,wait=off)' : 'second QMP socket, for events and watchdog probes'}: a unix socket path, "host:port", { "path" } or { "host", "port" }`;
   if (v === undefined) {
@@ -228,7 +186,7 @@ function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Rep
   }
   try {
     if (typeof v !== 'string' && !isObject(v)) throw new Error('not an address');
-    return parseQmpAddress(v as string | QmpAddress);
+    return libs.qmp.parseQmpAddress(v);
   } catch {
     p(`${role}.${key}`, `${JSON.stringify(v)} is not a QMP socket address`, fix);
     return undefined;
