@@ -20,8 +20,8 @@
  * and writable by no one else (see journal.ts); a bad journal is reported
  * and skipped, the others are cleaned.
  */
-import { readFileSync, rmSync } from 'node:fs';
-import { createSubkind, describeCause, reapDevices, type SubkindOps } from '@remus/core';
+import { rmSync } from 'node:fs';
+import { createSubkind, describeCause, procStat, reapDevices, type SubkindOps } from '@remus/core';
 import { listJournals, processStart, sameProcess, stillRunning, type JournalData } from './journal.js';
 import { removeNetns } from './netns.js';
 import { loadDomainProcess } from './libs.js';
@@ -73,20 +73,11 @@ function selfAndAncestors(): Set<number> {
   let pid = process.ppid;
   for (let i = 0; i < 4096 && pid > 0 && !out.has(pid); i++) {
     out.add(pid);
-    try {
-      const stat = readStat(pid);
-      pid = Number(stat[1]);
-    } catch {
-      break;
-    }
+    const stat = procStat(pid);
+    if (stat === undefined) break;
+    pid = stat.ppid;
   }
   return out;
-}
-
-function readStat(pid: number): string[] {
-  // Fields after the command name: state, ppid, ...
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return text.slice(text.lastIndexOf(')') + 2).split(' ');
 }
 
 /**

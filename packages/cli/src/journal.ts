@@ -8,7 +8,7 @@
  */
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { RemusError, validateName, validateOperationId, type DeviceSpec } from '@remus/core';
+import { RemusError, liveStartTime, validateName, validateOperationId, type DeviceSpec } from '@remus/core';
 
 export const DEFAULT_STATE_DIR = '/run/remus';
 
@@ -135,16 +135,9 @@ export interface JournalData {
   readonly processes: JournalProcess[];
 }
 
-/** Start time of a process (field 22 of /proc/PID/stat), or undefined if it is gone. */
+/** Start time of a process (field 22 of /proc/PID/stat), or undefined if it is gone or a zombie (core's `liveStartTime`). */
 export function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z') return undefined;
-    return fields[19];
-  } catch {
-    return undefined;
-  }
+  return liveStartTime(pid);
 }
 
 /**

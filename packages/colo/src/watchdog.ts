@@ -4,8 +4,7 @@
  * reply forever), so the driver probes both sides and reports a side that
  * is gone (pid), hung (QMP silent) or whose peer's COLO ended with an error.
  */
-import { readFileSync } from 'node:fs';
-import { sleep } from '@remus/core';
+import { processAlive, sleep } from '@remus/core';
 import { isQmpRefusal, type QmpClient } from '@remus/qmp';
 import type { ColoRole } from './params.js';
 
@@ -34,18 +33,8 @@ export function watchdogBoundMs(options: ColoWatchdogOptions = {}): number {
   return (w.intervalMs + w.probeTimeoutMs) * w.misses + w.intervalMs;
 }
 
-/** True when `pid` is a process of this host that has not exited (a zombie counts as gone). Reads `/proc/<pid>/stat` (Linux). */
-export function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false; // no such process
-  }
-  // `pid (comm) S ...`: comm may hold spaces and parentheses, the state follows the last `)`.
-  return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-}
+/** True when `pid` is a process of this host that has not exited (a zombie counts as gone): core's `processAlive`, re-exported. */
+export { processAlive };
 
 /** One side as the watchdog sees it. */
 export interface WatchedSide {

@@ -9,6 +9,7 @@
  * - {@link withDeadline}, {@link pollUntil}, {@link sleep}, {@link nextEvent}: the bounded, abortable waits every package uses.
  * - {@link parseSocketAddress}: the one socket address type.
  * - {@link reapDevices}: crash recovery through the engine.
+ * - {@link procStat}, {@link processAlive}, {@link liveStartTime}: the one reader of /proc/<pid>/stat (zombie-aware liveness, start times).
  * - {@link runScript}: hotplug-style scripts with an argument vector, timeout and abort.
  * - {@link definePlugin} / {@link loadPlugin}: plugin metadata and loading by package name.
  */
@@ -61,6 +62,8 @@ export type {
 export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch, validateRecordName } from './arbiter.js';
 export type { RangeOptions } from './validate.js';
 export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
+export { liveStartTime, parseProcStat, procStat, processAlive } from './proc.js';
+export type { ProcStat } from './proc.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';
 export { CORE_VERSION, checkCoreCompatibility, checkPlugin, createSubkind, definePlugin, loadPlugin, locatePlugin } from './plugin.js';

@@ -5,7 +5,7 @@
  */
 import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, normalize } from 'node:path';
-import { RemusError, abortError, sleep, validateName } from '@remus/core';
+import { RemusError, abortError, liveStartTime, procStat, sleep, validateName } from '@remus/core';
 import { ProcessErrors } from './errors.js';
 
 /** Which freezer to use: `auto` picks what the host has (v2 where /sys/fs/cgroup is cgroup2, else v1, else the hybrid v2 mount). */
@@ -334,34 +334,16 @@ export function checkOperationCgroup(path: string, operation?: string): void {
 
 /**
  * A process's start time (clock ticks since boot, field 22 of
- * /proc/PID/stat), as text; undefined when the process is gone, a zombie, or
+ * /proc/PID/stat, read by core's `liveStartTime`), as text; undefined when the process is gone, a zombie, or
  * the file cannot be read. Together with the pid it names one process.
  */
 export function processStartTime(pid: number): string | undefined {
-  if (!Number.isSafeInteger(pid) || pid < 1) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
-  const start = rest[19];
-  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+  return liveStartTime(pid);
 }
 
 /** The parent pid of `pid` (field 4 of /proc/PID/stat), undefined when unreadable. */
 export function parentPid(pid: number): number | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const ppid = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]);
-  return Number.isSafeInteger(ppid) && ppid >= 0 ? ppid : undefined;
+  return procStat(pid)?.ppid;
 }
 
 /** True when /proc says `pid` is in the cgroup at `path` (in that path's hierarchy). */
