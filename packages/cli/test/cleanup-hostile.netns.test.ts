@@ -10,12 +10,13 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { processStart } from '../src/journal.js';
-import { alive, events, ip, journals, netnsNames, remus, tempDir } from './helpers.js';
+import { netnsList, ownedName, processAlive, sh, tempDir, tryRun } from '@remus/test-lab';
+import { events, journals, remus } from './helpers.js';
 
 const PREFIX = `rmcli${process.pid}`;
 const FREEZER = existsSync('/sys/fs/cgroup/freezer/cgroup.procs') ? '/sys/fs/cgroup/freezer' : '/sys/fs/cgroup/unified';
 const decoyCgroup = join(FREEZER, `${PREFIX}-decoy`);
-const decoyNetns = `${PREFIX}-decoy`;
+const decoyNetns = ownedName('rmcli');
 const children: ChildProcess[] = [];
 let state: string;
 let evil: string;
@@ -50,7 +51,7 @@ beforeAll(async () => {
   mkdirSync(decoyCgroup);
   inCgroup = sleeper();
   writeFileSync(join(decoyCgroup, 'cgroup.procs'), String(inCgroup.pid));
-  await ip(['netns', 'add', decoyNetns]);
+  sh('ip', ['netns', 'add', decoyNetns]);
   inNetns = sleeper(['ip', 'netns', 'exec', decoyNetns, 'sleep', '600']);
   await sleep(200);
 });
@@ -63,8 +64,8 @@ afterEach(() => {
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
   await sleep(100);
-  for (const pid of (await ip(['netns', 'pids', decoyNetns]).catch(() => '')).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
-  await ip(['netns', 'delete', decoyNetns]).catch(() => undefined);
+  for (const pid of tryRun('ip', ['netns', 'pids', decoyNetns]).out.split('\n').filter((l) => /^\d+$/.test(l))) process.kill(Number(pid), 'SIGKILL');
+  tryRun('ip', ['netns', 'delete', decoyNetns]);
   for (let i = 0; i < 100 && existsSync(decoyCgroup); i++) {
     try {
       rmdirSync(decoyCgroup);
@@ -76,9 +77,9 @@ afterAll(async () => {
 
 describe('remus cleanup with a hostile journal (root)', () => {
   it('refuses cgroups, namespaces and processes the run did not provably make, and loads no plugin from the journal\'s path', async () => {
-    state = tempDir('remus-state-');
+    state = tempDir('state').dir;
     // A plugin in a directory the journal names: importing it would leave a marker.
-    evil = tempDir('remus-evil-');
+    evil = tempDir('evil').dir;
     const marker = join(evil, 'LOADED');
     const pkg = join(evil, 'node_modules', '@remus', 'nic-nfqueue');
     mkdirSync(pkg, { recursive: true });
@@ -116,21 +117,21 @@ describe('remus cleanup with a hostile journal (root)', () => {
     await sleep(100);
     expect(existsSync(decoyCgroup)).toBe(true);
     expect(readFileSync(join(decoyCgroup, 'cgroup.procs'), 'utf8')).toMatch(new RegExp(`^${inCgroup.pid}$`, 'm'));
-    expect(alive(inCgroup.pid as number)).toBe(true);
-    expect(netnsNames()).toContain(decoyNetns);
-    expect(alive(inNetns.pid as number)).toBe(true);
-    expect(alive(noStart.pid as number)).toBe(true);
-    expect(alive(wrongStart.pid as number)).toBe(true);
+    expect(processAlive(inCgroup.pid as number)).toBe(true);
+    expect(netnsList()).toContain(decoyNetns);
+    expect(processAlive(inNetns.pid as number)).toBe(true);
+    expect(processAlive(noStart.pid as number)).toBe(true);
+    expect(processAlive(wrongStart.pid as number)).toBe(true);
     expect(existsSync(marker)).toBe(false);
     // The journal stays for a human to look at.
     expect(journals(state)).toEqual([`${op}.json`]);
   });
 
   it('reports a bad journal (null fields, symlink, foreign mode) and skips it; the good one is cleaned', async () => {
-    state = tempDir('remus-state-');
+    state = tempDir('state').dir;
     journal(state, 'rnulls', { ...base('rnulls'), pid: null, plugins: null, cgroups: [null] });
     journal(state, 'rshared', base('rshared'), 0o666);
-    const target = journal(tempDir('remus-elsewhere-'), 'rlink', base('rlink'));
+    const target = journal(tempDir('elsewhere').dir, 'rlink', base('rlink'));
     symlinkSync(target, join(state, 'rlink.json'));
     writeFileSync(join(state, 'rtrunc.json'), '{"format":1,', { mode: 0o600 });
     journal(state, 'rgood', base('rgood', { processes: [{ pid: deadPid(), start: '123', what: 'gone' }] }));
@@ -148,7 +149,7 @@ describe('remus cleanup with a hostile journal (root)', () => {
 
 describe('the state directory (14.7)', () => {
   it('is refused on /proc or /sys, as a regular file, a symlink or world-writable: exit 2, nothing touched', async () => {
-    state = tempDir('remus-state-');
+    state = tempDir('state').dir;
     for (const bad of ['/proc', '/proc/self', '/sys/fs/cgroup', `/proc/${PREFIX}`]) {
       const started = Date.now();
       const r = await remus(['cleanup', '--state-dir', bad]);
@@ -163,7 +164,7 @@ describe('the state directory (14.7)', () => {
     expect(f.stderr).toMatch(/state directory .*not-a-dir is not a directory/);
     expect(f.stdout).not.toMatch(/nothing to clean up/);
     const link = join(state, 'link');
-    const target = tempDir('remus-target-');
+    const target = tempDir('target').dir;
     symlinkSync(target, link);
     expect((await remus(['cleanup', '--state-dir', link])).stderr).toMatch(/is a symbolic link/);
     rmSync(target, { recursive: true, force: true });

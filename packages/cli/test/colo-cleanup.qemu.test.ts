@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { connectQmp } from '@remus/qmp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus, type Qemu } from './colo-env.js';
-import { events, journals, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { events, journals, killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
 let dir: string | undefined;
 let running: Running | undefined;
@@ -36,7 +37,7 @@ async function coloThings(q: Qemu): Promise<string[]> {
 
 /** A pair whose secondary proxy points where nothing listens: start waits (10 s) for it after both sides are set up. */
 async function stuckPair(): Promise<{ pri: Qemu; sec: Qemu; file: string; state: string }> {
-  dir = tempDir('remus-colo-cleanup-');
+  dir = tempDir('colo-cleanup').dir;
   const { pri, sec, pair } = await qemuPair();
   const s = pair.secondary as { devices: { kind: string; params: Record<string, unknown> }[] };
   s.devices[0]!.params.mirror = { path: join(dir, 'nobody-listens.sock') };

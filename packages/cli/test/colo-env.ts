@@ -1,10 +1,9 @@
 // Real QEMUs for the `remus colo` tests (no guest, -S), each with two QMP
 // sockets. `stopQemus()` kills every one by pid and removes their folder.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { tempDir, waitFor } from '@remus/test-lab';
 
 export interface Qemu {
   readonly pid: number;
@@ -36,11 +35,15 @@ async function qemu(dir: string, side: 'pri' | 'sec', machine: readonly string[]
   started.push(child);
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const deadline = Date.now() + 10_000;
-  while (!qmp.every(existsSync)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`QEMU (${side}) did not start: ${err}`);
-    await sleep(25);
-  }
+  await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`QEMU (${side}) did not start: ${err}`);
+      return qmp.every(existsSync);
+    },
+    10_000,
+    `QEMU (${side}) QMP sockets`,
+    () => err,
+  );
   return { pid: child.pid!, qmp, child, stderr: () => err };
 }
 
@@ -53,7 +56,7 @@ async function qemu(dir: string, side: 'pri' | 'sec', machine: readonly string[]
  * in that folder: no TCP port to pick or collide on.
  */
 export async function qemuPair(extra: Record<string, unknown> = {}): Promise<{ pri: Qemu; sec: Qemu; pair: Record<string, unknown> }> {
-  const dir = mkdtempSync(join(tmpdir(), `remus-cli-colo-${process.pid}-`));
+  const dir = tempDir(`cli-colo-${process.pid}`).dir;
   dirs.push(dir);
   const file = (name: string): string => join(dir, name);
   for (const img of ['primary', 'parent', 'active', 'hidden']) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file(`${img}.qcow2`), '16M']);

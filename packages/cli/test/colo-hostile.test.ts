@@ -8,7 +8,8 @@ import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_REQUEST_BYTES, serveControl } from '../src/colo/control.js';
-import { remus, tempDir } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { remus } from './helpers.js';
 
 let dir: string;
 let server: Server | undefined;
@@ -39,7 +40,7 @@ describe('remus colo status against a hostile driver', () => {
     ['a result, then more', '{"type":"result","ok":true,"status":{"state":"x"}}\n{"type":"event","event":{}}\n'],
     ['a line that never ends', 'x'.repeat(2 << 20)],
   ])('%s: a coded error, exit 1, no stack trace', async (_what, answer) => {
-    dir = tempDir('remus-colo-');
+    dir = tempDir('colo').dir;
     await fakeDriver('web', answer);
     const r = await remus(['colo', 'status', '--name', 'web', '--state-dir', dir]);
     expect(r.code).toBe(1);
@@ -48,7 +49,7 @@ describe('remus colo status against a hostile driver', () => {
   });
 
   it('--name is validated before it names a path (x/../../evil), exit 2', async () => {
-    dir = tempDir('remus-colo-');
+    dir = tempDir('colo').dir;
     for (const name of ['x/../../evil', '../web', 'a\nb', '']) {
       const r = await remus(['colo', 'status', '--name', name, '--state-dir', dir]);
       expect(r.code, name).toBe(2);
@@ -59,7 +60,7 @@ describe('remus colo status against a hostile driver', () => {
 
 describe('the driver side of the control socket', () => {
   it('is created 0600 with the umask restored, and bounds the request it buffers', async () => {
-    dir = tempDir('remus-colo-');
+    dir = tempDir('colo').dir;
     const path = join(dir, 'colo-t.sock');
     const before = process.umask();
     const control = await serveControl(path, async () => ({ status: { state: 'connecting' } }));

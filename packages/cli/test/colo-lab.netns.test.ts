@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { BRIDGE, ColoLab, DEFAULT_PORTS, LOOPBACK, PRIMARY_TAP, SECONDARY_TAP, bridgePorts, coloDevices, reapStaleLabs, type CounterAnswer } from '@remus/colo-lab';
 import { connectQmp } from '@remus/qmp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { events, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { events, killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
 let lab: ColoLab | undefined;
 let running: Running | undefined;
@@ -46,7 +47,7 @@ async function firstAnswer(l: ColoLab, boundMs: number): Promise<CounterAnswer> 
 
 describe('remus colo on the COLO lab (guest, netns)', () => {
   it('start replicates while the guest serves; failover --to secondary keeps the counter continuous; stop ends the driver', { timeout: 420_000 }, async () => {
-    dir = tempDir('remus-colo-lab-');
+    dir = tempDir('colo-lab').dir;
     const state = join(dir, 'state');
     lab = await ColoLab.create({ prefix: `colo-t${process.pid}-cli`, checkpointDelayMs: 2000 });
     // The lab connects its own driver; remus's driver takes the QMP monitors instead.

@@ -10,36 +10,42 @@ import { join } from 'node:path';
 import { runScript } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus } from './colo-env.js';
-import { alive, events, ip, journals, killRunning, remus, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { ownedName, processAlive, sh, tempDir, tryRun, waitFor } from '@remus/test-lab';
+import { events, journals, killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
-const NS = `rcli-colo-${process.pid}`;
+const NS = ownedName('rmcli');
 let dir: string;
 let state: string;
 let running: Running | undefined;
 
 beforeEach(async () => {
-  dir = tempDir('remus-colo-pair-');
+  dir = tempDir('colo-pair').dir;
   state = join(dir, 'state');
-  await ip(['netns', 'add', NS]);
-  await ip(['-n', NS, 'link', 'add', 'br0', 'type', 'bridge']);
-  for (const tap of ['tap-p', 'tap-s']) await ip(['-n', NS, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-  await ip(['-n', NS, 'link', 'set', 'tap-p', 'master', 'br0']);
+  sh('ip', ['netns', 'add', NS]);
+  sh('ip', ['-n', NS, 'link', 'add', 'br0', 'type', 'bridge']);
+  for (const tap of ['tap-p', 'tap-s']) sh('ip', ['-n', NS, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  sh('ip', ['-n', NS, 'link', 'set', 'tap-p', 'master', 'br0']);
 });
 
 afterEach(async () => {
   await killRunning(running);
   running = undefined;
   await stopQemus();
-  await ip(['netns', 'delete', NS]).catch(() => undefined);
+  tryRun('ip', ['netns', 'delete', NS]);
   rmSync(dir, { recursive: true, force: true });
 });
 
 /** Waits (bounded) until the output of `run` matches `re`. */
 async function waitLine(run: Running, re: RegExp, ms: number): Promise<void> {
-  for (const until = Date.now() + ms; !re.test(run.stdout()); ) {
-    if (run.child.exitCode !== null || Date.now() > until) throw new Error(`no line ${re}; stdout:\n${run.stdout()}\nstderr:\n${run.stderr()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(
+    () => {
+      if (run.child.exitCode !== null && !re.test(run.stdout())) throw new Error(`no line ${re} (remus exited); stdout:\n${run.stdout()}\nstderr:\n${run.stderr()}`);
+      return re.test(run.stdout());
+    },
+    ms,
+    `a line ${re}`,
+    () => `stdout:\n${run.stdout()}\nstderr:\n${run.stderr()}`,
+  );
 }
 
 async function bridgePorts(): Promise<string[]> {
@@ -88,7 +94,7 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(f.stdout).toMatch(/^state: failed-over, serving: secondary$/m);
     expect(f.stdout).toMatch(/^kept on the secondary: colo\.\w+\.nic0\.rew0$/m);
     expect(f.stdout).toMatch(/^failover done in \d+\.\d\d ms$/m);
-    expect(alive(pri.pid), 'the primary was fenced (SIGKILL by pid)').toBe(false);
+    expect(processAlive(pri.pid), 'the primary was fenced (SIGKILL by pid)').toBe(false);
     expect(await bridgePorts(), 'only the secondary is on the bridge').toEqual(['tap-s']);
     await run.waitFor((e) => e.type === 'failover' && e.survivor === 'secondary', 5000);
     await run.waitFor((e) => e.type === 'request' && e.command === 'failover', 5000);
@@ -104,7 +110,7 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(r.code).toBe(0);
     expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, how: 'stopped', clean: true });
     expect(existsSync(join(state, 'colo-web.sock')), 'the control socket is removed').toBe(false);
-    expect(alive(sec.pid), 'the promoted secondary serves on').toBe(true);
+    expect(processAlive(sec.pid), 'the promoted secondary serves on').toBe(true);
   });
 
   it('SIGTERM detaches with a warning and leaves the pair replicating, as the status fallback shows', async () => {
@@ -116,7 +122,7 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     const evs = events(r.stdout);
     expect(evs.find((e) => e.type === 'detached')).toMatchObject({ signal: 'SIGTERM', unwatched: true });
     expect(evs.at(-1)).toMatchObject({ type: 'end', ok: true, how: 'detached', status: { state: 'stopped' } });
-    expect(alive(pri.pid) && alive(sec.pid)).toBe(true);
+    expect(processAlive(pri.pid) && processAlive(sec.pid)).toBe(true);
     expect(await bridgePorts()).toEqual(['tap-p']);
     const st = await remus(['colo', 'status', file, '--state-dir', state]);
     expect(st.code).toBe(0);
@@ -141,6 +147,6 @@ describe('remus colo on a real QEMU pair (netns fence)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^SIGINT: stopping the pair \(--stop-on-exit\)$/m);
     expect(r.stdout).toMatch(/^stopped$/m);
-    expect(alive(pri.pid), 'the primary serves on').toBe(true);
+    expect(processAlive(pri.pid), 'the primary serves on').toBe(true);
   });
 });

@@ -5,7 +5,8 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus } from './colo-env.js';
-import { events, remus, tempDir, writeConfig } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { events, remus, writeConfig } from './helpers.js';
 
 let dir: string | undefined;
 afterEach(async () => {
@@ -16,7 +17,7 @@ afterEach(async () => {
 
 describe('remus colo status without a driver (real QEMUs)', () => {
   it('reports each side from its QEMU; a dead side is named and the exit code is 1', async () => {
-    dir = tempDir('remus-colo-status-');
+    dir = tempDir('colo-status').dir;
     const { pri, sec, pair } = await qemuPair();
     const file = writeConfig(dir, 'web.json', pair);
     const state = join(dir, 'state');

@@ -11,7 +11,8 @@ import * as colo from '@remus/colo';
 import * as qmp from '@remus/qmp';
 import { validatePairConfig } from '../src/colo/pair.js';
 import type { ConfigProblem } from '../src/config.js';
-import { remus, tempDir, writeConfig } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { remus, writeConfig } from './helpers.js';
 
 const at = (port: number) => ({ host: '127.0.0.1', port });
 /** The pair file's params, watchdog defaults and address forms: @remus/colo's and @remus/qmp's own. */
@@ -111,7 +112,7 @@ describe('remus colo with a bad pair file or bad usage (spawned remus)', () => {
   let connections: number;
 
   beforeEach(async () => {
-    dir = tempDir('remus-colo-cfg-');
+    dir = tempDir('colo-cfg').dir;
     state = join(dir, 'state');
     qmpPath = join(dir, 'pri.qmp');
     connections = 0;
@@ -184,7 +185,7 @@ function readdirSafe(d: string): string[] {
 describe('the control socket (in process)', () => {
   let d: string;
   beforeEach(() => {
-    d = tempDir('remus-colo-ctl-');
+    d = tempDir('colo-ctl').dir;
   });
   afterEach(() => rmSync(d, { recursive: true, force: true }));
 

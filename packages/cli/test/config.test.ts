@@ -5,7 +5,8 @@
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { validateConfig, type ConfigProblem } from '../src/config.js';
-import { journals, remus, tempDir, writeConfig } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { journals, remus, writeConfig } from './helpers.js';
 
 const GOOD = {
   intervalMs: 100,
@@ -90,8 +91,8 @@ describe('remus run with a bad config file', () => {
   ];
 
   it.each(cases)('%s: exit 2, the path and the fix on stderr, nothing touched', async (_name, cfg, message) => {
-    dir = tempDir('remus-cfg-');
-    state = tempDir('remus-state-');
+    dir = tempDir('cfg').dir;
+    state = tempDir('state').dir;
     const file = writeConfig(dir, 'remus.json', cfg);
     // The install hint follows the user's package manager (pnpm here, as in this workspace).
     const r = await remus(['run', '--config', file, '--state-dir', state], { npm_config_user_agent: 'pnpm/10.0.0 node/v20' });
@@ -102,8 +103,8 @@ describe('remus run with a bad config file', () => {
   });
 
   it('--json reports the error as a JSON event with the problems', async () => {
-    dir = tempDir('remus-cfg-');
-    state = tempDir('remus-state-');
+    dir = tempDir('cfg').dir;
+    state = tempDir('state').dir;
     const file = writeConfig(dir, 'remus.json', { ...GOOD, schedule: 'x' });
     const r = await remus(['run', '--config', file, '--json', '--state-dir', state]);
     expect(r.code).toBe(2);
@@ -114,8 +115,8 @@ describe('remus run with a bad config file', () => {
   });
 
   it('a missing --config, an unknown flag and an unknown command are usage errors', async () => {
-    dir = tempDir('remus-cfg-');
-    state = tempDir('remus-state-');
+    dir = tempDir('cfg').dir;
+    state = tempDir('state').dir;
     expect((await remus(['run'])).stderr).toMatch(/--config is required/);
     const flag = await remus(['run', '--confg', 'x']);
     expect(flag.code).toBe(2);

@@ -3,11 +3,12 @@
 // anything is touched. The install is a temp project whose node_modules holds
 // a copy of this package's dist and a link to the workspace's core, as npm
 // would lay them out.
-import { cpSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { journals, tempDir, writeConfig } from './helpers.js';
+import { linkedProject, tempDir } from '@remus/test-lab';
+import { journals, writeConfig } from './helpers.js';
 import { spawnSync } from 'node:child_process';
 
 const CLI = fileURLToPath(new URL('..', import.meta.url));
@@ -15,16 +16,18 @@ const CORE = fileURLToPath(new URL('../../core', import.meta.url));
 let project: string;
 let bin: string;
 
+let removeProject: () => void;
+
 beforeAll(() => {
-  project = tempDir('remus-core-only-');
+  // A user's project with @remus/core installed (linked), and a copy of the cli beside it (a link would resolve its workspace devDependencies).
+  ({ dir: project, remove: removeProject } = linkedProject('@remus/core', CORE));
   const cli = join(project, 'node_modules', '@remus', 'cli');
   mkdirSync(cli, { recursive: true });
   cpSync(join(CLI, 'dist'), join(cli, 'dist'), { recursive: true });
   cpSync(join(CLI, 'package.json'), join(cli, 'package.json'));
-  symlinkSync(CORE, join(project, 'node_modules', '@remus', 'core'));
   bin = join(cli, 'dist', 'bin.js');
 });
-afterAll(() => rmSync(project, { recursive: true, force: true }));
+afterAll(() => removeProject());
 
 function remus(args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [bin, ...args], { cwd: project, encoding: 'utf8', env: { ...process.env, npm_config_user_agent: 'npm/10.8.2 node/v20' }, timeout: 60_000 });
@@ -40,7 +43,7 @@ describe('remus with @remus/core alone', () => {
     ['demo', ['demo', '--duration', '100'], '@remus/domain-process'],
     ['backup', ['backup', '--listen', '127.0.0.1:7788'], '@remus/domain-process'],
   ])('remus %s names the package to install', (_name, args, pkg) => {
-    const state = tempDir('remus-state-');
+    const state = tempDir('state').dir;
     try {
       const r = remus([...args, ...(args[0] === 'demo' ? ['--state-dir', state] : [])]);
       expect(r.code).toBe(2);
@@ -55,7 +58,7 @@ describe('remus with @remus/core alone', () => {
   });
 
   it('remus run names @remus/domain-process before writing a journal', () => {
-    const state = tempDir('remus-state-');
+    const state = tempDir('state').dir;
     try {
       const file = writeConfig(project, 'remus.json', { domain: { type: 'process', command: ['sleep', '1'] } });
       const r = remus(['run', '--config', file, '--state-dir', state]);
@@ -68,7 +71,7 @@ describe('remus with @remus/core alone', () => {
   });
 
   it('remus colo start names @remus/colo', () => {
-    const state = tempDir('remus-state-');
+    const state = tempDir('state').dir;
     try {
       const dev = (kind: string, params: Record<string, unknown>) => ({ id: `${kind}0`, kind, params });
       const pair = {

@@ -5,7 +5,8 @@
 // even when interrupted. Needs root and network namespaces.
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cgroupsOf, events, hostRemusRules, journals, netnsNames, remus, start, tempDir, type Running } from './helpers.js';
+import { netnsList, tempDir } from '@remus/test-lab';
+import { cgroupsOf, events, hostRemusRules, journals, remus, start, type Running } from './helpers.js';
 
 let state: string;
 const running: Running[] = [];
@@ -35,14 +36,14 @@ interface Summary {
 }
 
 function nothingLeft(operation: string): void {
-  expect(netnsNames().filter((n) => n.includes(operation))).toEqual([]);
+  expect(netnsList().filter((n) => n.includes(operation))).toEqual([]);
   expect(cgroupsOf(operation)).toEqual([]);
   expect(journals(state)).toEqual([]);
 }
 
 describe('remus demo', () => {
   it('protects the guest with nic-nfqueue, finds no output-commit violation, cleans up and exits 0', async () => {
-    state = tempDir('remus-demo-');
+    state = tempDir('demo').dir;
     const r = await remus(['demo', '--duration', '1500', '--json', '--state-dir', state]);
     const s = events(r.stdout).find((e) => e.type === 'demo-summary') as unknown as Summary;
     expect(s, r.stdout + r.stderr).toBeDefined();
@@ -60,7 +61,7 @@ describe('remus demo', () => {
   });
 
   it('prints a human summary', async () => {
-    state = tempDir('remus-demo-');
+    state = tempDir('demo').dir;
     const r = await remus(['demo', '--duration', '800', '--state-dir', state]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/remus demo PASSED/);
@@ -74,7 +75,7 @@ describe('remus demo', () => {
   });
 
   it('finds violations and exits non-zero when the NIC is not buffered', async () => {
-    state = tempDir('remus-demo-');
+    state = tempDir('demo').dir;
     const r = await remus(['demo', '--duration', '800', '--json', '--no-net-buffer', '--state-dir', state]);
     const s = events(r.stdout).find((e) => e.type === 'demo-summary') as unknown as Summary;
     expect(s.repliesReceived).toBeGreaterThan(10);
@@ -85,7 +86,7 @@ describe('remus demo', () => {
   });
 
   it('SIGINT mid-demo cleans up everything and exits non-zero', async () => {
-    state = tempDir('remus-demo-');
+    state = tempDir('demo').dir;
     const run = start(['demo', '--duration', '20000', '--json', '--state-dir', state]);
     running.push(run);
     await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
@@ -101,7 +102,7 @@ describe('remus demo', () => {
 
 describe('remus demo killed by SIGKILL', () => {
   it('leaves namespaces, cgroup and journal that remus cleanup then removes', async () => {
-    state = tempDir('remus-demo-');
+    state = tempDir('demo').dir;
     const run = start(['demo', '--duration', '20000', '--json', '--state-dir', state]);
     running.push(run);
     const startEv = await run.waitFor((e) => e.type === 'start');
@@ -109,7 +110,7 @@ describe('remus demo killed by SIGKILL', () => {
     const op = startEv.operation as string;
     run.child.kill('SIGKILL');
     await run.done;
-    expect(netnsNames().filter((n) => n.includes(op))).toHaveLength(3);
+    expect(netnsList().filter((n) => n.includes(op))).toHaveLength(3);
     expect(cgroupsOf(op)).toHaveLength(1);
     expect(journals(state)).toEqual([`${op}.json`]);
     const c = await remus(['cleanup', '--state-dir', state]);
@@ -123,8 +124,8 @@ describe('remus demo killed by SIGKILL', () => {
 
 describe('remus doctor', () => {
   it('reports what this host can do, which plugins would take devices, and leaves nothing', async () => {
-    state = tempDir('remus-doctor-');
-    const before = netnsNames().filter((n) => n.startsWith('remus-doctor-'));
+    state = tempDir('doctor').dir;
+    const before = netnsList().filter((n) => n.startsWith('remus-doctor-'));
     const r = await remus(['doctor', '--json']);
     expect(r.code).toBe(0);
     const d = events(r.stdout)[0] as { checks: { name: string; ok: boolean; fix?: string }[]; plugins: { package: string; subkinds: { name: string; verdict: string }[] }[] };
@@ -141,7 +142,7 @@ describe('remus doctor', () => {
     expect(nfq?.subkinds[0]?.verdict).toMatch(/would take nic devices/);
     const netbuf = d.plugins.find((p) => p.package === '@remus/nic-netbuf');
     expect(netbuf?.subkinds[0]?.verdict).toMatch(/declines .*sch_plug/);
-    expect(netnsNames().filter((n) => n.startsWith('remus-doctor-'))).toEqual(before);
+    expect(netnsList().filter((n) => n.startsWith('remus-doctor-'))).toEqual(before);
     const human = await remus(['doctor']);
     expect(human.stdout).toMatch(/MISS +sch_plug qdisc/);
     expect(human.stdout).toMatch(/fix: /);

@@ -14,7 +14,7 @@ import { MAX_TIMER_MS, isRemusError, validateName, validateOperationId } from '@
 import { checkConfig, validateConfig } from '../src/config.js';
 import { parseJournal } from '../src/journal.js';
 import { MAX_REQUEST_BYTES, parseAnswer, parseRequest, requestControl, serveControl } from '../src/colo/control.js';
-import { tempDir } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
 
 const RUNS = Number(process.env.REMUS_FUZZ_RUNS ?? 400);
 const SEED = 20261203;
@@ -137,7 +137,7 @@ const line = fc.oneof(
 );
 
 describe('fuzz: the control-socket protocol', () => {
-  const dir = tempDir('remus-fuzz-');
+  const dir = tempDir('fuzz').dir;
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('parses requests and answers into the protocol or refuses with a code', () => {

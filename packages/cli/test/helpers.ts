@@ -1,11 +1,12 @@
 // Runs the built `remus` as a user would (a child process), and looks for
-// anything a run may leave: namespaces, iptables rules, cgroups, journals.
+// anything a run may leave: iptables rules, cgroups, journals. Namespaces,
+// process liveness, temp dirs and bounded waits come from @remus/test-lab.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runScript } from '@remus/core';
+import { waitFor } from '@remus/test-lab';
 
 export const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
 
@@ -26,8 +27,11 @@ export interface Running {
   waitFor: (pred: (e: Record<string, unknown>) => boolean, ms?: number) => Promise<Record<string, unknown>>;
 }
 
-export function start(args: readonly string[], env: Record<string, string> = {}): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `remus ARGS` with `env` over this process's environment (an undefined value removes the variable), in `cwd` if given. */
+export function start(args: readonly string[], env: Record<string, string | undefined> = {}, cwd?: string): Running {
+  const merged = { ...process.env, ...env };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+  const child = spawn(process.execPath, [BIN, ...args], { env: merged, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
   let out = '';
   let err = '';
   child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
@@ -44,23 +48,26 @@ export function start(args: readonly string[], env: Record<string, string> = {})
       });
     }),
   );
-  const waitFor = async (pred: (e: Record<string, unknown>) => boolean, ms = 20_000): Promise<Record<string, unknown>> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const hit = events(out).find(pred);
-      if (hit) return hit;
-      if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`no matching event (exit ${child.exitCode}); stdout:\n${out}\nstderr:\n${err}`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  const waitForEvent = async (pred: (e: Record<string, unknown>) => boolean, ms = 20_000): Promise<Record<string, unknown>> => {
+    let hit: Record<string, unknown> | undefined;
+    await waitFor(
+      () => {
+        hit = events(out).find(pred);
+        if (!hit && child.exitCode !== null) throw new Error(`no matching event (exit ${child.exitCode}); stdout:\n${out}\nstderr:\n${err}`);
+        return hit !== undefined;
+      },
+      ms,
+      'a matching event from remus',
+      () => `stdout:\n${out}\nstderr:\n${err}`,
+    );
+    return hit as Record<string, unknown>;
   };
-  return { child, stdout: () => out, stderr: () => err, done, waitFor };
+  return { child, stdout: () => out, stderr: () => err, done, waitFor: waitForEvent };
 }
 
 /** Runs `remus ARGS` to completion. */
-export function remus(args: readonly string[], env: Record<string, string> = {}): Promise<Result> {
-  return start(args, env).done;
+export function remus(args: readonly string[], env: Record<string, string | undefined> = {}, cwd?: string): Promise<Result> {
+  return start(args, env, cwd).done;
 }
 
 /** The JSON events of a --json output (non-JSON lines skipped). */
@@ -77,18 +84,10 @@ export function events(stdout: string): Record<string, unknown>[] {
     });
 }
 
-export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
-
 export function writeConfig(dir: string, name: string, config: unknown): string {
   const file = join(dir, name);
   writeFileSync(file, typeof config === 'string' ? config : JSON.stringify(config, null, 2));
   return file;
-}
-
-export async function ip(args: readonly string[]): Promise<string> {
-  return (await runScript('ip', args, { timeoutMs: 20_000 })).stdout;
 }
 
 /** iptables rules (all tables, both families) in a namespace that mention `needle`. */
@@ -114,66 +113,12 @@ export function cgroupsOf(operation: string): string[] {
     .filter((p) => existsSync(p));
 }
 
-export function netnsNames(): string[] {
-  try {
-    return readdirSync('/run/netns');
-  } catch {
-    return [];
-  }
-}
-
 export function journals(dir: string): string[] {
   try {
     return readdirSync(dir).filter((n) => n.endsWith('.json'));
   } catch {
     return [];
   }
-}
-
-/** True while `pid` runs (zombies count as gone). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/**
- * A router namespace with a guest-side veth (`vif0` in the router, `eth0`
- * in the guest namespace), as a NIC device for nic-nfqueue.
- */
-export async function makeNics(prefix: string): Promise<{ router: string; guest: string; remove: () => Promise<void> }> {
-  const router = `${prefix}r`;
-  const guest = `${prefix}g`;
-  await ip(['netns', 'add', router]);
-  await ip(['netns', 'add', guest]);
-  await ip(['-n', router, 'link', 'add', 'vif0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', guest]);
-  await ip(['-n', router, 'link', 'set', 'vif0', 'up']);
-  await ip(['-n', guest, 'link', 'set', 'eth0', 'up']);
-  return {
-    router,
-    guest,
-    remove: async () => {
-      for (const ns of [router, guest]) {
-        const pids = (await ip(['netns', 'pids', ns]).catch(() => '')).split('\n').filter(Boolean);
-        for (const p of pids) {
-          try {
-            process.kill(Number(p), 'SIGKILL');
-          } catch {
-            // Gone.
-          }
-        }
-        await ip(['netns', 'delete', ns]).catch(() => undefined);
-      }
-    },
-  };
 }
 
 /** Ends a `remus` that still runs (SIGKILL) and waits for its exit. */

@@ -2,19 +2,19 @@
 // 14.4, 14.5, 14.8): each attack refused with a clear error, exit 2, and
 // nothing touched (no journal, no plugin code from an untrusted place). The
 // fake plugins are small packages this file writes into temp directories.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BIN, journals, remus, tempDir, writeConfig, type Result } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { journals, remus, writeConfig } from './helpers.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function temp(prefix: string): string {
-  const d = tempDir(prefix);
+function temp(tag: string): string {
+  const d = tempDir(tag).dir;
   dirs.push(d);
   return d;
 }
@@ -64,19 +64,6 @@ export const plugin = {
   return marker;
 }
 
-function run(args: readonly string[], o: { cwd?: string; env?: Record<string, string | undefined> } = {}): Promise<Result> {
-  return new Promise((resolve) => {
-    const env = { ...process.env, ...o.env };
-    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: o.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    child.on('close', (code, signal) => resolve({ code, signal, stdout: out, stderr: err }));
-  });
-}
-
 describe('time and count values (14.5)', () => {
   it.each([
     ['--checkpoints', '1.5', /--checkpoints "1\.5" is not a count/],
@@ -86,8 +73,8 @@ describe('time and count values (14.5)', () => {
     ['--duration', '0x10', /--duration "0x10" is not a time/],
     ['--duration', '-5', /--duration/],
   ])('remus run %s %s: exit 2, no journal', async (flag, value, message) => {
-    const dir = temp('remus-cfg-');
-    const state = temp('remus-state-');
+    const dir = temp('cfg');
+    const state = temp('state');
     const r = await remus(['run', '--config', writeConfig(dir, 'remus.json', GOOD), '--state-dir', state, `${flag}=${value}`]);
     expect(r.stderr).toMatch(message);
     expect(r.code).toBe(2);
@@ -95,8 +82,8 @@ describe('time and count values (14.5)', () => {
   });
 
   it('config times above what Node timers hold, and fractional or hex-like counts, are refused', async () => {
-    const dir = temp('remus-cfg-');
-    const state = temp('remus-state-');
+    const dir = temp('cfg');
+    const state = temp('state');
     const cfg = { ...GOOD, intervalMs: 3e9, durationMs: 2 ** 31, maxCheckpoints: 1.5, timeouts: { commit: 3e9 }, domainTimeoutMs: Number.MAX_SAFE_INTEGER };
     const r = await remus(['run', '--config', writeConfig(dir, 'remus.json', cfg), '--state-dir', state]);
     expect(r.code).toBe(2);
@@ -107,8 +94,8 @@ describe('time and count values (14.5)', () => {
   });
 
   it('a deeply nested value is a clear error (exit 2), not a stack overflow', async () => {
-    const dir = temp('remus-cfg-');
-    const state = temp('remus-state-');
+    const dir = temp('cfg');
+    const state = temp('state');
     const deep = `{"intervalMs": 100, "domain": {"type": "process", "command": ["sleep", "1"], "env": ${'['.repeat(100_000)}${']'.repeat(100_000)}}}`;
     const r = await remus(['run', '--config', writeConfig(dir, 'remus.json', deep), '--state-dir', state]);
     expect(r.code).toBe(2);
@@ -120,8 +107,8 @@ describe('time and count values (14.5)', () => {
 
 describe('every problem at once, before the host is touched (13, 14.8)', () => {
   it('an unknown key, an unknown kind and an unknown param are reported in one run, with the closest names', async () => {
-    const dir = temp('remus-cfg-');
-    const state = temp('remus-state-');
+    const dir = temp('cfg');
+    const state = temp('state');
     fakePlugin(dir, 'remus-fake-plugin');
     const cfg = {
       ...GOOD,
@@ -143,8 +130,8 @@ describe('every problem at once, before the host is touched (13, 14.8)', () => {
   });
 
   it("a subkind's own params check fails the run with exit 2 before a journal is written", async () => {
-    const dir = temp('remus-cfg-');
-    const state = temp('remus-state-');
+    const dir = temp('cfg');
+    const state = temp('state');
     fakePlugin(dir, 'remus-fake-plugin');
     const cfg = { ...GOOD, plugins: [{ package: 'remus-fake-plugin', subkinds: { fake: {} } }], devices: [{ id: 'dev0', kind: 'nic', params: { netns: 'x' } }] };
     const r = await remus(['run', '--config', writeConfig(dir, 'remus.json', cfg), '--state-dir', state]);
@@ -154,7 +141,7 @@ describe('every problem at once, before the host is touched (13, 14.8)', () => {
   });
 
   it('plan: a match that throws is MATCH FAILED with its code, not NOT SUPPORTED', async () => {
-    const dir = temp('remus-cfg-');
+    const dir = temp('cfg');
     fakePlugin(dir, 'remus-fake-plugin');
     const cfg = { ...GOOD, plugins: [{ package: 'remus-fake-plugin', subkinds: { fake: {} } }], devices: [{ id: 'a', kind: 'nic', params: { ifname: 'throw' } }] };
     const r = await remus(['plan', '--config', writeConfig(dir, 'remus.json', cfg)]);
@@ -166,20 +153,20 @@ describe('every problem at once, before the host is touched (13, 14.8)', () => {
 
 describe('where plugins come from (14.4)', () => {
   it('a node_modules in a parent directory or the working directory is never loaded', async () => {
-    const parent = temp('remus-parent-');
+    const parent = temp('parent');
     const marker = fakePlugin(parent, '@remus/nic-decoy');
     const sub = join(parent, 'project');
     mkdirSync(sub);
-    const state = temp('remus-state-');
+    const state = temp('state');
     const cfg = { ...GOOD, plugins: [{ package: '@remus/nic-decoy', subkinds: { fake: {} } }] };
-    const r = await run(['run', '--config', writeConfig(sub, 'remus.json', cfg), '--state-dir', state], { cwd: parent });
+    const r = await remus(['run', '--config', writeConfig(sub, 'remus.json', cfg), '--state-dir', state], {}, parent);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/\[PLUGIN_NOT_FOUND\].*plugins\[0\]\.package: plugin @remus\/nic-decoy is not installed \(looked in [^)]*project\/node_modules, /s);
     expect(existsSync(marker)).toBe(false);
     expect(journals(state)).toEqual([]);
     // The same package next to the config is loaded.
     fakePlugin(sub, '@remus/nic-decoy');
-    const ok = await run(['plan', '--config', join(sub, 'remus.json')], { cwd: parent });
+    const ok = await remus(['plan', '--config', join(sub, 'remus.json')], {}, parent);
     expect(ok.stdout).toMatch(/vif1\.0 \(nic\): fake/);
     expect(existsSync(join(sub, 'LOADED-@remus+nic-decoy'))).toBe(true);
   });
@@ -192,10 +179,10 @@ describe('where plugins come from (14.4)', () => {
     [undefined, 'yarn.lock', 'yarn add @remus/nic-nope'],
     [undefined, undefined, 'npm install @remus/nic-nope'],
   ])('PLUGIN_NOT_FOUND names the install command of the user (agent %s, lockfile %s)', async (agent, lockfile, command) => {
-    const dir = temp('remus-cfg-');
+    const dir = temp('cfg');
     if (lockfile) writeFileSync(join(dir, lockfile), '');
     const cfg = { ...GOOD, plugins: [{ package: '@remus/nic-nope', subkinds: { 'nic-nope': {} } }] };
-    const r = await run(['plan', '--config', writeConfig(dir, 'remus.json', cfg)], { env: { npm_config_user_agent: agent } });
+    const r = await remus(['plan', '--config', writeConfig(dir, 'remus.json', cfg)], { npm_config_user_agent: agent });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`install it: ${command}`);
   });

@@ -7,8 +7,8 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createHostPair, netnsList, ownedName, type HostPair } from '@remus/test-lab';
-import { events, journals, remus, tempDir, writeConfig } from './helpers.js';
+import { createHostPair, netnsList, ownedName, tempDir, type HostPair } from '@remus/test-lab';
+import { events, journals, remus, writeConfig } from './helpers.js';
 
 let pair: HostPair;
 let dir: string;
@@ -31,8 +31,8 @@ afterEach(() => {
 
 /** A config whose command would leave `<dir>/STARTED` if it ever ran. */
 function configFile(devices: unknown[], plugins?: unknown[]): string {
-  dir = tempDir('remus-nic-host-');
-  state = tempDir('remus-state-');
+  dir = tempDir('nic-host').dir;
+  state = tempDir('state').dir;
   return writeConfig(dir, 'remus.json', {
     intervalMs: 50,
     domain: { type: 'process', command: ['touch', join(dir, 'STARTED')] },

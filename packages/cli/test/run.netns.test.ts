@@ -7,10 +7,11 @@ import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runScript } from '@remus/core';
-import { BIN, alive, cgroupsOf, events, hostRemusRules, ip, journals, makeNics, remus, rulesMentioning, start, tempDir, writeConfig, type Running } from './helpers.js';
+import { createHostPair, processAlive, sh, tempDir, type HostPair } from '@remus/test-lab';
+import { BIN, cgroupsOf, events, hostRemusRules, journals, remus, rulesMentioning, start, writeConfig, type Running } from './helpers.js';
 
-const PREFIX = `rcli${process.pid}`;
-let nics: Awaited<ReturnType<typeof makeNics>>;
+/** The router namespace (`host`) with the NIC `vif0`, a veth to the guest namespace. */
+let nics: HostPair;
 let dir: string;
 let state: string;
 const running: Running[] = [];
@@ -24,7 +25,7 @@ function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
       { package: '@remus/nic-netbuf', subkinds: { 'nic-netbuf': {} } },
       { package: '@remus/nic-nfqueue', subkinds: { 'nic-nfqueue': {} } },
     ],
-    devices: [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', netns: nics.router } }],
+    devices: [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', netns: nics.host } }],
     ...extra,
   };
 }
@@ -32,8 +33,8 @@ function config(extra: Record<string, unknown> = {}): Record<string, unknown> {
 /** Asserts nothing of `operation` is left: cgroup, rules, journal, processes in the router namespace. */
 /** A fresh config dir and state dir, with `cfg` written as remus.json; returns the file. */
 function configFile(cfg: Record<string, unknown>): string {
-  dir = tempDir('remus-cli-');
-  state = tempDir('remus-state-');
+  dir = tempDir('cli').dir;
+  state = tempDir('state').dir;
   return writeConfig(dir, 'remus.json', cfg);
 }
 
@@ -55,15 +56,15 @@ async function runTo(n: number): Promise<{ run: Running; startEv: Record<string,
 
 async function expectNothingLeft(operation: string): Promise<void> {
   expect(cgroupsOf(operation)).toEqual([]);
-  expect(await rulesMentioning(nics.router, operation)).toEqual([]);
-  expect(await rulesMentioning(nics.router, 'remus')).toEqual([]);
+  expect(await rulesMentioning(nics.host, operation)).toEqual([]);
+  expect(await rulesMentioning(nics.host, 'remus')).toEqual([]);
   expect(await hostRemusRules()).toEqual([]);
   expect(journals(state)).toEqual([]);
-  expect((await ip(['netns', 'pids', nics.router])).trim()).toBe('');
+  expect((sh('ip', ['netns', 'pids', nics.host])).trim()).toBe('');
 }
 
 beforeAll(async () => {
-  nics = await makeNics(PREFIX);
+  nics = createHostPair({ prefix: 'rmcli', net: 93, hostIfname: () => 'vif0' });
 });
 
 afterEach(async () => {
@@ -75,7 +76,9 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await nics.remove();
+  // Anything a failed run left running in the router namespace, then the namespaces.
+  for (const pid of sh('ip', ['netns', 'pids', nics.host]).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+  nics.destroy();
 });
 
 describe('remus run', () => {
@@ -125,14 +128,14 @@ describe('remus run', () => {
   it('SIGINT mid-run stops after the current checkpoint and cleans up', async () => {
     const { run, startEv, domainEv } = await runTo(5);
     expect(cgroupsOf(startEv.operation as string)).toHaveLength(1);
-    expect(await rulesMentioning(nics.router, startEv.operation as string)).not.toEqual([]);
+    expect(await rulesMentioning(nics.host, startEv.operation as string)).not.toEqual([]);
     run.child.kill('SIGINT');
     const r = await run.done;
     expect(r.code).toBe(0);
     const end = events(r.stdout).at(-1);
     expect(end).toMatchObject({ type: 'end', ok: true, stoppedBy: 'SIGINT', clean: true });
     expect(events(r.stdout).some((e) => e.type === 'stopping' && e.signal === 'SIGINT')).toBe(true);
-    expect(alive(domainEv.pid as number)).toBe(false);
+    expect(processAlive(domainEv.pid as number)).toBe(false);
     await expectNothingLeft(startEv.operation as string);
   });
 
@@ -156,8 +159,8 @@ describe('remus run', () => {
     // The dead run left its journal, cgroup, rules and guest behind.
     expect(journals(state)).toEqual([`${op}.json`]);
     expect(cgroupsOf(op)).toHaveLength(1);
-    expect(await rulesMentioning(nics.router, op)).not.toEqual([]);
-    expect(alive(domainEv.pid as number)).toBe(true);
+    expect(await rulesMentioning(nics.host, op)).not.toEqual([]);
+    expect(processAlive(domainEv.pid as number)).toBe(true);
 
     const c = await remus(['cleanup', '--state-dir', state, '--json']);
     expect(c.code).toBe(0);
@@ -168,7 +171,7 @@ describe('remus run', () => {
     expect(removed).toMatch(/nic-nfqueue: .*rule/);
     expect(removed).toMatch(/removed cgroup/);
     await sleep(50);
-    expect(alive(domainEv.pid as number)).toBe(false);
+    expect(processAlive(domainEv.pid as number)).toBe(false);
     await expectNothingLeft(op);
     // A second cleanup finds nothing.
     const again = await remus(['cleanup', '--state-dir', state]);
@@ -177,8 +180,8 @@ describe('remus run', () => {
   });
 
   it('protects a running pid, gives it back alive at the end, and also after SIGKILL + cleanup', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
+    dir = tempDir('cli').dir;
+    state = tempDir('state').dir;
     const { spawn } = await import('node:child_process');
     const victim = spawn('sleep', ['300'], { stdio: 'ignore' });
     try {
@@ -186,7 +189,7 @@ describe('remus run', () => {
       const file = writeConfig(dir, 'remus.json', config({ domain: { type: 'process', pid } }));
       const ok = await remus(['run', '--config', file, '--json', '--state-dir', state, '--checkpoints', '3']);
       expect(ok.code).toBe(0);
-      expect(alive(pid)).toBe(true);
+      expect(processAlive(pid)).toBe(true);
       const run = startRun(file);
       const startEv = await run.waitFor((e) => e.type === 'start');
       await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 2);
@@ -195,7 +198,7 @@ describe('remus run', () => {
       const c = await remus(['cleanup', '--state-dir', state]);
       expect(c.code).toBe(0);
       expect(c.stdout).toMatch(new RegExp(`moved process ${pid} back`));
-      expect(alive(pid)).toBe(true);
+      expect(processAlive(pid)).toBe(true);
       await expectNothingLeft(startEv.operation as string);
     } finally {
       victim.kill('SIGKILL');
@@ -217,8 +220,8 @@ describe('remus run', () => {
   });
 
   it('commits only what a separate `remus backup` acknowledged', async () => {
-    dir = tempDir('remus-cli-');
-    state = tempDir('remus-state-');
+    dir = tempDir('cli').dir;
+    state = tempDir('state').dir;
     const port = 20_000 + (process.pid % 20_000);
     const backup = start(['backup', '--listen', `127.0.0.1:${port}`]);
     running.push(backup);
@@ -265,8 +268,8 @@ describe('remus plan', () => {
     expect(r.stdout).toMatch(/declined: nic-netbuf: .*sch_plug/);
     const j = await remus(['plan', '--config', file, '--json']);
     expect(events(j.stdout)[0]).toMatchObject({ type: 'plan', devices: [{ device: 'guest0', subkind: 'nic-nfqueue' }] });
-    expect(await rulesMentioning(nics.router, 'remus')).toEqual([]);
-    expect((await ip(['netns', 'pids', nics.router])).trim()).toBe('');
+    expect(await rulesMentioning(nics.host, 'remus')).toEqual([]);
+    expect((sh('ip', ['netns', 'pids', nics.host])).trim()).toBe('');
   });
 
   it('doctor --config plans the configured devices too', async () => {
@@ -278,7 +281,7 @@ describe('remus plan', () => {
   });
 
   it('refuses a device whose interface is missing before planning (config error, exit 2)', async () => {
-    const file = configFile(config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.router } }] }));
+    const file = configFile(config({ devices: [{ id: 'gone', kind: 'nic', params: { ifname: 'nosuch0', netns: nics.host } }] }));
     const r = await remus(['plan', '--config', file]);
     // Issue 14.8: the interface is looked for in the config pass, before any match (which used to
     // throw here: MATCH FAILED, exit 1; a throwing match is still MATCH FAILED, see hostile-input).

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { countViolations } from '../src/demo/demo.js';
 import { Journal, listJournals, processStart, stillRunning } from '../src/journal.js';
 import { percentile, statusLine, sumStats } from '../src/progress.js';
-import { tempDir } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
 
 describe('figures', () => {
   it('percentile takes the nearest rank and is NaN for no values', () => {
@@ -31,7 +31,7 @@ describe('journal', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('is on disk after every change and tells a live run from a dead one', () => {
-    dir = tempDir('remus-journal-');
+    dir = tempDir('journal').dir;
     const j = Journal.create(dir, 'rtest1', 'run', [{ package: '@remus/nic-nfqueue', from: '/x', subkinds: { 'nic-nfqueue': {} } }], [{ id: 'd', kind: 'nic' }]);
     j.addCgroup('/sys/fs/cgroup/freezer/remus-rtest1');
     j.addNetns('ns1');
@@ -47,7 +47,7 @@ describe('journal', () => {
   });
 
   it('reports an unreadable journal instead of skipping it', async () => {
-    dir = tempDir('remus-journal-');
+    dir = tempDir('journal').dir;
     const { writeFileSync } = await import('node:fs');
     writeFileSync(`${dir}/broken.json`, '{');
     expect(listJournals(dir)[0]?.error).toBeDefined();
