@@ -17,13 +17,12 @@
  * namespace a subkind's `netns` option names (nic-nfqueue's default).
  *
  * Changes nothing: namespaces are looked up under /run/netns, interfaces
- * listed with `ip [-n NS] -j link show` (argument vector, bounded).
+ * listed with `ip [-n NS] -j link show` (argument vector, 30 s limit, one
+ * listing per namespace).
  */
-import { NIC_PARAMS, describeCause, netnsExists, readNicParams, runScript, type DeviceSpec, type SubkindOps } from '@remus/core';
+import { NIC_PARAMS, describeCause, netnsExists, readNicParams, type DeviceSpec, type SubkindOps } from '@remus/core';
 import type { ConfigProblem } from './config.js';
-
-/** Time limit for listing the interfaces of one namespace. */
-const LIST_TIMEOUT_MS = 10_000;
+import { ip } from './netns.js';
 
 /** A subkind whose device params are core's common `nic` params (plus its own). */
 function readsNicParams(ops: SubkindOps): boolean {
@@ -38,8 +37,7 @@ function where(netns: string | undefined): string {
 /** The interface names of a namespace (undefined = our own), or the error listing them gave. */
 async function listInterfaces(netns: string | undefined, signal: AbortSignal | undefined): Promise<Set<string> | Error> {
   try {
-    const r = await runScript('ip', [...(netns === undefined ? [] : ['-n', netns]), '-j', 'link', 'show'], { timeoutMs: LIST_TIMEOUT_MS, ...(signal ? { signal } : {}) });
-    const links = JSON.parse(r.stdout) as unknown;
+    const links = JSON.parse(await ip([...(netns === undefined ? [] : ['-n', netns]), '-j', 'link', 'show'], signal)) as unknown;
     if (!Array.isArray(links)) return new Error('`ip -j link show` did not print a list');
     return new Set(links.map((l) => (l as { ifname?: unknown } | null)?.ifname).filter((n): n is string => typeof n === 'string'));
   } catch (e) {
