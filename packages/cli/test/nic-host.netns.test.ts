@@ -4,7 +4,7 @@
 // exit 2, every problem at once), with no journal written and the protected
 // command never started. Needs root and network namespaces (a host/guest pair
 // from @remus/test-lab, removed in afterAll).
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHostPair, netnsList, ownedName, tempDir, type HostPair } from '@remus/test-lab';
@@ -59,6 +59,22 @@ async function refusedByBoth(file: string, message: RegExp): Promise<string> {
   return run.stderr;
 }
 
+/**
+ * A third-party plugin `remus-nic-<params>` next to the config: one subkind
+ * `fake` of kind `nic` declaring `params`, whose match takes every device.
+ */
+function nicPlugin(params: readonly string[]): { package: string; subkinds: { fake: Record<string, never> } } {
+  const name = `remus-nic-${params.join('-')}`;
+  const pkg = join(dir, 'node_modules', name);
+  mkdirSync(pkg, { recursive: true });
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name, version: '1.0.0', type: 'module', main: 'index.js', peerDependencies: { '@remus/core': '>=0.1.0 <1.0.0' } }));
+  writeFileSync(
+    join(pkg, 'index.js'),
+    `export const plugin = { name: ${JSON.stringify(name)}, version: '1.0.0', subkinds: { fake: () => ({ name: 'fake', kind: 'nic', params: ${JSON.stringify(params)}, match: () => true, setup() {}, teardown() {} }) } };\n`,
+  );
+  return { package: name, subkinds: { fake: {} } };
+}
+
 describe('nic devices: namespace and interface checked before the host is touched (14.8)', () => {
   it('a namespace that does not exist: exit 2 naming device and namespace', async () => {
     const before = netnsList();
@@ -105,6 +121,17 @@ describe('nic devices: namespace and interface checked before the host is touche
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/guest0 \(nic\): nic-nfqueue/);
+  });
+
+  it("which subkinds: any that declares core's nic params (ifname, netns, buffer); one with other params is left to its match", async () => {
+    const file = configFile([{ id: 'guest0', kind: 'nic', params: { ifname: 'nosuch0', netns: pair.host } }]);
+    const base = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const reader = await remus(['plan', '--config', writeConfig(dir, 'reader.json', { ...base, plugins: [nicPlugin(['ifname', 'netns', 'buffer'])] })]);
+    expect(reader.code).toBe(2);
+    expect(reader.stderr).toMatch(/device guest0: interface nosuch0 does not exist in network namespace/);
+    const other = await remus(['plan', '--config', writeConfig(dir, 'other.json', { ...base, plugins: [nicPlugin(['ifname', 'netns'])] })]);
+    expect(other.stderr).toBe('');
+    expect(other.stdout).toMatch(/guest0 \(nic\): fake/);
   });
 
   it('a device with params.buffer: false is not looked for (every NIC subkind declines it)', async () => {
