@@ -4,7 +4,8 @@
  * is reported with its JSON path (`devices[1].kind`) and how to fix it.
  */
 import { readFileSync } from 'node:fs';
-import { RemusError, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
+import { RemusError, closestName, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
+import { validateCriuDomain, type CriuDomainConfig } from './criu/config.js';
 import { MAX_DEPTH, isObject, num, oneOf, tooDeep, unknownKeys, type Report } from './validation.js';
 
 /** Who acknowledges checkpoints of the process domain (see @remus/domain-process). */
@@ -42,7 +43,7 @@ export interface RemusConfig {
   readonly onFailure: 'resume' | 'leave-suspended';
   readonly domainTimeoutMs: number;
   readonly timeouts: OpTimeouts;
-  readonly domain: ProcessDomainConfig;
+  readonly domain: ProcessDomainConfig | CriuDomainConfig;
   readonly plugins: readonly PluginConfig[];
   readonly devices: readonly DeviceSpec[];
 }
@@ -134,7 +135,7 @@ export function checkConfig(raw: unknown): { config: RemusConfig | undefined; pr
     onFailure: onFailure as RemusConfig['onFailure'],
     domainTimeoutMs,
     timeouts,
-    domain: domain as ProcessDomainConfig,
+    domain: domain as ProcessDomainConfig | CriuDomainConfig,
     plugins,
     devices,
   };
@@ -142,7 +143,7 @@ export function checkConfig(raw: unknown): { config: RemusConfig | undefined; pr
 }
 
 
-function validateDomain(d: unknown, p: Report): ProcessDomainConfig | undefined {
+function validateDomain(d: unknown, p: Report): ProcessDomainConfig | CriuDomainConfig | undefined {
   if (d === undefined) {
     p('domain', 'is missing', 'add "domain": { "type": "process", "command": ["node", "server.js"] } (or "pid": 1234)');
     return undefined;
@@ -151,10 +152,14 @@ function validateDomain(d: unknown, p: Report): ProcessDomainConfig | undefined 
     p('domain', 'must be an object', 'write { "type": "process", "command": [...] }');
     return undefined;
   }
-  unknownKeys(d, DOMAIN_KEYS, 'domain', p);
+  if (d.type === 'criu') return validateCriuDomain(d, p);
   if (d.type !== 'process') {
-    p('domain.type', `${JSON.stringify(d.type)} is not a domain type this remus knows`, 'use "process" (a Linux process tree, @remus/domain-process)');
+    const near = typeof d.type === 'string' ? closestName(d.type, ['process', 'criu']) : undefined;
+    p('domain.type', `${JSON.stringify(d.type)} is not a domain type this remus knows`, `${near ? `did you mean "${near}"? ` : ''}use "process" (a Linux process tree, @remus/domain-process) or "criu" (its memory and TCP connections too, @remus/domain-criu)`);
+    // The type decides which keys a domain has: with a type this remus does not know, its keys are not judged.
+    if (typeof d.type === 'string') return undefined;
   }
+  unknownKeys(d, DOMAIN_KEYS, 'domain', p);
   const hasCommand = d.command !== undefined;
   const hasPid = d.pid !== undefined;
   if (hasCommand === hasPid) {

@@ -15,6 +15,7 @@ import { ProgressView, RunFigures } from './progress.js';
 import { prepare, report, runProtected } from './run.js';
 import { args, countFlag, durationFlag, need, viewMode } from './args.js';
 import { cmdColo, COLO_USAGE } from './colo/commands.js';
+import { CRIU_USAGE, cmdCriuBackup, cmdFailover, domainFlag, withoutDomainFlag } from './criu/commands.js';
 import type { Command, Io } from './io.js';
 
 export type { Io } from './io.js';
@@ -31,7 +32,7 @@ usage:
   remus cleanup [--state-dir DIR] [--operation ID] [--json]
   remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
   remus backup --listen HOST:PORT
-${COLO_USAGE}  remus agent run|init|status ...   (one per host of a pair; needs @remus/agent, see remus agent --help)
+${CRIU_USAGE}${COLO_USAGE}  remus agent run|init|status ...   (one per host of a pair; needs @remus/agent, see remus agent --help)
   remus --version | --help
 
 run        protect the configured workload until SIGINT/SIGTERM (second signal: abort)
@@ -41,6 +42,8 @@ cleanup    remove what crashed runs left (from their journals in the state direc
 demo       a self-contained end-to-end run in its own network namespaces
            (--no-net-buffer: leave the NIC unprotected; the output-commit check must then fail)
 backup     a backup endpoint that receives checkpoint state and acknowledges it
+           (--domain criu: CRIU images of a process tree, restored by remus failover)
+failover   restore the criu domain's service on this backup host from its last complete checkpoint
 colo       run a QEMU COLO pair: start (stays in the foreground: it is the watchdog),
            status, failover, stop (see remus colo --help)
 
@@ -55,6 +58,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   cleanup: cmdCleanup,
   demo: cmdDemo,
   backup: cmdBackup,
+  failover: cmdFailover,
   colo: cmdColo,
   agent: cmdAgent,
 };
@@ -186,7 +190,8 @@ async function cmdDemo(rest: readonly string[], io: Io): Promise<number> {
 }
 
 async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
-  const v = args(rest, { listen: { type: 'string' } });
+  if (domainFlag(rest) === 'criu') return cmdCriuBackup(rest, io);
+  const v = args(withoutDomainFlag(rest), { listen: { type: 'string' } });
   const listen = need(v.listen, '--listen');
   // HOST:PORT with an explicit host: `:7788` (every interface by accident) is refused.
   const address = parseSocketAddress(listen, '--listen (HOST:PORT, e.g. 10.0.0.2:7788 or 0.0.0.0:7788 for every interface)', { allowPath: true });

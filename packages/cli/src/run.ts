@@ -16,7 +16,9 @@ import {
   type LoopResult,
 } from '@remus/core';
 import type { ProcessDomain, ProcessDomainOptions } from '@remus/domain-process';
+import type { CriuDomain } from '@remus/domain-criu';
 import { loadDomainProcess } from './libs.js';
+import { criuRunDomain } from './criu/domain.js';
 import type { Writable } from 'node:stream';
 import { checkConfig, configError, readJsonFile, type RemusConfig } from './config.js';
 import { Journal, stateDir } from './journal.js';
@@ -96,18 +98,22 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
     signal: abort.signal,
   });
   const d = config.domain;
-  const { processDomain } = await loadDomainProcess(`remus ${options.command ?? 'run'} (the process domain)`, options.pluginDirs);
   let journal: Journal | undefined = options.journal;
-  const domain = processDomain({
-    ...(d.command ? { command: d.command } : { pid: d.pid as number }),
-    cwd: d.cwd,
-    env: d.env,
-    cgroup: d.cgroup,
-    operation,
-    stdio: options.stdio ?? 'inherit',
-    ack: d.ack.type === 'remote' ? { type: 'remote', address: 'path' in d.ack ? { path: d.ack.path } : { host: d.ack.host, port: d.ack.port } } : d.ack,
-    onResource: (r) => (r.type === 'cgroup' ? journal?.addCgroup(r.path) : journal?.addProcess(r.pid, 'domain command')),
-  });
+  const domain: ProcessDomain | CriuDomain =
+    d.type === 'criu'
+      ? await criuRunDomain(d, { operation, pluginDirs: options.pluginDirs, forWhat: `remus ${options.command ?? 'run'}`, onCgroup: (path) => journal?.addCgroup(path), onWarning: (w) => view.say(w) })
+      : (await loadDomainProcess(`remus ${options.command ?? 'run'} (the process domain)`, options.pluginDirs)).processDomain({
+          ...(d.command ? { command: d.command } : { pid: d.pid as number }),
+          cwd: d.cwd,
+          env: d.env,
+          cgroup: d.cgroup,
+          operation,
+          stdio: options.stdio ?? 'inherit',
+          ack: d.ack.type === 'remote' ? { type: 'remote', address: 'path' in d.ack ? { path: d.ack.path } : { host: d.ack.host, port: d.ack.port } } : d.ack,
+          onResource: (r) => (r.type === 'cgroup' ? journal?.addCgroup(r.path) : journal?.addProcess(r.pid, 'domain command')),
+        });
+  /** The process domain, for the demo's hooks (undefined for a criu domain). */
+  const processOnly = d.type === 'criu' ? undefined : (domain as ProcessDomain);
   const journalSpec = {
     stateDir: options.stateDir,
     operation,
@@ -117,7 +123,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
       return { package: p.package, from: loaded?.from ?? process.cwd(), ...(loaded ? { dir: loaded.dir, version: loaded.plugin.version } : {}), subkinds: p.subkinds };
     }),
     devices: [...config.devices],
-    domainMode: d.command ? ('command' as const) : ('pid' as const),
+    domainMode: d.type !== 'criu' && d.command ? ('command' as const) : ('pid' as const),
   };
 
   let stoppedBy: string | undefined;
@@ -158,10 +164,10 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
         for (const a of assignments) view.say(`device ${a.device}: ${a.subkind}`);
         view.event('setup', { assignments });
         view.start();
-        options.onRunning?.({ domain, devices, stop });
+        if (processOnly) options.onRunning?.({ domain: processOnly, devices, stop });
         loop = await runCheckpointLoop({
           devices,
-          domain: options.wrapDomain ? options.wrapDomain(domain) : domain,
+          domain: options.wrapDomain && processOnly ? options.wrapDomain(processOnly) : domain,
           intervalMs: config.intervalMs,
           schedule: config.schedule,
           maxCheckpoints: config.maxCheckpoints,

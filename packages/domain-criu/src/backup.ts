@@ -17,6 +17,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -214,6 +215,8 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
       sha256: digest.toString('hex'),
       files: Object.fromEntries([...t.files].map(([name, f]) => [name, { size: f.size, sha256: f.hash.digest('hex') }])),
     };
+    // A failover ran or runs from this directory (its lock): the restore point must not move under it.
+    if (existsSync(join(dir, '.failover'))) throw new RemusError('STATE', `checkpoint ${t.checkpoint}: a failover from ${dir} ran or is running: the restore point stays`);
     writeFileSync(join(t.staging, MANIFEST), JSON.stringify(manifest));
     if (t.parent !== null) symlinkSync(`../${t.parent}`, join(t.staging, 'parent'));
     syncDir(t.staging);

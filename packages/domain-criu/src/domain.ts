@@ -73,6 +73,8 @@ export interface CriuDomainOptions {
   readonly connectTimeoutMs?: number;
   /** A PING to the backup this often, ms, so it can tell this primary is alive (its silence bound). Default 1000. */
   readonly keepaliveMs?: number;
+  /** Called when start() created the domain's cgroup, before any process moves into it (a journal records it for crash cleanup). */
+  readonly onResource?: (r: { readonly type: 'cgroup'; readonly path: string }) => void;
 }
 
 /** Figures of one dump. */
@@ -103,6 +105,7 @@ export class CriuDomain implements DomainAdapter {
   #criu = '';
   #softDirty = true;
   #cgroup: string | undefined;
+  #cgroupVersion: 1 | 2 | undefined;
   #socket: Socket | undefined;
   #pending: Pending | undefined;
   /** The last checkpoint the backup acknowledged, and whether the chain to it is intact (no failure since). */
@@ -126,6 +129,16 @@ export class CriuDomain implements DomainAdapter {
     return this.#cgroup;
   }
 
+  /** The freezer's cgroup version (after start). */
+  get cgroupVersion(): 1 | 2 | undefined {
+    return this.#cgroupVersion;
+  }
+
+  /** Root pid of the protected tree. */
+  get pid(): number {
+    return this.#o.pid;
+  }
+
   /**
    * Checks criu (doctor checks: missing, too old for the kernel, not root;
    * soft-dirty missing is a warning said once), then moves the tree into a
@@ -141,6 +154,8 @@ export class CriuDomain implements DomainAdapter {
       mkdirSync(this.#o.workDir, { recursive: true });
       const h = detectFreezer(this.#o.cgroup ?? 'auto');
       this.#cgroup = createCgroup(h, `remus-${this.operation}`);
+      this.#cgroupVersion = h.version;
+      this.#o.onResource?.({ type: 'cgroup', path: this.#cgroup });
       for (let pass = 0; pass < 2; pass++) for (const p of processTree(this.#o.pid)) addToCgroup(this.#cgroup, p);
       if (!cgroupPids(this.#cgroup).includes(this.#o.pid)) throw new RemusError('INVALID_ARGUMENT', `criu domain: process ${this.#o.pid} does not exist`);
       await this.#connect(signal);

@@ -79,9 +79,17 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
     throw new RemusError('STATE', `a failover from ${dir} already ran or is running: refused (remove ${lockFile} only after the restored service is gone)`);
   }
   taken.add(dir);
+  // Checks before anything is touched (a host where criu cannot work gets no lock file, no directory).
+  let criu: string;
+  try {
+    criu = (o.ready ?? (await assertCriuReady({ criuPath: o.criuPath, signal }))).criu;
+    if (!existsSync(dir)) throw new RemusError(CriuErrors.NO_RESTORE_POINT, `backup directory ${dir} does not exist`);
+  } catch (e) {
+    taken.delete(dir);
+    throw e;
+  }
   const undo: { what: string; run: () => Promise<void> }[] = [];
   try {
-    mkdirSync(dir, { recursive: true });
     const fd = openSync(lockFile, 'wx');
     writeSync(fd, `${process.pid}\n`);
     closeSync(fd);
@@ -92,7 +100,6 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
   }
   undo.push({ what: 'failover lock', run: async () => rmSync(lockFile, { force: true }) });
   try {
-    const { criu } = o.ready ?? (await assertCriuReady({ criuPath: o.criuPath, signal }));
     const chain = verifyRestorePoint(dir);
     const point = readRestorePoint(dir) as NonNullable<ReturnType<typeof readRestorePoint>>;
     step(`restore point: checkpoint ${point.checkpoint} (chain ${chain.join(' <- ')}), images verified`);

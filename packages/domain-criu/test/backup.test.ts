@@ -108,6 +108,21 @@ describe('criu backup receiver', () => {
     socket.destroy();
   });
 
+  it('refuses checkpoints while a failover from its directory runs or ran (its lock): the restore point does not move under a restore', async () => {
+    const b = await start();
+    const { socket, next } = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('a') })) socket.write(f);
+    expect((await next()).type).toBe(Frame.ACK);
+    writeFileSync(join(root, 'cp', '.failover'), '1\n');
+    for (const f of checkpointFrames(2, null, { 'pages-1.img': img('b') })) socket.write(f);
+    const nack = await next();
+    expect(nack).toMatchObject({ type: Frame.NACK, checkpoint: 2 });
+    expect(nack.text).toContain('STATE');
+    expect(b.restorePoint()?.checkpoint).toBe(1);
+    expect(verifyRestorePoint(join(root, 'cp'))).toEqual([1]);
+    socket.destroy();
+  });
+
   it('discards a transfer torn by a closed connection; the restore point stays', async () => {
     const refused: number[] = [];
     const b = await start({ onRefused: (n) => refused.push(n) });
