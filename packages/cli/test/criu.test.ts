@@ -11,7 +11,8 @@ import { release } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkConfig } from '../src/config.js';
-import { cgroupsOf, journals, remus, start, tempDir, writeConfig } from './helpers.js';
+import { tempDir } from '@remus/test-lab';
+import { cgroupsOf, journals, remus, start, writeConfig } from './helpers.js';
 
 const [major, minor] = release().split('.').map(Number) as [number, number];
 /** This host's criu cannot work here (Debian 12's 3.17 on 6.13+): what CI and the dev hosts run. */
@@ -25,9 +26,9 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 const temp = (): string => {
-  const d = tempDir('rmcriu-cli-');
-  dirs.push(d);
-  return d;
+  const { dir } = tempDir('rmcriu-cli');
+  dirs.push(dir);
+  return dir;
 };
 
 describe('criu domain in the config', () => {
