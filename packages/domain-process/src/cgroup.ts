@@ -113,6 +113,40 @@ export async function setFrozen(path: string, frozen: boolean, signal?: AbortSig
   }
 }
 
+/**
+ * Name of the freeze keeper: an empty child of an operation cgroup, kept
+ * FROZEN (cgroup v1 only) for the operation's life. On v1 the kernel turns a
+ * static key on when the first cgroup of the host starts freezing and off
+ * when the last one thaws, and each flip patches kernel text on every CPU:
+ * 6-7 ms (p99 15-28 ms) on a 2-vCPU VM, on every freeze AND every thaw of a
+ * lone cgroup. With the keeper frozen the key stays on, and freezing or
+ * thawing one process takes 0.03-0.15 ms. It holds no process; removing the
+ * operation cgroup removes it first.
+ */
+const FREEZE_KEEPER = 'freeze-keeper';
+
+/**
+ * Makes the freeze keeper (see FREEZE_KEEPER) inside the v1 cgroup at
+ * `path` and freezes it. Nothing for v2 (its freezer has no such key). Best
+ * effort: a failure only costs speed, so it returns false instead of throwing.
+ */
+export function addFreezeKeeper(path: string): boolean {
+  if (versionOf(path) !== 1) return false;
+  const keeper = join(path, FREEZE_KEEPER);
+  try {
+    mkdirSync(keeper);
+    writeFileSync(join(keeper, 'freezer.state'), 'FROZEN');
+    return true;
+  } catch {
+    try {
+      rmdirSync(keeper);
+    } catch {
+      // Not made.
+    }
+    return false;
+  }
+}
+
 /** Makes the cgroup directory `name` under the hierarchy; returns its path. Fails if it exists. */
 export function createCgroup(h: FreezerHierarchy, name: string): string {
   validateName(name, 'cgroup name');
@@ -368,6 +402,12 @@ function safeReached(path: string, version: 1 | 2, frozen: boolean): boolean {
  */
 async function removeCgroupDir(path: string, done: string[], signal: AbortSignal): Promise<string[]> {
   for (;;) {
+    // The freeze keeper first (empty; rmdir refuses a cgroup with a child).
+    try {
+      rmdirSync(join(path, FREEZE_KEEPER));
+    } catch {
+      // None (v2, or made by an older remus), or already gone; rmdir below says if it is in the way.
+    }
     try {
       rmdirSync(path);
       done.push(`removed cgroup ${path}`);

@@ -18,6 +18,7 @@ import {
 } from '@remus/core';
 import { BackupLink, BackupServer, type BackupAddress } from './backup.js';
 import {
+  addFreezeKeeper,
   addToCgroup,
   cgroupOf,
   cgroupPids,
@@ -180,6 +181,7 @@ export class ProcessDomain implements DomainAdapter {
     const path = join(h.root, `remus-${this.operation}`);
     this.#options.onResource?.({ type: 'cgroup', path });
     this.#cgroup = createCgroup(h, `remus-${this.operation}`);
+    addFreezeKeeper(this.#cgroup); // v1: keeps each freeze and thaw off the kernel's text patching (see FREEZE_KEEPER)
     if (this.#options.command) await this.#spawn(this.#cgroup, signal);
     else this.#attach(this.#cgroup, this.#options.pid as number);
     const ack = this.#options.ack ?? { type: 'local' };

@@ -14,6 +14,7 @@ export { FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, FrameType, MAX_REFUSE_BY
 export type { Frame, FrameDecoderOptions, FrameHeader, FrameTypeValue } from './frame.js';
 export { BackupErrors, ProcessErrors } from './errors.js';
 export {
+  addFreezeKeeper,
   addToCgroup,
   cgroupOf,
   cgroupPids,

@@ -211,3 +211,32 @@ describe('process domain failures', () => {
     expect(await releaseCgroup(path)).toEqual([]);
   });
 });
+
+describe('the freeze keeper (cgroup v1)', () => {
+  it('an empty frozen child keeps the freezer key on: the domain still freezes and thaws, and stop removes both', async () => {
+    const d = processDomain({ command: ['sleep', '30'], stdio: 'ignore', cgroup: 'v1', operation: op(), ack: { type: 'immediate' } });
+    domains.push(d);
+    await d.start();
+    const path = d.cgroupPath as string;
+    const keeper = `${path}/freeze-keeper`;
+    expect(readFileSync(`${keeper}/freezer.state`, 'utf8').trim()).toBe('FROZEN');
+    expect(readFileSync(`${keeper}/cgroup.procs`, 'utf8')).toBe(''); // holds no process
+    const pid = d.pid as number;
+    await d.suspend(ctx());
+    expect(readFileSync(`${path}/freezer.state`, 'utf8').trim()).toBe('FROZEN');
+    await d.resume(ctx());
+    expect(readFileSync(`${path}/freezer.state`, 'utf8').trim()).toBe('THAWED');
+    expect(readFileSync(`${keeper}/freezer.state`, 'utf8').trim()).toBe('FROZEN'); // the domain's thaw leaves the keeper frozen
+    await d.stop();
+    expect(existsSync(keeper)).toBe(false);
+    expect(existsSync(path)).toBe(false);
+    expect(alive(pid)).toBe(false);
+  });
+
+  it('a v2 domain has no keeper', async () => {
+    const d = processDomain({ command: ['sleep', '30'], stdio: 'ignore', cgroup: 'v2', operation: op(), ack: { type: 'immediate' } });
+    domains.push(d);
+    await d.start();
+    expect(readdirSync(d.cgroupPath as string)).not.toContain('freeze-keeper');
+  });
+});
