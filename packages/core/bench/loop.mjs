@@ -16,7 +16,7 @@ const p99 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.f
 const devices = Array.from({ length: N_DEV }, (_, i) => ({ id: `d${i}`, kind: 'nic' }));
 const handles = devices.map((device) => ({ device, shared: undefined, data: undefined }));
 const ctx = { signal: new AbortController().signal, checkpoint: 1, epoch: 0, operation: 'bench' };
-const BATCH = 200;
+const BATCH = Number(process.env.LOOP_BATCH ?? 200);
 
 async function loopBatch() {
   const layer = createCheckpointDevices({ ops: [ops], devices });
