@@ -31,7 +31,7 @@ import { CheckpointFigures, now } from './figures.js';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
 import type { ColoQemuOptions } from './qemu.js';
-import { START_PLAN, waitColo, type StartContext } from './start.js';
+import { START_PLAN, runStartSteps, waitColo, type StartContext } from './start.js';
 import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
 import { startWatchdog, type ColoWatchdogOptions, type Watchdog } from './watchdog.js';
 
@@ -137,19 +137,6 @@ interface SideConn {
   readonly ev: QmpClient;
   /** The side's device layer (@remus/colo ops list on @remus/core). */
   readonly layer: CheckpointDevices;
-}
-
-/**
- * A failed step with its context added: the layer's PHASE_FAILED keeps its
- * code and failures (and op); anything else becomes OP_FAILED. The step is
- * in `details.step`, the original error in `cause`.
- */
-function stepError(role: ColoRole, step: string, e: unknown): RemusError {
-  const message = `colo ${role}: ${step} failed: ${e instanceof Error ? e.message : String(e)}`;
-  if (isRemusError(e, 'PHASE_FAILED')) {
-    return new RemusError('PHASE_FAILED', message, { op: e.op, failures: e.failures, details: { ...e.details, side: role, step }, cause: e });
-  }
-  return new RemusError('OP_FAILED', message, { details: { side: role, step }, cause: e });
 }
 
 /**
@@ -323,16 +310,7 @@ export class ColoPair {
     this.#figures.startedAt = now();
     const ctx = this.#startContext(options.signal);
     try {
-      for (const s of START_PLAN) {
-        const t0 = now();
-        try {
-          await s.run(this.#sides[s.side].cmd, ctx);
-        } catch (e) {
-          throw stepError(s.side, s.step, e);
-        } finally {
-          this.#emit({ type: 'step', side: s.side, step: s.step, ms: now() - t0 });
-        }
-      }
+      await runStartSteps(START_PLAN, ctx, (s, ms) => this.#emit({ type: 'step', side: s.side, step: s.step, ms }));
       await waitColo(ctx, {
         timeoutMs: options.timeoutMs ?? 120_000,
         inColo: () => this.#figures.inColo,

@@ -26,6 +26,8 @@ export { coloPairOptions, commandFence } from './description.js';
 export type { ColoFenceDescription, ColoPairDescription, ColoSideDescription } from './description.js';
 export { ColoPair } from './driver.js';
 export type { ColoDriverEvent, ColoPairOptions, ColoSide, ColoState, ColoStatus } from './driver.js';
+export { ColoSideDriver } from './side.js';
+export type { ColoSideEvent, ColoSideFence, ColoSideOptions, ColoSideState, ColoSideStatus } from './side.js';
 export { KILL_CONFIRM_MS } from './fence.js';
 export type { ColoNetworkFence } from './fence.js';
 export { DEFAULT_WATCHDOG, processAlive, watchdogBoundMs } from './watchdog.js';

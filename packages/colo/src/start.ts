@@ -6,17 +6,27 @@
  * chardevs reconnect until the primary listens, and its NBD export must
  * exist before the primary's replication child connects.
  */
-import { RemusError, pollUntil, type CheckpointDevices, type DeviceSpec } from '@remus/core';
+import { RemusError, isRemusError, pollUntil, type CheckpointDevices, type DeviceSpec } from '@remus/core';
 import type { QmpClient } from '@remus/qmp';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
 
-/** What the steps act on. */
+/** One side as the steps see it. */
+export interface StartSide {
+  readonly cmd: QmpClient;
+  readonly layer: CheckpointDevices;
+  readonly devices: readonly DeviceSpec[];
+}
+
+/**
+ * What the steps act on. Invariant of {@link START_PLAN}: a step of side X
+ * reads only `sides[X]`, so a driver of one side (side.ts) gives only its own.
+ */
 export interface StartContext {
   readonly operation: string;
   readonly migrationUri: string;
   readonly checkpointDelayMs: number;
-  readonly sides: Readonly<Record<ColoRole, { readonly cmd: QmpClient; readonly layer: CheckpointDevices; readonly devices: readonly DeviceSpec[] }>>;
+  readonly sides: Readonly<Partial<Record<ColoRole, StartSide>>>;
   readonly signal: AbortSignal | undefined;
 }
 
@@ -24,6 +34,8 @@ export interface StartContext {
 export interface StartStep {
   readonly side: ColoRole;
   readonly step: string;
+  /** The step waits for the other side to have done its own steps (run last when one side starts alone). */
+  readonly waitsForPeer?: true;
   run(client: QmpClient, ctx: StartContext): Promise<unknown>;
 }
 
@@ -34,9 +46,9 @@ function command(side: ColoRole, name: string, args: (ctx: StartContext) => Reco
 
 /** The start of a pair, in order. */
 export const START_PLAN: readonly StartStep[] = [
-  { side: 'secondary', step: 'set up devices (@remus/colo)', run: (_, ctx) => ctx.sides.secondary.layer.setup() },
-  { side: 'primary', step: 'set up devices (@remus/colo)', run: (_, ctx) => ctx.sides.primary.layer.setup() },
-  { side: 'secondary', step: 'proxy connected', run: (c, ctx) => waitProxyConnected(c, ctx) },
+  { side: 'secondary', step: 'set up devices (@remus/colo)', run: (_, ctx) => own(ctx, 'secondary').layer.setup() },
+  { side: 'primary', step: 'set up devices (@remus/colo)', run: (_, ctx) => own(ctx, 'primary').layer.setup() },
+  { side: 'secondary', step: 'proxy connected', waitsForPeer: true, run: (c, ctx) => waitProxyConnected(c, ctx) },
   command('secondary', 'migrate-set-capabilities', () => ({ capabilities: [{ capability: 'x-colo', state: true }] })),
   command('primary', 'migrate-set-capabilities', () => ({
     capabilities: [
@@ -48,11 +60,55 @@ export const START_PLAN: readonly StartStep[] = [
   command('primary', 'migrate', (ctx) => ({ uri: ctx.migrationUri })),
 ];
 
+/** The steps of one side started by its own driver: the plan's order, steps that wait for the peer last. */
+export function sideStartPlan(side: ColoRole): StartStep[] {
+  const mine = START_PLAN.filter((s) => s.side === side);
+  return [...mine.filter((s) => !s.waitsForPeer), ...mine.filter((s) => s.waitsForPeer)];
+}
+
+function own(ctx: StartContext, side: ColoRole): StartSide {
+  const s = ctx.sides[side];
+  if (!s) throw new RemusError('STATE', `colo: a start step of the ${side} ran without the ${side} in its context`);
+  return s;
+}
+
+/**
+ * A failed step with its context added: the layer's PHASE_FAILED keeps its
+ * code and failures (and op); anything else becomes OP_FAILED. The step is
+ * in `details.step`, the original error in `cause`.
+ */
+export function stepError(role: ColoRole, step: string, e: unknown): RemusError {
+  const message = `colo ${role}: ${step} failed: ${e instanceof Error ? e.message : String(e)}`;
+  if (isRemusError(e, 'PHASE_FAILED')) {
+    return new RemusError('PHASE_FAILED', message, { op: e.op, failures: e.failures, details: { ...e.details, side: role, step }, cause: e });
+  }
+  return new RemusError('OP_FAILED', message, { details: { side: role, step }, cause: e });
+}
+
+/**
+ * Runs `steps` in order on their sides' command connections (the one loop
+ * of a start, for the pair driver and the one-side driver): `onStep` after
+ * each with its duration (also when it failed); the first failure is
+ * thrown as {@link stepError}.
+ */
+export async function runStartSteps(steps: readonly StartStep[], ctx: StartContext, onStep: (s: StartStep, ms: number) => void): Promise<void> {
+  for (const s of steps) {
+    const t0 = performance.now();
+    try {
+      await s.run(own(ctx, s.side).cmd, ctx);
+    } catch (e) {
+      throw stepError(s.side, s.step, e);
+    } finally {
+      onStep(s, performance.now() - t0);
+    }
+  }
+}
+
 /** Waits (polling every 50 ms, at most 10 s) until the secondary's proxy chardevs are connected to the primary's servers. */
 async function waitProxyConnected(secondary: QmpClient, ctx: StartContext): Promise<void> {
   const mine = new Set(
-    ctx.sides.secondary.devices
-      .filter((d) => d.kind === 'nic')
+    own(ctx, 'secondary')
+      .devices.filter((d) => d.kind === 'nic')
       .flatMap((d) => {
         const id = coloIds(ctx.operation, d.id).secondaryNic;
         return [id.red0, id.red1];
@@ -87,13 +143,13 @@ export async function waitColo(
     async () => {
       if (!o.starting()) return true;
       if (!o.inColo()) {
-        const st = await ctx.sides.primary.cmd.execute<{ status?: string }>('query-migrate', undefined, q).catch(() => undefined);
+        const st = await own(ctx, 'primary').cmd.execute<{ status?: string }>('query-migrate', undefined, q).catch(() => undefined);
         if (st?.status === 'failed') throw new RemusError('OP_FAILED', 'colo: the migration to the secondary failed');
         seen = `migration ${st?.status ?? 'unknown'}`;
         if (st?.status !== 'colo') return false;
         o.setInColo();
       }
-      const sec = await ctx.sides.secondary.cmd.execute<{ mode?: string }>('query-colo-status', undefined, q).catch(() => undefined);
+      const sec = await own(ctx, 'secondary').cmd.execute<{ mode?: string }>('query-colo-status', undefined, q).catch(() => undefined);
       seen = `primary in COLO, secondary mode ${sec?.mode ?? 'unknown'}`;
       return sec?.mode === 'secondary';
     },

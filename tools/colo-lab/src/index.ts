@@ -1,8 +1,12 @@
 export { ColoLab } from './lab.js';
 export type { ColoLabOptions, CounterAnswer } from './lab.js';
+export { requestCounter } from './lab.js';
+export { HOSTS, TwoHostLab } from './hosts.js';
+export type { HostName, SideLine, SideProcess, TwoHostLabOptions } from './hosts.js';
+export type { SideConfig } from './side-main.js';
 export { CLIENT_IP, GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 export type { GuestKernel } from './guest.js';
-export { BRIDGE, PRIMARY_TAP, SECONDARY_TAP, attachTap, bridgePorts, createLabNetwork, detachTap, listLabNamespaces, reapStaleLabs, removeLabNetwork } from './net.js';
+export { BRIDGE, HOST_TAP, PRIMARY_TAP, SECONDARY_TAP, attachTap, bridgePorts, createClientLan, createLabNetwork, detachTap, listLabNamespaces, reapStaleLabs, removeLabNetwork } from './net.js';
 export type { LabNetwork } from './net.js';
 export { COLO_IDS, DEFAULT_PORTS, LOOPBACK, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu } from './qemu.js';
 export type { ColoPorts, QemuProcess, VmSpec } from './qemu.js';

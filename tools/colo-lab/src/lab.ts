@@ -122,15 +122,8 @@ export class ColoLab {
   }
 
   /** One request to the counter service from the client namespace, bounded by `timeoutMs`. Throws SCRIPT_FAILED/SCRIPT_TIMEOUT when no answer. */
-  async request(timeoutMs = 10_000): Promise<CounterAnswer> {
-    const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
-    const r = await runScript('ip', ['netns', 'exec', this.net.clientNs, 'busybox', 'nc', '-w', secs, GUEST_IP, '80'], {
-      input: 'GET /cgi-bin/count HTTP/1.0\r\n\r\n',
-      timeoutMs,
-    });
-    const m = /count=(\d+) rand=(\S+)/.exec(r.stdout);
-    if (!m) throw new RemusError('OP_FAILED', `colo-lab: unexpected answer from the guest: ${JSON.stringify(r.stdout)}`);
-    return { count: Number(m[1]), rand: m[2]! };
+  request(timeoutMs = 10_000): Promise<CounterAnswer> {
+    return requestCounter(this.net.clientNs, timeoutMs);
   }
 
   /**
@@ -198,4 +191,16 @@ export class ColoLab {
     await removeLabNetwork(this.net);
     if (process.env.REMUS_COLO_KEEP !== '1') await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** One request to the guest's counter service from `clientNs`, bounded by `timeoutMs`. Throws SCRIPT_FAILED/SCRIPT_TIMEOUT when no answer, OP_FAILED for an unexpected one. */
+export async function requestCounter(clientNs: string, timeoutMs = 10_000): Promise<CounterAnswer> {
+  const secs = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  const r = await runScript('ip', ['netns', 'exec', clientNs, 'busybox', 'nc', '-w', secs, GUEST_IP, '80'], {
+    input: 'GET /cgi-bin/count HTTP/1.0\r\n\r\n',
+    timeoutMs,
+  });
+  const m = /count=(\d+) rand=(\S+)/.exec(r.stdout);
+  if (!m) throw new RemusError('OP_FAILED', `colo-lab: unexpected answer from the guest: ${JSON.stringify(r.stdout)}`);
+  return { count: Number(m[1]), rand: m[2]! };
 }

@@ -4,6 +4,11 @@
  * primary's and the secondary's taps, and a veth to a client namespace
  * (`<prefix>-c`). Only the tap of the side that serves clients is on the
  * bridge: the secondary's tap joins it at failover, after the primary's left.
+ *
+ * Two hosts ({@link createClientLan}): each host is its own namespace (an
+ * etcd-lab node: replication traffic between the hosts' addresses, cut by
+ * the etcd lab's switch) with its own bridge and tap, and the client
+ * namespace joins both hosts' bridges.
  */
 import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -147,6 +152,50 @@ export async function listLabNamespaces(prefix: string): Promise<string[]> {
     .split('\n')
     .map((l) => l.split(' ')[0] ?? '')
     .filter((n) => n.startsWith(prefix));
+}
+
+/** Interface names of the two-host layout (inside each host's namespace, and the client's). */
+export const HOST_TAP = 'colotap';
+const CLIENT_LAN = 'colo-lan';
+
+/**
+ * The clients' network of a pair split across two hosts: the client
+ * namespace `clientNs` (made here, {@link CLIENT_IP} on its bridge) joined
+ * by a veth to a bridge `colobr0` inside each host's namespace (made by the
+ * caller, e.g. an etcd-lab node), where the host's QEMU tap
+ * ({@link HOST_TAP}, made here, down from the bridge) is attached while that
+ * host serves (`attachTap({ hostNs, clientNs }, HOST_TAP)`). The hosts'
+ * replication traffic does not cross this network. Removed with
+ * `ip netns del` of the client namespace and with the hosts' namespaces.
+ * On failure removes the client namespace and rethrows.
+ */
+export async function createClientLan(clientNs: string, hostNamespaces: readonly string[], signal?: AbortSignal): Promise<LabNetwork[]> {
+  validateName(clientNs, 'client namespace');
+  const c = ['-n', clientNs];
+  try {
+    await ip(['netns', 'add', clientNs], signal);
+    await ip([...c, 'link', 'set', 'lo', 'up'], signal);
+    await ip([...c, 'link', 'add', BRIDGE, 'type', 'bridge'], signal);
+    await ip([...c, 'addr', 'add', `${CLIENT_IP}/24`, 'dev', BRIDGE], signal);
+    await ip([...c, 'link', 'set', BRIDGE, 'up'], signal);
+    for (const [i, hostNs] of hostNamespaces.entries()) {
+      const h = ['-n', hostNs];
+      const port = validateInterfaceName(`${CLIENT_LAN}${i}`);
+      await ip([...h, 'link', 'add', BRIDGE, 'type', 'bridge'], signal);
+      await ip([...h, 'link', 'set', BRIDGE, 'up'], signal);
+      await ip([...h, 'tuntap', 'add', 'dev', HOST_TAP, 'mode', 'tap'], signal);
+      await ip([...h, 'link', 'set', HOST_TAP, 'up'], signal);
+      await ip([...h, 'link', 'add', CLIENT_LAN, 'type', 'veth', 'peer', 'name', port, 'netns', clientNs], signal);
+      await ip([...h, 'link', 'set', CLIENT_LAN, 'master', BRIDGE], signal);
+      await ip([...h, 'link', 'set', CLIENT_LAN, 'up'], signal);
+      await ip([...c, 'link', 'set', port, 'master', BRIDGE], signal);
+      await ip([...c, 'link', 'set', port, 'up'], signal);
+    }
+  } catch (e) {
+    await runScript('ip', ['netns', 'del', clientNs], { timeoutMs: 10_000 }).catch(() => {});
+    throw e;
+  }
+  return hostNamespaces.map((hostNs) => ({ hostNs, clientNs }));
 }
 
 /** Throws UNSUPPORTED_HOST unless this process is root. */

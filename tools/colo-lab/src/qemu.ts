@@ -55,6 +55,8 @@ export interface VmSpec {
   /** Serial console log file. */
   readonly serialLog: string;
   readonly ports: ColoPorts;
+  /** Address the secondary's -incoming listens on. Default {@link LOOPBACK} (one host). */
+  readonly listen?: string;
 }
 
 function commonArgs(spec: VmSpec, name: string): string[] {
@@ -106,22 +108,27 @@ export function secondaryArgs(spec: VmSpec & { readonly parentImage: string; rea
       `file.file.filename=${spec.activeImage},file.backing.driver=qcow2,file.backing.file.filename=${spec.hiddenImage},file.backing.backing=${id.parent}`,
     '-drive', `if=none,id=${id.disk},driver=quorum,read-pattern=fifo,vote-threshold=1,children.0=childs0`,
     '-device', `virtio-blk-pci,drive=${id.disk}`,
-    '-incoming', `tcp:${LOOPBACK}:${p.migration}`,
+    '-incoming', `tcp:${spec.listen ?? LOOPBACK}:${p.migration}`,
   ];
 }
 
 /** The COLO devices of each side, for @remus/colo's ops lists (params as its README documents). */
-export function coloDevices(ports: ColoPorts, dir: string): { primary: DeviceSpec[]; secondary: DeviceSpec[] } {
-  const at = (port: number) => ({ host: LOOPBACK, port });
+export function coloDevices(
+  ports: ColoPorts,
+  dir: string,
+  /** The hosts' addresses when the two QEMUs run on two hosts; default both {@link LOOPBACK}. */
+  hosts: { readonly primary: string; readonly secondary: string } = { primary: LOOPBACK, secondary: LOOPBACK },
+): { primary: DeviceSpec[]; secondary: DeviceSpec[] } {
+  const at = (port: number, host = hosts.primary) => ({ host, port });
   const id = COLO_IDS;
   return {
     primary: [
       { id: 'nic0', kind: 'nic', params: { netdev: id.netdev, mirror: at(ports.mirror), compare: at(ports.compare1), primaryIn: { path: join(dir, 'colo-pri-in.sock') }, compareOut: { path: join(dir, 'colo-out.sock') } } },
-      { id: 'disk0', kind: 'disk', params: { quorum: id.disk, nbd: at(ports.nbd), export: id.parent } },
+      { id: 'disk0', kind: 'disk', params: { quorum: id.disk, nbd: at(ports.nbd, hosts.secondary), export: id.parent } },
     ],
     secondary: [
       { id: 'nic0', kind: 'nic', params: { netdev: id.netdev, mirror: at(ports.mirror), compare: at(ports.compare1) } },
-      { id: 'disk0', kind: 'disk', params: { node: id.parent, nbd: at(ports.nbd), export: id.parent, quorum: id.disk } },
+      { id: 'disk0', kind: 'disk', params: { node: id.parent, nbd: at(ports.nbd, hosts.secondary), export: id.parent, quorum: id.disk } },
     ],
   };
 }

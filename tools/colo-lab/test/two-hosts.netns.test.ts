@@ -1,0 +1,175 @@
+/**
+ * End to end, as root: a COLO pair split across two hosts (namespaces `ha`
+ * and `hb` of an etcd-lab network), a real three-member etcd, one real QEMU
+ * per host, each driven only by its own side process over its own QMP and
+ * deciding through the etcd arbiter (TTL 2 s). A client in its own
+ * namespace records every answer; the guest's counter lives on the
+ * replicated disk, so two sides serving at once would show as a repeated
+ * count. Everything is killed by pid and removed in afterEach.
+ */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sweepStaleLabs } from '@remus/etcd-lab';
+import { TwoHostLab, reapStaleLabs, type CounterAnswer, type HostName, type SideLine } from '../src/index.js';
+
+let lab: TwoHostLab | undefined;
+let seq = 0;
+
+beforeAll(async () => {
+  await reapStaleLabs();
+  sweepStaleLabs();
+});
+
+afterEach(async () => {
+  const l = lab;
+  lab = undefined;
+  await l?.close();
+});
+
+interface Reply {
+  readonly sentAt: number;
+  readonly at: number;
+  readonly answer?: CounterAnswer;
+}
+
+/** Requests one after the other (each bounded by 2 s) until stopped; every outcome recorded with wall-clock times. */
+function client(l: TwoHostLab): { history: Reply[]; stop(): Promise<void> } {
+  const history: Reply[] = [];
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const sentAt = Date.now();
+      try {
+        history.push({ sentAt, at: Date.now(), answer: await l.request(2000) });
+        history[history.length - 1] = { ...history[history.length - 1]!, at: Date.now() };
+      } catch {
+        history.push({ sentAt, at: Date.now() });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  })();
+  return {
+    history,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+function answered(h: readonly Reply[]): { at: number; sentAt: number; count: number }[] {
+  return h.filter((r) => r.answer).map((r) => ({ at: r.at, sentAt: r.sentAt, count: r.answer!.count }));
+}
+
+/**
+ * No count answered twice or going back (two serving copies of the disk
+ * would repeat one), and none skipped except by requests whose answer was
+ * lost (a request in flight at the fault may have counted without its
+ * reply reaching the client).
+ */
+function expectContinuous(h: readonly Reply[]): void {
+  let prev: number | undefined;
+  let lost = 0;
+  const seen: string[] = [];
+  for (const r of h) {
+    if (!r.answer) {
+      lost++;
+      seen.push('x');
+      continue;
+    }
+    const n = r.answer.count;
+    seen.push(String(n));
+    if (prev !== undefined) {
+      expect(n, `counts ${seen.join(',')}`).toBeGreaterThan(prev);
+      expect(n - prev, `counts ${seen.join(',')} (x: no answer)`).toBeLessThanOrEqual(1 + lost);
+    }
+    prev = n;
+    lost = 0;
+  }
+  expect(answered(h).length).toBeGreaterThan(3);
+}
+
+async function startLab(): Promise<TwoHostLab> {
+  lab = await TwoHostLab.create({ prefix: `colo-t${process.pid % 100000}-2h${seq++}`, checkpointDelayMs: 2000, ttlSeconds: 2 });
+  try {
+    await lab.start(150_000);
+  } catch (e) {
+    throw new Error(`the two-host pair did not start: ${String(e)}\n${lab.logs()}`);
+  }
+  return lab;
+}
+
+function lastStatus(l: TwoHostLab, h: HostName): Record<string, unknown> {
+  const s = [...l.side(h).lines].reverse().find((x) => x.type === 'status');
+  return (s?.status ?? {}) as Record<string, unknown>;
+}
+
+async function replicating(l: TwoHostLab, c: { history: Reply[] }): Promise<void> {
+  await l.side('ha').waitFor((x) => x.type === 'checkpoint', 'a checkpoint on ha', 30_000);
+  const t = Date.now();
+  await l.side('ha').waitFor((x) => x.type === 'status' && x.t > t + 100, 'a status line on ha', 5000);
+  await l.side('hb').waitFor((x) => x.type === 'status' && x.t > t + 100, 'a status line on hb', 5000);
+  const deadline = Date.now() + 30_000;
+  while (answered(c.history).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  expect(answered(c.history).length, `answers before the fault\n${l.logs()}`).toBeGreaterThanOrEqual(3);
+}
+
+const line = (l: TwoHostLab, h: HostName, type: string): SideLine | undefined => l.side(h).lines.find((x) => x.type === type);
+
+describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns)', () => {
+  it('primary host killed (QEMU and side SIGKILLed, cut off): the secondary promotes under a higher epoch and serves, counter continuous, never two serving', async () => {
+    const l = await startLab();
+    const c = client(l);
+    try {
+      await replicating(l, c);
+      const a = lastStatus(l, 'ha');
+      expect(a).toMatchObject({ host: 'ha', role: 'primary', state: 'replicating', holdsRole: true, protected: true });
+      expect(lastStatus(l, 'hb')).toMatchObject({ host: 'hb', role: 'secondary', state: 'replicating', holdsRole: false, protected: true });
+
+      const killedAt = Date.now();
+      await l.killHost('ha');
+      const promoted = await l.side('hb').waitFor((x) => x.type === 'promoted', 'hb promoted', 30_000);
+      const deadline = Date.now() + 20_000;
+      while (!answered(c.history).some((r) => r.sentAt > promoted.t) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await c.stop();
+      const after = answered(c.history).filter((r) => r.at > killedAt);
+      expect(after.length, `answers after the kill\n${l.logs()}`).toBeGreaterThan(0);
+      expectContinuous(c.history);
+      // ha's QEMU was gone before hb promoted: never two serving.
+      expect(promoted.t).toBeGreaterThan(killedAt);
+      expect(promoted.epoch as number).toBeGreaterThan(a.epoch as number);
+      await l.side('hb').waitFor((x) => x.type === 'status' && x.t > promoted.t, 'a status line after promotion', 5000);
+      expect(lastStatus(l, 'hb')).toMatchObject({ role: 'primary', state: 'serving', holdsRole: true, protected: false, epoch: promoted.epoch });
+      console.log(
+        `colo two hosts, primary host killed: first client reply ${after[0]!.at - killedAt} ms after the kill ` +
+          `(promotion ${(promoted.ms as number).toFixed(0)} ms after hb got the role, epoch ${String(a.epoch)} -> ${String(promoted.epoch)})`,
+      );
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('partition between the two hosts only (both reach etcd): the primary keeps the role, marks the secondary outdated and serves alone; the secondary never promotes', async () => {
+    const l = await startLab();
+    const c = client(l);
+    try {
+      await replicating(l, c);
+      const cutAt = Date.now();
+      await l.cutHosts();
+      const solo = await l.side('ha').waitFor((x) => x.type === 'solo' || x.type === 'fenced', 'ha goes on alone', 40_000);
+      expect(solo.type, l.logs()).toBe('solo');
+      // Well past a lease TTL: the secondary must still not have promoted.
+      await new Promise((r) => setTimeout(r, 8000));
+      await c.stop();
+      expect(line(l, 'hb', 'promoted'), 'hb never promotes').toBeUndefined();
+      const after = answered(c.history).filter((r) => r.sentAt > solo.t);
+      expect(after.length, `answers after ha went on alone\n${l.logs()}`).toBeGreaterThan(0);
+      expectContinuous(c.history);
+      expect(lastStatus(l, 'ha')).toMatchObject({ role: 'primary', state: 'serving', holdsRole: true, protected: false });
+      expect(lastStatus(l, 'hb')).toMatchObject({ role: 'secondary', holdsRole: false });
+      const first = answered(c.history).find((r) => r.at > cutAt && r.sentAt > cutAt);
+      console.log(`colo two hosts, partition between hosts: ha alone ${solo.t - cutAt} ms after the cut, first client reply sent after the cut ${first ? first.at - cutAt : 'none'} ms`);
+    } finally {
+      await c.stop();
+    }
+  });
+});
