@@ -101,7 +101,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
   let journal: Journal | undefined = options.journal;
   const domain: ProcessDomain | CriuDomain =
     d.type === 'criu'
-      ? await criuRunDomain(d, { operation, pluginDirs: options.pluginDirs, forWhat: `remus ${options.command ?? 'run'}`, onCgroup: (path) => journal?.addCgroup(path), onWarning: (w) => view.say(w) })
+      ? await criuRunDomain(d, { operation, pluginDirs: options.pluginDirs, forWhat: `remus ${options.command ?? 'run'}`, onCgroup: (path) => journal?.addCgroup(path), onWarning: (w) => view.say(w), onDump: (f) => view.event('dump', { ...f }) })
       : (await loadDomainProcess(`remus ${options.command ?? 'run'} (the process domain)`, options.pluginDirs)).processDomain({
           ...(d.command ? { command: d.command } : { pid: d.pid as number }),
           cwd: d.cwd,

@@ -4,8 +4,14 @@
  * plain JS against this package's dist; see test/lab/failover.mjs for what
  * it asserts: one client TCP connection survives the primary's death with no
  * gap and no repeat in the service's counter, and the faults (dump killed,
- * images damaged in transit, failing restore, second failover).
+ * images damaged in transit, failing restore, second failover). Then the
+ * same proof through the product (test/lab/cli-failover.mjs): `remus backup
+ * --domain criu`, `remus run` (core's loop, nic-netbuf on the real sch_plug),
+ * the primary killed, `remus failover`; output commit checked per reply. Last,
+ * test/lab/probe.sh: the host's criu by itself (check, soft-dirty, dump and
+ * restore of a sleep).
  */
+import { readFileSync } from 'node:fs';
 import { expectLabPass, startLab, type LabSession } from '@remus/kernel-lab';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -25,3 +31,19 @@ it('the backup restores the service from the last acknowledged checkpoint and th
   expectLabPass(r);
   expect(r.output).toContain('PASS');
 }, 720_000);
+
+it('through the remus command: remus backup --domain criu, remus run (core loop + nic-netbuf), kill, remus failover; same connection, no gap, no repeat, no reply before its ack (kernel lab)', async () => {
+  const r = await lab!.run({ node: { file: new URL('./lab/cli-failover.mjs', import.meta.url).pathname }, timeoutMs: 600_000 });
+  console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES')).join('\n'));
+  expectLabPass(r);
+  expect(r.output).toContain('PASS');
+}, 660_000);
+
+// After the end-to-end bodies, in the same guest: the host's criu on the guest's kernel, by itself.
+it("the host's criu runs in the lab guest: criu check, soft-dirty, dump and restore of a sleep", async () => {
+  const r = await lab!.run({ script: readFileSync(new URL('./lab/probe.sh', import.meta.url).pathname, 'utf8'), timeoutMs: 120_000 });
+  console.log(r.output.split('\n').filter((l) => l.startsWith('PROBE')).join('\n'));
+  expectLabPass(r);
+  expect(r.output).toContain('PROBE_PASS');
+  expect(r.output).toMatch(/PROBE mem_dirty_track rc=0/);
+}, 300_000);

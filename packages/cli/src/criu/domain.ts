@@ -5,7 +5,7 @@
  * old for the kernel: "CRIU 4.1 or later is needed on kernel 6.13+", not
  * root) and touches nothing when one fails.
  */
-import type { CriuDomain } from '@remus/domain-criu';
+import type { CriuDomain, DumpFigures } from '@remus/domain-criu';
 import { loadDomainCriu } from '../libs.js';
 import type { CriuDomainConfig } from './config.js';
 
@@ -18,6 +18,8 @@ export interface CriuRunDomainOptions {
   readonly onCgroup: (path: string) => void;
   /** One-time warnings (soft-dirty missing: every dump is full). */
   readonly onWarning: (message: string) => void;
+  /** Each dump's figures (full or incremental, criu time, bytes). */
+  readonly onDump?: (figures: DumpFigures) => void;
 }
 
 /** Loads @remus/domain-criu and makes the domain the run's checkpoint loop drives. */
@@ -36,5 +38,6 @@ export async function criuRunDomain(d: CriuDomainConfig, o: CriuRunDomainOptions
     ...(d.dumpArgs !== undefined ? { dumpArgs: d.dumpArgs } : {}),
     onResource: (r) => o.onCgroup(r.path),
     onWarning: o.onWarning,
+    ...(o.onDump ? { onDump: o.onDump } : {}),
   });
 }

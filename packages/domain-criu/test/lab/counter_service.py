@@ -1,7 +1,7 @@
 # A tiny TCP counter service whose only state is in memory: for each request
-# line it replies "<counter> <request>\n" with counter = 1, 2, 3, ...
+# line it replies "<counter> <request> <wall ms when sent>\n" with counter = 1, 2, 3, ...
 # Usage: python3 counter_service.py ADDR PORT
-import socket, sys
+import socket, sys, time
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((sys.argv[1], int(sys.argv[2])))
@@ -18,4 +18,4 @@ while True:
     while b'\n' in buf:
         line, buf = buf.split(b'\n', 1)
         counter += 1
-        conn.sendall(b'%d %s\n' % (counter, line))
+        conn.sendall(b'%d %s %.3f\n' % (counter, line, time.time() * 1000))
