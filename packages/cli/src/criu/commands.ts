@@ -180,7 +180,12 @@ export async function cmdCriuBackup(rest: readonly string[], io: Io): Promise<nu
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    control.close();
+    // The answer to a `remus failover` waiting on the control socket goes out before this process ends.
+    const server = control;
+    await new Promise<void>((r) => {
+      server.close(() => r());
+      setTimeout(r, 3000).unref();
+    });
     rmSync(ctl, { force: true });
     await backup.close();
   }
