@@ -34,7 +34,7 @@ it('the backup restores the service from the last acknowledged checkpoint and th
 
 it('through the remus command: remus backup --domain criu, remus run (core loop + nic-netbuf), kill, remus failover; same connection, no gap, no repeat, no reply before its ack (kernel lab)', async () => {
   const r = await lab!.run({ node: { file: new URL('./lab/cli-failover.mjs', import.meta.url).pathname }, timeoutMs: 600_000 });
-  console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES')).join('\n'));
+  console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES') || l.startsWith('[criu-cli-lab')).join('\n'));
   expectLabPass(r);
   expect(r.output).toContain('PASS');
 }, 660_000);
