@@ -6,11 +6,14 @@
  * (control socket) is driven with a stand-in criu whose `check` passes: the
  * real dump/restore path runs in @remus/domain-criu's kernel-lab test.
  */
-import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkConfig } from '../src/config.js';
+import { Frame, encodeFrame, filePayload } from '@remus/domain-criu';
 import { tempDir } from '@remus/test-lab';
 import { cgroupsOf, journals, remus, start, writeConfig } from './helpers.js';
 
@@ -129,5 +132,34 @@ describe('remus backup --domain criu and remus failover (stand-in criu whose che
     const done = await b.done;
     expect(done.code).toBe(0);
     expect(existsSync(join(images, '.control.sock'))).toBe(false);
+  });
+
+  it('--on-primary-lost failover: a primary that delivered a checkpoint and then closed triggers the failover at once (here criu restore fails: reported, the backup goes on)', async () => {
+    const dir = temp();
+    const criu = join(dir, 'criu');
+    // Checks pass; `restore` (reached only through the trigger) logs its arguments and fails.
+    writeFileSync(criu, `#!/bin/sh\ncase "$1" in --version) echo "Version: 3.17.1";; check) echo "Looks good.";; restore) echo "$*" > ${join(dir, 'restore-args')}; echo "Error: stand-in" >&2; exit 1;; *) exit 9;; esac\n`);
+    chmodSync(criu, 0o755);
+    const images = join(dir, 'images');
+    const sock = join(dir, 'b.sock');
+    const b = start(['backup', '--domain', 'criu', '--dir', images, '--listen', sock, '--criu', criu, '--on-primary-lost', 'failover', '--json']);
+    await b.waitFor((e) => e.type === 'listening', 30_000);
+    // One complete checkpoint over the real wire protocol, then the primary's connection closes.
+    const s = connect(sock);
+    await new Promise((r, j) => s.once('connect', r).once('error', j));
+    const payload = filePayload('pages-1.img', Buffer.alloc(4096, 7));
+    s.write(encodeFrame(Frame.BEGIN, 1, Buffer.from(JSON.stringify({ parent: null, epoch: 0 }))));
+    s.write(encodeFrame(Frame.FILE, 1, payload));
+    s.write(encodeFrame(Frame.END, 1, createHash('sha256').update(payload).digest()));
+    await b.waitFor((e) => e.type === 'checkpoint' && e.checkpoint === 1, 10_000);
+    s.destroy();
+    const lost = await b.waitFor((e) => e.type === 'primary-lost', 10_000);
+    expect(lost).toMatchObject({ kind: 'closed', restorePoint: 1 });
+    const failed = await b.waitFor((e) => e.type === 'failover-failed', 30_000);
+    expect((failed.error as { code: string }).code).toBe('criu/RESTORE_FAILED');
+    expect(readFileSync(join(dir, 'restore-args'), 'utf8')).toContain('--tcp-established');
+    expect(existsSync(join(images, '.failover'))).toBe(false);
+    b.child.kill('SIGTERM');
+    expect((await b.done).code).toBe(0);
   });
 });
