@@ -31,7 +31,8 @@ import { CheckpointFigures, now } from './figures.js';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
 import type { ColoQemuOptions } from './qemu.js';
-import { START_PLAN, runStartSteps, waitColo, type StartContext } from './start.js';
+import { undoResync, type ResyncState } from './resync.js';
+import { runStartSteps, startPlan, waitColo, type StartContext } from './start.js';
 import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
 import { startWatchdog, type ColoWatchdogOptions, type Watchdog } from './watchdog.js';
 
@@ -125,6 +126,30 @@ export interface ColoStatus {
     /** QEMU ids the survivor's sequence left in place on purpose (on a promoted secondary: its filter-rewriter). */
     readonly kept: readonly string[];
   };
+  /** After a start with `resync` (reprotect): what the disk mirror copied and how long the VM was paused. */
+  readonly resync?: {
+    /** Bytes the mirrors copied to the secondary (the disks' size: sync full). */
+    readonly bytes: number;
+    /** From the mirrors' start to all of them ready (the guest ran meanwhile). */
+    readonly mirrorMs: number;
+    /** From `stop` (mirrors ready) until both sides were in COLO: the only pause of the guest. */
+    readonly pausedMs: number;
+  };
+}
+
+/** Options of {@link ColoPair.start}. */
+export interface ColoStartOptions {
+  /** Bound of the whole start after the plan's steps (until both sides are in COLO), ms. Default 120000. */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+  /**
+   * The primary is already running (a survivor after a failover, or any
+   * running VM): first mirror its disks into the secondary's NBD exports
+   * while it runs, then stop it, set up and migrate (QEMU's "resume
+   * replication"). `true` or `{ timeoutMs }`: bound for the mirrors to be
+   * ready, default 600000. On failure the primary runs again, unprotected.
+   */
+  readonly resync?: boolean | { readonly timeoutMs?: number };
 }
 
 interface SideConn {
@@ -163,6 +188,7 @@ export class ColoPair {
   #failover?: NonNullable<ColoStatus['failover']>;
   #failoverRun?: Promise<void>;
   #watchdog?: Watchdog;
+  #resync?: ColoStatus['resync'];
   readonly #unsubscribe: (() => void)[] = [];
 
   private constructor(opts: ColoPairOptions, operation: string, sides: Record<ColoRole, SideConn>) {
@@ -221,7 +247,7 @@ export class ColoPair {
 
   /** Current state and figures. */
   status(): ColoStatus {
-    return { state: this.#state, active: this.#active, ...this.#figures.summary(), failover: this.#failover };
+    return { state: this.#state, active: this.#active, ...this.#figures.summary(), failover: this.#failover, ...(this.#resync ? { resync: this.#resync } : {}) };
   }
 
   /** The QMP command connection of a side (for callers' own queries). */
@@ -283,7 +309,7 @@ export class ColoPair {
     return this.#opts.primary.devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
   }
 
-  #startContext(signal: AbortSignal | undefined): StartContext {
+  #startContext(signal: AbortSignal | undefined, resync: ResyncState | undefined): StartContext {
     const side = (r: ColoRole) => ({ cmd: this.#sides[r].cmd, layer: this.#sides[r].layer, devices: this.#opts[r].devices });
     return {
       operation: this.#operation,
@@ -291,6 +317,7 @@ export class ColoPair {
       checkpointDelayMs: this.#opts.checkpointDelayMs ?? 2000,
       sides: { primary: side('primary'), secondary: side('secondary') },
       signal,
+      ...(resync ? { resync } : {}),
     };
   }
 
@@ -301,16 +328,19 @@ export class ColoPair {
    * COLO mode (bounded by `timeoutMs`, default 120000). Rejects with the
    * failed step's error and context (`colo <side>: <step> failed: ...`; the
    * device layer's PHASE_FAILED keeps its code, anything else OP_FAILED),
-   * TIMEOUT or ABORTED; what either side set up is torn down again. Starts
-   * the watchdog unless disabled.
+   * TIMEOUT or ABORTED; what either side set up is torn down again (with
+   * `resync`: the mirrors and NBD clients too, and the primary runs again).
+   * Starts the watchdog unless disabled.
    */
-  async start(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+  async start(options: ColoStartOptions = {}): Promise<void> {
     if (this.#state !== 'connected') throw new RemusError('STATE', `colo: start() in state ${this.#state}`);
     this.#setState('starting');
     this.#figures.startedAt = now();
-    const ctx = this.#startContext(options.signal);
+    const rs = options.resync;
+    const resync: ResyncState | undefined = rs ? { timeoutMs: (typeof rs === 'object' ? rs.timeoutMs : undefined) ?? 600_000, jobs: [], nodes: [], bytes: 0 } : undefined;
+    const ctx = this.#startContext(options.signal, resync);
     try {
-      await runStartSteps(START_PLAN, ctx, (s, ms) => this.#emit({ type: 'step', side: s.side, step: s.step, ms }));
+      await runStartSteps(startPlan(resync !== undefined), ctx, (s, ms) => this.#emit({ type: 'step', side: s.side, step: s.step, ms }));
       await waitColo(ctx, {
         timeoutMs: options.timeoutMs ?? 120_000,
         inColo: () => this.#figures.inColo,
@@ -323,7 +353,14 @@ export class ColoPair {
       // What either side set up goes again (a failed setup already tore its own side down).
       await this.#sides.primary.layer.teardown().catch(() => {});
       await this.#sides.secondary.layer.teardown().catch(() => {});
+      if (resync) {
+        const left = await undoResync(this.#sides.primary.cmd, resync).catch((u: unknown) => [String(u)]);
+        if (left.length > 0 && isRemusError(e)) Object.assign(e.details, { resyncUndo: left });
+      }
       throw e;
+    }
+    if (resync) {
+      this.#resync = { bytes: resync.bytes, mirrorMs: resync.mirrorMs ?? 0, pausedMs: resync.stoppedAt === undefined ? 0 : performance.now() - resync.stoppedAt };
     }
     this.#setState('replicating');
     if (this.#opts.watchdog !== false) {

@@ -56,6 +56,10 @@ export interface ColoIds {
   readonly primaryDisk: {
     /** Node name of the `replication,mode=primary` node added to the quorum (at most 31 characters: a hash). */
     readonly node: string;
+    /** Node name of the NBD client a resync (reprotect) mirrors the disk into; deleted before replication starts (a hash, like `node`). */
+    readonly resyncNode: string;
+    /** Id of the resync's mirror block job. */
+    readonly resyncJob: string;
   };
   readonly secondaryDisk: {
     /** Id of the NBD block export. */
@@ -68,7 +72,8 @@ export interface ColoIds {
  * objects and exports are `colo.<operation>.<device>.<role>` (QEMU ids start
  * with a letter; `.` is never in an operation id, so the prefix selects one
  * operation); block node names are limited to 31 characters in QEMU, so the
- * replication node is `colo-<16 hex of sha256(operation, device)>-rep`.
+ * replication node is `colo-<16 hex of sha256(operation, device)>-rep`
+ * (the resync's NBD node `...-rsy`).
  * Pure: the same arguments always give the same ids.
  */
 export function coloIds(operation: string, device: string): ColoIds {
@@ -90,7 +95,7 @@ export function coloIds(operation: string, device: string): ColoIds {
       compareObj: `${p}comp0`,
     },
     secondaryNic: { red0: `${p}red0`, red1: `${p}red1`, f1: `${p}f1`, f2: `${p}f2`, rew: `${p}rew0` },
-    primaryDisk: { node: `colo-${hash}-rep` },
+    primaryDisk: { node: `colo-${hash}-rep`, resyncNode: `colo-${hash}-rsy`, resyncJob: `${p}resync` },
     secondaryDisk: { export: `${p}nbd` },
   };
 }

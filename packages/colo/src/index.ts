@@ -6,7 +6,8 @@
  * for the secondary (proxy redirectors/rewriter + NBD export). Each list's
  * subkinds share one QMP connection to their QEMU; their device params are
  * defined once in {@link COLO_DEVICE_PARAMS}. {@link ColoPair} drives a
- * whole pair: set-up, replication, status, watchdog and failover.
+ * whole pair: set-up, replication, status, watchdog and failover;
+ * {@link reprotect} makes a survivor the primary of a new pair.
  */
 import { createRequire } from 'node:module';
 import { definePlugin } from '@remus/core';
@@ -25,7 +26,9 @@ export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
 export { coloPairOptions, commandFence } from './description.js';
 export type { ColoFenceDescription, ColoPairDescription, ColoSideDescription } from './description.js';
 export { ColoPair } from './driver.js';
-export type { ColoDriverEvent, ColoPairOptions, ColoSide, ColoState, ColoStatus } from './driver.js';
+export type { ColoDriverEvent, ColoPairOptions, ColoSide, ColoStartOptions, ColoState, ColoStatus } from './driver.js';
+export { reprotect } from './reprotect.js';
+export type { ColoReprotectOptions, ColoReprotectRunOptions } from './reprotect.js';
 export { ColoSideDriver } from './side.js';
 export type { ColoSideEvent, ColoSideFence, ColoSideOptions, ColoSideState, ColoSideStatus } from './side.js';
 export { KILL_CONFIRM_MS } from './fence.js';

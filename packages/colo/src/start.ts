@@ -10,6 +10,7 @@ import { RemusError, isRemusError, pollUntil, type CheckpointDevices, type Devic
 import type { QmpClient } from '@remus/qmp';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
+import { RESYNC_STEPS, type ResyncState } from './resync.js';
 
 /** One side as the steps see it. */
 export interface StartSide {
@@ -28,6 +29,8 @@ export interface StartContext {
   readonly checkpointDelayMs: number;
   readonly sides: Readonly<Partial<Record<ColoRole, StartSide>>>;
   readonly signal: AbortSignal | undefined;
+  /** Present when the primary is a running survivor whose disks are first mirrored to the secondary (reprotect; resync.ts). */
+  readonly resync?: ResyncState;
 }
 
 /** One step of the start: on `side`, named `step` in events and errors. */
@@ -102,6 +105,15 @@ export async function runStartSteps(steps: readonly StartStep[], ctx: StartConte
       onStep(s, performance.now() - t0);
     }
   }
+}
+
+/**
+ * The plan to run: {@link START_PLAN}, or with `resync` the same plan with
+ * the resync steps (resync.ts) after the secondary's set-up: its NBD
+ * exports must exist before the primary mirrors into them.
+ */
+export function startPlan(resync: boolean): readonly StartStep[] {
+  return resync ? [START_PLAN[0]!, ...RESYNC_STEPS, ...START_PLAN.slice(1)] : START_PLAN;
 }
 
 /** Waits (polling every 50 ms, at most 10 s) until the secondary's proxy chardevs are connected to the primary's servers. */

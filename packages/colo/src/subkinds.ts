@@ -265,6 +265,21 @@ function chardevSocket(id: string, addr: SocketAddress, server: boolean, reconne
   return { id, backend: { type: 'socket', data } };
 }
 
+/**
+ * The filter-rewriter on `netdev`, if this QEMU has one: a promoted
+ * secondary keeps its rewriter for the VM's lifetime (driver rule), and
+ * when it becomes a primary again (reprotect) its proxy filters go before
+ * it (QEMU docs/COLO-FT.txt: `insert: before, position: id=rew0`).
+ */
+async function rewriterOn(client: QmpClient, netdev: string, ctx: OpContext): Promise<string | undefined> {
+  const objects = await client.execute<{ name: string; type: string }[]>('qom-list', { path: '/objects' }, { signal: ctx.signal });
+  for (const o of objects.filter((x) => x.type === 'child<filter-rewriter>')) {
+    const on = await client.execute<string>('qom-get', { path: `/objects/${o.name}`, property: 'netdev' }, { signal: ctx.signal });
+    if (on === netdev) return o.name;
+  }
+  return undefined;
+}
+
 /** The two recorded set-up steps of both proxies: a socket chardev (`chardev-add`) and an object (`object-add`). */
 function proxyAdder(shared: ColoShared, data: ColoDeviceData, ctx: OpContext) {
   const c = shared.client;
@@ -287,7 +302,8 @@ const NIC_COMMANDS = ['chardev-add', 'chardev-remove', 'query-chardev', 'object-
  * secondary connects to, two local loops), filter-mirror (tx to the
  * secondary), two filter-redirectors (rx into colo-compare, colo-compare's
  * output back out), an iothread and colo-compare, exactly as QEMU's
- * docs/COLO-FT.txt wires them. Device params: {@link ColoPrimaryNicParams}.
+ * docs/COLO-FT.txt wires them; on a QEMU that has a filter-rewriter on the
+ * netdev (a promoted secondary, reprotected), the filters go before it. Device params: {@link ColoPrimaryNicParams}.
  */
 export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps {
   return coloSubkind(
@@ -303,15 +319,17 @@ export function coloPrimaryNic(options: ColoQemuOptions): SubkindOps {
           check: (client, ctx) => requireNetdev(client, netdev, ctx),
           async build(shared, data, ctx) {
             const { chardev, object } = proxyAdder(shared, data, ctx);
+            const rewriter = await rewriterOn(shared.client, netdev, ctx);
+            const place = rewriter === undefined ? {} : { insert: 'before', position: `id=${rewriter}` };
             await chardev(id.mirror, mirror, true);
             await chardev(id.compare, compare, true);
             await chardev(id.pri, primaryIn, true);
             await chardev(id.priIn, primaryIn, false);
             await chardev(id.out, compareOut, true);
             await chardev(id.outIn, compareOut, false);
-            await object({ 'qom-type': 'filter-mirror', id: id.filterMirror, netdev, queue: 'tx', outdev: id.mirror });
-            await object({ 'qom-type': 'filter-redirector', id: id.redirectOut, netdev, queue: 'rx', indev: id.out });
-            await object({ 'qom-type': 'filter-redirector', id: id.redirectIn, netdev, queue: 'rx', outdev: id.pri });
+            await object({ 'qom-type': 'filter-mirror', id: id.filterMirror, netdev, queue: 'tx', outdev: id.mirror, ...place });
+            await object({ 'qom-type': 'filter-redirector', id: id.redirectOut, netdev, queue: 'rx', indev: id.out, ...place });
+            await object({ 'qom-type': 'filter-redirector', id: id.redirectIn, netdev, queue: 'rx', outdev: id.pri, ...place });
             await object({ 'qom-type': 'iothread', id: id.iothread });
             await object({
               'qom-type': 'colo-compare',

@@ -1,0 +1,142 @@
+/**
+ * reprotect() on real QEMUs without a guest: a pair fails over to its
+ * secondary, and the survivor becomes the primary of a new pair with a
+ * fresh secondary (disk mirrored, proxy filters before its kept rewriter,
+ * x-colo migration); a reprotect whose new secondary dies midway leaves
+ * the survivor running as it was and the new secondary gone. The guest lab
+ * (tools/colo-lab) covers checkpoints and the service's counter.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ColoPair, coloIds, processAlive, reprotect, type ColoDriverEvent, type ColoPairOptions } from '../src/index.js';
+import { diff, freePorts, pairDevices, snapshot, startPrimary, startSecondary, stopAll, type TestQemu } from './env.js';
+
+afterEach(stopAll);
+
+async function colo(q: TestQemu): Promise<string | undefined> {
+  return (await q.inspect.execute<{ mode?: string }>('query-colo-status')).mode;
+}
+
+async function gone(pid: number, ms = 10_000): Promise<boolean> {
+  for (const until = Date.now() + ms; Date.now() < until; ) {
+    if (!processAlive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+/** A pair that ran COLO and failed over to its secondary (manual failover), closed: the survivor serves unprotected. */
+async function survivorAfterFailover(): Promise<TestQemu> {
+  const [mirror, compare, nbd, migration] = await freePorts(4);
+  const [sec, pri] = await Promise.all([startSecondary({ incoming: `tcp:127.0.0.1:${migration}` }), startPrimary()]);
+  const devices = pairDevices(pri.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
+  const opts: ColoPairOptions = {
+    primary: { qmp: pri.qmp[0], pid: pri.pid, devices: devices.primary },
+    secondary: { qmp: sec.qmp[0], pid: sec.pid, devices: devices.secondary },
+    migrationUri: `tcp:127.0.0.1:${migration}`,
+    checkpointDelayMs: 600_000,
+    operationId: 'first',
+    watchdog: false,
+  };
+  const pair = await ColoPair.connect(opts, 20_000);
+  try {
+    await pair.start({ timeoutMs: 60_000 });
+    await pair.failover('secondary');
+  } finally {
+    await pair.close();
+  }
+  return sec;
+}
+
+/** A fresh secondary and the reprotect options for `survivor` onto it. */
+async function freshSecondary(survivor: TestQemu, events: ColoDriverEvent[], onEvent?: (e: ColoDriverEvent) => void) {
+  const [mirror, compare, nbd, migration] = await freePorts(4);
+  const next = await startSecondary({ incoming: `tcp:127.0.0.1:${migration}` });
+  const devices = pairDevices(survivor.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
+  return {
+    next,
+    opts: {
+      survivor: { qmp: survivor.qmp[0], pid: survivor.pid, devices: devices.primary },
+      secondary: { qmp: next.qmp[0], pid: next.pid, devices: devices.secondary },
+      migrationUri: `tcp:127.0.0.1:${migration}`,
+      checkpointDelayMs: 600_000,
+      operationId: 'again',
+      watchdog: false as const,
+      onEvent: (e: ColoDriverEvent) => {
+        events.push(e);
+        onEvent?.(e);
+      },
+    },
+  };
+}
+
+describe('reprotect on real QEMUs (no guest)', () => {
+  it('makes the survivor of a failover the primary of a new pair: disk mirrored, proxy filters before its kept rewriter, both sides in COLO', async () => {
+    const b = await survivorAfterFailover();
+    expect(await colo(b)).toBe('none');
+    const events: ColoDriverEvent[] = [];
+    const { next, opts } = await freshSecondary(b, events);
+    const pair = await reprotect(opts, { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 });
+    try {
+      expect(pair.status()).toMatchObject({ state: 'replicating', active: 'primary' });
+      expect(await colo(b)).toBe('primary');
+      expect(await colo(next)).toBe('secondary');
+      const steps = events.flatMap((e) => (e.type === 'step' ? [`${e.side}: ${e.step}`] : []));
+      expect(steps).toEqual([
+        'secondary: set up devices (@remus/colo)',
+        'primary: blockdev-add (NBD client to the new secondary)',
+        'primary: blockdev-mirror (sync full)',
+        'primary: mirror ready',
+        'primary: stop',
+        'primary: block-job-cancel (complete without pivot)',
+        'primary: blockdev-del (NBD client)',
+        'primary: set up devices (@remus/colo)',
+        'secondary: proxy connected',
+        'secondary: migrate-set-capabilities',
+        'primary: migrate-set-capabilities',
+        'primary: migrate-set-parameters',
+        'primary: migrate',
+      ]);
+      // Sync full copies the whole 16 MiB disk.
+      expect(pair.status().resync).toMatchObject({ bytes: 16 * 1024 * 1024 });
+      // No mirror job or NBD client is left: the replication child is the export's only client.
+      expect(await b.inspect.execute('query-block-jobs')).toEqual([]);
+      const s = await snapshot(b);
+      expect(s.nodes).not.toContain(coloIds('again', 'disk0').primaryDisk.resyncNode);
+      expect(s.nodes).toContain(coloIds('again', 'disk0').primaryDisk.node);
+      // The new proxy's filters sit before the kept rewriter of the first operation (QEMU lists a netdev's filters in order).
+      const net = await b.inspect.hmp('info network');
+      const filters = [...net.matchAll(/(colo\.[\w.-]+): type=filter-\w+/g)].map((m) => m[1]!);
+      const nic = coloIds('again', 'nic0').primaryNic;
+      expect(filters).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn, coloIds('first', 'nic0').secondaryNic.rew]);
+      expect(await b.inspect.execute('query-status')).toMatchObject({ running: true });
+
+      // And the new pair fails over like any other: to the fresh secondary.
+      await pair.failover('secondary');
+      expect(await gone(b.pid), 'the old survivor was fenced').toBe(true);
+      expect(await colo(next)).toBe('none');
+    } finally {
+      await pair.close();
+    }
+  });
+
+  it('a reprotect whose new secondary dies during the mirror rejects, kills it, and leaves the survivor running as it was', async () => {
+    const b = await survivorAfterFailover();
+    const before = await snapshot(b);
+    const events: ColoDriverEvent[] = [];
+    let victim = 0;
+    const { next, opts } = await freshSecondary(b, events, (e) => {
+      if (e.type === 'step' && e.step === 'blockdev-mirror (sync full)') process.kill(victim, 'SIGKILL');
+    });
+    victim = next.pid;
+    const err = await reprotect(opts, { timeoutMs: 30_000, mirrorTimeoutMs: 30_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ message: expect.stringMatching(/^colo reprotect failed: .*; the survivor serves on, unprotected; the new secondary \(pid \d+\) was killed$/) });
+    expect(await gone(next.pid)).toBe(true);
+    expect(await colo(b)).toBe('none');
+    expect(await b.inspect.execute('query-status')).toMatchObject({ running: true });
+    expect(await b.inspect.execute('query-block-jobs')).toEqual([]);
+    expect(diff(before, await snapshot(b)), 'the survivor as it was before reprotect()').toEqual([]);
+  });
+});
