@@ -100,7 +100,7 @@ export interface ColoSideOptions {
   readonly fence?: ColoSideFence;
   /** Run by a secondary holding the role, before it promotes; a failure blocks the promotion (resign, state `failed`). */
   readonly hardFence?: (signal: AbortSignal) => Promise<void>;
-  /** Name of the fenced record marking the secondary outdated. Default `colo-outdated`. */
+  /** Name of the fenced record marking the secondary outdated. Default {@link COLO_OUTDATED_RECORD}. */
   readonly outdatedRecord?: string;
   /** Primary: no checkpoint completed for this long in COLO = the secondary is lost, ms. Default checkpointDelayMs + 4000. */
   readonly stallMs?: number;
@@ -112,6 +112,68 @@ export interface ColoSideOptions {
   readonly commandTimeoutMs?: number;
   /** Progress and decisions (synchronous; a throwing listener is ignored). */
   readonly onEvent?: (e: ColoSideEvent) => void;
+}
+
+/** The fenced record (Arbiter.publish) naming a secondary that may not promote: `{ host, epoch }`. */
+export const COLO_OUTDATED_RECORD = 'colo-outdated';
+/** The fenced record the role holder writes when it starts replicating or serving: a {@link ColoPairRecord}. */
+export const COLO_STATE_RECORD = 'colo-state';
+
+/** What the role holder last wrote about the pair ({@link COLO_STATE_RECORD}). */
+export interface ColoPairRecord {
+  readonly host: string;
+  readonly peer: string;
+  readonly state: ColoSideState;
+  readonly protected: boolean;
+  readonly epoch: number;
+  /** Ms since the epoch. */
+  readonly at: number;
+}
+
+/** The pair as `remus colo status` shows it, from the arbiter alone. */
+export interface ColoHaStatus {
+  /** Epoch of the current role holder; undefined when nobody holds the role. */
+  readonly epoch: number | undefined;
+  /** Host holding the role (serving, or about to). */
+  readonly holder: string | undefined;
+  /** Checkpoints run: the holder wrote `replicating` under the current epoch. */
+  readonly protected: boolean;
+  /** The holder's last written state under the current epoch (undefined when it wrote none yet). */
+  readonly state: ColoSideState | undefined;
+  /** A host marked outdated (may not promote), if any. */
+  readonly outdated: string | undefined;
+  /** One line saying why. */
+  readonly why: string;
+}
+
+/**
+ * Reads the pair's status from what the arbiter holds: the leader (holder
+ * and epoch), {@link COLO_STATE_RECORD} and {@link COLO_OUTDATED_RECORD}
+ * (their raw values, as `Arbiter.read` returns them). A state record of an
+ * older epoch says nothing about the current holder. Pure.
+ */
+export function coloHaStatus(leader: { readonly host: string; readonly epoch: number } | undefined, stateRecord: string | undefined, outdatedRecord: string | undefined): ColoHaStatus {
+  const parse = <T>(v: string | undefined): T | undefined => {
+    if (v === undefined || v === '') return undefined;
+    try {
+      return JSON.parse(v) as T;
+    } catch {
+      return undefined;
+    }
+  };
+  const rec = parse<ColoPairRecord>(stateRecord);
+  const out = parse<{ host?: string; epoch?: number }>(outdatedRecord);
+  const outdated = typeof out?.host === 'string' ? out.host : undefined;
+  if (!leader) return { epoch: undefined, holder: undefined, protected: false, state: undefined, outdated, why: 'nobody holds the role: no side serves (a failover may be under way)' };
+  const current = rec !== undefined && rec.epoch === leader.epoch && rec.host === leader.host ? rec : undefined;
+  const state = current?.state;
+  const prot = current?.protected === true;
+  const why = prot
+    ? `${leader.host} replicates to ${current!.peer} under epoch ${leader.epoch}`
+    : current
+      ? `${leader.host} is ${current.state} under epoch ${leader.epoch}, without a secondary${outdated ? ` (${outdated} marked outdated)` : ''}`
+      : `${leader.host} holds epoch ${leader.epoch} but wrote no state under it yet${rec ? ` (last record: ${rec.host} ${rec.state} under epoch ${rec.epoch})` : ''}`;
+  return { epoch: leader.epoch, holder: leader.host, protected: prot, state, outdated, why };
 }
 
 /**
@@ -269,6 +331,17 @@ export class ColoSideDriver {
     this.#state = next;
     this.#emit({ type: 'state', state: next, at: now() });
     this.#changes.emit('state', next);
+    if ((next === 'replicating' || next === 'serving') && this.#epoch > 0) void this.#publishState(next);
+  }
+
+  /** The role holder's fenced note of the pair's state ({@link COLO_STATE_RECORD}), for `remus colo status`. Best effort. */
+  async #publishState(state: ColoSideState): Promise<void> {
+    const a = this.#o.arbiter;
+    if (!a.publish) return;
+    const rec: ColoPairRecord = { host: this.#o.host, peer: this.#o.peer, state, protected: state === 'replicating', epoch: this.#epoch, at: now() };
+    await a.publish(COLO_STATE_RECORD, JSON.stringify(rec), this.#abort.signal).catch((e: unknown) => {
+      if (!this.#abort.signal.aborted) this.#emit({ type: 'error', error: asRemusError(e) });
+    });
   }
 
   #final(): boolean {
@@ -486,7 +559,7 @@ export class ColoSideDriver {
   }
 
   #outdatedRecord(): string {
-    return this.#o.outdatedRecord ?? 'colo-outdated';
+    return this.#o.outdatedRecord ?? COLO_OUTDATED_RECORD;
   }
 
   /** The other side failed (as seen from here). Only a replicating primary acts: it goes on alone. */

@@ -75,6 +75,10 @@ export class TwoHostLab {
   readonly clientNs: string;
   readonly accel: Accel;
   readonly operationId = newOperationId();
+  /** The election prefix both sides use (and `remus colo status --prefix`). */
+  get etcdPrefix(): string {
+    return `/remus/colo-lab/${this.operationId}`;
+  }
   readonly hosts: Record<HostName, Host>;
   readonly #opts: TwoHostLabOptions;
   #closed = false;
@@ -194,7 +198,7 @@ export class TwoHostLab {
       ...(role === 'primary' ? { migrationUri: `tcp:${peer.ip}:${DEFAULT_PORTS.migration}` } : {}),
       checkpointDelayMs: this.#opts.checkpointDelayMs ?? 2000,
       operationId: this.operationId,
-      etcd: { endpoints: this.etcd.endpoints, prefix: `/remus/colo-lab/${this.operationId}`, ttlSeconds: this.#opts.ttlSeconds ?? 2 },
+      etcd: { endpoints: this.etcd.endpoints, prefix: this.etcdPrefix, ttlSeconds: this.#opts.ttlSeconds ?? 2 },
       epochStore: join(this.dir, `${h}-epoch.json`),
       tap: HOST_TAP,
       bridge: BRIDGE,

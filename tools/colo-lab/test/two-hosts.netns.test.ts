@@ -7,6 +7,8 @@
  * replicated disk, so two sides serving at once would show as a repeated
  * count. Everything is killed by pid and removed in afterEach.
  */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sweepStaleLabs } from '@remus/etcd-lab';
 import { TwoHostLab, reapStaleLabs, type CounterAnswer, type HostName, type SideLine } from '../src/index.js';
@@ -31,7 +33,7 @@ interface Reply {
   readonly answer?: CounterAnswer;
 }
 
-/** Requests one after the other (each bounded by 2 s) until stopped; every outcome recorded with wall-clock times. */
+/** Requests one after the other (each bounded by 1 s) until stopped; every outcome recorded with wall-clock times. */
 function client(l: TwoHostLab): { history: Reply[]; stop(): Promise<void> } {
   const history: Reply[] = [];
   let running = true;
@@ -39,7 +41,7 @@ function client(l: TwoHostLab): { history: Reply[]; stop(): Promise<void> } {
     while (running) {
       const sentAt = Date.now();
       try {
-        history.push({ sentAt, at: Date.now(), answer: await l.request(2000) });
+        history.push({ sentAt, at: Date.now(), answer: await l.request(1000) });
         history[history.length - 1] = { ...history[history.length - 1]!, at: Date.now() };
       } catch {
         history.push({ sentAt, at: Date.now() });
@@ -113,6 +115,13 @@ async function replicating(l: TwoHostLab, c: { history: Reply[] }): Promise<void
   expect(answered(c.history).length, `answers before the fault\n${l.logs()}`).toBeGreaterThanOrEqual(3);
 }
 
+/** `remus colo status --etcd ... --json` (the built CLI), run inside host `h`'s namespace. */
+const CLI_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'cli', 'dist', 'bin.js');
+async function cliStatus(l: TwoHostLab, h: HostName): Promise<Record<string, unknown>> {
+  const out = await l.net.run(h, process.execPath, [CLI_BIN, 'colo', 'status', '--etcd', l.etcd.endpoints.join(','), '--prefix', l.etcdPrefix, '--json']);
+  return JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
+}
+
 const line = (l: TwoHostLab, h: HostName, type: string): SideLine | undefined => l.side(h).lines.find((x) => x.type === type);
 
 describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns)', () => {
@@ -124,6 +133,7 @@ describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns
       const a = lastStatus(l, 'ha');
       expect(a).toMatchObject({ host: 'ha', role: 'primary', state: 'replicating', holdsRole: true, protected: true });
       expect(lastStatus(l, 'hb')).toMatchObject({ host: 'hb', role: 'secondary', state: 'replicating', holdsRole: false, protected: true });
+      expect(await cliStatus(l, 'hb'), 'remus colo status while replicating').toMatchObject({ epoch: a.epoch, holder: 'ha', protected: true, state: 'replicating' });
 
       const killedAt = Date.now();
       await l.killHost('ha');
@@ -139,6 +149,7 @@ describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns
       expect(promoted.epoch as number).toBeGreaterThan(a.epoch as number);
       await l.side('hb').waitFor((x) => x.type === 'status' && x.t > promoted.t, 'a status line after promotion', 5000);
       expect(lastStatus(l, 'hb')).toMatchObject({ role: 'primary', state: 'serving', holdsRole: true, protected: false, epoch: promoted.epoch });
+      expect(await cliStatus(l, 'hb'), 'remus colo status after the failover').toMatchObject({ epoch: promoted.epoch, holder: 'hb', protected: false, state: 'serving' });
       console.log(
         `colo two hosts, primary host killed: first client reply ${after[0]!.at - killedAt} ms after the kill ` +
           `(promotion ${(promoted.ms as number).toFixed(0)} ms after hb got the role, epoch ${String(a.epoch)} -> ${String(promoted.epoch)})`,
@@ -166,6 +177,7 @@ describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns
       expectContinuous(c.history);
       expect(lastStatus(l, 'ha')).toMatchObject({ role: 'primary', state: 'serving', holdsRole: true, protected: false });
       expect(lastStatus(l, 'hb')).toMatchObject({ role: 'secondary', holdsRole: false });
+      expect(await cliStatus(l, 'hb'), 'remus colo status after the partition').toMatchObject({ holder: 'ha', protected: false, state: 'serving', outdated: 'hb' });
       const first = answered(c.history).find((r) => r.at > cutAt && r.sentAt > cutAt);
       console.log(`colo two hosts, partition between hosts: ha alone ${solo.t - cutAt} ms after the cut, first client reply sent after the cut ${first ? first.at - cutAt : 'none'} ms`);
     } finally {

@@ -23,10 +23,12 @@ import type { Io } from '../io.js';
 import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
 import { CliErrors, controlSocketNames, controlSocketPath, requestControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
+import { coloHaStatusCommand } from './ha-status.js';
 import { loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
   remus colo status [PAIR.json | --name NAME] [--json] [--state-dir DIR]
+  remus colo status --etcd HOST:PORT,... --prefix PREFIX [--json]   (a pair across two hosts: epoch, role holder, protected)
   remus colo failover --to primary|secondary [PAIR.json | --name NAME] [--json] [--state-dir DIR]
   remus colo stop [PAIR.json | --name NAME] [--json] [--state-dir DIR]
 `;
@@ -259,7 +261,8 @@ async function target(v: { _: string[]; name?: string; 'state-dir'?: string }, f
 }
 
 async function coloStatus(rest: readonly string[], io: Io): Promise<number> {
-  const v = args(rest, COMMON, 1);
+  const v = args(rest, { ...COMMON, etcd: { type: 'string' }, prefix: { type: 'string' } }, 1);
+  if (v.etcd !== undefined) return coloHaStatusCommand({ etcd: v.etcd, prefix: v.prefix, json: v.json }, io);
   const t = await target(v, 'remus colo status');
   const view = new ProgressView(viewMode(v.json, io), io.out as never, new RunFigures());
   if (await socketLive(t.sock)) {
