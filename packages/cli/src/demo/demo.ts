@@ -148,7 +148,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const criu = await criuSummary('remus demo (the CRIU check)');
     view.say(
       criu.works
-        ? `CRIU: ${criu.line}; this demo still protects a process tree without its memory (the CRIU failover is shown by @remus/domain-criu's lab test)`
+        ? `CRIU: ${criu.line}; this demo still protects a process tree without its memory (the CRIU failover: remus backup --domain criu, remus run with a criu domain, remus failover; end to end in @remus/domain-criu's lab test)`
         : `CRIU failover not shown: ${criu.line}; running the process domain as before`,
     );
     if (!interrupted) {
