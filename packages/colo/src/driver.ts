@@ -31,7 +31,7 @@ import { CheckpointFigures, now } from './figures.js';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
 import type { ColoQemuOptions } from './qemu.js';
-import { undoResync, type ResyncState } from './resync.js';
+import { newResync, undoResync, type ResyncState } from './resync.js';
 import { runStartSteps, startPlan, waitColo, type StartContext } from './start.js';
 import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
 import { startWatchdog, type ColoWatchdogOptions, type Watchdog } from './watchdog.js';
@@ -337,7 +337,7 @@ export class ColoPair {
     this.#setState('starting');
     this.#figures.startedAt = now();
     const rs = options.resync;
-    const resync: ResyncState | undefined = rs ? { timeoutMs: (typeof rs === 'object' ? rs.timeoutMs : undefined) ?? 600_000, jobs: [], nodes: [], bytes: 0 } : undefined;
+    const resync: ResyncState | undefined = rs ? newResync((typeof rs === 'object' ? rs.timeoutMs : undefined) ?? 600_000) : undefined;
     const ctx = this.#startContext(options.signal, resync);
     try {
       await runStartSteps(startPlan(resync !== undefined), ctx, (s, ms) => this.#emit({ type: 'step', side: s.side, step: s.step, ms }));

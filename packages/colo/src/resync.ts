@@ -39,6 +39,11 @@ export interface ResyncState {
   stoppedAt?: number;
 }
 
+/** A fresh resync state for a start context: the mirrors must be ready within `timeoutMs`. */
+export function newResync(timeoutMs: number): ResyncState {
+  return { timeoutMs, jobs: [], nodes: [], bytes: 0 };
+}
+
 interface Disk {
   readonly node: string;
   readonly job: string;

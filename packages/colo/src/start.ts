@@ -63,9 +63,15 @@ export const START_PLAN: readonly StartStep[] = [
   command('primary', 'migrate', (ctx) => ({ uri: ctx.migrationUri })),
 ];
 
-/** The steps of one side started by its own driver: the plan's order, steps that wait for the peer last. */
-export function sideStartPlan(side: ColoRole): StartStep[] {
-  const mine = START_PLAN.filter((s) => s.side === side);
+/**
+ * The steps of one side started by its own driver: the plan's order, steps
+ * that wait for the peer last. With `resync` (reprotect), the primary's
+ * starts with the resync steps (resync.ts; `ctx.resync` from
+ * {@link newResync}; the secondary's exports must exist first); undo a
+ * failed one with `undoResync`.
+ */
+export function sideStartPlan(side: ColoRole, options: { readonly resync?: boolean } = {}): StartStep[] {
+  const mine = startPlan(options.resync === true).filter((s) => s.side === side);
   return [...mine.filter((s) => !s.waitsForPeer), ...mine.filter((s) => s.waitsForPeer)];
 }
 
