@@ -231,7 +231,11 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     prune(dir);
   };
 
-  const onFrame = (t: Transfer | undefined, f: WireFrame): Transfer | undefined => {
+  /**
+   * Per connection: `offset` maps the sender's checkpoint numbers to this directory's (stored = sent + offset);
+   * `stored` is set once the connection delivered a checkpoint.
+   */
+  const onFrame = (t: Transfer | undefined, f: WireFrame, session: { offset: number; stored: boolean }): Transfer | undefined => {
     if (f.type === Frame.BEGIN) {
       if (t) throw new RemusError(CriuErrors.FRAME_INVALID, `BEGIN of checkpoint ${f.checkpoint} while checkpoint ${t.checkpoint} is in transfer`);
       let meta: { parent?: unknown; epoch?: unknown };
@@ -246,18 +250,23 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
         throw new RemusError(CriuErrors.FRAME_INVALID, 'BEGIN payload has a bad parent or epoch');
       }
       const point = readRestorePoint(dir);
-      if (f.checkpoint < 1 || (point && f.checkpoint <= point.checkpoint)) {
-        throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${f.checkpoint} is not after the restore point ${point?.checkpoint ?? 'none'}`);
+      // A new primary run numbers its checkpoints from 1 again: the first full checkpoint of a connection that
+      // stored nothing yet starts a new chain after the restore point (stored as restore point + its number).
+      if (!session.stored && parent === null && point && f.checkpoint >= 1 && f.checkpoint <= point.checkpoint) session.offset = point.checkpoint;
+      const n = f.checkpoint + session.offset;
+      const p = parent === null ? null : (parent as number) + session.offset;
+      if (f.checkpoint < 1 || (point && n <= point.checkpoint)) {
+        throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${n} is not after the restore point ${point?.checkpoint ?? 'none'}`);
       }
-      if (parent !== null && parent !== point?.checkpoint) {
-        throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${f.checkpoint} is incremental over ${String(parent)}, but the restore point is ${point?.checkpoint ?? 'none'}: send a full dump`);
+      if (p !== null && p !== point?.checkpoint) {
+        throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${n} is incremental over ${String(p)}, but the restore point is ${point?.checkpoint ?? 'none'}: send a full dump`);
       }
-      const staging = join(dir, `.staging-${f.checkpoint}`);
+      const staging = join(dir, `.staging-${n}`);
       rmSync(staging, { recursive: true, force: true });
       mkdirSync(staging);
-      return { checkpoint: f.checkpoint, parent: parent as number | null, epoch: epoch as number, staging, hash: createHash('sha256'), files: new Map(), bytes: 0, open: undefined };
+      return { checkpoint: n, parent: p, epoch: epoch as number, staging, hash: createHash('sha256'), files: new Map(), bytes: 0, open: undefined };
     }
-    if (!t || f.checkpoint !== t.checkpoint) {
+    if (!t || f.checkpoint + session.offset !== t.checkpoint) {
       throw new RemusError(CriuErrors.FRAME_INVALID, `frame of checkpoint ${f.checkpoint} outside its transfer (in transfer: ${t?.checkpoint ?? 'none'})`);
     }
     if (f.type === Frame.FILE) {
@@ -297,6 +306,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     active = socket;
     const reader = new FrameReader(maxFrame);
     let transfer: Transfer | undefined;
+    const session = { offset: 0, stored: false };
     /** A refused checkpoint: its remaining frames are ignored until its END. */
     let skipping: number | undefined;
     const refuse = (checkpoint: number, e: RemusError): void => {
@@ -322,7 +332,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
       try {
         frames = reader.push(chunk);
       } catch (e) {
-        refuse(transfer?.checkpoint ?? 0, e as RemusError);
+        refuse(transfer ? transfer.checkpoint - session.offset : 0, e as RemusError);
         socket.destroy();
         return;
       }
@@ -334,9 +344,10 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
         }
         skipping = undefined;
         try {
-          transfer = onFrame(transfer, f);
+          transfer = onFrame(transfer, f, session);
           if (f.type === Frame.END) {
             primary = true;
+            session.stored = true;
             socket.write(encodeFrame(Frame.ACK, f.checkpoint));
           }
         } catch (e) {

@@ -153,6 +153,33 @@ describe('criu backup receiver', () => {
     socket.destroy();
   });
 
+  it('a new primary run (a new connection numbering from 1 again) starts a new chain after the restore point; within a connection the order still holds', async () => {
+    let seen!: () => void;
+    const lost = new Promise<void>((r) => (seen = r));
+    const b = await start({ onPrimaryLost: () => seen() });
+    const a = await dial();
+    for (const n of [1, 2, 3]) {
+      for (const f of checkpointFrames(n, n === 1 ? null : n - 1, { 'pages-1.img': img(String(n)) })) a.socket.write(f);
+      expect(await a.next()).toMatchObject({ type: Frame.ACK, checkpoint: n });
+    }
+    a.socket.destroy();
+    await lost; // the backup takes one primary at a time: it saw this one go
+    const c = await dial();
+    for (const f of checkpointFrames(1, null, { 'pages-1.img': img('x') })) c.socket.write(f);
+    expect(await c.next()).toMatchObject({ type: Frame.ACK, checkpoint: 1 });
+    expect(b.restorePoint()?.checkpoint).toBe(4);
+    for (const f of checkpointFrames(2, 1, { 'pages-1.img': img('y') })) c.socket.write(f);
+    expect(await c.next()).toMatchObject({ type: Frame.ACK, checkpoint: 2 });
+    expect(b.restorePoint()?.checkpoint).toBe(5);
+    expect(verifyRestorePoint(join(root, 'cp'))).toEqual([5, 4]);
+    expect(readFileSync(join(root, 'cp', '5', 'pages-1.img'))).toEqual(img('y'));
+    // Within the connection, a full checkpoint not after the last one is still refused.
+    for (const f of checkpointFrames(2, null, { 'pages-1.img': img('z') })) c.socket.write(f);
+    expect((await c.next()).type).toBe(Frame.NACK);
+    expect(b.restorePoint()?.checkpoint).toBe(5);
+    c.socket.destroy();
+  });
+
   it('closes a connection whose frame header declares more than the frame cap, or names a path', async () => {
     const b = await start({ maxFrameBytes: 4096 });
     const a = await dial();
