@@ -51,7 +51,8 @@ import { etcdArbiter } from '@remus/arbiter-etcd';
 import { BackupLink, BackupServer } from '@remus/domain-process';
 import { forHost, pairOf, type AgentConfig, type HostConfig } from './config.js';
 import { AgentErrors, connectPeer, listenPeer, loadTls, type PeerConnection, type PeerMessage, type TlsMaterial } from './peer.js';
-import { CounterService, monoNow, type Release, type StateSink } from './service.js';
+import { monoNow, type Release, type StateSink } from './service.js';
+import { workloadFor, type AgentWorkload, type PrimaryWorkload } from './workload.js';
 
 /** Where the agent is in its lifecycle (see the file header). */
 export type AgentMode = 'starting' | 'backup' | 'campaigning' | 'promoting' | 'primary' | 'stopped';
@@ -79,7 +80,8 @@ export interface AgentStatus {
   readonly deadlineInMs: number | null;
   /** Backup: holds the primary's last acknowledged state. */
   readonly synced: boolean;
-  readonly latest: { readonly epoch: number; readonly checkpoint: number; readonly counter: number } | null;
+  /** The last acknowledged state: epoch, checkpoint, and the workload's `checkState` fields (the counter's `counter`). */
+  readonly latest: { readonly epoch: number; readonly checkpoint: number; readonly [field: string]: unknown } | null;
   /** Primary: checkpoints committed in this role; backup: checkpoints acknowledged. */
   readonly checkpoints: number;
   readonly peerConnected: boolean;
@@ -93,6 +95,8 @@ export interface AgentOptions {
   readonly onEvent?: (e: AgentEvent) => void;
   /** The arbiter; default the etcd arbiter of the config. */
   readonly arbiter?: Arbiter;
+  /** The protected workload; default the one of `config.service.type` (see workload.ts). */
+  readonly workload?: AgentWorkload;
 }
 
 /** Record in the arbiter saying the pair has had a primary (a backup without state may no longer campaign). */
@@ -108,6 +112,7 @@ export class Agent {
   readonly self: HostConfig;
   readonly peer: HostConfig;
   readonly stateDir: string;
+  readonly workload: AgentWorkload;
   readonly #onEvent: ((e: AgentEvent) => void) | undefined;
   #arbiter: Arbiter | undefined;
   #epochs: EpochStore | undefined;
@@ -120,7 +125,7 @@ export class Agent {
    * acknowledged, under `latest.epoch`; `synced` is true exactly when it is
    * set. Cleared when this host is deposed (its own state is then worthless).
    */
-  #latest: { epoch: number; checkpoint: number; counter: number } | undefined;
+  #latest: { epoch: number; checkpoint: number; state: Uint8Array; fields: Record<string, unknown> } | undefined;
   /** The primary's session to this backup (at most one). */
   #session: PeerConnection | undefined;
   /** The primary's link to the backup (at most one). */
@@ -139,6 +144,7 @@ export class Agent {
     this.stateDir = forHost(options.config.stateDir, self.name);
     this.#onEvent = options.onEvent;
     this.#arbiter = options.arbiter;
+    this.workload = options.workload ?? workloadFor(options.config.service);
   }
 
   get mode(): AgentMode {
@@ -156,7 +162,7 @@ export class Agent {
       roleHeld: role?.held ?? false,
       deadlineInMs: role?.held ? (Number.isFinite(role.deadline) ? Math.round(role.deadline - performance.now()) : null) : null,
       synced: this.#latest !== undefined,
-      latest: this.#latest ? { ...this.#latest } : null,
+      latest: this.#latest ? { ...this.#latest.fields, epoch: this.#latest.epoch, checkpoint: this.#latest.checkpoint } : null,
       checkpoints: this.#checkpoints,
       peerConnected: !!((this.#session && !this.#session.closed) || (this.#link && !this.#link.closed)),
       pid: process.pid,
@@ -219,7 +225,7 @@ export class Agent {
       while (!stop.aborted) {
         const promoted = await this.#backupPhase(stop);
         if (!promoted) break;
-        await this.#primaryPhase(promoted.role, promoted.counter, stop);
+        await this.#primaryPhase(promoted.role, promoted.state, stop);
       }
     } finally {
       this.#setMode('stopped');
@@ -317,20 +323,18 @@ export class Agent {
   /** A state the backup server acknowledged: it becomes this backup's latest. */
   #onState(e: { checkpoint: number; epoch: number }): void {
     const server = this.#backup as BackupServer;
-    let counter: number;
+    const state = Uint8Array.from(server.latest);
+    let fields: Record<string, unknown>;
     try {
-      counter = (JSON.parse(server.latest.toString('utf8')) as { counter: number }).counter;
-    } catch {
-      counter = NaN;
-    }
-    if (!Number.isSafeInteger(counter) || counter < 0) {
-      // Acknowledged already (the frame was whole): keep the last good state and drop the session.
-      this.#emit('state-refused', { code: AgentErrors.PEER_REFUSED, reason: `checkpoint ${e.checkpoint}: state is not {"counter": N}` });
+      fields = this.workload.checkState(state);
+    } catch (err) {
+      // Acknowledged already (the frame was whole): keep nothing and drop the session.
+      this.#emit('state-refused', { code: AgentErrors.PEER_REFUSED, reason: `checkpoint ${e.checkpoint}: ${describeCause(err) ?? 'state refused'}` });
       this.#latest = undefined;
       this.#session?.close('bad state');
       return;
     }
-    this.#latest = { epoch: e.epoch, checkpoint: e.checkpoint, counter };
+    this.#latest = { epoch: e.epoch, checkpoint: e.checkpoint, state, fields };
     this.#checkpoints++;
     this.#stateWake?.();
   }
@@ -339,7 +343,7 @@ export class Agent {
    * Waits until this host may campaign, campaigns, fences and promotes.
    * Resolves with the role and the state to start from, or undefined on stop.
    */
-  async #backupPhase(stop: AbortSignal): Promise<{ role: Role; counter: number } | undefined> {
+  async #backupPhase(stop: AbortSignal): Promise<{ role: Role; state: Uint8Array | undefined } | undefined> {
     const arbiter = this.#arbiter as Arbiter;
     const c = this.config;
     while (!stop.aborted) {
@@ -365,7 +369,7 @@ export class Agent {
         await sleep(1000, stop).catch(() => undefined);
         continue;
       }
-      return { role, counter: this.#latest?.counter ?? 0 };
+      return { role, state: this.#latest?.state };
     }
     return undefined;
   }
@@ -460,22 +464,23 @@ export class Agent {
    * again and acknowledged a full state, the mark is cleared. If the mark
    * cannot be written (etcd unreachable), nothing is released.
    */
-  async #primaryPhase(role: Role, counter: number, stop: AbortSignal): Promise<void> {
+  async #primaryPhase(role: Role, state: Uint8Array | undefined, stop: AbortSignal): Promise<void> {
     const arbiter = this.#arbiter as Arbiter;
     const c = this.config;
     const epoch = role.epoch;
+    const from = this.#latest?.fields;
     this.#latest = undefined;
     this.#checkpoints = 0;
-    const service = new CounterService(this.self.name, counter);
+    let service: PrimaryWorkload;
     try {
-      await service.listen(this.self.service);
+      service = await this.workload.startPrimary({ host: this.self.name, epoch, state, listen: this.self.service, onRelease: (r) => this.#released(r), signal: stop });
     } catch (e) {
       this.#emit('service-failed', { error: errorJson(e) });
       await arbiter.resign();
       await sleep(1000, stop).catch(() => undefined);
       return;
     }
-    this.#setMode('primary', { epoch, counter });
+    this.#setMode('primary', { epoch, service: this.workload.type, ...(from ?? {}) });
     const phase = new AbortController();
     const phaseSignal = AbortSignal.any([stop, phase.signal]);
     // The link maker: keeps one link to the backup ready while none is in use.
@@ -505,8 +510,8 @@ export class Agent {
     let reason = 'stopped';
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
       const devices = createCheckpointDevices({
-        ops: [service.outputSubkind((r) => this.#released(r))],
-        devices: [{ id: 'output', kind: 'agent-output' }],
+        ops: [service.output],
+        devices: [{ id: 'output', kind: service.output.kind }],
         operationId: `agent${process.pid}x${++operation}`,
       });
       await devices.setup();
@@ -631,7 +636,7 @@ function sessionSink(conn: PeerConnection, epoch: number): StateSink & { close()
   const link = BackupLink.over(conn.detach(), { epoch });
   return {
     send(ctx: DomainStepContext, state) {
-      link.send(ctx.checkpoint, Buffer.from(JSON.stringify({ counter: state.counter })), ctx.epoch);
+      link.send(ctx.checkpoint, Buffer.from(state.buffer, state.byteOffset, state.byteLength), ctx.epoch);
     },
     waitAck: (ctx: DomainStepContext) => link.waitAck(ctx.checkpoint, ctx.signal),
     close: () => {

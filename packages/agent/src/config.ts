@@ -35,8 +35,12 @@ export interface ServiceConfig {
    * released it). What the nemesis harness protects; the process and CRIU
    * domains plug in at the same place (see the README).
    */
-  readonly type: 'counter';
+  readonly type: ServiceType;
 }
+
+/** The `service.type` values the agent knows (each one a workload, see workload.ts). */
+export const SERVICE_TYPES = ['counter'] as const;
+export type ServiceType = (typeof SERVICE_TYPES)[number];
 
 /** Validated configuration (paths absolute). */
 export interface AgentConfig {
@@ -156,7 +160,10 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
   }
 
   const service = object(o.service ?? { type: 'counter' }, 'service', ['type']);
-  if (service.type !== 'counter') throw bad(`service.type ${JSON.stringify(service.type)} is not known; known: "counter"`);
+  if (!(SERVICE_TYPES as readonly unknown[]).includes(service.type)) {
+    const near = typeof service.type === 'string' ? closestName(service.type, SERVICE_TYPES) : undefined;
+    throw bad(`service.type ${JSON.stringify(service.type)} is not known${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; known: ${SERVICE_TYPES.map((t) => JSON.stringify(t)).join(', ')}`);
+  }
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
@@ -168,7 +175,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     ttlSeconds,
     marginMs,
     ...(hardFence ? { hardFence } : {}),
-    service: { type: 'counter' },
+    service: { type: service.type as ServiceType },
     intervalMs,
     stepTimeoutMs,
     stateDir: o.stateDir === undefined ? '/var/lib/remus-agent/{host}' : path(o.stateDir, 'stateDir'),

@@ -15,3 +15,5 @@ export { AgentErrors, connectPeer, listenPeer, loadTls } from './peer.js';
 export type { ConnectPeerOptions, ListenPeerOptions, PeerConnection, PeerMessage, TlsMaterial } from './peer.js';
 export { CounterService, monoNow } from './service.js';
 export type { Release, StateSink } from './service.js';
+export { counterWorkload, workloadFor } from './workload.js';
+export type { AgentWorkload, PrimaryWorkload, WorkloadStart } from './workload.js';

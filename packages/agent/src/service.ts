@@ -47,7 +47,8 @@ export const monoNow = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 /** Sends checkpoint state to the backup and waits for its ack (the agent's peer session). */
 export interface StateSink {
-  send(ctx: DomainStepContext, state: { readonly counter: number }): void;
+  /** Sends one whole state record (the backup keeps the last acknowledged one; a workload's `checkState` reads it). */
+  send(ctx: DomainStepContext, state: Uint8Array): void;
   waitAck(ctx: DomainStepContext): Promise<void>;
 }
 
@@ -127,7 +128,7 @@ export class CounterService {
       suspend: () => {
         this.#suspended = true;
       },
-      save: (ctx) => sink.send(ctx, { counter: this.#counter }),
+      save: (ctx) => sink.send(ctx, Buffer.from(JSON.stringify({ counter: this.#counter }))),
       resume: () => {
         this.#suspended = false;
         const waiting = this.#waiting;
