@@ -47,6 +47,33 @@ async function qemu(dir: string, side: 'pri' | 'sec', machine: readonly string[]
   return { pid: child.pid!, qmp, child, stderr: () => err };
 }
 
+const QUORUM = 'if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1';
+
+/** A secondary's machine per COLO-FT.txt (`parent0`, replication over active/hidden images, quorum `colo-disk0`), waiting for the migration at `incoming`. */
+function secondaryMachine(file: (name: string) => string, incoming: string): string[] {
+  return [
+    '-incoming', incoming,
+    '-netdev', 'user,id=hn0',
+    '-drive', `if=none,id=parent0,file.filename=${file('parent.qcow2')},driver=qcow2`,
+    '-drive', `if=none,id=childs0,driver=replication,mode=secondary,file.driver=qcow2,top-id=colo-disk0,file.file.filename=${file('active.qcow2')},file.backing.driver=qcow2,file.backing.file.filename=${file('hidden.qcow2')},file.backing.backing=parent0`,
+    '-drive', `${QUORUM},children.0=childs0`,
+  ];
+}
+
+/**
+ * A fresh secondary-shaped QEMU (for `remus colo reprotect`) in a folder of
+ * its own, waiting for the migration on `<dir>/migration.sock`; `dir` holds
+ * the new pair's sockets too.
+ */
+export async function freshSecondary(): Promise<{ sec: Qemu; dir: string; incoming: string }> {
+  const dir = tempDir(`cli-colo-fresh-${process.pid}`).dir;
+  dirs.push(dir);
+  const file = (name: string): string => join(dir, name);
+  for (const img of ['parent', 'active', 'hidden']) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file(`${img}.qcow2`), '16M']);
+  const incoming = `unix:${file('migration.sock')}`;
+  return { sec: await qemu(dir, 'sec', secondaryMachine(file, incoming)), dir, incoming };
+}
+
 /**
  * Starts a primary-shaped QEMU (netdev `hn0`, quorum `colo-disk0` over a
  * qcow2) and a secondary-shaped one (per COLO-FT.txt: `parent0`, replication
@@ -62,15 +89,9 @@ export async function qemuPair(extra: Record<string, unknown> = {}): Promise<{ p
   for (const img of ['primary', 'parent', 'active', 'hidden']) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file(`${img}.qcow2`), '16M']);
   const sock = (name: string) => ({ path: file(`${name}.sock`) });
   const incoming = `unix:${file('migration.sock')}`;
-  const quorum = 'if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1';
+  const quorum = QUORUM;
   const [sec, pri] = await Promise.all([
-    qemu(dir, 'sec', [
-      '-incoming', incoming,
-      '-netdev', 'user,id=hn0',
-      '-drive', `if=none,id=parent0,file.filename=${file('parent.qcow2')},driver=qcow2`,
-      '-drive', `if=none,id=childs0,driver=replication,mode=secondary,file.driver=qcow2,top-id=colo-disk0,file.file.filename=${file('active.qcow2')},file.backing.driver=qcow2,file.backing.file.filename=${file('hidden.qcow2')},file.backing.backing=parent0`,
-      '-drive', `${quorum},children.0=childs0`,
-    ]),
+    qemu(dir, 'sec', secondaryMachine(file, incoming)),
     qemu(dir, 'pri', ['-netdev', 'user,id=hn0', '-drive', `${quorum},children.0.file.filename=${file('primary.qcow2')},children.0.driver=qcow2`]),
   ]);
   const proxy = { netdev: 'hn0', mirror: sock('mirror'), compare: sock('compare') };

@@ -8,6 +8,9 @@
  * - `status`: from the driver over the control socket; with no driver, asks
  *   both QEMUs (`query-colo-status`, `query-migrate`, `query-status`).
  * - `failover --to SIDE`, `stop`: through the driver (so fencing happens).
+ * - `reprotect PAIR.json`: like `start`, for a pair whose `primary` is the
+ *   survivor of a failover (running, serving) and whose `secondary` is a
+ *   fresh QEMU: @remus/colo's `reprotect` (disk mirror, then COLO).
  */
 import { performance } from 'node:perf_hooks';
 import { RemusError, describeCause, newOperationId, validateName } from '@remus/core';
@@ -31,6 +34,7 @@ export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DI
   remus colo status --etcd HOST:PORT,... --prefix PREFIX [--json]   (a pair across two hosts: epoch, role holder, protected)
   remus colo failover --to primary|secondary [PAIR.json | --name NAME] [--json] [--state-dir DIR]
   remus colo stop [PAIR.json | --name NAME] [--json] [--state-dir DIR]
+  remus colo reprotect PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]   (after a failover: "primary" = the survivor, "secondary" = a fresh QEMU)
 `;
 
 const COMMON = { json: { type: 'boolean' }, 'state-dir': { type: 'string' }, name: { type: 'string' } } as const;
@@ -41,6 +45,8 @@ export async function cmdColo(rest: readonly string[], io: Io): Promise<number> 
   switch (sub) {
     case 'start':
       return coloStart(more, io);
+    case 'reprotect':
+      return coloStart(more, io, 'reprotect');
     case 'status':
       return coloStatus(more, io);
     case 'failover':
@@ -52,7 +58,7 @@ export async function cmdColo(rest: readonly string[], io: Io): Promise<number> 
       io.out.write(`usage:\n${COLO_USAGE}`);
       return sub === undefined ? 2 : 0;
     default:
-      throw new RemusError('INVALID_ARGUMENT', `unknown colo command ${JSON.stringify(sub)}; use start, status, failover or stop`);
+      throw new RemusError('INVALID_ARGUMENT', `unknown colo command ${JSON.stringify(sub)}; use start, status, failover, stop or reprotect`);
   }
 }
 
@@ -98,6 +104,7 @@ export function formatColoStatus(s: ColoStatus): string {
     `pause: p50 ${ms(s.pauseMs.p50 ?? Number.NaN)}, p99 ${ms(s.pauseMs.p99 ?? Number.NaN)}, max ${ms(s.pauseMs.max ?? Number.NaN)}`,
   ];
   if (s.timeToFirstCheckpointMs !== undefined) lines.push(`first checkpoint: ${ms(s.timeToFirstCheckpointMs)} after start`);
+  if (s.resync) lines.push(`reprotected: ${s.resync.bytes} disk bytes mirrored in ${ms(s.resync.mirrorMs)}, guest paused ${ms(s.resync.pausedMs)}`);
   if (s.failover) {
     lines.push(`failover: to the ${s.failover.survivor} (${s.failover.why}), ${ms(s.failover.doneAt - s.failover.detectedAt)} from detection to done`);
     // A promoted secondary keeps these for the VM's lifetime; a primary's are removed by stop.
@@ -118,12 +125,13 @@ function journalPlugins(cfg: ColoPairConfig): Journal['data']['plugins'] {
 
 type Ending = { how: 'stopped' | 'detached' | 'failed' | 'interrupted'; signal?: string; error?: RemusError };
 
-async function coloStart(rest: readonly string[], io: Io): Promise<number> {
+/** `remus colo start`, and `remus colo reprotect` (the same driver process; the pair starts with @remus/colo's `reprotect`). */
+async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprotect' = 'start'): Promise<number> {
   const v = args(rest, { ...COMMON, 'stop-on-exit': { type: 'boolean' } }, 1);
   const file = v._[0];
-  if (file === undefined) throw new RemusError('INVALID_ARGUMENT', 'give the pair file: remus colo start PAIR.json');
-  const cfg = await loadPairConfig(file, 'remus colo start');
-  const { ColoPair, coloPairOptions, watchdogBoundMs } = await loadColo('remus colo start');
+  if (file === undefined) throw new RemusError('INVALID_ARGUMENT', `give the pair file: remus colo ${how} PAIR.json`);
+  const cfg = await loadPairConfig(file, `remus colo ${how}`);
+  const { ColoPair, coloPairOptions, reprotect, watchdogBoundMs } = await loadColo(`remus colo ${how}`);
   const dir = stateDir(v['state-dir']);
   const sock = controlSocketPath(dir, cfg.name);
   if (await socketLive(sock)) throw new RemusError('STATE', `a remus colo driver for pair ${cfg.name} already runs (control socket ${sock})`);
@@ -178,7 +186,7 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
   const bound = cfg.watchdog === false ? undefined : watchdogBoundMs(cfg.watchdog);
   let ending!: Ending;
   const lifecycle = await runLifecycle<Ending>({
-    journal: { stateDir: dir, operation, command: 'colo start', plugins: journalPlugins(cfg), devices: [...cfg.primary.devices, ...cfg.secondary.devices] },
+    journal: { stateDir: dir, operation, command: `colo ${how}`, plugins: journalPlugins(cfg), devices: [...cfg.primary.devices, ...cfg.secondary.devices] },
     control: { path: sock, handler },
     onSignal,
     body: async (journal) => {
@@ -186,8 +194,14 @@ async function coloStart(rest: readonly string[], io: Io): Promise<number> {
       view.say(`pair ${cfg.name}: operation ${operation}, control socket ${sock}`);
       if (!cfg.fence) view.say('warning: no "fence" in the pair file: a failover cannot take the failed side off the clients\' network');
       try {
-        pair = await ColoPair.connect({ ...coloPairOptions(cfg.description), operationId: operation, onEvent }, 30_000, abort.signal);
-        await pair.start({ timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
+        const { primary, secondary, ...o } = { ...coloPairOptions(cfg.description), operationId: operation, onEvent };
+        if (how === 'reprotect') {
+          // On failure reprotect leaves the survivor serving and kills the fresh secondary: nothing to reap.
+          pair = await reprotect({ ...o, survivor: primary, secondary }, { timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
+        } else {
+          pair = await ColoPair.connect({ ...o, primary, secondary }, 30_000, abort.signal);
+          await pair.start({ timeoutMs: cfg.startTimeoutMs, signal: abort.signal });
+        }
         started = true;
         // Replicating: nothing is left to reap if this process dies now (the pair runs on, unwatched, like a detach).
         journal.remove();
