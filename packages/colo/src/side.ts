@@ -59,7 +59,8 @@ import { CheckpointFigures, now } from './figures.js';
 import { coloIds } from './ids.js';
 import type { ColoRole } from './params.js';
 import type { ColoQemuOptions } from './qemu.js';
-import { runStartSteps, sideStartPlan, type StartContext } from './start.js';
+import { undoResync, type ResyncState } from './resync.js';
+import { runStartSteps, sideStartPlan, startPlan, type StartContext } from './start.js';
 import { coloPrimaryOps, coloSecondaryOps } from './subkinds.js';
 import { startWatchdog, type ColoWatchdogOptions, type Watchdog } from './watchdog.js';
 
@@ -186,10 +187,10 @@ export type ColoSideState = 'connected' | 'starting' | 'replicating' | 'failing-
 
 const TRANSITIONS: Readonly<Record<ColoSideState, readonly ColoSideState[]>> = {
   connected: ['starting', 'failed', 'fenced', 'stopped'],
-  starting: ['replicating', 'failed', 'fenced', 'stopped'],
+  starting: ['replicating', 'serving', 'failed', 'fenced', 'stopped'],
   replicating: ['failing-over', 'fenced', 'outdated', 'failed', 'stopped'],
   'failing-over': ['serving', 'fenced', 'outdated', 'failed', 'stopped'],
-  serving: ['fenced', 'stopped'],
+  serving: ['starting', 'fenced', 'stopped'],
   fenced: [],
   outdated: [],
   failed: [],
@@ -239,10 +240,14 @@ export class ColoSideDriver {
   readonly #lease: QmpLease;
   readonly #cmd: QmpClient;
   readonly #ev: QmpClient;
-  readonly #layer: CheckpointDevices;
+  #layer: CheckpointDevices;
+  /** This side's COLO devices now (a reprotected survivor's are primary devices). */
+  #devices: readonly DeviceSpec[];
+  #migrationUri: string | undefined;
+  readonly #pool: QmpPool;
   readonly #abort = new AbortController();
   readonly #changes = new EventEmitter();
-  readonly #figures: CheckpointFigures;
+  #figures: CheckpointFigures;
   readonly #unsubscribe: (() => void)[] = [];
   #state: ColoSideState = 'connected';
   #role: ColoRole;
@@ -255,13 +260,16 @@ export class ColoSideDriver {
   #fenceRun?: Promise<void>;
   #decision?: Promise<void>;
 
-  private constructor(o: ColoSideOptions, operation: string, lease: QmpLease, ev: QmpClient, layer: CheckpointDevices) {
+  private constructor(o: ColoSideOptions, operation: string, pool: QmpPool, lease: QmpLease, ev: QmpClient, layer: CheckpointDevices) {
     this.#o = o;
     this.#operation = operation;
     this.#lease = lease;
     this.#cmd = lease.client;
     this.#ev = ev;
     this.#layer = layer;
+    this.#pool = pool;
+    this.#devices = o.devices;
+    this.#migrationUri = o.migrationUri;
     this.#role = o.role;
     this.#figures = new CheckpointFigures(o.checkpointDelayMs ?? 2000);
   }
@@ -292,7 +300,7 @@ export class ColoSideDriver {
     const q: ColoQemuOptions = { qmp: o.qmp, pool, commandTimeoutMs };
     const operation = o.operationId ?? newOperationId();
     const layer = createCheckpointDevices({ ops: o.role === 'primary' ? coloPrimaryOps(q) : coloSecondaryOps(q), devices: o.devices, operationId: operation });
-    const side = new ColoSideDriver(o, operation, lease, ev, layer);
+    const side = new ColoSideDriver(o, operation, pool, lease, ev, layer);
     side.#listen();
     return side;
   }
@@ -366,7 +374,7 @@ export class ColoSideDriver {
         return;
       }
       default: {
-        if (this.#o.role !== 'primary') return;
+        if (this.#role !== 'primary') return;
         if (e.event === 'RESUME' || e.event === 'MIGRATION') this.#lastProgress = performance.now();
         const c = this.#figures.onEvent(e);
         if (c) this.#emit({ type: 'checkpoint', ...c });
@@ -375,7 +383,7 @@ export class ColoSideDriver {
   }
 
   #replicationNodes(): string[] {
-    return this.#o.devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
+    return this.#devices.filter((d) => d.kind === 'disk').map((d) => coloIds(this.#operation, d.id).primaryDisk.node);
   }
 
   /**
@@ -395,9 +403,9 @@ export class ColoSideDriver {
     this.#figures.startedAt = now();
     const ctx: StartContext = {
       operation: this.#operation,
-      migrationUri: this.#o.migrationUri ?? '',
+      migrationUri: this.#migrationUri ?? '',
       checkpointDelayMs: this.#o.checkpointDelayMs ?? 2000,
-      sides: { [this.#role]: { cmd: this.#cmd, layer: this.#layer, devices: this.#o.devices } },
+      sides: { [this.#role]: { cmd: this.#cmd, layer: this.#layer, devices: this.#devices } },
       signal,
     };
     const onStep = (s: { step: string }, ms: number): void => this.#emit({ type: 'step', step: s.step, ms });
@@ -418,13 +426,68 @@ export class ColoSideDriver {
       await this.#layer.teardown().catch(() => {});
       throw e;
     }
+    this.#replicating();
+    if (this.#role === 'secondary') void this.#campaign();
+  }
+
+  /** Enters `replicating`: the watchdog over this side's QEMU, and on a primary the stall watch. */
+  #replicating(): void {
     this.#lastProgress = performance.now();
     this.#setState('replicating');
-    this.#watchdog = startWatchdog([{ role: this.#role, pid: this.#o.pid, probe: this.#ev }], this.#o.watchdog ?? {}, (failed, why) =>
-      failed === this.#role ? this.#ownFailure(why) : this.#peerFailure(why),
+    // The watchdog names sides by the role this side had when it started: `me` stays this side after a promotion.
+    const me = this.#role;
+    this.#watchdog ??= startWatchdog([{ role: me, pid: this.#o.pid, probe: this.#ev }], this.#o.watchdog ?? {}, (failed, why) =>
+      failed === me ? this.#ownFailure(why) : this.#peerFailure(why),
     );
     if (this.#role === 'primary') void this.#watchStall();
-    else void this.#campaign();
+  }
+
+  /**
+   * Protection again after a failover (QEMU's "resume replication", the
+   * resync steps of resync.ts in the pair's start plan): this side serves
+   * holding the role; a fresh secondary (its side started and `ready`, its
+   * NBD export up) gets this side's disks mirrored, then this side's
+   * primary devices, x-colo and the migration. `devices` are this side's
+   * **primary** devices (its proxy's listening addresses, the new
+   * secondary's NBD server). Resolves in `replicating` with what the mirror
+   * copied; on failure the resync is undone (the VM runs again,
+   * unprotected), the state is `serving` again, and it rejects.
+   */
+  async reprotect(o: { devices: readonly DeviceSpec[]; migrationUri: string; timeoutMs?: number; mirrorTimeoutMs?: number }): Promise<{ bytes: number; mirrorMs: number; pausedMs: number }> {
+    if (this.#state !== 'serving') throw new RemusError('STATE', `colo side ${this.#o.host}: reprotect in state ${this.#state} (only a side serving alone)`);
+    const lapse = roleLapse(this.#o.arbiter.role(), this.#epoch);
+    if (lapse !== undefined) throw new RemusError('ROLE_LOST', `colo side ${this.#o.host}: reprotect: ${lapse}`);
+    const q: ColoQemuOptions = { qmp: this.#o.qmp, pool: this.#pool, commandTimeoutMs: this.#o.commandTimeoutMs ?? 10_000 };
+    const layer = createCheckpointDevices({ ops: coloPrimaryOps(q), devices: o.devices, operationId: this.#operation });
+    const resync: ResyncState = { timeoutMs: o.mirrorTimeoutMs ?? 600_000, jobs: [], nodes: [], bytes: 0 };
+    const signal = this.#abort.signal;
+    const ctx: StartContext = { operation: this.#operation, migrationUri: o.migrationUri, checkpointDelayMs: this.#o.checkpointDelayMs ?? 2000, sides: { primary: { cmd: this.#cmd, layer, devices: o.devices } }, signal, resync };
+    const before = { devices: this.#devices, layer: this.#layer, role: this.#role, figures: this.#figures, migrationUri: this.#migrationUri };
+    this.#devices = o.devices;
+    this.#layer = layer;
+    this.#role = 'primary';
+    this.#migrationUri = o.migrationUri;
+    this.#figures = new CheckpointFigures(this.#o.checkpointDelayMs ?? 2000);
+    this.#figures.startedAt = now();
+    this.#setState('starting');
+    try {
+      await runStartSteps(startPlan(true).filter((s) => s.side === 'primary'), ctx, (s, ms) => this.#emit({ type: 'step', step: s.step, ms }));
+      await this.#waitColo(o.timeoutMs ?? 120_000, signal);
+      if ((this.#state as ColoSideState) !== 'starting') throw new RemusError('STATE', `colo side ${this.#o.host}: reprotect did not finish (state ${this.#state})`);
+    } catch (e) {
+      await layer.teardown().catch(() => {});
+      await undoResync(this.#cmd, resync).catch(() => {});
+      this.#devices = before.devices;
+      this.#layer = before.layer;
+      this.#role = before.role;
+      this.#figures = before.figures;
+      this.#migrationUri = before.migrationUri;
+      if ((this.#state as ColoSideState) === 'starting') this.#setState('serving');
+      throw e;
+    }
+    this.#decision = undefined; // a new pair: its secondary may fail and be handled again
+    this.#replicating();
+    return { bytes: resync.bytes, mirrorMs: resync.mirrorMs ?? 0, pausedMs: resync.stoppedAt === undefined ? 0 : performance.now() - resync.stoppedAt };
   }
 
   /** Resolves with the state once it is one of `states`; TIMEOUT after `timeoutMs`. */
@@ -543,7 +606,7 @@ export class ColoSideDriver {
       }
       const lapse = roleLapse(this.#o.arbiter.role(), epoch);
       if (lapse !== undefined) throw new RemusError('ROLE_LOST', `colo ${this.#o.host}: ${lapse}`);
-      await coloFailoverOnSecondary(this.#cmd, { operation: this.#operation, devices: this.#o.devices, signal, onStep: (step, ms) => this.#emit({ type: 'step', step, ms }) });
+      await coloFailoverOnSecondary(this.#cmd, { operation: this.#operation, devices: this.#devices, signal, onStep: (step, ms) => this.#emit({ type: 'step', step, ms }) });
       await this.#o.fence?.attach(signal);
     } catch (e) {
       if (signal.aborted) return;
@@ -582,7 +645,7 @@ export class ColoSideDriver {
     try {
       if (!this.#o.arbiter.publish) throw new RemusError('STATE', `arbiter ${this.#o.arbiter.name} cannot publish: the secondary cannot be marked outdated`);
       await this.#o.arbiter.publish(this.#outdatedRecord(), JSON.stringify({ host: this.#o.peer, epoch }), signal);
-      await coloFailoverOnPrimary(this.#cmd, { operation: this.#operation, devices: this.#o.devices, signal, onStep: (step, ms) => this.#emit({ type: 'step', step, ms }) });
+      await coloFailoverOnPrimary(this.#cmd, { operation: this.#operation, devices: this.#devices, signal, onStep: (step, ms) => this.#emit({ type: 'step', step, ms }) });
     } catch (e) {
       if (signal.aborted) return;
       this.#emit({ type: 'error', error: asRemusError(e) });

@@ -20,7 +20,7 @@ import { connectQmp } from '@remus/qmp';
 import { createLabNet, startEtcdCluster, type EtcdCluster, type LabNet } from '@remus/etcd-lab';
 import { GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 import { requestCounter, type CounterAnswer } from './lab.js';
-import { BRIDGE, HOST_TAP, attachTap, createClientLan } from './net.js';
+import { BRIDGE, HOST_TAP, attachTap, createClientLan, detachTap } from './net.js';
 import { DEFAULT_PORTS, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';
 import { buildShim, detectAccel, type Accel } from './shim.js';
 import type { SideConfig } from './side-main.js';
@@ -57,8 +57,8 @@ interface Host {
   readonly name: HostName;
   readonly netns: string;
   readonly ip: string;
-  readonly qmp: string;
-  readonly qmpEvents: string;
+  qmp: string;
+  qmpEvents: string;
   qemu: QemuProcess;
   side?: SideProcess;
 }
@@ -82,6 +82,7 @@ export class TwoHostLab {
   readonly hosts: Record<HostName, Host>;
   readonly #opts: TwoHostLabOptions;
   #closed = false;
+  #generation = 0;
 
   private constructor(f: { dir: string; net: LabNet; etcd: EtcdCluster; clientNs: string; accel: Accel; hosts: Record<HostName, Host>; opts: TwoHostLabOptions }) {
     this.dir = f.dir;
@@ -205,7 +206,7 @@ export class TwoHostLab {
     };
     const file = join(this.dir, `${h}-side-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(cfg));
-    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, SIDE_MAIN, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, SIDE_MAIN, file], { stdio: ['pipe', 'pipe', 'pipe'] });
     const lines: SideLine[] = [];
     const waiters = new Set<() => void>();
     let buf = '';
@@ -255,6 +256,54 @@ export class TwoHostLab {
     };
     host.side = side;
     return side;
+  }
+
+  /**
+   * A fresh secondary QEMU on `h` (after its old QEMU died): new images
+   * (their content does not matter: reprotect overwrites them), new QMP
+   * sockets, its tap off the bridge. Start its side with
+   * `startSide(h, 'secondary')`, then `reprotect(peer)`.
+   */
+  async newSecondary(h: HostName): Promise<void> {
+    const host = this.hosts[h];
+    await host.qemu.kill();
+    await detachTap({ hostNs: host.netns, clientNs: this.clientNs }, HOST_TAP);
+    const g = `${h}-g${++this.#generation}`;
+    const images = { primary: join(this.dir, `${g}-unused.qcow2`), parent: join(this.dir, `${g}-parent.qcow2`), active: join(this.dir, `${g}-active.qcow2`), hidden: join(this.dir, `${g}-hidden.qcow2`) };
+    await createImages(images, 16);
+    const kernel = await findGuestKernel();
+    const spec: VmSpec = {
+      accel: this.accel,
+      memoryMiB: 256,
+      kernel: kernel.kernel,
+      initrd: join(this.dir, 'initramfs.cpio'),
+      append: 'console=ttyS0 panic=-1 ipv6.disable=1 quiet',
+      tap: HOST_TAP,
+      mac: GUEST_MAC,
+      qmpSocket: join(this.dir, `${g}.qmp`),
+      qmpEventSocket: join(this.dir, `${g}-events.qmp`),
+      serialLog: join(this.dir, `${g}.serial`),
+      ports: DEFAULT_PORTS,
+      listen: host.ip,
+    };
+    const shim = join(this.dir, 'colo-tcg-shim.so');
+    const env: Record<string, string> = this.accel === 'tcg' ? { LD_PRELOAD: shim, COLO_SHIM_ROLE: 'secondary', COLO_SHIM_STATS: join(this.dir, `shim-${g}.stats`) } : {};
+    host.qemu = spawnQemu(host.netns, secondaryArgs({ ...spec, parentImage: images.parent, activeImage: images.active, hiddenImage: images.hidden }), join(this.dir, `${g}.log`), env);
+    host.qmp = spec.qmpSocket;
+    host.qmpEvents = spec.qmpEventSocket;
+  }
+
+  /** Tells `h`'s side (serving alone) to reprotect onto the other host's fresh secondary (whose side said `ready`). */
+  reprotect(h: HostName): void {
+    const host = this.hosts[h];
+    const peer = this.hosts[h === 'ha' ? 'hb' : 'ha'];
+    const devices = coloDevices(DEFAULT_PORTS, this.dir, { primary: host.ip, secondary: peer.ip }).primary;
+    this.side(h).child.stdin!.write(`${JSON.stringify({ command: 'reprotect', devices, migrationUri: `tcp:${peer.ip}:${DEFAULT_PORTS.migration}` })}\n`);
+  }
+
+  /** Removes every partition (a killed host reachable again). */
+  heal(): Promise<void> {
+    return this.net.heal();
   }
 
   /** The host's side process (started). */

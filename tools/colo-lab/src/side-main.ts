@@ -66,6 +66,21 @@ async function main(): Promise<void> {
     process.exit(code);
   };
   process.once('SIGTERM', () => void end(0));
+  // Commands, one JSON line each on stdin: {"command":"reprotect","devices":[...],"migrationUri":"tcp:..."}.
+  let buf = '';
+  process.stdin.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const cmd = JSON.parse(buf.slice(0, i)) as { command: string; devices: DeviceSpec[]; migrationUri: string };
+      buf = buf.slice(i + 1);
+      if (cmd.command !== 'reprotect') continue;
+      const t0 = performance.now();
+      side.reprotect({ devices: cmd.devices, migrationUri: cmd.migrationUri }).then(
+        (r) => out({ type: 'reprotected', ms: performance.now() - t0, ...r }),
+        (e: unknown) => out({ type: 'reprotect-failed', message: String(e) }),
+      );
+    }
+  });
   try {
     await side.start({ timeoutMs: 150_000 });
     out({ type: 'started', status: side.status() });

@@ -184,4 +184,60 @@ describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns
       await c.stop();
     }
   });
+
+  it('the full chain: primary host killed, the secondary serves, reprotect onto the first host, checkpoints resume, the new primary killed, the first host serves again; counter continuous', async () => {
+    const l = await startLab();
+    const c = client(l);
+    try {
+      await replicating(l, c);
+      const a = lastStatus(l, 'ha');
+      const kill1 = Date.now();
+      await l.killHost('ha');
+      const p1 = await l.side('hb').waitFor((x) => x.type === 'promoted', 'hb promoted', 30_000);
+      const deadline1 = Date.now() + 20_000;
+      while (!answered(c.history).some((r) => r.sentAt > p1.t) && Date.now() < deadline1) await new Promise((r) => setTimeout(r, 100));
+      const first1 = answered(c.history).find((r) => r.at > kill1);
+      expect(first1, `an answer from hb\n${l.logs()}`).toBeDefined();
+
+      // A fresh secondary on ha, its side, then hb (serving alone, holding the role) reprotects onto it.
+      await l.heal();
+      await l.newSecondary('ha');
+      const sa = l.startSide('ha', 'secondary');
+      await sa.waitFor((x) => x.type === 'ready', 'the new secondary on ha ready', 60_000);
+      const reprotectAt = Date.now();
+      l.reprotect('hb');
+      const rp = await l.side('hb').waitFor((x) => x.type === 'reprotected' || x.type === 'reprotect-failed', 'hb reprotected', 120_000);
+      expect(rp.type, `${JSON.stringify(rp)}\n${l.logs()}`).toBe('reprotected');
+      await sa.waitFor((x) => x.type === 'started' || x.type === 'start-failed', 'the secondary on ha in COLO', 60_000);
+      expect(sa.lines.find((x) => x.type === 'start-failed'), l.logs()).toBeUndefined();
+      const cp = await l.side('hb').waitFor((x) => x.type === 'checkpoint' && x.t > rp.t, 'a checkpoint on hb after the reprotect', 30_000);
+      expect(await cliStatus(l, 'ha'), 'remus colo status after the reprotect').toMatchObject({ epoch: p1.epoch, holder: 'hb', protected: true, state: 'replicating' });
+      const before2 = answered(c.history).length;
+      const deadline2 = Date.now() + 20_000;
+      while (answered(c.history).length < before2 + 2 && Date.now() < deadline2) await new Promise((r) => setTimeout(r, 100));
+
+      // The new primary dies: ha promotes again.
+      const kill2 = Date.now();
+      await l.killHost('hb');
+      const p2 = await sa.waitFor((x) => x.type === 'promoted', 'ha promoted', 30_000);
+      const deadline3 = Date.now() + 20_000;
+      while (!answered(c.history).some((r) => r.sentAt > p2.t) && Date.now() < deadline3) await new Promise((r) => setTimeout(r, 100));
+      await c.stop();
+      const first2 = answered(c.history).find((r) => r.at > kill2);
+      expect(first2, `an answer from ha again\n${l.logs()}`).toBeDefined();
+      expectContinuous(c.history);
+      expect(p1.epoch as number).toBeGreaterThan(a.epoch as number);
+      expect(p2.epoch as number).toBeGreaterThan(p1.epoch as number);
+      expect(p1.t).toBeGreaterThan(kill1);
+      expect(p2.t).toBeGreaterThan(kill2);
+      console.log(
+        `colo two hosts, chain: failover ha->hb first reply ${first1!.at - kill1} ms after the kill; ` +
+          `reprotect onto ha ${(rp.ms as number).toFixed(0)} ms (failover to checkpoints resumed ${cp.t - p1.t} ms; request to first checkpoint ${cp.t - reprotectAt} ms), ` +
+          `${String(rp.bytes)} bytes mirrored in ${(rp.mirrorMs as number).toFixed(0)} ms, VM paused ${(rp.pausedMs as number).toFixed(0)} ms; ` +
+          `failover hb->ha first reply ${first2!.at - kill2} ms after the kill; epochs ${String(a.epoch)} -> ${String(p1.epoch)} -> ${String(p2.epoch)}`,
+      );
+    } finally {
+      await c.stop();
+    }
+  });
 });
