@@ -203,6 +203,10 @@ export class TwoHostLab {
       epochStore: join(this.dir, `${h}-epoch.json`),
       tap: HOST_TAP,
       bridge: BRIDGE,
+      // Going on alone across a cut link, x-blockdev-change waits for the in-flight NBD write until the
+      // link's TCP gives up (tcp_retries2=3: ~3 s, several times that under load). The role watch
+      // still fences the side at once if the role lapses meanwhile.
+      commandTimeoutMs: 30_000,
     };
     const file = join(this.dir, `${h}-side-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(cfg));

@@ -29,6 +29,8 @@ export interface SideConfig {
   readonly tap: string;
   readonly bridge: string;
   readonly statusEveryMs?: number;
+  /** Bound of each QMP command, ms (the solo sequence's first step can wait for a cut link's TCP to give up). */
+  readonly commandTimeoutMs?: number;
 }
 
 function out(o: Record<string, unknown>): void {
@@ -49,6 +51,7 @@ async function main(): Promise<void> {
     devices: cfg.devices,
     ...(cfg.migrationUri ? { migrationUri: cfg.migrationUri } : {}),
     checkpointDelayMs: cfg.checkpointDelayMs ?? 2000,
+    ...(cfg.commandTimeoutMs ? { commandTimeoutMs: cfg.commandTimeoutMs } : {}),
     operationId: cfg.operationId,
     arbiter,
     epochs: openEpochStore(cfg.epochStore),
