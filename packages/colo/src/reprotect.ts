@@ -16,7 +16,7 @@
  * before the call.
  */
 import { RemusError, isRemusError } from '@remus/core';
-import { ColoPair, type ColoPairOptions, type ColoSide } from './driver.js';
+import { ColoPair, type ColoPairOptions, type ColoSide, type ColoStatus } from './driver.js';
 import { KILL_CONFIRM_MS, killAndConfirm } from './fence.js';
 
 export interface ColoReprotectOptions extends Omit<ColoPairOptions, 'primary' | 'secondary'> {
@@ -86,4 +86,75 @@ export async function reprotect(opts: ColoReprotectOptions, run: ColoReprotectRu
     }
     throw new RemusError('OP_FAILED', message, { details: { reprotect: true }, cause: e });
   }
+}
+
+export interface ColoAutoReprotectOptions {
+  /**
+   * Called after the watched pair failed over (and was closed): starts a
+   * fresh secondary and returns the reprotect's options (the survivor is
+   * `failover.survivor` of the old pair, now the new primary), or
+   * `undefined` to end the watch. Its errors end the watch (`onError`).
+   */
+  readonly next: (failover: NonNullable<ColoStatus['failover']>, signal: AbortSignal) => Promise<ColoReprotectOptions | undefined>;
+  /** Bounds of each reprotect. */
+  readonly run?: Omit<ColoReprotectRunOptions, 'signal'>;
+  /** Each new pair, once it replicates (it becomes the watched pair; the caller closes the last one). */
+  readonly onPair?: (pair: ColoPair) => void;
+  /** Why the watch ended early: `next` or a reprotect failed (the survivor serves on, unprotected). */
+  readonly onError?: (e: unknown) => void;
+  /** Each wait for a failover is bounded by this and then renewed, ms. Default 60000. */
+  readonly recheckMs?: number;
+}
+
+/** A running {@link autoReprotect} watch. */
+export interface ColoAutoReprotect {
+  /** The pair watched now (the last one reprotected). */
+  current(): ColoPair;
+  /** Resolves when the watch ended (stopped, the pair failed or stopped, `next` said no, or an error went to `onError`). */
+  readonly done: Promise<void>;
+  /** Ends the watch (aborts a reprotect in progress, which then puts the survivor back); leaves the current pair as it is. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Automatic reprotect: whenever the watched pair fails over, closes it,
+ * asks `next` for a fresh secondary and {@link reprotect}s the survivor onto
+ * it; the new pair is watched in turn. Ends when the pair fails or stops,
+ * when `next` returns undefined, on the first error (`onError`; the survivor
+ * serves on, unprotected) or on `stop()`.
+ */
+export function autoReprotect(pair: ColoPair, o: ColoAutoReprotectOptions): ColoAutoReprotect {
+  const abort = new AbortController();
+  let current = pair;
+  const done = (async () => {
+    while (!abort.signal.aborted) {
+      let state: string;
+      try {
+        state = await current.waitForState(['failed-over', 'failed', 'stopped'], o.recheckMs ?? 60_000, abort.signal);
+      } catch (e) {
+        if (isRemusError(e, 'TIMEOUT')) continue;
+        return; // aborted
+      }
+      const failover = current.status().failover;
+      if (state !== 'failed-over' || !failover) return;
+      try {
+        await current.close();
+        const opts = await o.next(failover, abort.signal);
+        if (!opts) return;
+        current = await reprotect(opts, { ...o.run, signal: abort.signal });
+      } catch (e) {
+        if (!abort.signal.aborted) o.onError?.(e);
+        return;
+      }
+      o.onPair?.(current);
+    }
+  })();
+  return {
+    current: () => current,
+    done,
+    async stop() {
+      abort.abort();
+      await done;
+    },
+  };
 }

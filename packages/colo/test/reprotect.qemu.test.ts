@@ -7,7 +7,7 @@
  * (tools/colo-lab) covers checkpoints and the service's counter.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ColoPair, coloIds, processAlive, reprotect, type ColoDriverEvent, type ColoPairOptions } from '../src/index.js';
+import { ColoPair, autoReprotect, coloIds, processAlive, reprotect, type ColoDriverEvent, type ColoPairOptions } from '../src/index.js';
 import { diff, freePorts, pairDevices, snapshot, startPrimary, startSecondary, stopAll, type TestQemu } from './env.js';
 
 afterEach(stopAll);
@@ -24,8 +24,8 @@ async function gone(pid: number, ms = 10_000): Promise<boolean> {
   return false;
 }
 
-/** A pair that ran COLO and failed over to its secondary (manual failover), closed: the survivor serves unprotected. */
-async function survivorAfterFailover(): Promise<TestQemu> {
+/** A pair in COLO (no watchdog), and its secondary. */
+async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu }> {
   const [mirror, compare, nbd, migration] = await freePorts(4);
   const [sec, pri] = await Promise.all([startSecondary({ incoming: `tcp:127.0.0.1:${migration}` }), startPrimary()]);
   const devices = pairDevices(pri.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
@@ -40,6 +40,17 @@ async function survivorAfterFailover(): Promise<TestQemu> {
   const pair = await ColoPair.connect(opts, 20_000);
   try {
     await pair.start({ timeoutMs: 60_000 });
+  } catch (e) {
+    await pair.close();
+    throw e;
+  }
+  return { pair, sec };
+}
+
+/** A pair that ran COLO and failed over to its secondary (manual failover), closed: the survivor serves unprotected. */
+async function survivorAfterFailover(): Promise<TestQemu> {
+  const { pair, sec } = await replicatingPair();
+  try {
     await pair.failover('secondary');
   } finally {
     await pair.close();
@@ -138,5 +149,39 @@ describe('reprotect on real QEMUs (no guest)', () => {
     expect(await b.inspect.execute('query-status')).toMatchObject({ running: true });
     expect(await b.inspect.execute('query-block-jobs')).toEqual([]);
     expect(diff(before, await snapshot(b)), 'the survivor as it was before reprotect()').toEqual([]);
+  });
+
+  it('autoReprotect: when the watched pair fails over, the survivor is reprotected onto the secondary `next` starts, and the new pair is watched', async () => {
+    const { pair, sec } = await replicatingPair();
+    const events: ColoDriverEvent[] = [];
+    const started: TestQemu[] = [];
+    let got!: (p: ColoPair) => void;
+    let fail!: (e: unknown) => void;
+    const reprotected = new Promise<ColoPair>((resolve, reject) => {
+      got = resolve;
+      fail = reject;
+    });
+    const watch = autoReprotect(pair, {
+      next: async (failover) => {
+        expect(failover.survivor).toBe('secondary');
+        const f = await freshSecondary(sec, events);
+        started.push(f.next);
+        return f.opts;
+      },
+      onPair: (p) => got(p),
+      onError: (e) => fail(e),
+      run: { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 },
+    });
+    try {
+      await pair.failover('secondary', 'test');
+      const next = await Promise.race([reprotected, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no reprotect within 60 s')), 60_000))]);
+      expect(watch.current()).toBe(next);
+      expect(next.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
+      expect(await colo(sec)).toBe('primary');
+      expect(await colo(started[0]!)).toBe('secondary');
+    } finally {
+      await watch.stop();
+      await watch.current().close();
+    }
   });
 });
