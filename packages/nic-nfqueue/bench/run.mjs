@@ -12,10 +12,12 @@
 // default), since the sender's congestion control decides what a per-epoch
 // buffer costs; buffered transfers run REPEAT times (default 2), the figure is
 // the median run (with 2: the better one), latencies pool every run's commits.
-// NFQ_BENCH_SECONDS (default 4) sets each transfer's length.
+// NFQ_BENCH_SECONDS (default 4) sets each transfer's length; NFQ_BENCH_CC (default reno,bbr) and
+// NFQ_BENCH_EPOCHS (default 25,100) pick the cases.
 // Prints the figures and writes ${REMUS_BENCH_OUT}/nic-nfqueue.json.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createCheckpointDevices } from '@remus/core';
@@ -28,7 +30,7 @@ const SECONDS = Number(process.env.NFQ_BENCH_SECONDS ?? 4);
 /** Buffered transfers are repeated; TCP through a per-epoch buffer varies from run to run. */
 const REPEAT = Number(process.env.NFQ_BENCH_REPEAT ?? 2);
 const tag = `${process.pid % 100000}`;
-const ns = { guest: `nfqb-${tag}-g`, host: `nfqb-${tag}-h`, client: `nfqb-${tag}-c` };
+const ns = { guest: `rmnfq-b${tag}-g`, host: `rmnfq-b${tag}-h`, client: `rmnfq-b${tag}-c` };
 const vif = `nqb${tag}v`;
 const sh = (file, args) => execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const nsx = (n, file, args) => sh('ip', ['netns', 'exec', n, file, ...args]);
@@ -88,8 +90,103 @@ const SOURCE = `
 const net=require('net');const buf=Buffer.alloc(1<<16,120);const end=Date.now()+${SECONDS * 1000};
 const s=net.connect(5001,'10.77.2.2',()=>{const pump=()=>{while(Date.now()<end){if(!s.write(buf))return s.once('drain',pump);}s.end();console.log('sent');};pump();});`;
 
-/** One bulk transfer; `during` runs while it goes and is stopped when the sink has everything. */
+/**
+ * Markers: the guest sends a small UDP datagram every MARK_EVERY_MS to the client
+ * (payload "RMNFQ <seq> <CLOCK_MONOTONIC ns at send>"), so every epoch holds
+ * recognisable packets and an unbuffered marker's transit time is the baseline.
+ */
+const MARK_EVERY_MS = 2;
+const MARKER = `
+const d=require('dgram').createSocket('udp4');let seq=0;
+const t=setInterval(()=>d.send(Buffer.from('RMNFQ '+(seq++)+' '+process.hrtime.bigint()+' '),5002,'10.77.2.2'),${MARK_EVERY_MS});
+process.stdin.on('end',()=>{clearInterval(t);d.close();process.exit(0);});process.stdin.resume();console.log('marking');`;
+
+/**
+ * The wire: an AF_PACKET capture (capture.py, started once) on the client's end of the
+ * host-client veth pair, timestamps by the kernel on receive, on CLOCK_MONOTONIC.
+ * `bursts`: first packet from the guest after >= 1 ms of silence; `markers`: marker packets.
+ */
+const wire = { bursts: [], markers: [] };
+
+/** The buffer process's trace of each release (see REMUS_NFQ_TRACE in src/buffer-process.ts). */
+const TRACE_FILE = join(tmpdir(), `rmnfq-bench-trace-${process.pid}`);
+process.env.REMUS_NFQ_TRACE = TRACE_FILE;
+function readTrace() {
+  let text = '';
+  try {
+    text = readFileSync(TRACE_FILE, 'utf8');
+    rmSync(TRACE_FILE);
+  } catch {
+    // No release traced.
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('release '))
+    .map((l) => l.split(' ').slice(1).map(BigInt));
+}
+
+/**
+ * Where a commit's output delay goes: for each traced release, the commit that sent it
+ * (latest start before the line was read) and the first packet on the wire after its verdict.
+ */
+function pathOf(commitStarts, traces, withinMs) {
+  const parts = { 'commit -> request read by the buffer process': [], 'read -> handled': [], 'handled -> verdict sent': [], 'verdict sent -> first packet on the wire': [], 'verdict sent -> kernel ACK': [], 'ACK -> reply written': [] };
+  const bursts = [...wire.bursts].sort((a, b) => (a < b ? -1 : 1));
+  const ms = (a, b) => Number(b - a) / 1e6;
+  for (const [read, handled, sent, ack, replied] of traces) {
+    const c = commitStarts.filter((x) => x <= read).at(-1);
+    if (c === undefined || ms(c, read) > withinMs) continue;
+    const b = bursts.find((x) => x >= sent);
+    parts['commit -> request read by the buffer process'].push(ms(c, read));
+    parts['read -> handled'].push(ms(read, handled));
+    parts['handled -> verdict sent'].push(ms(handled, sent));
+    if (b !== undefined && ms(sent, b) < withinMs) parts['verdict sent -> first packet on the wire'].push(ms(sent, b));
+    parts['verdict sent -> kernel ACK'].push(ms(sent, ack));
+    parts['ACK -> reply written'].push(ms(ack, replied));
+  }
+  return parts;
+}
+function startCapture() {
+  const child = spawn('ip', ['netns', 'exec', ns.client, 'python3', new URL('./capture.py', import.meta.url).pathname, `nqb${tag}c`, '10.77.1.2', '1000'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      const f = l.split(' ');
+      if (f[0] === 'ready') resolve();
+      else if (f[0] === 'B') wire.bursts.push(BigInt(f[1]));
+      else if (f[0] === 'M') wire.markers.push({ at: BigInt(f[1]), seq: Number(f[2]), sent: BigInt(f[3]) });
+    });
+    child.on('exit', (c) => reject(new Error(`capture exited (${c}) before it was ready`)));
+  });
+}
+
+/** Output delay per commit: first packet from the guest on the wire at or after the commit started (ms), within `withinMs`. */
+function outputDelays(commitStarts, withinMs) {
+  const out = [];
+  const bursts = [...wire.bursts].sort((a, b) => (a < b ? -1 : 1));
+  let i = 0;
+  for (const c of commitStarts) {
+    while (i < bursts.length && bursts[i] < c) i++;
+    if (i < bursts.length && Number(bursts[i] - c) / 1e6 < withinMs) out.push(Number(bursts[i] - c) / 1e6);
+  }
+  return out;
+}
+
+/** One bulk transfer (with markers); `during` runs while it goes and is stopped when the sink has everything. */
 async function transfer(during) {
+  const marker = spawn('ip', ['netns', 'exec', ns.guest, process.execPath, '-e', MARKER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  children.push(marker);
+  await new Promise((resolve) => createInterface({ input: marker.stdout }).once('line', resolve));
+  try {
+    return await transferOnly(during);
+  } finally {
+    marker.stdin.end();
+  }
+}
+
+async function transferOnly(during) {
   const sink = nodeIn(ns.client, SINK, /^(listening|done)/);
   await sink;
   const done = new Promise((resolve, reject) => {
@@ -115,7 +212,7 @@ function pct(xs, p) {
 const median = (xs) => pct(xs, 50);
 
 /** A checkpoint loop over the layer, counted from commit as Xen does; returns commit durations (ms). */
-function checkpointLoop(layer, epochMs, commitsMs, postsuspendMs) {
+function checkpointLoop(layer, epochMs, commitsMs, postsuspendMs, commitStarts) {
   return async (stop) => {
     while (!stop.stopped) {
       await sleep(epochMs);
@@ -123,6 +220,7 @@ function checkpointLoop(layer, epochMs, commitsMs, postsuspendMs) {
       await layer.postsuspend();
       postsuspendMs.push(performance.now() - t0);
       await layer.preresume();
+      commitStarts.push(process.hrtime.bigint());
       const t = performance.now();
       await layer.commit();
       commitsMs.push(performance.now() - t);
@@ -143,9 +241,11 @@ async function buffered(epochMs) {
   try {
     const commits = [];
     const marks = [];
-    const r = await transfer(checkpointLoop(layer, epochMs, commits, marks));
+    const starts = [];
+    const r = await transfer(checkpointLoop(layer, epochMs, commits, marks, starts));
     const stats = layer.stats()[0].stats;
-    return { ...r, commits, marks, stats };
+    await sleep(100);
+    return { ...r, commits, marks, stats, wire: outputDelays(starts, epochMs), path: pathOf(starts, readTrace(), epochMs) };
   } finally {
     await layer.teardown();
   }
@@ -226,6 +326,7 @@ function setGuestCc(cc) {
 const figures = [];
 try {
   buildLab();
+  await startCapture();
   const rt = await roundTrips(300);
   console.log(
     `round trip: pipe to the buffer process median ${median(rt.pipe).toFixed(3)} ms p99 ${pct(rt.pipe, 99).toFixed(3)} ms; ` +
@@ -257,18 +358,48 @@ try {
   // Reno: a classic loss-based sender. BBR: this machine's default, whose model takes the
   // handshake's short RTT as the path's and so caps its window far below what a buffer
   // that releases once per epoch needs.
-  for (const cc of ['reno', 'bbr']) {
+  for (const cc of (process.env.NFQ_BENCH_CC ?? 'reno,bbr').split(',')) {
     setGuestCc(cc);
+    const m0 = wire.markers.length;
     const base = await transfer(undefined);
+    await sleep(100);
+    const transit = wire.markers.slice(m0).map((m) => Number(m.at - m.sent) / 1e6);
+    console.log(
+      `[${cc}] unbuffered marker transit guest -> wire under bulk TCP: median ${median(transit).toFixed(3)} ms p99 ${pct(transit, 99).toFixed(3)} ms (${transit.length} markers)`,
+    );
+    figures.push({ name: `marker transit guest -> wire, unbuffered, under bulk TCP (${cc}), median`, value: median(transit), unit: 'ms', p99: pct(transit, 99) });
     console.log(`[${cc}] unbuffered: ${base.mbps.toFixed(0)} Mbit/s (${(base.bytes / 1e6).toFixed(1)} MB in ${base.ms.toFixed(0)} ms)`);
     figures.push({ name: `throughput bulk TCP (${cc}) unbuffered`, value: base.mbps, unit: 'Mbit/s' });
-    for (const epochMs of [25, 100]) {
+    for (const epochMs of (process.env.NFQ_BENCH_EPOCHS ?? '25,100').split(',').map(Number)) {
       const runs = [];
       for (let i = 0; i < REPEAT; i++) runs.push(await buffered(epochMs));
       // The median run by throughput (the better of two), with every run's commits pooled for the latency figures.
       const r = { ...[...runs].sort((a, b) => a.mbps - b.mbps)[Math.floor(runs.length / 2)] };
       r.commits = runs.flatMap((x) => x.commits);
       r.marks = runs.flatMap((x) => x.marks);
+      r.wire = runs.flatMap((x) => x.wire);
+      for (const part of Object.keys(runs[0].path)) {
+        const xs = runs.flatMap((x) => x.path[part]);
+        console.log(`[${cc}] ${epochMs} ms epochs: path: ${part}: median ${median(xs).toFixed(3)} ms p99 ${pct(xs, 99).toFixed(3)} ms (${xs.length})`);
+        figures.push({ name: `output path (${cc}, ${epochMs} ms epochs): ${part}, median`, value: median(xs), unit: 'ms', p99: pct(xs, 99) });
+      }
+      console.log(
+        `[${cc}] ${epochMs} ms epochs: OUTPUT DELAY commit -> first held packet on the wire: median ${median(r.wire).toFixed(3)} ms p99 ${pct(r.wire, 99).toFixed(3)} ms ` +
+          `over ${r.wire.length} commits (target p50 <= 0.300, p99 <= 2 ms); ratio to unbuffered marker transit ${(median(r.wire) / median(transit)).toFixed(2)}`,
+      );
+      for (const [label, p] of [
+        ['median', 50],
+        ['p99', 99],
+      ]) {
+        figures.push({
+          name: `output delay on the wire (commit -> first held packet) ${label}, bulk TCP (${cc}), ${epochMs} ms epochs`,
+          value: pct(r.wire, p),
+          unit: 'ms',
+          baseline: { name: `marker transit guest -> wire unbuffered ${label} (${cc})`, value: pct(transit, p), unit: 'ms' },
+          ratio: pct(r.wire, p) / pct(transit, p),
+          target: label === 'median' ? '<= 0.300 ms' : '<= 2 ms',
+        });
+      }
       if (runs.length > 1) console.log(`[${cc}] ${epochMs} ms epochs, each run: ${runs.map((x) => x.mbps.toFixed(0)).join(', ')} Mbit/s`);
       const perEpoch = r.stats.released / Math.max(1, r.stats.epochs);
       console.log(

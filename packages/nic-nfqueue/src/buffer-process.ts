@@ -15,7 +15,7 @@
  * `--queue-bypass`). It never accepts a packet except by a batch verdict up
  * to a recorded epoch boundary.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import {
@@ -55,6 +55,15 @@ const ACK_TIMEOUT_MS = 2000;
 const RCVBUF = 8 << 20;
 /** How often changed figures are reported to the parent. */
 const STATS_INTERVAL_MS = 250;
+/**
+ * Profiling aid (the benchmark sets it): when REMUS_NFQ_TRACE names a file, each release
+ * appends one line of CLOCK_MONOTONIC nanoseconds along its path, written after the reply:
+ * `release <line read> <handled> <verdict sent> <ACK> <reply written>`.
+ */
+const TRACE = process.env.REMUS_NFQ_TRACE;
+const now = (): bigint => process.hrtime.bigint();
+/** Trace points of the release being handled (only with TRACE). */
+const trace: bigint[] = [];
 
 /**
  * One bound queue.
@@ -271,7 +280,9 @@ async function release(req: Extract<Request, { op: 'release' }>): Promise<Reply>
   if (upTo < 0 || q.head >= q.ids.length || idAfter(q.ids[q.head]!, upTo)) {
     return { id: req.id, ok: true, queue: q.num, stats: statsOf(q) };
   }
+  if (TRACE) trace.push(now());
   const e = await sendAck(NFQNL_MSG_VERDICT_BATCH, verdict(q.num, NF_ACCEPT, upTo));
+  if (TRACE) trace.push(now());
   // ENOENT: the kernel held none of them any more (all dropped one by one).
   if (e !== 0 && e !== 2) {
     return { id: req.id, ok: false, error: `batch verdict on queue ${q.num} failed: ${errnoName(e)}`, errno: errnoName(e) };
@@ -323,6 +334,7 @@ async function handle(req: Request): Promise<Reply> {
       await new Promise((r) => setImmediate(r));
       return mark(req);
     case 'release':
+      if (TRACE) trace.push(now());
       return release(req);
     case 'unbind':
       return unbind(req);
@@ -343,13 +355,20 @@ function write(reply: Reply | { ready: true; pid: number } | { stats: QueueStats
 let chain: Promise<void> = Promise.resolve();
 const rl = createInterface({ input: process.stdin });
 rl.on('line', (line) => {
+  const read = TRACE ? now() : 0n;
   let req: Request;
   try {
     req = JSON.parse(line) as Request;
   } catch {
     return;
   }
-  chain = chain.then(async () => write(await handle(req)));
+  chain = chain.then(async () => {
+    if (TRACE) trace.length = 0;
+    write(await handle(req));
+    if (TRACE && req.op === 'release' && trace.length === 3) {
+      appendFileSync(TRACE, `release ${read} ${trace.join(' ')} ${now()}\n`);
+    }
+  });
 });
 rl.on('close', () => {
   // The parent is gone (or tore us down): closing the socket unbinds every
