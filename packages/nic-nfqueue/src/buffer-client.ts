@@ -6,8 +6,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RemusError } from '@remus/core';
+import { abortError, RemusError, withDeadline } from '@remus/core';
 import type { QueueStats, Reply, Request } from './buffer-protocol.js';
+
+/** How long a SIGKILLed buffer process may take to be reported gone. */
+const KILL_WAIT_MS = 5000;
 
 /** Distributive Omit, so each request variant keeps its own fields. */
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
@@ -81,7 +84,7 @@ export class BufferProcess {
    */
   static async start(options: StartOptions): Promise<BufferProcess> {
     const script = bufferProcessPath();
-    if (options.signal.aborted) throw new RemusError('ABORTED', 'buffer process not started: aborted', { cause: options.signal.reason });
+    if (options.signal.aborted) throw abortError(options.signal, 'buffer process start');
     const [file, args] =
       options.netns === undefined
         ? [process.execPath, [script]]
@@ -121,31 +124,33 @@ export class BufferProcess {
     child.on('error', (e) => bp.#onExit(null, null, e));
     child.on('exit', (code, signal) => bp.#onExit(code, signal));
 
-    await new Promise<void>((resolve, reject) => {
-      const done = (err?: unknown): void => {
-        clearTimeout(timer);
-        options.signal.removeEventListener('abort', onAbort);
-        onReady = undefined;
-        const i = bp.#exitWaiters.indexOf(onDeath);
-        if (i >= 0) bp.#exitWaiters.splice(i, 1);
-        if (err) {
-          bp.kill();
-          reject(err);
-        } else resolve();
-      };
-      const timer = setTimeout(
-        () => done(new RemusError('TIMEOUT', `buffer process${bp.#where()} did not start within ${options.timeoutMs} ms`)),
-        options.timeoutMs,
-      );
-      const onAbort = (): void => done(new RemusError('ABORTED', 'buffer process start aborted', { cause: options.signal.reason }));
-      const onDeath = (): void =>
-        done(new RemusError('OP_FAILED', `buffer process${bp.#where()} failed to start: ${bp.describeExit()}`, {
+    const onDeath = (): void => {
+      failStart?.(
+        new RemusError('OP_FAILED', `buffer process${bp.#where()} failed to start: ${bp.describeExit()}`, {
           details: { file, args },
-        }));
-      options.signal.addEventListener('abort', onAbort, { once: true });
-      bp.#exitWaiters.push(onDeath);
-      onReady = () => done();
-    });
+        }),
+      );
+    };
+    let failStart: ((e: unknown) => void) | undefined;
+    bp.#exitWaiters.push(onDeath);
+    try {
+      await withDeadline(
+        () =>
+          new Promise<void>((resolve, reject) => {
+            onReady = resolve;
+            failStart = reject;
+          }),
+        { what: `buffer process${bp.#where()} to start`, timeoutMs: options.timeoutMs, signal: options.signal },
+      );
+    } catch (e) {
+      bp.kill();
+      throw e;
+    } finally {
+      onReady = undefined;
+      failStart = undefined;
+      const i = bp.#exitWaiters.indexOf(onDeath);
+      if (i >= 0) bp.#exitWaiters.splice(i, 1);
+    }
     return bp;
   }
 
@@ -168,8 +173,9 @@ export class BufferProcess {
 
   /**
    * Sends one request and waits for its reply, at most `timeoutMs`, and no
-   * longer than `signal` allows. Rejects with OP_FAILED (the process said no
-   * or is gone), TIMEOUT or ABORTED.
+   * longer than `signal` allows (core's `withDeadline`). Rejects with OP_FAILED
+   * (the process said no or is gone), TIMEOUT, or ABORTED (or the signal's
+   * own RemusError reason, e.g. the engine's op TIMEOUT).
    */
   request(req: WithoutId<Request>, signal: AbortSignal, timeoutMs: number): Promise<OkReply> {
     if (!this.alive) {
@@ -177,36 +183,17 @@ export class BufferProcess {
         new RemusError('OP_FAILED', `buffer process${this.#where()} is gone (${this.describeExit()}); the NIC's output is being dropped`),
       );
     }
-    if (signal.aborted) return Promise.reject(new RemusError('ABORTED', `${req.op} aborted`, { cause: signal.reason }));
     const id = this.#nextId++;
-    return new Promise<OkReply>((resolve, reject) => {
-      const settle = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-      };
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        settle();
-        reject(new RemusError('TIMEOUT', `buffer process${this.#where()} did not answer ${req.op} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const onAbort = (): void => {
-        this.#pending.delete(id);
-        settle();
-        reject(new RemusError('ABORTED', `${req.op} aborted`, { cause: signal.reason }));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, {
-        resolve: (r) => {
-          settle();
-          resolve(r);
-        },
-        reject: (e) => {
-          settle();
-          reject(e);
-        },
-      });
-      this.#child.stdin!.write(`${JSON.stringify({ ...req, id })}\n`);
-    });
+    return withDeadline(
+      (inner) =>
+        new Promise<OkReply>((resolve, reject) => {
+          // A late reply (after a timeout or an abort) finds no waiter and is dropped.
+          inner.addEventListener('abort', () => this.#pending.delete(id), { once: true });
+          this.#pending.set(id, { resolve, reject });
+          this.#child.stdin!.write(`${JSON.stringify({ ...req, id })}\n`);
+        }),
+      { what: `buffer process${this.#where()} to answer ${req.op}`, timeoutMs, signal },
+    );
   }
 
   /** Sends SIGKILL to the process (by its pid). */
@@ -216,15 +203,20 @@ export class BufferProcess {
 
   /**
    * Stops the process: closes its stdin (it closes its socket and exits),
-   * waits up to `graceMs`, then kills it. Resolves once it is gone.
+   * waits up to `graceMs`, then kills it. Resolves once it is gone (TIMEOUT
+   * if even SIGKILL is not reported within 5 s).
    */
   async stop(graceMs = 2000): Promise<void> {
     if (!this.alive) return;
     const gone = new Promise<void>((resolve) => this.#exitWaiters.push(resolve));
     this.#child.stdin!.end();
-    const timer = setTimeout(() => this.kill(), graceMs);
-    await gone;
-    clearTimeout(timer);
+    try {
+      await withDeadline(() => gone, { what: `buffer process${this.#where()} to exit`, timeoutMs: graceMs });
+      return;
+    } catch {
+      this.kill();
+    }
+    await withDeadline(() => gone, { what: `buffer process${this.#where()} to exit after SIGKILL`, timeoutMs: KILL_WAIT_MS });
   }
 }
 
