@@ -130,14 +130,15 @@ function readTrace() {
  * (latest start before the line was read) and the first packet on the wire after its verdict.
  */
 function pathOf(commitStarts, traces, withinMs) {
-  const parts = { 'commit -> request read by the buffer process': [], 'read -> handled': [], 'handled -> verdict sent': [], 'verdict sent -> first packet on the wire': [], 'verdict sent -> kernel ACK': [], 'ACK -> reply written': [] };
+  const parts = { 'commit -> request written (parent: engine, subkind, client)': [], 'written -> read by the buffer process (pipe, wake-up)': [], 'read -> handled': [], 'handled -> verdict sent': [], 'verdict sent -> first packet on the wire': [], 'verdict sent -> kernel ACK': [], 'ACK -> reply written': [] };
   const bursts = [...wire.bursts].sort((a, b) => (a < b ? -1 : 1));
   const ms = (a, b) => Number(b - a) / 1e6;
-  for (const [read, handled, sent, ack, replied] of traces) {
+  for (const [written, read, handled, sent, ack, replied] of traces) {
     const c = commitStarts.filter((x) => x <= read).at(-1);
     if (c === undefined || ms(c, read) > withinMs) continue;
     const b = bursts.find((x) => x >= sent);
-    parts['commit -> request read by the buffer process'].push(ms(c, read));
+    parts['commit -> request written (parent: engine, subkind, client)'].push(ms(c, written));
+    parts['written -> read by the buffer process (pipe, wake-up)'].push(ms(written, read));
     parts['read -> handled'].push(ms(read, handled));
     parts['handled -> verdict sent'].push(ms(handled, sent));
     if (b !== undefined && ms(sent, b) < withinMs) parts['verdict sent -> first packet on the wire'].push(ms(sent, b));

@@ -49,7 +49,14 @@ export type Request =
   /** Records the boundary of checkpoint `checkpoint`'s epoch: the last packet seen now. */
   | { readonly id: number; readonly op: 'mark'; readonly queue: number; readonly checkpoint: number }
   /** Releases up to the boundary of checkpoint `checkpoint` (none recorded: nothing). */
-  | { readonly id: number; readonly op: 'release'; readonly queue: number; readonly checkpoint: number }
+  | {
+      readonly id: number;
+      readonly op: 'release';
+      readonly queue: number;
+      readonly checkpoint: number;
+      /** Only with REMUS_NFQ_TRACE: CLOCK_MONOTONIC ns when the parent wrote the request (profiling). */
+      readonly written?: string;
+    }
   /** Unbinds every queue bound for `tag` (the kernel drops what they hold). */
   | { readonly id: number; readonly op: 'unbind'; readonly tag: string }
   | { readonly id: number; readonly op: 'stats' };

@@ -1,6 +1,6 @@
 /**
  * The `nic-nfqueue` subkind: holds what a guest sends through one NIC in a
- * kernel NFQUEUE, per epoch, and releases an epoch with one batch verdict
+ * kernel NFQUEUE, per epoch, and releases an epoch with batch verdicts
  * when its checkpoint is committed. For kernels without `sch_plug`.
  */
 import {
@@ -372,7 +372,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       await checkpointRequest(handle, 'mark', ctx);
     },
 
-    /** Releases every packet up to the recorded boundary with one batch verdict (ACKed); order is kept. */
+    /** Releases every packet up to the recorded boundary with batch verdicts (ACKed; a small first one puts the first packets on the wire sooner); order is kept. */
     async commit(handle, ctx) {
       const d = handle.data;
       // The buffer held nothing when this epoch closed (its mark said so): nothing to release, no round trip.
