@@ -347,9 +347,14 @@ export class ColoSideDriver {
     const a = this.#o.arbiter;
     if (!a.publish) return;
     const rec: ColoPairRecord = { host: this.#o.host, peer: this.#o.peer, state, protected: state === 'replicating', epoch: this.#epoch, at: now() };
-    await a.publish(COLO_STATE_RECORD, JSON.stringify(rec), this.#abort.signal).catch((e: unknown) => {
-      if (!this.#abort.signal.aborted) this.#emit({ type: 'error', error: asRemusError(e) });
-    });
+    const publish = (name: string, value: string): Promise<void> =>
+      a.publish!(name, value, this.#abort.signal).catch((e: unknown) => {
+        if (!this.#abort.signal.aborted) this.#emit({ type: 'error', error: asRemusError(e) });
+      });
+    await publish(COLO_STATE_RECORD, JSON.stringify(rec));
+    // Replicating again: the secondary holds a full copy, so no host is outdated any more (a mark from an
+    // earlier partition would otherwise keep a reprotected secondary on that host from ever promoting).
+    if (state === 'replicating') await publish(this.#outdatedRecord(), '');
   }
 
   #final(): boolean {
