@@ -72,7 +72,7 @@ async function coloMode(qmp: string): Promise<string | undefined> {
 
 describe('COLO reprotect (real QEMUs, netns)', () => {
   it('after a failover, reprotect onto a fresh secondary resumes checkpoints and survives the new primary being killed; the counter is continuous, one side serves at a time, and a reprotect killed midway leaves the survivor serving', async () => {
-    lab = await ColoLab.create({ prefix: `colo-re${process.pid % 100000}`, checkpointDelayMs: 2000 });
+    lab = await ColoLab.create({ prefix: `colo-t${process.pid % 100000}-re`, checkpointDelayMs: 2000 });
     const l = lab;
     try {
       await l.start(150_000);
