@@ -15,9 +15,11 @@
  *   the service stalls rather than release state the backup lacks).
  * - Fail-closed policy of a primary that loses its role: it releases
  *   nothing more (core fails the commit with ROLE_LOST and suspends the
- *   domain), drops its held answers and its state, stops its service, and
- *   comes back only as a new backup that takes a full state from the new
- *   primary before it may campaign again (6).
+ *   domain), drops its held answers, stops its service, and comes back as a
+ *   backup that takes a full state from the new primary before it may
+ *   campaign again (6) — except a primary that had marked its backup
+ *   outdated: it keeps its last acknowledged state and may campaign with it
+ *   while the `outdated` record is still its own mark (see #notEligible).
  * - (5) A backup campaigns only when it holds state acknowledged under the
  *   current primary (`synced`), or when the cluster was never initialized
  *   (no `initialized` record in etcd: a fresh pair). etcd grants the role
@@ -125,7 +127,7 @@ export class Agent {
    * acknowledged, under `latest.epoch`; `synced` is true exactly when it is
    * set. Cleared when this host is deposed (its own state is then worthless).
    */
-  #latest: { epoch: number; checkpoint: number; state: Uint8Array; fields: Record<string, unknown> } | undefined;
+  #latest: { epoch: number; checkpoint: number; state: Uint8Array; fields: Record<string, unknown>; own?: true } | undefined;
   /** The primary's session to this backup (at most one). */
   #session: PeerConnection | undefined;
   /** The primary's link to the backup (at most one). */
@@ -448,6 +450,13 @@ export class Agent {
     if (init === undefined) return undefined;
     if (!this.#latest) return `no state of the current primary (the pair was initialized at epoch ${init}): waiting for a full state`;
     const outdated = await read(OUTDATED);
+    if (this.#latest.own) {
+      // Its own state of a primary run that marked the peer outdated: valid only while that mark
+      // (a fenced write of epoch latest.epoch) is still the record: then no other host released output since.
+      const mark = `${this.peer.name}@${this.#latest.epoch}`;
+      if (outdated !== mark) return `own state of epoch ${this.#latest.epoch} is no longer the newest (the outdated record is ${JSON.stringify(outdated ?? '')}, not ${JSON.stringify(mark)}): waiting for a full state`;
+      return undefined;
+    }
     if (outdated?.startsWith(`${this.self.name}@`)) return `outdated: the primary released output this host never received (${outdated}): waiting for a full state`;
     return undefined;
   }
@@ -506,6 +515,7 @@ export class Agent {
       }
     })();
     let outdated = false;
+    let acked: Uint8Array | undefined;
     let operation = 0;
     let reason = 'stopped';
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
@@ -517,10 +527,23 @@ export class Agent {
       await devices.setup();
       let clearing = false;
       const sink = link ? sessionSink(link, epoch) : undefined;
+      const base = sink ?? SOLO;
+      let sent: { checkpoint: number; state: Uint8Array } | undefined;
+      // Remembers the last state acknowledged (by the backup, or at once when solo): kept after a deposition (see below).
+      const tracked: StateSink = {
+        send: (ctx, state) => {
+          sent = { checkpoint: ctx.checkpoint, state };
+          base.send(ctx, state);
+        },
+        waitAck: async (ctx) => {
+          await base.waitAck(ctx);
+          if (sent?.checkpoint === ctx.checkpoint) acked = sent.state;
+        },
+      };
       try {
         await runCheckpointLoop({
           devices,
-          domain: service.domain(sink ?? SOLO),
+          domain: service.domain(tracked),
           arbiter,
           epochs: this.#epochs,
           intervalMs: c.intervalMs,
@@ -591,7 +614,22 @@ export class Agent {
       await service.close();
       if (stop.aborted) await arbiter.resign();
     }
-    if (!stop.aborted) this.#emit('deposed', { epoch, reason });
+    if (stop.aborted) return;
+    // Liveness after a deposition: a primary that marked its backup outdated (a fenced write of this
+    // epoch, not cleared) keeps its last acknowledged state as its own backup state. It may campaign
+    // with it only while the record is still exactly that mark (#notEligible): no other host can have
+    // released output since, because the marked backup cannot promote and any other primary would
+    // have rewritten the record. Otherwise (backup current) the state is dropped as before.
+    let kept: Record<string, unknown> | undefined;
+    if (outdated && acked) {
+      try {
+        kept = this.workload.checkState(acked);
+        this.#latest = { epoch, checkpoint: 0, state: acked, fields: kept, own: true };
+      } catch {
+        kept = undefined;
+      }
+    }
+    this.#emit('deposed', { epoch, reason, keptOwnState: kept !== undefined, ...(kept ? { kept } : {}) });
   }
 
   #released(r: Release): void {

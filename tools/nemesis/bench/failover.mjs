@@ -9,7 +9,11 @@ import { join } from 'node:path';
 import { NemesisLab, runScenario } from '../dist/index.js';
 
 const RUNS = Number(process.env.REMUS_NEMESIS_BENCH_RUNS ?? 3);
-const KINDS = ['kill-primary', 'partition-primary', 'pause-primary', 'late-timers'];
+// REMUS_NEMESIS_BENCH_KINDS / REMUS_NEMESIS_BENCH_TTLS (comma lists) restrict the run, e.g. late-timers at TTL 2.
+const ALL_KINDS = ['kill-primary', 'partition-primary', 'pause-primary', 'late-timers'];
+const KINDS = process.env.REMUS_NEMESIS_BENCH_KINDS ? process.env.REMUS_NEMESIS_BENCH_KINDS.split(',') : ALL_KINDS;
+const TTLS = process.env.REMUS_NEMESIS_BENCH_TTLS ? process.env.REMUS_NEMESIS_BENCH_TTLS.split(',').map(Number) : [2, 5];
+for (const k of KINDS) if (!ALL_KINDS.includes(k)) throw new Error(`REMUS_NEMESIS_BENCH_KINDS: unknown kind ${k}; known: ${ALL_KINDS.join(', ')}`);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const figures = [];
 let violations = 0;
@@ -17,7 +21,7 @@ let histories = 0;
 let unsettled = 0;
 const lab = await NemesisLab.create();
 try {
-  for (const ttl of [2, 5]) {
+  for (const ttl of TTLS) {
     for (const kind of KINDS) {
       const fail = [];
       const gaps = [];
