@@ -34,6 +34,8 @@ export interface ScenarioResult {
   readonly outageMs?: number;
   /** Epochs that released output, in order. */
   readonly epochs: readonly number[];
+  /** Deposed primaries that kept their own state (they had marked the backup outdated) and so may campaign again. */
+  readonly keptOwnState: number;
 }
 
 /** Small seeded PRNG (mulberry32). */
@@ -165,6 +167,7 @@ export async function runScenario(lab: NemesisLab, kind: FaultKind, o: RunOption
       ...(firstHigher ? { failoverMs: firstHigher.at - t0 } : {}),
       ...(gap !== undefined ? { outageMs: gap } : {}),
       epochs: check.epochs.map((e) => e.epoch),
+      keptOwnState: s.events.filter((e) => e.type === 'deposed' && e.keptOwnState === true).length,
     };
   } finally {
     await s.stop();
