@@ -39,7 +39,7 @@ try {
         violations += r.check.violations.length;
         if (r.failoverMs !== undefined) fail.push(r.failoverMs);
         if (r.outageMs !== undefined) gaps.push(r.outageMs);
-        console.log(`TTL ${ttl}s ${kind} run ${i + 1}: failover ${r.failoverMs?.toFixed(0) ?? '-'} ms, longest gap ${r.outageMs?.toFixed(0) ?? '-'} ms, violations ${r.check.violations.length}, epochs ${r.epochs.join('>')}, deposed primaries that kept their state ${r.keptOwnState}`);
+        console.log(`TTL ${ttl}s ${kind} run ${i + 1}: failover ${r.failoverMs?.toFixed(0) ?? '-'} ms, longest gap ${r.outageMs?.toFixed(0) ?? '-'} ms, violations ${r.check.violations.length}, epochs ${r.epochs.join('>')}, deposed primaries that kept their state ${r.keptOwnState ?? 0}`);
       }
       if (fail.length) {
         figures.push({ name: `failover time, ${kind}, TTL ${ttl} s (fault to first reply of the new primary)`, value: median(fail), unit: 'ms', min: Math.min(...fail), max: Math.max(...fail), runs: fail.length, baseline: { name: 'TTL', value: ttl * 1000, unit: 'ms' }, ratio: median(fail) / (ttl * 1000) });

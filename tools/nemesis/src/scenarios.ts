@@ -35,7 +35,7 @@ export interface ScenarioResult {
   /** Epochs that released output, in order. */
   readonly epochs: readonly number[];
   /** Deposed primaries that kept their own state (they had marked the backup outdated) and so may campaign again. */
-  readonly keptOwnState: number;
+  readonly keptOwnState?: number;
 }
 
 /** Small seeded PRNG (mulberry32). */
