@@ -9,9 +9,6 @@ import { fileURLToPath } from 'node:url';
 import { abortError, RemusError, withDeadline } from '@remus/core';
 import type { QueueStats, Reply, Request } from './buffer-protocol.js';
 
-/** Profiling (the benchmark sets it): releases carry the time they were written (see buffer-process.ts). */
-const TRACE = process.env.REMUS_NFQ_TRACE !== undefined;
-
 /** How long a SIGKILLed buffer process may take to be reported gone. */
 const KILL_WAIT_MS = 5000;
 
@@ -52,6 +49,8 @@ export class BufferProcess {
   readonly #exitWaiters: (() => void)[] = [];
   /** Latest figures per queue, from replies and the process's periodic reports. */
   readonly #latest = new Map<number, QueueStats>();
+  /** Profiling (the benchmark sets REMUS_NFQ_TRACE): releases carry the time they were written (see buffer-process.ts). */
+  readonly #trace = process.env.REMUS_NFQ_TRACE !== undefined;
 
   private constructor(netns: string | undefined, child: ChildProcess) {
     this.netns = netns;
@@ -193,7 +192,7 @@ export class BufferProcess {
           // A late reply (after a timeout or an abort) finds no waiter and is dropped.
           inner.addEventListener('abort', () => this.#pending.delete(id), { once: true });
           this.#pending.set(id, { resolve, reject });
-          const line = TRACE && req.op === 'release' ? { ...req, id, written: String(process.hrtime.bigint()) } : { ...req, id };
+          const line = this.#trace && req.op === 'release' ? { ...req, id, written: String(process.hrtime.bigint()) } : { ...req, id };
           this.#child.stdin!.write(`${JSON.stringify(line)}\n`);
         }),
       { what: `buffer process${this.#where()} to answer ${req.op}`, timeoutMs, signal },

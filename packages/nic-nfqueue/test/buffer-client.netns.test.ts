@@ -1,0 +1,57 @@
+/**
+ * The buffer process client's waits (issue 12: core's withDeadline): every
+ * request is bounded and abortable, and an abort whose reason is already a
+ * RemusError (the engine's op TIMEOUT) keeps that error. Needs root (the
+ * buffer process opens a NETLINK_NETFILTER socket in this namespace).
+ */
+import { RemusError } from '@remus/core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BufferProcess } from '../src/buffer-client.js';
+
+let bp: BufferProcess | undefined;
+
+afterEach(async () => {
+  await bp?.stop();
+  bp = undefined;
+});
+
+const start = (signal = new AbortController().signal): Promise<BufferProcess> =>
+  BufferProcess.start({ netns: undefined, ip: 'ip', timeoutMs: 10_000, signal });
+
+describe('buffer process client waits', () => {
+  it('answers a request, times out a request it gives no time, and keeps a RemusError abort reason', async () => {
+    bp = await start();
+    const signal = new AbortController().signal;
+    const ok = await bp.request({ op: 'unbind', tag: 'remus:test:none' }, signal, 5000);
+    expect(ok.ok).toBe(true);
+
+    await expect(bp.request({ op: 'stats' }, signal, 0)).rejects.toMatchObject({ code: 'TIMEOUT' });
+
+    const engine = new AbortController();
+    engine.abort(new RemusError('TIMEOUT', 'commit: no result within 5 ms'));
+    await expect(bp.request({ op: 'stats' }, engine.signal, 5000)).rejects.toMatchObject({ code: 'TIMEOUT' });
+
+    const user = new AbortController();
+    const pending = bp.request({ op: 'stats' }, user.signal, 5000);
+    user.abort(new Error('stop'));
+    // Either the reply won the race or the abort did; an abort is ABORTED, never a hang.
+    await pending.then(
+      (r) => expect(r.ok).toBe(true),
+      (e: unknown) => expect(e).toMatchObject({ code: 'ABORTED' }),
+    );
+    // Still usable after a timed-out and an aborted request.
+    expect((await bp.request({ op: 'stats' }, signal, 5000)).ok).toBe(true);
+  });
+
+  it('refuses to start with an aborted signal and stops within its grace time', async () => {
+    const ac = new AbortController();
+    ac.abort(new Error('stop'));
+    await expect(start(ac.signal)).rejects.toMatchObject({ code: 'ABORTED' });
+    bp = await start();
+    const pid = bp.pid!;
+    await bp.stop(2000);
+    expect(bp.alive).toBe(false);
+    expect(() => process.kill(pid, 0)).toThrow();
+    bp = undefined;
+  });
+});
