@@ -16,6 +16,7 @@ export const FAULT_KINDS = [
   'partition-backup',
   'pause-primary',
   'late-timers',
+  'solo-then-pause',
   'etcd-one',
   'etcd-two',
 ] as const;
@@ -121,6 +122,22 @@ export async function runScenario(lab: NemesisLab, kind: FaultKind, o: RunOption
         const undo = lab.throttle(s.agent(p).pid, 1);
         await sleep(holdMs);
         undo();
+        f.end = mono();
+        break;
+      }
+      case 'solo-then-pause': {
+        // The liveness-gap shape: the backup dies, the primary marks it outdated and runs solo,
+        // then the primary is paused past its TTL (deposed), and the backup comes back without
+        // state. Only the deposed primary's own state can bring the pair back.
+        const f = s.fault(kind, p);
+        s.agent(b).signal('SIGKILL');
+        await s.agent(p).waitEvent((e) => e.host === p && e.type === 'backup-outdated' && e.mono > t0, ttlMs * 3 + 5000);
+        await sleep(rand() * 500);
+        s.agent(p).signal('SIGSTOP');
+        await sleep(holdMs);
+        s.agent(p).signal('SIGCONT');
+        await s.agent(p).waitEvent((e) => e.host === p && e.type === 'deposed' && e.mono > t0, ttlMs * 3 + 5000);
+        s.startAgent(b);
         f.end = mono();
         break;
       }
