@@ -19,13 +19,22 @@ const start = (signal = new AbortController().signal): Promise<BufferProcess> =>
   BufferProcess.start({ netns: undefined, ip: 'ip', timeoutMs: 10_000, signal });
 
 describe('buffer process client waits', () => {
-  it('answers a request, times out a request it gives no time, and keeps a RemusError abort reason', async () => {
+  it('answers a request, times out a request it gives no time or too little, and keeps a RemusError abort reason', async () => {
     bp = await start();
     const signal = new AbortController().signal;
     const ok = await bp.request({ op: 'unbind', tag: 'remus:test:none' }, signal, 5000);
     expect(ok.ok).toBe(true);
 
-    await expect(bp.request({ op: 'stats' }, signal, 0)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    // The process is stopped (SIGSTOP) so that it cannot answer before the
+    // time limit: a reply racing a 0 ms timer made this test flaky in CI.
+    const pid = bp.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await expect(bp.request({ op: 'stats' }, signal, 0)).rejects.toMatchObject({ code: 'TIMEOUT' });
+      await expect(bp.request({ op: 'stats' }, signal, 50)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
 
     const engine = new AbortController();
     engine.abort(new RemusError('TIMEOUT', 'commit: no result within 5 ms'));
