@@ -612,7 +612,10 @@ export class Agent {
       await linker;
       ready?.close('primary phase ended');
       await service.close();
-      if (stop.aborted) await arbiter.resign();
+      // Stopped or deposed: give the role back either way. A deposed primary that kept its lease
+      // would keep its leader key, and the backup would wait behind it forever (an arbiter may
+      // even answer a late keepalive after the lapse).
+      await arbiter.resign();
     }
     if (stop.aborted) return;
     // Liveness after a deposition: a primary that marked its backup outdated (a fenced write of this

@@ -353,6 +353,12 @@ class EtcdElection implements EtcdArbiter {
       this.#leaseGone = true;
       return;
     }
+    // A held role whose deadline passed is lost for good, even if this (late) answer would extend it:
+    // the host has already been told the role lapsed (role() is polled) and may have acted on it.
+    if (this.#state.held && !(performance.now() < this.#state.deadline)) {
+      this.#lose('no keepalive was answered in time: the deadline passed (a late answer does not revive the role)');
+      return;
+    }
     const d = sentAt + Math.min(ttl, this.settings.ttlSeconds) * 1000 - this.settings.marginMs;
     if (d > this.#leaseDeadline) this.#leaseDeadline = d;
     if (this.#state.held && d > this.#state.deadline) this.#state = { held: true, epoch: this.#state.epoch, deadline: d };

@@ -122,6 +122,32 @@ describe('etcd arbiter (netns, real etcd)', () => {
     });
   }
 
+  it('a role whose deadline passed stays lost, even when a keepalive sent before answers late (no revival)', async () => {
+    // A long call timeout keeps a keepalive in flight while every member is paused;
+    // it is answered after the holder's deadline passed, with a later send time.
+    const a = arbiterOn('hA', fresh(), { callTimeoutMs: 5000 });
+    await a.call('acquire');
+    await until(() => a.roles.at(-1)?.usable === true, 2000, 'a report of the usable role');
+    const from = a.roles.length;
+    for (const m of cluster.memberNames) cluster.kill(m, 'SIGSTOP');
+    try {
+      await until(() => a.roles.slice(from).some((r) => !r.usable), TTL * 1000 * 2, 'the deadline passes');
+      await new Promise((r) => setTimeout(r, 30));
+    } finally {
+      for (const m of cluster.memberNames) cluster.kill(m, 'SIGCONT');
+    }
+    const lapsedAt = (a.roles.slice(from).find((r) => !r.usable) as RoleReport).at;
+    // A keepalive was in flight across the pause: it is answered after the lapse, and then either the role
+    // is reported lost (right) or it is reported usable again (the bug this test guards against).
+    const revived = (): RoleReport[] => a.roles.filter((r) => r.at > lapsedAt && r.usable);
+    await until(() => revived().length > 0 || a.events.some((e) => e.at > lapsedAt && e.event.type === 'role-lost'), TTL * 1000, 'the late answer handled');
+    await new Promise((r) => setTimeout(r, TTL * 1000));
+    // The late answer was received (the lease is alive) but the role did not come back.
+    expect(revived()).toEqual([]);
+    expect(await a.call<RoleReport>('role')).toMatchObject({ held: false });
+    expect(a.events.some((e) => e.event.type === 'role-lost')).toBe(true);
+  });
+
   it('loses the role when two of three etcd members are gone; nobody is elected; after they return the next epoch is higher', async () => {
     const prefix = fresh();
     const a = arbiterOn('hA', prefix);
