@@ -19,6 +19,7 @@ export const FAULT_KINDS = [
   'solo-then-pause',
   'etcd-one',
   'etcd-two',
+  'etcd-pause',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -161,6 +162,22 @@ export async function runScenario(lab: NemesisLab, kind: FaultKind, o: RunOption
         await sleep(holdMs);
         for (const m of names) lab.etcd.start(m);
         await lab.etcd.waitHealthy(30_000);
+        break;
+      }
+      case 'etcd-pause': {
+        // Every member paused (SIGSTOP) just under the TTL: the primary's deadline passes and it is
+        // deposed while its lease outlives the pause, so a keepalive sent during the pause may be
+        // answered after the lapse. The deposed primary must give the role up for good.
+        const f = s.fault(kind, 'etcd');
+        const pauseMs = Math.round(ttlMs * (0.9 + rand() * 0.08));
+        for (const m of lab.etcd.memberNames) lab.etcd.kill(m, 'SIGSTOP');
+        try {
+          await sleep(pauseMs);
+        } finally {
+          for (const m of lab.etcd.memberNames) lab.etcd.kill(m, 'SIGCONT');
+        }
+        await lab.etcd.waitHealthy(30_000);
+        f.end = mono();
         break;
       }
     }
