@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RemusError, runScript } from '../src/index.js';
+import { RemusError, processAlive, runScript } from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'remus-script-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,14 +25,7 @@ async function failure(p: Promise<unknown>): Promise<RemusError> {
 }
 
 /** Running (a zombie waiting for a reaper counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const alive = (pid: number): boolean => processAlive(pid);
 
 describe('runScript', () => {
   it('passes arguments as a vector (no shell) and the environment, and returns stdout', async () => {

@@ -12,6 +12,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '@remus/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { CriuErrors, Frame, FrameReader, createCriuBackup, encodeFrame, failover, filePayload } from '../src/index.js';
 
@@ -92,14 +93,7 @@ exit 1
 }
 
 /** True while `pid` runs (a zombie does not count). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const running = (pid: number): boolean => processAlive(pid);
 
 it('a restore that fails half-way: RESTORE_FAILED with criu\'s error, nothing left running, no lock, retry reaches criu', async () => {
   const dir = join(root, 'cp');

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { createCheckpointDevices, pollUntil, runCheckpointLoop, sleep, type DomainStepContext } from '@remus/core';
+import { createCheckpointDevices, pollUntil, processAlive, runCheckpointLoop, sleep, type DomainStepContext } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, releaseCgroup, type ProcessDomain } from '../src/index.js';
 
@@ -23,13 +23,7 @@ async function until(cond: () => boolean): Promise<void> {
 }
 
 /** True while `pid` runs (a zombie is not alive). */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+const alive = (pid: number): boolean => processAlive(pid);
 
 afterEach(async () => {
   for (const d of domains.splice(0)) await d.stop().catch(() => undefined);

@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isRemusError } from '@remus/core';
+import { isRemusError, processAlive, procStat } from '@remus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   assertLabReady,
@@ -30,14 +30,8 @@ function ourQemuPids(): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (comm.startsWith('qemu-system') && ppid === process.pid) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
+    const stat = procStat(Number(entry)); // undefined: the process ended while we looked
+    if (stat?.comm.startsWith('qemu-system') && stat.ppid === process.pid) pids.push(stat.pid);
   }
   return pids;
 }
@@ -183,13 +177,7 @@ describe('kernel lab one-shot runs and errors', () => {
     const runDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('remus-lab-') && readFileSync(join(tmpdir(), d, 'owner'), 'utf8').split(' ')[0] === String(child.pid));
     expect(runDirs()).toHaveLength(1);
     child.kill('SIGKILL');
-    const gone = () => {
-      try {
-        return readFileSync(`/proc/${qemuPid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
-      } catch {
-        return true;
-      }
-    };
+    const gone = () => !processAlive(qemuPid);
     for (let i = 0; i < 100 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
     expect(gone()).toBe(true);
     await startLab({ bootTimeoutMs: 1 }).catch(() => undefined);
