@@ -13,7 +13,7 @@
  * - `close`: stop and fail closed (held output dropped, the service gone).
  *
  * The counter service is one implementation (`service.type: "counter"`).
- * See /work/notes/AGENT-WORKLOAD.md and the README ("Workloads").
+ * See the README, "The protected service (workloads)", for when each member is called.
  */
 import type { DomainAdapter, SubkindOps } from '@remus/core';
 import type { ServiceConfig } from './config.js';
