@@ -149,7 +149,8 @@ try {
   children.push(arp);
   let arpOut = '';
   arp.stdout.on('data', (d) => (arpOut += d));
-  const arpDone = new Promise((r) => arp.once('exit', r));
+  // 'close', not 'exit': 'exit' can come before the last of arping's stdout has been read.
+  const arpDone = new Promise((r) => arp.once('close', r));
   check((await until(held, (q) => q >= 1)) >= 1, 'an ARP request from the guest is held in the plug');
   await new Promise((r) => setTimeout(r, 1500)); // arping re-sends every second: those are held too
   check(!/Received [1-9]/.test(arpOut) && arp.exitCode === null, `no ARP reply before the commit (${held()} held)`);
@@ -157,7 +158,8 @@ try {
   await layer.preresume();
   await layer.commit();
   await arpDone;
-  check(/Received [1-9]\d* response/.test(arpOut), 'the ARP reply comes after the commit');
+  const replied = /Received [1-9]\d* response/.test(arpOut);
+  check(replied, `the ARP reply comes after the commit${replied ? '' : ` (arping exit ${arp.exitCode}, said ${JSON.stringify(arpOut)})`}`);
 
   const stats = layer.stats()[0]?.stats ?? {};
   check(stats.epochsClosed === 4 && stats.epochsReleased === 4 && stats.epochsHeld === 0, `stats count the epochs (${JSON.stringify(stats)})`);
