@@ -34,7 +34,8 @@ describe('etcd lab (netns, real etcd)', () => {
   it('a killed member restarts with its data and rejoins', async () => {
     cluster.kill('e3');
     await expect.poll(() => cluster.pid('e3'), { timeout: 5000 }).toBeUndefined();
-    await cluster.etcdctl('e1', ['put', '/lab/k', 'v2']);
+    // Killing a member may have killed the leader: the put (idempotent) is retried while the other two elect one.
+    await expect.poll(() => cluster.etcdctl('e1', ['put', '/lab/k', 'v2']).then(() => true, () => false), { timeout: 20_000, interval: 200 }).toBe(true);
     cluster.start('e3');
     await cluster.waitHealthy(20_000);
     await expect.poll(async () => net.run('e3', 'etcdctl', ['--endpoints', '10.77.0.12:2379', 'get', '--print-value-only', '/lab/k']).catch(() => ''), { timeout: 10_000 }).toBe('v2\n');
