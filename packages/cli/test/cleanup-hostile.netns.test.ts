@@ -10,13 +10,14 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { processStart } from '../src/journal.js';
-import { netnsList, ownedName, processAlive, sh, tempDir, tryRun } from '@remus/test-lab';
+import { createNamespace, netnsList, processAlive, tempDir, tryRun } from '@remus/test-lab';
 import { events, journals, remus } from './helpers.js';
 
 const PREFIX = `rmcli${process.pid}`;
 const FREEZER = existsSync('/sys/fs/cgroup/freezer/cgroup.procs') ? '/sys/fs/cgroup/freezer' : '/sys/fs/cgroup/unified';
 const decoyCgroup = join(FREEZER, `${PREFIX}-decoy`);
-const decoyNetns = ownedName('rmcli');
+let decoy: { readonly name: string; destroy(): void } | undefined;
+let decoyNetns: string;
 const children: ChildProcess[] = [];
 let state: string;
 let evil: string;
@@ -51,7 +52,8 @@ beforeAll(async () => {
   mkdirSync(decoyCgroup);
   inCgroup = sleeper();
   writeFileSync(join(decoyCgroup, 'cgroup.procs'), String(inCgroup.pid));
-  sh('ip', ['netns', 'add', decoyNetns]);
+  decoy = createNamespace('rmcli');
+  decoyNetns = decoy.name;
   inNetns = sleeper(['ip', 'netns', 'exec', decoyNetns, 'sleep', '600']);
   await sleep(200);
 });
@@ -65,7 +67,7 @@ afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
   await sleep(100);
   for (const pid of tryRun('ip', ['netns', 'pids', decoyNetns]).out.split('\n').filter((l) => /^\d+$/.test(l))) process.kill(Number(pid), 'SIGKILL');
-  tryRun('ip', ['netns', 'delete', decoyNetns]);
+  decoy?.destroy();
   for (let i = 0; i < 100 && existsSync(decoyCgroup); i++) {
     try {
       rmdirSync(decoyCgroup);

@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { runScript } from '@remus/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { qemuPair, stopQemus } from './colo-env.js';
-import { ownedName, processAlive, sh, tempDir, tryRun, waitFor } from '@remus/test-lab';
+import { createNamespace, processAlive, sh, tempDir, waitFor } from '@remus/test-lab';
 import { events, journals, killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
-const NS = ownedName('rmcli');
+let fenceNs: { readonly name: string; destroy(): void } | undefined;
+let NS: string;
 let dir: string;
 let state: string;
 let running: Running | undefined;
@@ -21,7 +22,8 @@ let running: Running | undefined;
 beforeEach(async () => {
   dir = tempDir('colo-pair').dir;
   state = join(dir, 'state');
-  sh('ip', ['netns', 'add', NS]);
+  fenceNs = createNamespace('rmcli');
+  NS = fenceNs.name;
   sh('ip', ['-n', NS, 'link', 'add', 'br0', 'type', 'bridge']);
   for (const tap of ['tap-p', 'tap-s']) sh('ip', ['-n', NS, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
   sh('ip', ['-n', NS, 'link', 'set', 'tap-p', 'master', 'br0']);
@@ -31,7 +33,8 @@ afterEach(async () => {
   await killRunning(running);
   running = undefined;
   await stopQemus();
-  tryRun('ip', ['netns', 'delete', NS]);
+  fenceNs?.destroy();
+  fenceNs = undefined;
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -4,15 +4,15 @@
  * `stop()`. Each QEMU gets two QMP monitors: [0] for the subkinds (or a
  * fault proxy in front of it), [1] for the test's own inspection.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as netModule from 'node:net';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeviceSpec } from '@remus/core';
 import { connectQmp, type QmpClient } from '@remus/qmp';
+import { coloPrimaryMachine, coloSecondaryMachine, freePorts, qcow2, startQemu, waitFor } from '@remus/test-lab';
 
 export interface Proc {
   readonly pid: number;
@@ -61,47 +61,23 @@ export function tempDir(tag: string): { dir: string; stop(): Promise<void> } {
 }
 
 function image(dir: string, name: string): string {
-  const path = join(dir, name);
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, '16M']);
-  return path;
+  return qcow2(dir, name);
 }
 
-async function startQemu(tag: string, extra: (dir: string) => string[]): Promise<TestQemu> {
+/** A QEMU of test-lab in its own temp folder, plus a QMP client on monitor [1]; both stopped by {@link stopAll}. */
+async function startTestQemu(tag: 'pri' | 'sec', machine: (dir: string) => string[]): Promise<TestQemu> {
   const { dir } = tempDir(tag);
-  const qmp: [string, string] = [join(dir, 'qmp0.sock'), join(dir, 'qmp1.sock')];
-  const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-accel', 'tcg', '-m', '64'];
-  for (const s of qmp) args.push('-qmp', `unix:${s},server=on,wait=off`);
-  args.push(...extra(dir));
-  const p = launch('qemu-system-x86_64', args, dir);
+  const q = await startQemu({ dir, name: tag, machine: machine(dir) });
+  const p: Proc = { pid: q.pid, process: q.child, stderr: q.stderr, stop: q.stop };
   tracked.unshift(p); // stopped before its dir is removed
-  const ready = async () => qmp.every((s) => existsSync(s));
-  for (let i = 0; i < 400 && !(await ready()); i++) {
-    if (p.process.exitCode !== null) break;
-    await sleep(25);
-  }
-  if (!(await ready())) throw new Error(`QEMU did not start: ${p.stderr()}`);
-  // The socket file appears at bind(), a moment before QEMU listens: retry a refused connect, bounded.
-  let inspect: QmpClient | undefined;
-  for (let i = 0; inspect === undefined; i++) {
-    try {
-      inspect = await connectQmp(qmp[1], { timeoutMs: 20_000 });
-    } catch (e) {
-      if (i >= 200 || !/ECONNREFUSED/.test(String((e as Error).message)) || p.process.exitCode !== null) throw e;
-      await sleep(25);
-    }
-  }
+  const inspect = await connectQmp(q.qmp[1], { timeoutMs: 20_000 });
   tracked.unshift({ stop: () => inspect.close() });
-  return { ...p, dir, qmp, inspect };
+  return { ...p, dir, qmp: q.qmp, inspect };
 }
 
 /** A primary-shaped QEMU: netdev `hn0`, guest disk `colo-disk0` = quorum over a qcow2 image. */
 export function startPrimary(): Promise<TestQemu> {
-  return startQemu('pri', (dir) => [
-    '-netdev',
-    'user,id=hn0',
-    '-drive',
-    `if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1,children.0.file.filename=${image(dir, 'primary.qcow2')},children.0.driver=qcow2`,
-  ]);
+  return startTestQemu('pri', (dir) => coloPrimaryMachine(dir));
 }
 
 /**
@@ -109,17 +85,7 @@ export function startPrimary(): Promise<TestQemu> {
  * with `incoming` (e.g. `tcp:127.0.0.1:4444`) it waits for a migration there, as a COLO secondary does.
  */
 export function startSecondary(options: { incoming?: string } = {}): Promise<TestQemu> {
-  return startQemu('sec', (dir) => [
-    ...(options.incoming ? ['-incoming', options.incoming] : []),
-    '-netdev',
-    'user,id=hn0',
-    '-drive',
-    `if=none,id=parent0,file.filename=${image(dir, 'parent.qcow2')},driver=qcow2`,
-    '-drive',
-    `if=none,id=childs0,driver=replication,mode=secondary,file.driver=qcow2,top-id=colo-disk0,file.file.filename=${image(dir, 'active.qcow2')},file.backing.driver=qcow2,file.backing.file.filename=${image(dir, 'hidden.qcow2')},file.backing.backing=parent0`,
-    '-drive',
-    'if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,vote-threshold=1,children.0=childs0',
-  ]);
+  return startTestQemu('sec', (dir) => coloSecondaryMachine(dir, options));
 }
 
 /** A qemu-nbd server exporting a scratch image as `name` on 127.0.0.1:port (stands in for a secondary's export). */
@@ -127,11 +93,8 @@ export async function startNbd(port: number, name: string): Promise<Proc> {
   const { dir } = tempDir('nbd');
   const p = launch('qemu-nbd', ['-f', 'qcow2', '-x', name, '-b', '127.0.0.1', '-p', String(port), '-e', '8', '-t', image(dir, 'nbd.qcow2')], dir);
   tracked.unshift(p);
-  for (let i = 0; i < 200; i++) {
-    if (await canConnect(port)) return p;
-    await sleep(25);
-  }
-  throw new Error(`qemu-nbd did not listen: ${p.stderr()}`);
+  await waitFor(() => canConnect(port), 5000, `qemu-nbd listening on 127.0.0.1:${port}`, () => p.stderr());
+  return p;
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -167,19 +130,7 @@ export function pairDevices(priDir: string, ports: { mirror: number; compare: nu
   };
 }
 
-/** Free TCP ports on 127.0.0.1 (bound and released; a race with other processes is unlikely). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, async () => {
-      const s = createServer();
-      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-      return s;
-    }),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  return ports;
-}
+export { freePorts };
 
 /** Everything of a QEMU that COLO set-up may touch, as sorted lists; equal snapshots mean "left as it was". */
 export interface Snapshot {
@@ -384,7 +335,6 @@ export async function startStorageDaemon(): Promise<{ qmp: string }> {
   const qmp = join(dir, 'qsd.sock');
   const p = launch('qemu-storage-daemon', ['--chardev', `socket,path=${qmp},server=on,wait=off,id=m0`, '--monitor', 'chardev=m0'], dir);
   tracked.unshift(p);
-  for (let i = 0; i < 400 && !existsSync(qmp); i++) await sleep(25);
-  if (!existsSync(qmp)) throw new Error(`qemu-storage-daemon did not start: ${p.stderr()}`);
+  await waitFor(() => existsSync(qmp), 10_000, 'qemu-storage-daemon QMP socket', () => p.stderr());
   return { qmp };
 }

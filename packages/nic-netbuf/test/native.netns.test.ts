@@ -11,15 +11,20 @@ import { promisify } from 'node:util';
 import { afterEach, expect, it } from 'vitest';
 import { RemusError } from '@remus/core';
 import { NativeRtnlChannel, loadNativeRtnl, qdiscChangeMessage } from '../src/native.js';
+import { createNamespace } from '@remus/test-lab';
 import { tryRun } from './helpers.js';
 
 const run = promisify(execFile);
-const self = `rnb-nat-s-${process.pid}`;
-const other = `rnb-nat-o-${process.pid}`;
-const guest = `rnb-nat-g-${process.pid}`;
+const made: { destroy(): void }[] = [];
+/** A fresh namespace owned by this test process (removed after each test, or by the next run if this one was killed). */
+function netns(): string {
+  const n = createNamespace('rnbnat');
+  made.push(n);
+  return n.name;
+}
 
 afterEach(() => {
-  for (const ns of [self, other, guest]) tryRun('ip', ['netns', 'del', ns]);
+  for (const n of made.splice(0)) n.destroy();
 });
 
 it('the addon is built by the install step (CI installs compilers)', () => {
@@ -28,7 +33,7 @@ it('the addon is built by the install step (CI installs compilers)', () => {
 });
 
 it('sends the checkpoint ops of NICs in any namespace through that namespace’s native socket, synchronously, without spawning, with errno and names on failure', async () => {
-  for (const ns of [self, other, guest]) tryRun('ip', ['netns', 'add', ns]);
+  const [self, other, guest] = [netns(), netns(), netns()];
   const file = new URL('./fixtures/native.mjs', import.meta.url).pathname;
   const { stdout } = await run('ip', ['netns', 'exec', self, process.execPath, file, self, other, guest], { timeout: 60_000 });
   const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
@@ -63,7 +68,7 @@ it('a missing namespace, a missing interface and a closed channel are clear erro
   })();
   expect(e?.code).toBe('OP_FAILED');
   expect(e?.message).toContain('rnb-nat-no-such-ns');
-  tryRun('ip', ['netns', 'add', other]);
+  const other = netns();
   const c = new NativeRtnlChannel(addon, other);
   expect(() => c.ifindex('nope0')).toThrow(/nope0 not found in namespace/);
   expect(c.ifindex('lo')).toBe(1);

@@ -7,18 +7,17 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, expect, it } from 'vitest';
-import { tryRun } from './helpers.js';
+import { createNamespace } from '@remus/test-lab';
 
 const run = promisify(execFile);
-const self = `rnb-nl-s-${process.pid}`;
-const guest = `rnb-nl-g-${process.pid}`;
+const made: { destroy(): void }[] = [];
 
 afterEach(() => {
-  for (const ns of [self, guest]) tryRun('ip', ['netns', 'del', ns]);
+  for (const n of made.splice(0)) n.destroy();
 });
 
 it('sends the checkpoint ops of own-namespace NICs through one netlink socket, without spawning, with errno and names on failure', async () => {
-  for (const ns of [self, guest]) tryRun('ip', ['netns', 'add', ns]);
+  const [self, guest] = [createNamespace('rnbnl'), createNamespace('rnbnl')].map((n) => (made.push(n), n.name));
   const file = new URL('./fixtures/own-ns.mjs', import.meta.url).pathname;
   const { stdout } = await run('ip', ['netns', 'exec', self, process.execPath, file, self, guest], { timeout: 60_000 });
   const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));

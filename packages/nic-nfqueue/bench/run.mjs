@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createCheckpointDevices } from '@remus/core';
+import { createTrio } from '@remus/test-lab';
 import { createRequire } from 'node:module';
 import { nicNfqueue } from '../dist/index.js';
 import { BufferProcess } from '../dist/buffer-client.js';
@@ -29,44 +30,26 @@ import { configCommand, frame, NETLINK_NETFILTER, NFQNL_MSG_CONFIG, NLM_F_ACK, N
 const SECONDS = Number(process.env.NFQ_BENCH_SECONDS ?? 4);
 /** Buffered transfers are repeated; TCP through a per-epoch buffer varies from run to run. */
 const REPEAT = Number(process.env.NFQ_BENCH_REPEAT ?? 2);
-const tag = `${process.pid % 100000}`;
-const ns = { guest: `rmnfq-b${tag}-g`, host: `rmnfq-b${tag}-h`, client: `rmnfq-b${tag}-c` };
-const vif = `nqb${tag}v`;
+/** The routed lab (test-lab's trio, IPv4 only): its namespaces and the guest's host-side interface, set by buildLab(). */
+const ns = { guest: '', host: '', client: '' };
+let vif = '';
+let lab;
+const GUEST_V4 = '10.77.1.2';
+const CLIENT_V4 = '10.77.2.2';
 const sh = (file, args) => execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const nsx = (n, file, args) => sh('ip', ['netns', 'exec', n, file, ...args]);
 const children = [];
 
 function buildLab() {
-  for (const n of Object.values(ns)) {
-    sh('ip', ['netns', 'add', n]);
-    sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
-  }
-  sh('ip', ['link', 'add', `nqb${tag}g`, 'netns', ns.guest, 'type', 'veth', 'peer', 'name', vif, 'netns', ns.host]);
-  sh('ip', ['link', 'add', `nqb${tag}h`, 'netns', ns.host, 'type', 'veth', 'peer', 'name', `nqb${tag}c`, 'netns', ns.client]);
-  const cfg = [
-    [ns.guest, `nqb${tag}g`, '10.77.1.2/24'],
-    [ns.host, vif, '10.77.1.1/24'],
-    [ns.host, `nqb${tag}h`, '10.77.2.1/24'],
-    [ns.client, `nqb${tag}c`, '10.77.2.2/24'],
-  ];
-  for (const [n, i, a] of cfg) {
-    sh('ip', ['-n', n, 'addr', 'add', a, 'dev', i]);
-    sh('ip', ['-n', n, 'link', 'set', i, 'up']);
-  }
-  nsx(ns.host, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-  sh('ip', ['-n', ns.guest, 'route', 'add', 'default', 'via', '10.77.1.1']);
-  sh('ip', ['-n', ns.client, 'route', 'add', 'default', 'via', '10.77.2.1']);
+  lab = createTrio({ prefix: 'rnfqb', ifPrefix: 'nqb', topology: 'routed', ipv6: false, net: 77 });
+  if (lab.guestV4 !== GUEST_V4 || lab.clientV4 !== CLIENT_V4) throw new Error(`lab addresses ${lab.guestV4} ${lab.clientV4}, expected ${GUEST_V4} ${CLIENT_V4}`);
+  Object.assign(ns, { guest: lab.guest, host: lab.host, client: lab.client });
+  vif = lab.vif;
 }
 
 function destroyLab() {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  for (const n of Object.values(ns)) {
-    try {
-      sh('ip', ['netns', 'del', n]);
-    } catch {
-      // Not made or already gone.
-    }
-  }
+  lab?.destroy();
 }
 
 /** Runs `node -e code` in a namespace; resolves with its first stdout line matching `re`. */
@@ -85,10 +68,10 @@ const SINK = `
 const net=require('net');let total=0,t0=0,t1=0;
 const srv=net.createServer(s=>{t0=performance.now();s.on('data',d=>{total+=d.length;t1=performance.now();});
 s.on('end',()=>{console.log('done '+total+' '+(t1-t0));process.exit(0);});});
-srv.listen(5001,'10.77.2.2',()=>console.log('listening'));`;
+srv.listen(5001,'${CLIENT_V4}',()=>console.log('listening'));`;
 const SOURCE = `
 const net=require('net');const buf=Buffer.alloc(1<<16,120);const end=Date.now()+${SECONDS * 1000};
-const s=net.connect(5001,'10.77.2.2',()=>{const pump=()=>{while(Date.now()<end){if(!s.write(buf))return s.once('drain',pump);}s.end();console.log('sent');};pump();});`;
+const s=net.connect(5001,'${CLIENT_V4}',()=>{const pump=()=>{while(Date.now()<end){if(!s.write(buf))return s.once('drain',pump);}s.end();console.log('sent');};pump();});`;
 
 /**
  * Markers: the guest sends a small UDP datagram every MARK_EVERY_MS to the client
@@ -98,7 +81,7 @@ const s=net.connect(5001,'10.77.2.2',()=>{const pump=()=>{while(Date.now()<end){
 const MARK_EVERY_MS = 2;
 const MARKER = `
 const d=require('dgram').createSocket('udp4');let seq=0;
-const t=setInterval(()=>d.send(Buffer.from('RMNFQ '+(seq++)+' '+process.hrtime.bigint()+' '),5002,'10.77.2.2'),${MARK_EVERY_MS});
+const t=setInterval(()=>d.send(Buffer.from('RMNFQ '+(seq++)+' '+process.hrtime.bigint()+' '),5002,'${CLIENT_V4}'),${MARK_EVERY_MS});
 process.stdin.on('end',()=>{clearInterval(t);d.close();process.exit(0);});process.stdin.resume();console.log('marking');`;
 
 /**
@@ -148,7 +131,7 @@ function pathOf(commitStarts, traces, withinMs) {
   return parts;
 }
 function startCapture() {
-  const child = spawn('ip', ['netns', 'exec', ns.client, 'python3', new URL('./capture.py', import.meta.url).pathname, `nqb${tag}c`, '10.77.1.2', '1000'], {
+  const child = spawn('ip', ['netns', 'exec', ns.client, 'python3', new URL('./capture.py', import.meta.url).pathname, lab.clientIf, GUEST_V4, '1000'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);

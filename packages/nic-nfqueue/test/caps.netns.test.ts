@@ -7,7 +7,8 @@
 import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue } from '../src/index.js';
-import { boundQueues, createLab, remusRules, killStrayBufferProcesses, leftovers, sh, until, type Lab } from './netns-lab.js';
+import { boundQueues, createLab, remusRules, killStrayBufferProcesses, leftovers, type Lab } from './netns-lab.js';
+import { sh, waitFor } from '@remus/test-lab';
 
 let lab: Lab | undefined;
 const layers: CheckpointDevices[] = [];
@@ -43,7 +44,7 @@ describe('nic-nfqueue caps (netns)', () => {
     await layer.setup();
     const sent = Array.from({ length: 8 }, (_, i) => `cap-${i + 1}`);
     await l.send(sent);
-    await until(() => held(l) === 5, 10_000, 'five packets held');
+    await waitFor(() => held(l) === 5, 10_000, 'five packets held');
     await checkpoint(layer);
     await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 5, 10_000, 'the five held packets');
     await new Promise((r) => setTimeout(r, 150));
@@ -62,7 +63,7 @@ describe('nic-nfqueue caps (netns)', () => {
     await layer.setup();
     const sent = ['byt-1', 'byt-2', 'byt-3', 'byt-4', 'byt-5'];
     await l.send(sent);
-    await until(() => layer.stats()[0]!.stats.capDropped === 2, 10_000, 'two packets dropped at the byte cap');
+    await waitFor(() => layer.stats()[0]!.stats.capDropped === 2, 10_000, 'two packets dropped at the byte cap');
     expect(held(l)).toBe(3);
     await checkpoint(layer);
     await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 3, 10_000, 'the three held packets');
@@ -81,7 +82,7 @@ describe('nic-nfqueue bursts (netns)', () => {
     await layer.setup();
     const sent = Array.from({ length: 1000 }, (_, i) => `burst-${i + 1}`);
     await l.send(sent);
-    await until(() => held(l) === 1000, 10_000, '1000 packets held');
+    await waitFor(() => held(l) === 1000, 10_000, '1000 packets held');
     await new Promise((r) => setTimeout(r, 150));
     expect(l.received()).toEqual([]);
     await checkpoint(layer);

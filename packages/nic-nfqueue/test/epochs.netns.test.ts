@@ -8,7 +8,8 @@ import { statSync } from 'node:fs';
 import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue } from '../src/index.js';
-import { childBufferProcesses, createLab, killStrayBufferProcesses, leftovers, until, type Lab, type Topology } from './netns-lab.js';
+import { childBufferProcesses, createLab, killStrayBufferProcesses, leftovers, type Lab, type Topology } from './netns-lab.js';
+import { waitFor } from '@remus/test-lab';
 
 let lab: Lab | undefined;
 let layer: CheckpointDevices | undefined;
@@ -54,7 +55,7 @@ for (const topology of ['routed', 'bridged'] as const satisfies readonly Topolog
       await l.send(e1v4.slice(0, 4));
       await l.send(e1v6, l.clientV6);
       await l.send(e1v4.slice(4));
-      await until(() => held(l) >= 13, 10_000, 'epoch 1 queued in the kernel');
+      await waitFor(() => held(l) >= 13, 10_000, 'epoch 1 queued in the kernel');
       await expectStillOnly(l, []);
       await layer.postsuspend();
       await layer.preresume();
@@ -65,7 +66,7 @@ for (const topology of ['routed', 'bridged'] as const satisfies readonly Topolog
       await l.send(e2v4.slice(0, 3));
       await l.send(e2v6, l.clientV6);
       await l.send(e2v4.slice(3));
-      await until(() => held(l) >= 21, 10_000, 'epoch 2 queued in the kernel');
+      await waitFor(() => held(l) >= 21, 10_000, 'epoch 2 queued in the kernel');
       await expectStillOnly(l, []);
 
       await layer.commit();
@@ -114,7 +115,7 @@ for (const topology of ['routed', 'bridged'] as const satisfies readonly Topolog
       await layer.setup();
       // Guest -> host address: queued like forwarded output.
       await l.send(['to-host'], l.hostV4);
-      await until(() => held(l) >= 1, 10_000, 'host-bound packet queued');
+      await waitFor(() => held(l) >= 1, 10_000, 'host-bound packet queued');
       const heldBefore = held(l);
       // Traffic entering the host elsewhere (from the client) is not queued.
       const { execFileSync } = await import('node:child_process');
@@ -152,10 +153,10 @@ describe('nic-nfqueue boundaries (netns)', () => {
     try {
       await ops.setup(handle, ctx);
       await l.send(['b1-1', 'b1-2']);
-      await until(() => held(l) >= 2, 10_000, 'epoch 1 held');
+      await waitFor(() => held(l) >= 2, 10_000, 'epoch 1 held');
       await ops.postsuspend!(handle, at(1));
       await l.send(['b2-1']);
-      await until(() => held(l) >= 3, 10_000, 'epoch 2 held');
+      await waitFor(() => held(l) >= 3, 10_000, 'epoch 2 held');
       await ops.postsuspend!(handle, at(2));
       await ops.commit!(handle, at(1));
       await l.receiver!.waitFor(() => l.received().length >= 2, 10_000, 'epoch 1');
@@ -166,7 +167,7 @@ describe('nic-nfqueue boundaries (netns)', () => {
       expect(l.received()).toEqual(['b1-1', 'b1-2', 'b2-1']);
       // A commit for a checkpoint whose boundary was never recorded releases nothing.
       await l.send(['b3-1']);
-      await until(() => held(l) >= 1, 10_000, 'epoch 3 held');
+      await waitFor(() => held(l) >= 1, 10_000, 'epoch 3 held');
       await ops.commit!(handle, at(3));
       await new Promise((r) => setTimeout(r, 150));
       expect(l.received()).toEqual(['b1-1', 'b1-2', 'b2-1']);
@@ -209,7 +210,7 @@ describe('nic-nfqueue empty epochs (netns)', () => {
     expect(await stopped(() => layer!.commit(), 1000)).toBe('settled');
     // Checkpoint 2: two packets held; its commit must reach the buffer process, then they arrive.
     await l.send(['n1', 'n2']);
-    await until(() => [...l.queueTotals().values()].reduce((a, b) => a + b, 0) >= 2, 10_000, 'epoch 2 queued');
+    await waitFor(() => [...l.queueTotals().values()].reduce((a, b) => a + b, 0) >= 2, 10_000, 'epoch 2 queued');
     await layer.postsuspend();
     await layer.preresume();
     let commit: Promise<void> | undefined;

@@ -13,17 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue, SETUP_STEPS, type SetupStep } from '../src/index.js';
 import { createNfqueue } from '../src/subkinds.js';
-import {
-  boundQueues,
-  createLab,
-  killStrayBufferProcesses,
-  leftovers,
-  LineProcess,
-  remusRules,
-  sh,
-  until,
-  type Lab,
-} from './netns-lab.js';
+import { boundQueues, createLab, killStrayBufferProcesses, leftovers, remusRules, type Lab } from './netns-lab.js';
+import { LineProcess, sh, waitFor } from '@remus/test-lab';
 
 let lab: Lab | undefined;
 let layer: CheckpointDevices | undefined;
@@ -139,17 +130,17 @@ describe('nic-nfqueue fails closed (netns)', () => {
     layer = createCheckpointDevices({ ops: [nicNfqueue()], devices: [device(l)] });
     await layer.setup();
     await l.send(['held-1', 'held-2']);
-    await until(() => [...l.queueTotals().values()].some((n) => n >= 2), 10_000, 'two packets held');
+    await waitFor(() => [...l.queueTotals().values()].some((n) => n >= 2), 10_000, 'two packets held');
     await layer.postsuspend();
     await layer.preresume();
     const pid = layer.stats()[0]!.stats.bufferPid!;
     expect(pid).toBeGreaterThan(0);
     process.kill(pid, 'SIGKILL');
     // The kernel unbinds the dead socket's queue and drops what it held.
-    await until(() => boundQueues(l.host).length === 0, 10_000, 'queue unbound after the kill');
+    await waitFor(() => boundQueues(l.host).length === 0, 10_000, 'queue unbound after the kill');
     const hitsBefore = ruleHits(l);
     await l.send(['new-1', 'new-2', 'new-3']);
-    await until(() => ruleHits(l) >= hitsBefore + 3, 10_000, 'new packets reached the rule');
+    await waitFor(() => ruleHits(l) >= hitsBefore + 3, 10_000, 'new packets reached the rule');
     await new Promise((r) => setTimeout(r, 200));
     expect(l.received()).toEqual([]);
     expect(layer.stats()[0]!.stats.bufferAlive).toBe(0);
@@ -174,11 +165,11 @@ describe('nic-nfqueue fails closed (netns)', () => {
     await remus.waitFor((x) => x.some((s) => s.startsWith('ready')), 20_000, 'operation set up');
     const stats = JSON.parse(remus.lines.find((s) => s.startsWith('ready'))!.slice(6)) as { bufferPid: number };
     await l.send(['held-1']);
-    await until(() => [...l.queueTotals().values()].some((n) => n >= 1), 10_000, 'packet held');
+    await waitFor(() => [...l.queueTotals().values()].some((n) => n >= 1), 10_000, 'packet held');
     remus.child.kill('SIGKILL');
     // The buffer process sees its stdin close and exits; the kernel drops what was held.
-    await until(() => boundQueues(l.host).length === 0, 10_000, 'queue unbound after the crash');
-    await until(() => {
+    await waitFor(() => boundQueues(l.host).length === 0, 10_000, 'queue unbound after the crash');
+    await waitFor(() => {
       try {
         process.kill(stats.bufferPid, 0);
         return false;

@@ -6,7 +6,8 @@
 import { createCheckpointDevices, type CheckpointDevices } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nicNfqueue } from '../src/index.js';
-import { createLab, killStrayBufferProcesses, leftovers, remusRules, until, type Lab } from './netns-lab.js';
+import { createLab, killStrayBufferProcesses, leftovers, remusRules, type Lab } from './netns-lab.js';
+import { waitFor } from '@remus/test-lab';
 
 let lab: Lab | undefined;
 let layer: CheckpointDevices | undefined;
@@ -32,7 +33,7 @@ describe('nic-nfqueue with iptables-legacy (netns)', () => {
     expect(remusRules(l.host).filter((r) => r.includes('legacy'))).toHaveLength(2);
     await l.send(['lg-1', 'lg-2']);
     await l.send(['lg-v6-1'], l.clientV6);
-    await until(() => [...l.queueTotals().values()].some((n) => n >= 3), 10_000, 'three packets held');
+    await waitFor(() => [...l.queueTotals().values()].some((n) => n >= 3), 10_000, 'three packets held');
     await new Promise((r) => setTimeout(r, 150));
     expect(l.received()).toEqual([]);
     await layer.postsuspend();

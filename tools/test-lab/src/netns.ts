@@ -39,7 +39,8 @@ export function sweepStale(prefix: string): string[] {
   return removed;
 }
 
-function track(ns: string): void {
+/** Remembers a namespace this process made, removed at exit if still there. */
+export function track(ns: string): void {
   live.add(ns);
   if (!hooked) {
     hooked = true;
@@ -47,6 +48,33 @@ function track(ns: string): void {
       for (const n of live) tryRun('ip', ['netns', 'del', n]);
     });
   }
+}
+
+/** Forgets a namespace {@link track} remembered (it was removed). */
+export function untrack(ns: string): void {
+  live.delete(ns);
+}
+
+/** One namespace owned by this process (loopback up), e.g. for a fence bridge. Stale ones of dead owners with the same prefix are removed first. */
+export function createNamespace(prefix: string): { readonly name: string; destroy(): void } {
+  sweepStale(prefix);
+  const name = validateName(ownedName(prefix), 'test namespace');
+  sh('ip', ['netns', 'add', name]);
+  track(name);
+  try {
+    sh('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    tryRun('ip', ['netns', 'del', name]);
+    untrack(name);
+    throw e;
+  }
+  return {
+    name,
+    destroy() {
+      tryRun('ip', ['netns', 'del', name]);
+      untrack(name);
+    },
+  };
 }
 
 export interface HostPairOptions {
