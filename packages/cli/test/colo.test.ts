@@ -63,6 +63,28 @@ describe('validatePairConfig', () => {
     ]);
   });
 
+  it('autoReprotect: an argument vector whose program is an absolute path to an executable; anything else named with a fix', () => {
+    const c = validatePairConfig({ ...good('/a'), autoReprotect: { command: [process.execPath, '--x'] } }, LIBS, '/x/web.json');
+    expect(c.autoReprotect).toEqual({ command: [process.execPath, '--x'], timeoutMs: 120_000 });
+    expect(validatePairConfig(good('/a'), LIBS, '/x/web.json').autoReprotect).toBeUndefined();
+    const cases: [unknown, string, RegExp][] = [
+      ['/usr/bin/true', 'autoReprotect', /must be an object/],
+      [{ command: 'spare.sh --pair web' }, 'autoReprotect.command', /argument vector/],
+      [{ command: [] }, 'autoReprotect.command', /argument vector/],
+      [{ command: ['spare.sh'] }, 'autoReprotect.command[0]', /not an absolute path/],
+      [{ command: ['/nonexistent/spare'] }, 'autoReprotect.command[0]', /not an executable file/],
+      [{ command: [new URL(import.meta.url).pathname] }, 'autoReprotect.command[0]', /not an executable file/], // this test file: mode 644
+      [{ command: [process.execPath], timeoutMs: -1 }, 'autoReprotect.timeoutMs', /./],
+      [{ command: [process.execPath], comand: 1 }, 'autoReprotect.comand', /./],
+    ];
+    for (const [value, path, message] of cases) {
+      const ps = problems({ ...good('/a'), autoReprotect: value });
+      expect(ps.map((x) => x.path), JSON.stringify(value)).toEqual([path]);
+      expect(ps[0]!.message, JSON.stringify(value)).toMatch(message);
+      expect(ps[0]!.fix.length).toBeGreaterThan(5);
+    }
+  });
+
   it('reports every problem at once, each with its JSON path and a fix', () => {
     const g = good('/tmp/pri.qmp') as { primary: { devices: { params: Record<string, unknown> }[] }; secondary: Record<string, unknown> };
     const ps = problems({

@@ -125,6 +125,8 @@ export interface ColoStatus {
     readonly doneAt: number;
     /** QEMU ids the survivor's sequence left in place on purpose (on a promoted secondary: its filter-rewriter). */
     readonly kept: readonly string[];
+    /** True when {@link ColoPair.stop} asked for it (the planned end of replication, not a failure: nothing to reprotect). */
+    readonly byStop?: boolean;
   };
   /** After a start with `resync` (reprotect): what the disk mirror copied and how long the VM was paused. */
   readonly resync?: {
@@ -187,6 +189,8 @@ export class ColoPair {
   readonly #figures: CheckpointFigures;
   #failover?: NonNullable<ColoStatus['failover']>;
   #failoverRun?: Promise<void>;
+  /** Set by stop() before its failover to the primary. */
+  #stopping = false;
   #watchdog?: Watchdog;
   #resync?: ColoStatus['resync'];
   readonly #unsubscribe: (() => void)[] = [];
@@ -417,7 +421,7 @@ export class ColoPair {
       }
       const doneAt = now();
       this.#active = survivor;
-      this.#failover = { survivor, why, detectedAt, doneAt, kept };
+      this.#failover = { survivor, why, detectedAt, doneAt, kept, ...(this.#stopping ? { byStop: true } : {}) };
       this.#setState('failed-over');
       this.#emit({ type: 'failover', survivor, why, ms: doneAt - detectedAt });
     })();
@@ -450,7 +454,10 @@ export class ColoPair {
    *   translation, and the device layer's teardown would delete it.
    */
   async stop(): Promise<void> {
-    if (this.#state === 'replicating') await this.failover('primary', 'stop requested');
+    if (this.#state === 'replicating') {
+      this.#stopping = true;
+      await this.failover('primary', 'stop requested');
+    }
     else await this.#failoverRun?.catch(() => {});
     if (this.#active === 'primary' && this.#state === 'failed-over') await this.#sides.primary.layer.teardown();
     // this.#active === 'secondary': deliberately no teardown (see above).

@@ -119,7 +119,8 @@ export interface ColoAutoReprotect {
 /**
  * Automatic reprotect: whenever the watched pair fails over, closes it,
  * asks `next` for a fresh secondary and {@link reprotect}s the survivor onto
- * it; the new pair is watched in turn. Ends when the pair fails or stops,
+ * it; the new pair is watched in turn. Ends when the pair fails or stops
+ * (also when `stop()` ends replication with its failover to the primary),
  * when `next` returns undefined, on the first error (`onError`; the survivor
  * serves on, unprotected) or on `stop()`.
  */
@@ -136,7 +137,8 @@ export function autoReprotect(pair: ColoPair, o: ColoAutoReprotectOptions): Colo
         return; // aborted
       }
       const failover = current.status().failover;
-      if (state !== 'failed-over' || !failover) return;
+      // A stop's own failover to the primary is the planned end, not a failure: the watch ends.
+      if (state !== 'failed-over' || !failover || failover.byStop) return;
       try {
         await current.close();
         const opts = await o.next(failover, abort.signal);

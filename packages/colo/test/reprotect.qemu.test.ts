@@ -151,7 +151,7 @@ describe('reprotect on real QEMUs (no guest)', () => {
     expect(diff(before, await snapshot(b)), 'the survivor as it was before reprotect()').toEqual([]);
   });
 
-  it('autoReprotect: when the watched pair fails over, the survivor is reprotected onto the secondary `next` starts, and the new pair is watched', async () => {
+  it('autoReprotect: when the watched pair fails over, the survivor is reprotected onto the secondary `next` starts, and the new pair is watched; its stop() ends the watch', async () => {
     const { pair, sec } = await replicatingPair();
     const events: ColoDriverEvent[] = [];
     const started: TestQemu[] = [];
@@ -179,6 +179,12 @@ describe('reprotect on real QEMUs (no guest)', () => {
       expect(next.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
       expect(await colo(sec)).toBe('primary');
       expect(await colo(started[0]!)).toBe('secondary');
+      // stop() ends replication with a failover of its own (to the primary): the planned end, not a failure.
+      // The watch ends without closing the pair under stop() and without asking `next` for another secondary.
+      await next.stop();
+      expect(next.status().failover).toMatchObject({ survivor: 'primary', byStop: true });
+      await Promise.race([watch.done, new Promise((_, rej) => setTimeout(() => rej(new Error('the watch did not end after stop()')), 10_000))]);
+      expect(started).toHaveLength(1);
     } finally {
       await watch.stop();
       await watch.current().close();

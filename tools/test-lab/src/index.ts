@@ -25,7 +25,7 @@ export { createHostPair, createNamespace, netnsList, ownedName, sweepStale } fro
 export { createTrio } from './trio.js';
 export type { Trio, TrioOptions, TrioTopology } from './trio.js';
 export { LineProcess } from './lines.js';
-export { COLO_QUORUM, coloPrimaryMachine, coloSecondaryMachine, qcow2, startQemu } from './qemu.js';
+export { COLO_QUORUM, coloPrimaryMachine, coloSecondaryMachine, qcow2, qemuArgv, startQemu, waitQmpReady } from './qemu.js';
 export type { TestQemu } from './qemu.js';
 export type { HostPair, HostPairOptions } from './netns.js';
 export { freePorts, linkedProject, tempDir, waitFor } from './misc.js';

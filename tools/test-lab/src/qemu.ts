@@ -65,6 +65,27 @@ function accepts(path: string): Promise<boolean> {
   });
 }
 
+/** The argument vector {@link startQemu} runs `qemu-system-x86_64` with (for a program that starts QEMU itself, e.g. detached). */
+export function qemuArgv(options: { dir: string; name: string; machine: readonly string[] }): { argv: string[]; qmp: readonly [string, string] } {
+  const qmp = [join(options.dir, `${options.name}-qmp0.sock`), join(options.dir, `${options.name}-qmp1.sock`)] as const;
+  const argv = ['-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-accel', 'tcg', '-m', '64', ...qmp.flatMap((s) => ['-qmp', `unix:${s},server=on,wait=off`]), ...options.machine];
+  return { argv, qmp };
+}
+
+/** Resolves once both QMP monitors accept a connection (bounded by `ms`); `exited()` says whether QEMU is gone (then it throws). */
+export async function waitQmpReady(qmp: readonly [string, string], ms: number, what: string, exited: () => string | undefined, describe: () => string): Promise<void> {
+  await waitFor(
+    async () => {
+      const gone = exited();
+      if (gone !== undefined) throw new Error(`${what}: QEMU ${gone} before its QMP monitors listened: ${describe()}`);
+      return qmp.every(existsSync) && (await accepts(qmp[0])) && (await accepts(qmp[1]));
+    },
+    ms,
+    what,
+    describe,
+  );
+}
+
 /**
  * Starts `qemu-system-x86_64 -S -nodefaults -display none -machine pc -accel tcg -m 64`
  * with two QMP monitors `<dir>/<name>-qmp0.sock` and `-qmp1.sock` plus
@@ -72,9 +93,8 @@ function accepts(path: string): Promise<boolean> {
  * (bounded: 20 s; QEMU's exit or stderr is in the error otherwise).
  */
 export async function startQemu(options: { dir: string; name: string; machine: readonly string[] }): Promise<TestQemu> {
-  const { dir, name, machine } = options;
-  const qmp = [join(dir, `${name}-qmp0.sock`), join(dir, `${name}-qmp1.sock`)] as const;
-  const argv = ['-S', '-nodefaults', '-display', 'none', '-machine', 'pc', '-accel', 'tcg', '-m', '64', ...qmp.flatMap((s) => ['-qmp', `unix:${s},server=on,wait=off`]), ...machine];
+  const { dir, name } = options;
+  const { argv, qmp } = qemuArgv(options);
   const child = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -94,15 +114,7 @@ export async function startQemu(options: { dir: string; name: string; machine: r
   };
   try {
     // The socket file appears at bind(), a moment before QEMU listens: wait until both accept.
-    await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`QEMU (${name}) exited ${child.exitCode} before its QMP monitors listened: ${err}`);
-        return qmp.every(existsSync) && (await accepts(qmp[0])) && (await accepts(qmp[1]));
-      },
-      20_000,
-      `QEMU (${name}) QMP monitors`,
-      () => err,
-    );
+    await waitQmpReady(qmp, 20_000, `QEMU (${name}) QMP monitors`, () => (child.exitCode !== null ? `exited ${child.exitCode}` : undefined), () => err);
   } catch (e) {
     await q.stop();
     throw e;

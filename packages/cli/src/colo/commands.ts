@@ -14,7 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { RemusError, describeCause, newOperationId, validateName } from '@remus/core';
-import type { ColoDriverEvent, ColoPair, ColoRole, ColoStatus } from '@remus/colo';
+import type { ColoAutoReprotect, ColoDriverEvent, ColoPair, ColoRole, ColoStatus } from '@remus/colo';
 import type { SocketAddress as QmpAddress } from '@remus/core';
 import { processStart } from '../journal.js';
 import { loadColo, loadQmp } from '../libs.js';
@@ -27,6 +27,7 @@ import { CLI_DIR } from '../plugins.js';
 import { ProgressView, RunFigures, ms } from '../progress.js';
 import { CliErrors, controlSocketNames, controlSocketPath, requestControl, socketLive, type ControlRequest, type ControlResult } from './control.js';
 import { coloHaStatusCommand } from './ha-status.js';
+import { pairFromHook } from './auto-reprotect.js';
 import { loadPairConfig, type ColoPairConfig } from './pair.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
@@ -131,7 +132,7 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
   const file = v._[0];
   if (file === undefined) throw new RemusError('INVALID_ARGUMENT', `give the pair file: remus colo ${how} PAIR.json`);
   const cfg = await loadPairConfig(file, `remus colo ${how}`);
-  const { ColoPair, coloPairOptions, reprotect, watchdogBoundMs } = await loadColo(`remus colo ${how}`);
+  const { ColoPair, autoReprotect, coloPairOptions, reprotect, watchdogBoundMs } = await loadColo(`remus colo ${how}`);
   const dir = stateDir(v['state-dir']);
   const sock = controlSocketPath(dir, cfg.name);
   if (await socketLive(sock)) throw new RemusError('STATE', `a remus colo driver for pair ${cfg.name} already runs (control socket ${sock})`);
@@ -144,6 +145,9 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
   const operation = newOperationId();
   const listeners = new Set<(e: Record<string, unknown>) => void>();
   let pair: ColoPair | undefined;
+  /** The pair config the driver works with now (after an automatic reprotect: the one the command printed). */
+  let current = cfg;
+  let watch: ColoAutoReprotect | undefined;
   let started = false;
   let end!: (e: Ending) => void;
   const ended = new Promise<Ending>((resolve) => (end = resolve));
@@ -167,6 +171,8 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
         await pair.failover(req.to, `manual failover to the ${req.to} (remus colo failover)`);
       } else {
         view.say('stop requested over the control socket');
+        // No automatic reprotect any more: a reprotect in progress is aborted (the survivor is put back) before the stop.
+        await watch?.stop();
         await pair.stop();
         setImmediate(() => end({ how: 'stopped' }));
       }
@@ -181,6 +187,34 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
       abort.abort(new RemusError('ABORTED', `start interrupted by ${sig}`));
       end({ how: 'interrupted', signal: sig });
     } else end({ how: stopOnExit ? 'stopped' : 'detached', signal: sig });
+  };
+
+  /** After each failover: the operator's command starts a fresh secondary, @remus/colo's autoReprotect puts the survivor back under protection. */
+  const startAutoReprotect = (first: ColoPair): ColoAutoReprotect => {
+    const hook = cfg.autoReprotect!;
+    return autoReprotect(first, {
+      next: async (failover, signal) => {
+        view.event('auto-reprotect', { survivor: failover.survivor, command: hook.command });
+        view.say(`failed over to the ${failover.survivor}: running autoReprotect.command for a fresh secondary`);
+        const next = await pairFromHook(current, hook, failover, signal);
+        const { primary, secondary: fresh, ...o } = { ...coloPairOptions(next.description), operationId: operation, onEvent };
+        current = next;
+        view.say(`reprotecting the ${failover.survivor} onto the fresh secondary (QMP ${next.description.secondary.qmp})`);
+        return { ...o, survivor: primary, secondary: fresh };
+      },
+      run: { timeoutMs: cfg.startTimeoutMs },
+      onPair: (p) => {
+        pair = p;
+        view.event('reprotected', { status: p.status() });
+        const r = p.status().resync;
+        view.say(`protected again${r ? `: ${r.bytes} disk bytes mirrored in ${ms(r.mirrorMs)}, guest paused ${ms(r.pausedMs)}` : ''}`);
+      },
+      onError: (e) => {
+        const err = asRemusError(e);
+        view.event('auto-reprotect-failed', { error: err.toJSON() });
+        view.say(`automatic reprotect failed: [${err.code}] ${err.message}. The survivor serves on UNPROTECTED; reprotect by hand (remus colo reprotect)`);
+      },
+    });
   };
 
   const bound = cfg.watchdog === false ? undefined : watchdogBoundMs(cfg.watchdog);
@@ -207,6 +241,7 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
         journal.remove();
         view.say(`replicating; ${bound === undefined ? 'NO watchdog' : `watchdog on (a hung side is noticed within ${bound} ms)`}; stop with \`remus colo stop\` or SIGINT`);
         view.event('replicating', { status: pair.status() });
+        if (cfg.autoReprotect) watch = startAutoReprotect(pair);
         return await ended;
       } catch (e) {
         const got = (await Promise.race([ended, Promise.resolve(undefined)])) ?? { how: 'failed' as const, error: asRemusError(e) };
@@ -215,6 +250,8 @@ async function coloStart(rest: readonly string[], io: Io, how: 'start' | 'reprot
     },
     finish: async (journal, { result }) => {
       ending = result ?? { how: 'failed', error: new RemusError('OP_FAILED', 'the start ended without an outcome') };
+      // A reprotect in progress is aborted (it puts the survivor back); the pair watched last is the one to stop or leave.
+      await watch?.stop();
       try {
         if (ending.how === 'stopped' && ending.signal && pair) {
           view.say(`${ending.signal}: stopping the pair (--stop-on-exit)`);

@@ -7,7 +7,8 @@
  * forms are @remus/colo's and @remus/qmp's own (loaded first, see
  * {@link PairLibs}): no second copy here.
  */
-import { basename, extname } from 'node:path';
+import { accessSync, constants, statSync } from 'node:fs';
+import { basename, extname, isAbsolute } from 'node:path';
 import { validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
 import type { ColoDeviceKind, ColoFenceDescription, ColoPairDescription, ColoRole, ColoWatchdogOptions } from '@remus/colo';
 import type { SocketAddress as QmpAddress } from '@remus/core';
@@ -31,6 +32,17 @@ export interface ColoFenceConfig {
   readonly secondaryTap: string;
 }
 
+/**
+ * Automatic reprotect: after every failover the driver runs `command` (an
+ * argument vector, no shell), which starts a fresh secondary QEMU and prints
+ * the new pair file on stdout (the survivor as `primary`).
+ */
+export interface ColoAutoReprotectConfig {
+  readonly command: readonly string[];
+  /** Time limit of the command, ms. */
+  readonly timeoutMs: number;
+}
+
 /** A validated pair file with defaults filled in. */
 export interface ColoPairConfig {
   /** Names the control socket (`STATE_DIR/colo-<name>.sock`); default: the file name without extension. */
@@ -43,6 +55,7 @@ export interface ColoPairConfig {
   readonly startTimeoutMs: number;
   readonly watchdog: Required<ColoWatchdogOptions> | false;
   readonly fence: ColoFenceConfig | undefined;
+  readonly autoReprotect: ColoAutoReprotectConfig | undefined;
   /** The same pair as @remus/colo's description (for `coloPairOptions`); the fence as `ip link set` argument vectors. */
   readonly description: ColoPairDescription;
 }
@@ -62,10 +75,11 @@ export async function loadPairLibs(forWhat: string): Promise<PairLibs> {
   return { colo: await loadColo(forWhat), qmp: await loadQmp(forWhat) };
 }
 
-const TOP_KEYS = ['$schema', 'name', 'primary', 'secondary', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'watchdog', 'fence'];
+const TOP_KEYS = ['$schema', 'name', 'primary', 'secondary', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'watchdog', 'fence', 'autoReprotect'];
 const SIDE_KEYS = ['qmp', 'qmpEvents', 'pid', 'devices'];
 const WATCHDOG_KEYS = ['intervalMs', 'probeTimeoutMs', 'misses'];
 const FENCE_KEYS = ['netns', 'bridge', 'primaryTap', 'secondaryTap'];
+const AUTO_REPROTECT_KEYS = ['command', 'timeoutMs'];
 
 /**
  * Reads and validates a pair file, for `forWhat` (e.g. "remus colo start"):
@@ -114,6 +128,7 @@ export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.
     };
   }
   const fence = validateFence(raw.fence, p);
+  const autoReprotect = validateAutoReprotect(raw.autoReprotect, p);
   if (problems.length > 0) throw configError(source, problems);
   const sides = { primary: primary as ColoSideConfig, secondary: secondary as ColoSideConfig };
   const describe = (s: ColoSideConfig) => ({
@@ -131,7 +146,34 @@ export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.
     watchdog,
     ...(fence ? { fence: fenceCommands(fence) } : {}),
   };
-  return { name: name as string, ...sides, migrationUri: raw.migrationUri as string, checkpointDelayMs, commandTimeoutMs, startTimeoutMs, watchdog, fence, description };
+  return { name: name as string, ...sides, migrationUri: raw.migrationUri as string, checkpointDelayMs, commandTimeoutMs, startTimeoutMs, watchdog, fence, autoReprotect, description };
+}
+
+function validateAutoReprotect(a: unknown, p: Report): ColoAutoReprotectConfig | undefined {
+  if (a === undefined) return undefined;
+  const example = '{ "command": ["/usr/local/sbin/start-spare-secondary", "--pair", "web"], "timeoutMs": 120000 }';
+  if (!isObject(a)) {
+    p('autoReprotect', 'must be an object', `the command that starts a fresh secondary and prints the new pair file: ${example}`);
+    return undefined;
+  }
+  unknownKeys(a, AUTO_REPROTECT_KEYS, 'autoReprotect', p);
+  const c = a.command;
+  let command: string[] | undefined;
+  if (!Array.isArray(c) || c.length === 0 || !c.every((x) => typeof x === 'string' && x !== '' && !x.includes('\0'))) {
+    p('autoReprotect.command', c === undefined ? 'is missing' : 'must be an argument vector (a non-empty array of non-empty strings; no shell text)', `e.g. ${JSON.stringify(['/usr/local/sbin/start-spare-secondary', '--pair', 'web'])}`);
+  } else if (!isAbsolute(c[0] as string)) {
+    p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an absolute path`, 'give the program by its absolute path (no PATH lookup), e.g. "/usr/local/sbin/start-spare-secondary"');
+  } else {
+    try {
+      accessSync(c[0] as string, constants.X_OK);
+      if (!statSync(c[0] as string).isFile()) throw new Error('not a file');
+      command = c as string[];
+    } catch {
+      p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an executable file`, 'install the program there and make it executable (chmod +x), or correct the path');
+    }
+  }
+  const timeoutMs = num(a, 'timeoutMs', 'autoReprotect', p, { def: 120_000, min: 1, fix: 'time limit of the command in ms, e.g. 120000' }) as number;
+  return command ? { command, timeoutMs } : undefined;
 }
 
 /** The fence as commands: `ip [-n NETNS] link set TAP master BRIDGE` to attach a side, `... nomaster` to detach it. */
