@@ -82,6 +82,15 @@ describe('remus colo start with autoReprotect (real QEMUs)', () => {
     expect(inputs.map((i) => i.input.survivor.role)).toEqual(['secondary', 'secondary']);
     expect(new Set(inputs.map((i) => i.input.survivor.qmp)).size, 'the second survivor is the first spare, not the first survivor').toBe(2);
     expect(events(run.stdout()).filter((e) => e.type === 'auto-reprotect-failed')).toEqual([]);
+    // Figures for the issue note: failover done -> protected again (command + mirror + migration), per failover.
+    const evs = events(run.stdout());
+    const at = (e: Record<string, unknown>) => Date.parse(String(e.time));
+    const fos = evs.filter((e) => e.type === 'failover');
+    const reps = evs.filter((e) => e.type === 'reprotected');
+    reps.forEach((r, i) => {
+      const st = r.status as { resync: { bytes: number; mirrorMs: number; pausedMs: number } };
+      console.log(`auto-reprotect ${i + 1}: failover event -> reprotected ${at(r) - at(fos[i]!)} ms; mirror ${st.resync.mirrorMs.toFixed(0)} ms for ${st.resync.bytes} bytes; guest paused ${st.resync.pausedMs.toFixed(0)} ms`);
+    });
 
     const stop = await remus(['colo', 'stop', '--name', 'web', '--state-dir', state]);
     expect(stop.code, stop.stdout + stop.stderr).toBe(0);
