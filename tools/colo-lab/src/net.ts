@@ -13,7 +13,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runScript, validateInterfaceName, validateName } from '@remus/core';
+import { processAlive, runScript, validateInterfaceName, validateName } from '@remus/core';
 import { CLIENT_IP } from './guest.js';
 
 /** Interface names inside the host namespace (fixed: the namespace is ours alone). */
@@ -98,7 +98,8 @@ export async function removeLabNetwork(net: LabNetwork): Promise<void> {
  * Removes labs left behind by runs that died without closing them (e.g. a
  * SIGKILLed test process): namespaces named `colo-<pid>-...`,
  * `colo-t<pid>-...` or `colo-b<pid>-...` whose pid is no longer a running
- * process. Kills the processes inside (the QEMUs), deletes the namespaces
+ * process (a zombie, SIGKILLed and not yet reaped by its parent, counts as
+ * gone). Kills the processes inside (the QEMUs), deletes the namespaces
  * and the labs' temp folders. Labs of live processes are left alone.
  * Returns what it removed.
  */
@@ -136,13 +137,9 @@ export async function reapStaleLabs(): Promise<string[]> {
   return removed;
 }
 
+/** Whether the lab's owner runs: core's zombie-aware check (a SIGKILLed owner its parent has not reaped yet is gone). */
 function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return processAlive(pid);
 }
 
 /** Namespaces whose names start with `prefix`. */

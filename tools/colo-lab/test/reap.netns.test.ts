@@ -7,6 +7,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { procStat } from '@remus/core';
+import { waitFor } from '@remus/test-lab';
 import { listLabNamespaces, reapStaleLabs } from '../src/index.js';
 
 const made: string[] = [];
@@ -44,5 +46,25 @@ describe('reapStaleLabs', () => {
     expect(left).not.toContain(stale);
     expect(left).toContain(live);
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it('a lab whose owner was SIGKILLed but not yet reaped (a zombie) is reaped too', async () => {
+    // sh backgrounds a sleep and then becomes another sleep by exec: that parent never waits, so the killed child stays a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const owner = await new Promise<number>((resolve, reject) => {
+        parent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+        parent.once('exit', () => reject(new Error('sh exited early')));
+      });
+      const ns = `colo-t${owner}-0-h`;
+      expect(spawnSync('ip', ['netns', 'add', ns]).status).toBe(0);
+      made.push(ns);
+      process.kill(owner, 'SIGKILL');
+      await waitFor(() => procStat(owner)?.state === 'Z', 5000, `process ${owner} to be a zombie`);
+      await reapStaleLabs();
+      expect(await listLabNamespaces('colo-t')).not.toContain(ns);
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 });
