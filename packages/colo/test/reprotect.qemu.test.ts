@@ -24,8 +24,8 @@ async function gone(pid: number, ms = 10_000): Promise<boolean> {
   return false;
 }
 
-/** A pair in COLO (no watchdog), and its secondary. */
-async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu }> {
+/** A pair in COLO (no watchdog), and its two QEMUs. */
+async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu; pri: TestQemu }> {
   const [mirror, compare, nbd, migration] = await freePorts(4);
   const [sec, pri] = await Promise.all([startSecondary({ incoming: `tcp:127.0.0.1:${migration}` }), startPrimary()]);
   const devices = pairDevices(pri.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
@@ -44,7 +44,7 @@ async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu }> {
     await pair.close();
     throw e;
   }
-  return { pair, sec };
+  return { pair, sec, pri };
 }
 
 /** A pair that ran COLO and failed over to its secondary (manual failover), closed: the survivor serves unprotected. */
@@ -124,6 +124,35 @@ describe('reprotect on real QEMUs (no guest)', () => {
       // And the new pair fails over like any other: to the fresh secondary.
       await pair.failover('secondary');
       expect(await gone(b.pid), 'the old survivor was fenced').toBe(true);
+      expect(await colo(next)).toBe('none');
+    } finally {
+      await pair.close();
+    }
+  });
+
+  it('a survivor that was the primary (its secondary failed) is reprotected onto a fresh secondary the same way, and the new pair fails over again', async () => {
+    const { pair: first, pri } = await replicatingPair();
+    try {
+      await first.failover('primary', 'test: the secondary is lost');
+    } finally {
+      await first.close();
+    }
+    expect(await colo(pri)).toBe('none');
+    expect(await pri.inspect.execute('query-status')).toMatchObject({ running: true });
+    const events: ColoDriverEvent[] = [];
+    const { next, opts } = await freshSecondary(pri, events);
+    const pair = await reprotect(opts, { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 });
+    try {
+      expect(pair.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
+      expect(await colo(pri)).toBe('primary');
+      expect(await colo(next)).toBe('secondary');
+      // Only the new proxy's filters on the netdev: the first operation's were removed by its failover, and a former primary has no rewriter.
+      const net = await pri.inspect.hmp('info network');
+      const filters = [...net.matchAll(/(colo\.[\w.-]+): type=filter-\w+/g)].map((m) => m[1]!);
+      const nic = coloIds('again', 'nic0').primaryNic;
+      expect(filters).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn]);
+      await pair.failover('secondary');
+      expect(await gone(pri.pid), 'the old survivor was fenced').toBe(true);
       expect(await colo(next)).toBe('none');
     } finally {
       await pair.close();
