@@ -7,7 +7,8 @@
  * images damaged in transit, failing restore, second failover). Then the
  * same proof through the product (test/lab/cli-failover.mjs): `remus backup
  * --domain criu`, `remus run` (core's loop, nic-netbuf on the real sch_plug),
- * the primary killed, `remus failover`; output commit checked per reply. Last,
+ * the primary killed, `remus failover`; output commit checked per reply; and
+ * again with `--on-primary-lost failover` (the backup restores by itself). Last,
  * test/lab/probe.sh: the host's criu by itself (check, soft-dirty, dump and
  * restore of a sleep).
  */
@@ -36,6 +37,14 @@ it('through the remus command: remus backup --domain criu, remus run (core loop 
   const r = await lab!.run({ node: { file: new URL('./lab/cli-failover.mjs', import.meta.url).pathname }, timeoutMs: 600_000 });
   console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES') || l.startsWith('[criu-cli-lab')).join('\n'));
   expectLabPass(r);
+  expect(r.output).toContain('PASS');
+}, 660_000);
+
+it('through the remus command with automatic failover: remus backup --on-primary-lost failover restores by itself when the primary dies; same connection, no gap, no repeat, no reply before its ack (kernel lab)', async () => {
+  const r = await lab!.run({ node: { file: new URL('./lab/cli-failover.mjs', import.meta.url).pathname }, env: { REMUS_CRIU_LAB_AUTO: '1' }, timeoutMs: 600_000 });
+  console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES') || l.startsWith('[criu-cli-lab')).join('\n'));
+  expectLabPass(r);
+  expect(r.output).toContain('fails over by itself');
   expect(r.output).toContain('PASS');
 }, 660_000);
 

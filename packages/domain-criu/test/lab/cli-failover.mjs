@@ -21,6 +21,8 @@ import { createInterface } from 'node:readline';
 const here = new URL('.', import.meta.url).pathname;
 const REMUS = new URL('../../../cli/dist/bin.js', import.meta.url).pathname;
 const T = '/tmp/rmcriu-cli';
+/** REMUS_CRIU_LAB_AUTO=1: the backup runs with --on-primary-lost failover and restores by itself (no `remus failover`). */
+const AUTO = process.env.REMUS_CRIU_LAB_AUTO === '1';
 const NS = { p: 'rmcriu-cp', b: 'rmcriu-cb', c: 'rmcriu-cc', s: 'rmcriu-cs' };
 const SVC = '10.77.0.100';
 const PORT = 7101;
@@ -117,7 +119,7 @@ async function main() {
   log('namespaces, bridge and freezer ready');
 
   // Backup host: the product's backup (CRIU checked at its start).
-  const backup = startIn(NS.b, [process.execPath, REMUS, 'backup', '--domain', 'criu', '--dir', `${T}/backup`, '--listen', `${T}/backup.sock`, '--silence-ms', '5000', '--service-address', `${SVC}/24`, '--dev', 'b0', '--json'], { echo: 'backup' });
+  const backup = startIn(NS.b, [process.execPath, REMUS, 'backup', '--domain', 'criu', '--dir', `${T}/backup`, '--listen', `${T}/backup.sock`, '--silence-ms', '5000', '--service-address', `${SVC}/24`, '--dev', 'b0', ...(AUTO ? ['--on-primary-lost', 'failover'] : []), '--json'], { echo: 'backup' });
   await backup.waitLine(/"type":"listening"/, 180_000);
   check(true, 'remus backup --domain criu listens (criu checks passed on this kernel)');
 
@@ -164,12 +166,20 @@ async function main() {
   const dumps = run.events().filter((e) => e.type === 'dump');
   const lastCommitted = committed.at(-1).checkpoint;
 
-  await backup.waitLine(/"type":"primary-lost"/, 60_000);
-  check(true, 'remus backup saw the primary lost and waits for remus failover');
-  const fo = startIn(undefined, [process.execPath, REMUS, 'failover', '--dir', `${T}/backup`, '--json'], { echo: 'failover' });
-  const foExit = await fo.exit;
-  const done = fo.events().find((e) => e.type === 'failover');
-  check(foExit.code === 0 && done, `remus failover restored the service: ${JSON.stringify(done?.result ?? fo.lines.slice(-3))}`);
+  const lost = JSON.parse(await backup.waitLine(/"type":"primary-lost"/, 60_000));
+  let done;
+  if (AUTO) {
+    // --on-primary-lost failover: the backup restores by itself, no command.
+    check(/failing over/.test(lost.message ?? JSON.stringify(lost)), `remus backup saw the primary lost and fails over by itself: ${JSON.stringify(lost).slice(0, 200)}`);
+    done = JSON.parse(await backup.waitLine(/"type":"failover"/, 180_000));
+    check(done.result?.pid > 0, `remus backup restored the service by itself: ${JSON.stringify(done.result)}`);
+  } else {
+    check(true, 'remus backup saw the primary lost and waits for remus failover');
+    const fo = startIn(undefined, [process.execPath, REMUS, 'failover', '--dir', `${T}/backup`, '--json'], { echo: 'failover' });
+    const foExit = await fo.exit;
+    done = fo.events().find((e) => e.type === 'failover');
+    check(foExit.code === 0 && done, `remus failover restored the service: ${JSON.stringify(done?.result ?? fo.lines.slice(-3))}`);
+  }
   pids.push(done.result.pid);
   check(done.result.checkpoint >= lastCommitted, `restored checkpoint ${done.result.checkpoint} (the primary's last committed: ${lastCommitted})`);
   const backupExit = await Promise.race([backup.exit, new Promise((r) => setTimeout(() => r(undefined), 30_000))]);
@@ -231,8 +241,8 @@ async function main() {
   console.log(`FIGURES cli pause_ms median=${median(pauses).toFixed(0)} min=${Math.min(...pauses).toFixed(0)} max=${Math.max(...pauses).toFixed(0)}`);
   console.log(`FIGURES cli dump_ms full_median=${median(full.map((d) => d.dumpMs)).toFixed(0)} incremental_median=${median(inc.map((d) => d.dumpMs)).toFixed(0)}`);
   console.log(`FIGURES cli bytes full_median=${median(full.map((d) => d.bytes))} incremental_median=${median(inc.map((d) => d.bytes))} ratio=${(median(inc.map((d) => d.bytes)) / median(full.map((d) => d.bytes))).toFixed(4)}`);
-  console.log(`FIGURES cli failover_ms kill_to_first_reply=${firstAt - killedAt} restore=${done.result.restoreMs.toFixed(0)} failover_total=${done.result.totalMs.toFixed(0)} arp=${JSON.stringify(done.result.arp)}`);
-  console.log(`FIGURES cli replies total=${rs.length} before_kill=${seenBefore} after_failover=${rs.length - seenBefore} judged_for_output_commit=${judged}`);
+  console.log(`FIGURES cli${AUTO ? ' auto' : ''} failover_ms kill_to_first_reply=${firstAt - killedAt} restore=${done.result.restoreMs.toFixed(0)} failover_total=${done.result.totalMs.toFixed(0)} arp=${JSON.stringify(done.result.arp)}`);
+  console.log(`FIGURES cli${AUTO ? ' auto' : ''} replies total=${rs.length} before_kill=${seenBefore} after_failover=${rs.length - seenBefore} judged_for_output_commit=${judged}`);
   check(inc.length > 0 && median(inc.map((d) => d.bytes)) < median(full.map((d) => d.bytes)) / 4, 'incremental dumps send far fewer bytes than full ones');
   console.log('PASS');
 }
