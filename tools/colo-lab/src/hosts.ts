@@ -146,7 +146,7 @@ export class TwoHostLab {
       const host = (h: HostName, s: VmSpec, qemu: QemuProcess): Host => ({ name: h, netns: net!.node(h).netns, ip: net!.node(h).ip, qmp: s.qmpSocket, qmpEvents: s.qmpEventSocket, qemu });
       return new TwoHostLab({ dir, net, etcd, clientNs, accel, hosts: { ha: host('ha', a, qa), hb: host('hb', b, qb) }, opts: options });
     } catch (e) {
-      for (const p of procs) await p.kill();
+      for (const p of procs) await p.kill().catch(() => {}); // the start's own error is the one to report
       await runScript('ip', ['netns', 'del', clientNs], { timeoutMs: 10_000 }).catch(() => {});
       await net?.destroy();
       await rm(dir, { recursive: true, force: true });
@@ -350,6 +350,8 @@ export class TwoHostLab {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Everything is removed that can be; a QEMU that outlived its SIGKILL is reported after.
+    const stuck: unknown[] = [];
     for (const h of HOSTS) {
       const s = this.hosts[h].side;
       if (s?.child.pid !== undefined && s.child.exitCode === null && s.child.signalCode === null) {
@@ -359,11 +361,12 @@ export class TwoHostLab {
           /* gone */
         }
       }
-      await this.hosts[h].qemu.kill();
+      await this.hosts[h].qemu.kill().catch((e: unknown) => void stuck.push(e));
     }
     await this.etcd.stop().catch(() => {});
     await runScript('ip', ['netns', 'del', this.clientNs], { timeoutMs: 10_000 }).catch(() => {});
     await this.net.destroy();
     if (process.env.REMUS_COLO_KEEP !== '1') await rm(this.dir, { recursive: true, force: true });
+    if (stuck.length > 0) throw stuck[0];
   }
 }

@@ -114,7 +114,7 @@ export class ColoLab {
       });
       return new ColoLab({ dir, net, accel, primary, secondary, pair, shimStats });
     } catch (e) {
-      for (const p of procs) await p.kill();
+      for (const p of procs) await p.kill().catch(() => {}); // the start's own error is the one to report
       if (net) await removeLabNetwork(net);
       await rm(dir, { recursive: true, force: true });
       throw e;
@@ -186,10 +186,12 @@ export class ColoLab {
     if (this.#closed) return;
     this.#closed = true;
     await this.pair.close().catch(() => {});
-    await this.primary.kill();
-    await this.secondary.kill();
+    // Everything is removed that can be; a QEMU that outlived its SIGKILL is reported after.
+    const stuck: unknown[] = [];
+    for (const q of [this.primary, this.secondary]) await q.kill().catch((e: unknown) => void stuck.push(e));
     await removeLabNetwork(this.net);
     if (process.env.REMUS_COLO_KEEP !== '1') await rm(this.dir, { recursive: true, force: true });
+    if (stuck.length > 0) throw stuck[0];
   }
 }
 

@@ -148,7 +148,7 @@ export interface QemuProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** True once it exited. */
   readonly gone: boolean;
-  /** SIGKILL by pid (if still running); resolves once it is gone, bounded. */
+  /** SIGKILL by pid (if still running); resolves once it is gone. Rejects with TIMEOUT naming the pid if it still runs `timeoutMs` (default 10000) after the SIGKILL. */
   kill(timeoutMs?: number): Promise<void>;
 }
 
@@ -197,6 +197,7 @@ export function spawnQemu(netns: string, args: readonly string[], logFile: strin
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
+      if (!gone) throw new RemusError('TIMEOUT', `colo-lab: QEMU ${pid} still runs ${timeoutMs} ms after its SIGKILL (uninterruptible sleep?); remove it by hand`);
     },
   };
 }
