@@ -12,17 +12,14 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { processAlive, tempDir, waitFor } from '@remus/test-lab';
 import { qemuPair, stopQemus } from './colo-env.js';
-import { events, remus, start, writeConfig, type Running } from './helpers.js';
+import { events, killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
 const SPARE = new URL('./fixtures/spare-secondary.mjs', import.meta.url).pathname;
 let dir: string | undefined;
 const runs: Running[] = [];
 
 afterEach(async () => {
-  for (const r of runs.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.done;
-  }
+  for (const r of runs.splice(0)) await killRunning(r);
   await stopQemus();
   if (dir) {
     const pids = join(dir, 'spare.pids');

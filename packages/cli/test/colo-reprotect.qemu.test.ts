@@ -8,15 +8,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tempDir } from '@remus/test-lab';
 import { freshSecondary, qemuPair, stopQemus } from './colo-env.js';
-import { remus, start, writeConfig, type Running } from './helpers.js';
+import { killRunning, remus, start, writeConfig, type Running } from './helpers.js';
 
 let dir: string | undefined;
 const runs: Running[] = [];
 afterEach(async () => {
-  for (const r of runs.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.done;
-  }
+  for (const r of runs.splice(0)) await killRunning(r);
   await stopQemus();
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = undefined;

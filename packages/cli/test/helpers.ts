@@ -123,7 +123,7 @@ export function journals(dir: string): string[] {
 
 /** Ends a `remus` that still runs (SIGKILL) and waits for its exit. */
 export async function killRunning(r: Running | undefined): Promise<void> {
-  if (r && r.child.exitCode === null) {
+  if (r && r.child.exitCode === null && r.child.signalCode === null) {
     r.child.kill('SIGKILL');
     await r.done;
   }
