@@ -17,6 +17,7 @@ import { args, countFlag, durationFlag, need, viewMode } from './args.js';
 import { cmdColo, COLO_USAGE } from './colo/commands.js';
 import { CRIU_USAGE, cmdCriuBackup, cmdFailover, domainFlag, withoutDomainFlag } from './criu/commands.js';
 import type { Command, Io } from './io.js';
+import { localListenOnly } from './validation.js';
 
 export type { Io } from './io.js';
 
@@ -31,7 +32,7 @@ usage:
   remus doctor [--config FILE] [--json]
   remus cleanup [--state-dir DIR] [--operation ID] [--json]
   remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
-  remus backup --listen HOST:PORT
+  remus backup --listen 127.0.0.1:PORT|PATH
 ${CRIU_USAGE}${COLO_USAGE}  remus agent run|init|status ...   (one per host of a pair; needs @remus/agent, see remus agent --help)
   remus --version | --help
 
@@ -194,7 +195,11 @@ async function cmdBackup(rest: readonly string[], io: Io): Promise<number> {
   const v = args(withoutDomainFlag(rest), { listen: { type: 'string' } });
   const listen = need(v.listen, '--listen');
   // HOST:PORT with an explicit host: `:7788` (every interface by accident) is refused.
-  const address = parseSocketAddress(listen, '--listen (HOST:PORT, e.g. 10.0.0.2:7788 or 0.0.0.0:7788 for every interface)', { allowPath: true });
+  const address = localListenOnly(
+    parseSocketAddress(listen, '--listen (127.0.0.1:PORT or the path of a Unix socket)', { allowPath: true }),
+    '--listen',
+    'checkpoint state and be acknowledged',
+  );
   const { BackupServer } = await loadDomainProcess('remus backup');
   const backup = await BackupServer.listen(address);
   io.out.write(`backup listening on ${formatSocketAddress(backup.address)}\n`);

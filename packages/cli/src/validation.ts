@@ -4,7 +4,7 @@
  * all at once.
  */
 
-import { MAX_TIMER_MS, closestName, validateCount, validateDuration } from '@remus/core';
+import { MAX_TIMER_MS, RemusError, closestName, formatSocketAddress, isLoopbackHost, validateCount, validateDuration, type SocketAddress } from '@remus/core';
 
 /** Records one problem: JSON path, what is wrong, how to fix it. */
 export type Report = (path: string, message: string, fix: string) => void;
@@ -80,4 +80,18 @@ export function join(at: string, key: string): string {
 
 export function isObject(x: unknown): x is Record<string, unknown> {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
+}
+
+/**
+ * Refuses a listen address other machines can reach for a channel without
+ * authentication (`remus backup`'s state and acks, the criu backup's images):
+ * INVALID_ARGUMENT naming the flag and the fix. Unix sockets and loopback
+ * addresses pass.
+ */
+export function localListenOnly(address: SocketAddress, flag: string, carries: string): SocketAddress {
+  if ('path' in address || isLoopbackHost(address.host)) return address;
+  throw new RemusError(
+    'INVALID_ARGUMENT',
+    `${flag} ${formatSocketAddress(address)}: this channel has no authentication, so anyone who reaches it could send ${carries}. Listen on 127.0.0.1:PORT or a Unix socket path, and between hosts use \`remus agent\` (TLS with mutual authentication) or a tunnel of your own that authenticates the peer`,
+  );
 }

@@ -88,6 +88,18 @@ describe('where criu cannot work (this host and CI: Debian 12\'s CRIU 3.17 on a 
     expect(existsSync(dir)).toBe(false);
   });
 
+  it('remus backup (process or criu) refuses a --listen address other machines can reach, before the CRIU check and before anything is made', async () => {
+    const dir = join(temp(), 'backup');
+    const c = await remus(['backup', '--domain', 'criu', '--dir', dir, '--listen', '10.1.2.3:7790']);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toMatch(/--listen 10\.1\.2\.3:7790: this channel has no authentication, so anyone who reaches it could send checkpoint images that a failover restores as root\. Listen on 127\.0\.0\.1:PORT or a Unix socket path/);
+    expect(c.stderr).not.toContain('CRIU_TOO_OLD');
+    expect(existsSync(dir)).toBe(false);
+    const p = await remus(['backup', '--listen', '0.0.0.0:47793']);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(/--listen 0\.0\.0\.0:47793: this channel has no authentication.*remus agent/);
+  });
+
   it('remus failover with no backup running checks first: refused with the CRIU message, no directory or lock made', async () => {
     const dir = join(temp(), 'backup');
     const r = await remus(['failover', '--dir', dir]);

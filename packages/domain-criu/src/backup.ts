@@ -32,7 +32,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { RemusError, formatSocketAddress, isRemusError, parseSocketAddress, type SocketAddress } from '@remus/core';
+import { RemusError, formatSocketAddress, isLoopbackHost, isRemusError, parseSocketAddress, type SocketAddress } from '@remus/core';
 import { CriuErrors } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, Frame, FrameReader, checkImageName, encodeFrame, parseFilePayload, type WireFrame } from './wire.js';
 
@@ -58,8 +58,19 @@ export interface RestorePoint {
 export interface CriuBackupOptions {
   /** Directory of the checkpoints (made if missing). One backup per directory. */
   readonly dir: string;
-  /** Where to listen: "host:port", {host, port} or {path} (Unix socket). Port 0 picks one. */
+  /**
+   * Where to listen: "host:port", {host, port} or {path} (Unix socket). Port 0 picks one.
+   * Only a Unix socket or a loopback address (`127.0.0.0/8`, `::1`, `localhost`) unless
+   * {@link allowRemote}: INVALID_ARGUMENT otherwise, before anything is made.
+   */
   readonly listen: string | SocketAddress;
+  /**
+   * Allow a TCP address other machines can reach. This channel has no
+   * authentication, and what it receives is process images that a failover
+   * restores as root: set this only behind a tunnel of your own that
+   * authenticates the primary.
+   */
+  readonly allowRemote?: boolean;
   /** Cap on one frame's payload, bytes. Default 1 MiB. */
   readonly maxFrameBytes?: number;
   /** Cap on one checkpoint's images, bytes. Default 4 GiB. */
@@ -173,6 +184,12 @@ interface Transfer {
 export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup> {
   const dir = o.dir;
   const address = parseSocketAddress(o.listen, 'criu backup listen address', { allowPath: true, allowPortZero: true });
+  if (!('path' in address) && !isLoopbackHost(address.host) && o.allowRemote !== true) {
+    throw new RemusError(
+      'INVALID_ARGUMENT',
+      `criu backup: listening on ${formatSocketAddress(address)} would take checkpoint images (restored as root at failover) from anyone who reaches it (this channel has no authentication): listen on a loopback address or a Unix socket, and carry the images between hosts over an authenticated channel of your own`,
+    );
+  }
   const maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const maxBytes = o.maxCheckpointBytes ?? 4 * 2 ** 30;
   const maxFiles = o.maxFiles ?? 4096;

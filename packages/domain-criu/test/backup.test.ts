@@ -29,6 +29,22 @@ async function start(extra: Partial<Parameters<typeof createCriuBackup>[0]> = {}
   return backup;
 }
 
+describe('the unauthenticated listener stays on this machine (issue 15)', () => {
+  it('an address other machines can reach is refused before anything is made; loopback binds, and allowRemote opts in', async () => {
+    for (const listen of ['0.0.0.0:0', '[::]:0', '10.1.2.3:7790']) {
+      await expect(createCriuBackup({ dir: join(root, 'no'), listen }), listen).rejects.toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: expect.stringMatching(/restored as root.*no authentication.*loopback address or a Unix socket/),
+      });
+    }
+    expect(existsSync(join(root, 'no')), 'no checkpoint directory made').toBe(false);
+    const local = await createCriuBackup({ dir: join(root, 'lo'), listen: '127.0.0.1:0' });
+    await local.close();
+    const remote = await createCriuBackup({ dir: join(root, 'any'), listen: '0.0.0.0:0', allowRemote: true });
+    await remote.close();
+  });
+});
+
 /** A primary's side of the protocol: sends frames, collects ACK/NACK frames. */
 async function dial(): Promise<{ socket: Socket; next: () => Promise<{ type: number; checkpoint: number; text: string }> }> {
   const socket = connect(join(root, 'b.sock'));

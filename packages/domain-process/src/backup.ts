@@ -21,6 +21,7 @@ import {
   abortError,
   describeCause,
   isPluginErrorCode,
+  isLoopbackHost,
   isRemusError,
   nextEvent,
   raceSignal,
@@ -79,6 +80,16 @@ export interface BackupServerOptions {
   readonly maxPendingAckBytes?: number;
   /** The epoch record (core's `openEpochStore(path)`): lower epochs are refused across restarts. Default: in memory, from 0. */
   readonly epochs?: EpochGate;
+  /**
+   * {@link BackupServer.listen} only: allow a TCP address other machines can
+   * reach. This channel has no authentication (whoever connects sends state
+   * and is acknowledged), so by default `listen` takes only a Unix socket or
+   * a loopback address (`127.0.0.0/8`, `::1`, `localhost`) and refuses any
+   * other with INVALID_ARGUMENT. Across hosts use an authenticated channel
+   * and {@link BackupServer.accept} (e.g. `@remus/agent`'s mutual TLS); set
+   * this only behind a tunnel of your own that authenticates the peer.
+   */
+  readonly allowRemote?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -121,7 +132,7 @@ interface Conn {
  * checkpoint; `refused` (RemusError) for each refused connection or frame.
  */
 export class BackupServer extends EventEmitter {
-  readonly #o: Required<Omit<BackupServerOptions, 'epochs'>>;
+  readonly #o: Required<Omit<BackupServerOptions, 'epochs' | 'allowRemote'>>;
   readonly #epochs: EpochGate | undefined;
   #server: Server | undefined;
   readonly #conns = new Set<Conn>();
@@ -160,8 +171,18 @@ export class BackupServer extends EventEmitter {
     return new BackupServer(options);
   }
 
-  /** Starts listening. Port 0 picks a free port; see {@link address}. */
+  /**
+   * Starts listening. Port 0 picks a free port; see {@link address}. Only a
+   * Unix socket or a loopback address unless `options.allowRemote` (see
+   * there): INVALID_ARGUMENT otherwise, before anything is bound.
+   */
   static async listen(address: BackupAddress, options: BackupServerOptions = {}): Promise<BackupServer> {
+    if (!('path' in address) && !isLoopbackHost(address.host) && options.allowRemote !== true) {
+      throw new RemusError(
+        'INVALID_ARGUMENT',
+        `backup: listening on ${describeAddress(address)} would take state and acknowledgements from anyone who reaches it (this channel has no authentication): listen on a loopback address or a Unix socket, and carry the state between hosts over an authenticated channel (remus agent: TLS with mutual authentication)`,
+      );
+    }
     const backup = new BackupServer(options);
     const server = createServer({ noDelay: true });
     backup.#server = server;
@@ -200,7 +221,7 @@ export class BackupServer extends EventEmitter {
   }
 
   /** The limits in force (defaults filled in). */
-  get limits(): Readonly<Required<Omit<BackupServerOptions, 'epochs'>>> {
+  get limits(): Readonly<Required<Omit<BackupServerOptions, 'epochs' | 'allowRemote'>>> {
     return this.#o;
   }
 

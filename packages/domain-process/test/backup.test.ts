@@ -72,6 +72,39 @@ function commitCounter(): { ops: Parameters<typeof createCheckpointDevices>[0]['
   };
 }
 
+describe('the unauthenticated listener stays on this machine (issue 15)', () => {
+  it('listen refuses an address other machines can reach, before binding anything; a loopback one, a Unix socket and allowRemote bind', async () => {
+    for (const host of ['0.0.0.0', '::', '10.1.2.3']) {
+      const err = await BackupServer.listen({ host, port: 0 }).then(
+        (s) => (servers.push(s), undefined),
+        (e: unknown) => e,
+      );
+      expect(err, host).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/no authentication.*loopback address or a Unix socket.*remus agent/) });
+    }
+    // Nothing was bound: the port the refused call named is still free for anyone.
+    const probe = createServer();
+    await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '0.0.0.0', resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    await expect(BackupServer.listen({ host: '0.0.0.0', port })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    const again = createServer();
+    await new Promise<void>((resolve, reject) => again.once('error', reject).listen(port, '0.0.0.0', resolve));
+    await new Promise((r) => again.close(r));
+
+    for (const host of ['127.0.0.1', '127.9.9.9', '::1', 'localhost']) {
+      const s = await BackupServer.listen({ host, port: 0 });
+      servers.push(s);
+      expect('port' in s.address && s.address.port > 0, host).toBe(true);
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'remus-backup-local-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    servers.push(await BackupServer.listen({ path: join(dir, 'b.sock') }));
+    const remote = await BackupServer.listen({ host: '0.0.0.0', port: 0 }, { allowRemote: true });
+    servers.push(remote);
+    expect(remote.address).toMatchObject({ host: '0.0.0.0' });
+  });
+});
+
 describe('the primary accepts only the ack of the checkpoint it sent last', () => {
   it('an ack of 0xFFFFFFFF fails the checkpoint loudly and no output is released, then or later', async () => {
     const fake = await fakeBackup((cp) => encodeHeader(FrameType.ACK, 0, cp === 1 ? 1 : 0xffffffff, 0));

@@ -29,8 +29,9 @@ import type { CriuReady, FailoverResult, ServiceAddress } from '@remus/domain-cr
 import { args, durationFlag, need } from '../args.js';
 import type { Io } from '../io.js';
 import { loadDomainCriu } from '../libs.js';
+import { localListenOnly } from '../validation.js';
 
-export const CRIU_USAGE = `  remus backup --domain criu --dir DIR --listen HOST:PORT|PATH [--silence-ms MS]
+export const CRIU_USAGE = `  remus backup --domain criu --dir DIR --listen 127.0.0.1:PORT|PATH [--silence-ms MS]
                [--on-primary-lost wait|failover] [--service-address A.B.C.D/N --dev IFACE] [--criu PATH] [--json]
   remus failover --dir DIR [--service-address A.B.C.D/N --dev IFACE] [--criu PATH] [--json]
 `;
@@ -106,7 +107,11 @@ export async function cmdCriuBackup(rest: readonly string[], io: Io): Promise<nu
     json: { type: 'boolean' },
   });
   const dir = resolve(need(v.dir, '--dir'));
-  const listen = parseSocketAddress(need(v.listen, '--listen'), '--listen (HOST:PORT, e.g. 10.0.0.2:7790, or the path of a Unix socket)', { allowPath: true });
+  const listen = localListenOnly(
+    parseSocketAddress(need(v.listen, '--listen'), '--listen (127.0.0.1:PORT or the path of a Unix socket)', { allowPath: true }),
+    '--listen',
+    'checkpoint images that a failover restores as root',
+  );
   const silenceMs = durationFlag(v['silence-ms'], '--silence-ms') ?? 10_000;
   const policy = v['on-primary-lost'] ?? 'wait';
   if (policy !== 'wait' && policy !== 'failover') {
