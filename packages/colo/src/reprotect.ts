@@ -117,7 +117,8 @@ export interface ColoAutoReprotect {
 }
 
 /**
- * Automatic reprotect: whenever the watched pair fails over, closes it,
+ * Automatic reprotect: whenever the watched pair fails over, stops it (see
+ * {@link ColoPair.stop}: a primary survivor's leftover proxy chardevs go),
  * asks `next` for a fresh secondary and {@link reprotect}s the survivor onto
  * it; the new pair is watched in turn. Ends when the pair fails or stops
  * (also when `stop()` ends replication with its failover to the primary),
@@ -140,7 +141,11 @@ export function autoReprotect(pair: ColoPair, o: ColoAutoReprotectOptions): Colo
       // A stop's own failover to the primary is the planned end, not a failure: the watch ends.
       if (state !== 'failed-over' || !failover || failover.byStop) return;
       try {
-        await current.close();
+        // stop(), not close(): after a failover to the primary it tears down what that
+        // failover kept on the survivor (the proxy's chardevs, still bound to their
+        // addresses and socket paths), which the new pair may want again; after a
+        // failover to the secondary it tears nothing down (the rewriter must stay).
+        await current.stop();
         const opts = await o.next(failover, abort.signal);
         if (!opts) return;
         current = await reprotect(opts, { ...o.run, signal: abort.signal });

@@ -25,7 +25,7 @@ async function gone(pid: number, ms = 10_000): Promise<boolean> {
 }
 
 /** A pair in COLO (no watchdog), and its two QEMUs. */
-async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu; pri: TestQemu }> {
+async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu; pri: TestQemu; ports: { mirror: number; compare: number; nbd: number } }> {
   const [mirror, compare, nbd, migration] = await freePorts(4);
   const [sec, pri] = await Promise.all([startSecondary({ incoming: `tcp:127.0.0.1:${migration}` }), startPrimary()]);
   const devices = pairDevices(pri.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
@@ -44,7 +44,7 @@ async function replicatingPair(): Promise<{ pair: ColoPair; sec: TestQemu; pri: 
     await pair.close();
     throw e;
   }
-  return { pair, sec, pri };
+  return { pair, sec, pri, ports: { mirror: mirror!, compare: compare!, nbd: nbd! } };
 }
 
 /** A pair that ran COLO and failed over to its secondary (manual failover), closed: the survivor serves unprotected. */
@@ -156,6 +156,51 @@ describe('reprotect on real QEMUs (no guest)', () => {
       expect(await colo(next)).toBe('none');
     } finally {
       await pair.close();
+    }
+  });
+
+  it('autoReprotect after a failover to the primary: the new pair may use the same proxy addresses and socket paths (what the failover kept on the survivor is removed first)', async () => {
+    const { pair, pri, ports } = await replicatingPair();
+    const started: TestQemu[] = [];
+    let got!: (p: ColoPair) => void;
+    let fail!: (e: unknown) => void;
+    const reprotected = new Promise<ColoPair>((resolve, reject) => {
+      got = resolve;
+      fail = reject;
+    });
+    const watch = autoReprotect(pair, {
+      next: async (failover) => {
+        expect(failover.survivor).toBe('primary');
+        const [migration] = await freePorts(1);
+        const next = await startSecondary({ incoming: `tcp:127.0.0.1:${migration}` });
+        started.push(next);
+        // The first pair's ports and the survivor's own socket paths again, as an operator's fixed config would.
+        const devices = pairDevices(pri.dir, ports);
+        return {
+          survivor: { qmp: pri.qmp[0], pid: pri.pid, devices: devices.primary },
+          secondary: { qmp: next.qmp[0], pid: next.pid, devices: devices.secondary },
+          migrationUri: `tcp:127.0.0.1:${migration}`,
+          checkpointDelayMs: 600_000,
+          operationId: 'again',
+          watchdog: false as const,
+        };
+      },
+      onPair: (p) => got(p),
+      onError: (e) => fail(e),
+      run: { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 },
+    });
+    try {
+      await pair.failover('primary', 'test: the secondary is lost');
+      const next = await Promise.race([reprotected, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no reprotect within 60 s')), 60_000))]);
+      expect(next.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
+      expect(await colo(pri)).toBe('primary');
+      expect(await colo(started[0]!)).toBe('secondary');
+      // No chardev of the first operation is left on the survivor.
+      const chardevs = (await pri.inspect.execute<{ label: string }[]>('query-chardev')).map((c) => c.label);
+      expect(chardevs.filter((l) => l.startsWith(coloIds('first', 'nic0').prefix))).toEqual([]);
+    } finally {
+      await watch.stop();
+      await watch.current().close();
     }
   });
 
