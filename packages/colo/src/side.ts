@@ -468,6 +468,11 @@ export class ColoSideDriver {
     const signal = this.#abort.signal;
     const ctx: StartContext = { operation: this.#operation, migrationUri: o.migrationUri, checkpointDelayMs: this.#o.checkpointDelayMs ?? 2000, sides: { primary: { cmd: this.#cmd, layer, devices: o.devices } }, signal, resync };
     const before = { devices: this.#devices, layer: this.#layer, role: this.#role, figures: this.#figures, migrationUri: this.#migrationUri };
+    // A side that went on alone as the primary still has what coloFailoverOnPrimary kept: the
+    // proxy's chardevs, under this operation's ids (and bound to their addresses). The new
+    // set-up adds them again, so the old primary layer goes first. A promoted secondary keeps
+    // its layer: its rewriter must stay for the VM's lifetime.
+    if (before.role === 'primary') await this.#layer.teardown();
     this.#devices = o.devices;
     this.#layer = layer;
     this.#role = 'primary';
