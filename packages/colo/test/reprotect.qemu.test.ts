@@ -7,7 +7,7 @@
  * (tools/colo-lab) covers checkpoints and the service's counter.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ColoPair, autoReprotect, coloIds, processAlive, reprotect, type ColoDriverEvent, type ColoPairOptions } from '../src/index.js';
+import { ColoPair, autoReprotect, coloIds, processAlive, reprotect, type ColoAutoReprotectOptions, type ColoDriverEvent, type ColoPairOptions } from '../src/index.js';
 import { diff, freePorts, pairDevices, snapshot, startPrimary, startSecondary, stopAll, type TestQemu } from './env.js';
 
 afterEach(stopAll);
@@ -58,11 +58,11 @@ async function survivorAfterFailover(): Promise<TestQemu> {
   return sec;
 }
 
-/** A fresh secondary and the reprotect options for `survivor` onto it. */
-async function freshSecondary(survivor: TestQemu, events: ColoDriverEvent[], onEvent?: (e: ColoDriverEvent) => void) {
+/** A fresh secondary and the reprotect options for `survivor` onto it (on new proxy ports unless `ports`). */
+async function freshSecondary(survivor: TestQemu, events: ColoDriverEvent[], onEvent?: (e: ColoDriverEvent) => void, ports?: { mirror: number; compare: number; nbd: number }) {
   const [mirror, compare, nbd, migration] = await freePorts(4);
   const next = await startSecondary({ incoming: `tcp:127.0.0.1:${migration}` });
-  const devices = pairDevices(survivor.dir, { mirror: mirror!, compare: compare!, nbd: nbd! });
+  const devices = pairDevices(survivor.dir, ports ?? { mirror: mirror!, compare: compare!, nbd: nbd! });
   return {
     next,
     opts: {
@@ -78,6 +78,36 @@ async function freshSecondary(survivor: TestQemu, events: ColoDriverEvent[], onE
       },
     },
   };
+}
+
+/** The COLO filters on a QEMU's netdev, in QEMU's order. */
+async function netdevFilters(q: TestQemu): Promise<string[]> {
+  const net = await q.inspect.hmp('info network');
+  return [...net.matchAll(/(colo\.[\w.-]+): type=filter-\w+/g)].map((m) => m[1]!);
+}
+
+/** The reprotected pair fails over like any other, to its fresh secondary: the survivor is fenced, the fresh one leaves COLO. */
+async function failsOverToFresh(pair: ColoPair, survivor: TestQemu, fresh: TestQemu): Promise<void> {
+  await pair.failover('secondary');
+  expect(await gone(survivor.pid), 'the old survivor was fenced').toBe(true);
+  expect(await colo(fresh)).toBe('none');
+}
+
+/**
+ * autoReprotect over `pair` with `next`; `reprotected` resolves with the first new pair
+ * (rejects with onError's error, or after 60 s).
+ */
+function watchReprotect(pair: ColoPair, next: ColoAutoReprotectOptions['next']): { watch: ReturnType<typeof autoReprotect>; reprotected: Promise<ColoPair> } {
+  let got!: (p: ColoPair) => void;
+  let fail!: (e: unknown) => void;
+  const first = new Promise<ColoPair>((resolve, reject) => {
+    got = resolve;
+    fail = reject;
+  });
+  const watch = autoReprotect(pair, { next, onPair: (p) => got(p), onError: (e) => fail(e), run: { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 } });
+  const reprotected = Promise.race([first, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no reprotect within 60 s')), 60_000))]);
+  reprotected.catch(() => undefined); // awaited by the test; no unhandled rejection if it fails earlier
+  return { watch, reprotected };
 }
 
 describe('reprotect on real QEMUs (no guest)', () => {
@@ -115,16 +145,10 @@ describe('reprotect on real QEMUs (no guest)', () => {
       expect(s.nodes).not.toContain(coloIds('again', 'disk0').primaryDisk.resyncNode);
       expect(s.nodes).toContain(coloIds('again', 'disk0').primaryDisk.node);
       // The new proxy's filters sit before the kept rewriter of the first operation (QEMU lists a netdev's filters in order).
-      const net = await b.inspect.hmp('info network');
-      const filters = [...net.matchAll(/(colo\.[\w.-]+): type=filter-\w+/g)].map((m) => m[1]!);
       const nic = coloIds('again', 'nic0').primaryNic;
-      expect(filters).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn, coloIds('first', 'nic0').secondaryNic.rew]);
+      expect(await netdevFilters(b)).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn, coloIds('first', 'nic0').secondaryNic.rew]);
       expect(await b.inspect.execute('query-status')).toMatchObject({ running: true });
-
-      // And the new pair fails over like any other: to the fresh secondary.
-      await pair.failover('secondary');
-      expect(await gone(b.pid), 'the old survivor was fenced').toBe(true);
-      expect(await colo(next)).toBe('none');
+      await failsOverToFresh(pair, b, next);
     } finally {
       await pair.close();
     }
@@ -147,13 +171,9 @@ describe('reprotect on real QEMUs (no guest)', () => {
       expect(await colo(pri)).toBe('primary');
       expect(await colo(next)).toBe('secondary');
       // Only the new proxy's filters on the netdev: the first operation's were removed by its failover, and a former primary has no rewriter.
-      const net = await pri.inspect.hmp('info network');
-      const filters = [...net.matchAll(/(colo\.[\w.-]+): type=filter-\w+/g)].map((m) => m[1]!);
       const nic = coloIds('again', 'nic0').primaryNic;
-      expect(filters).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn]);
-      await pair.failover('secondary');
-      expect(await gone(pri.pid), 'the old survivor was fenced').toBe(true);
-      expect(await colo(next)).toBe('none');
+      expect(await netdevFilters(pri)).toEqual([nic.filterMirror, nic.redirectOut, nic.redirectIn]);
+      await failsOverToFresh(pair, pri, next);
     } finally {
       await pair.close();
     }
@@ -162,36 +182,16 @@ describe('reprotect on real QEMUs (no guest)', () => {
   it('autoReprotect after a failover to the primary: the new pair may use the same proxy addresses and socket paths (what the failover kept on the survivor is removed first)', async () => {
     const { pair, pri, ports } = await replicatingPair();
     const started: TestQemu[] = [];
-    let got!: (p: ColoPair) => void;
-    let fail!: (e: unknown) => void;
-    const reprotected = new Promise<ColoPair>((resolve, reject) => {
-      got = resolve;
-      fail = reject;
-    });
-    const watch = autoReprotect(pair, {
-      next: async (failover) => {
-        expect(failover.survivor).toBe('primary');
-        const [migration] = await freePorts(1);
-        const next = await startSecondary({ incoming: `tcp:127.0.0.1:${migration}` });
-        started.push(next);
-        // The first pair's ports and the survivor's own socket paths again, as an operator's fixed config would.
-        const devices = pairDevices(pri.dir, ports);
-        return {
-          survivor: { qmp: pri.qmp[0], pid: pri.pid, devices: devices.primary },
-          secondary: { qmp: next.qmp[0], pid: next.pid, devices: devices.secondary },
-          migrationUri: `tcp:127.0.0.1:${migration}`,
-          checkpointDelayMs: 600_000,
-          operationId: 'again',
-          watchdog: false as const,
-        };
-      },
-      onPair: (p) => got(p),
-      onError: (e) => fail(e),
-      run: { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 },
+    const { watch, reprotected } = watchReprotect(pair, async (failover) => {
+      expect(failover.survivor).toBe('primary');
+      // The first pair's ports and the survivor's own socket paths again, as an operator's fixed config would.
+      const f = await freshSecondary(pri, [], undefined, ports);
+      started.push(f.next);
+      return f.opts;
     });
     try {
       await pair.failover('primary', 'test: the secondary is lost');
-      const next = await Promise.race([reprotected, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no reprotect within 60 s')), 60_000))]);
+      const next = await reprotected;
       expect(next.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
       expect(await colo(pri)).toBe('primary');
       expect(await colo(started[0]!)).toBe('secondary');
@@ -229,26 +229,15 @@ describe('reprotect on real QEMUs (no guest)', () => {
     const { pair, sec } = await replicatingPair();
     const events: ColoDriverEvent[] = [];
     const started: TestQemu[] = [];
-    let got!: (p: ColoPair) => void;
-    let fail!: (e: unknown) => void;
-    const reprotected = new Promise<ColoPair>((resolve, reject) => {
-      got = resolve;
-      fail = reject;
-    });
-    const watch = autoReprotect(pair, {
-      next: async (failover) => {
-        expect(failover.survivor).toBe('secondary');
-        const f = await freshSecondary(sec, events);
-        started.push(f.next);
-        return f.opts;
-      },
-      onPair: (p) => got(p),
-      onError: (e) => fail(e),
-      run: { timeoutMs: 60_000, mirrorTimeoutMs: 60_000 },
+    const { watch, reprotected } = watchReprotect(pair, async (failover) => {
+      expect(failover.survivor).toBe('secondary');
+      const f = await freshSecondary(sec, events);
+      started.push(f.next);
+      return f.opts;
     });
     try {
       await pair.failover('secondary', 'test');
-      const next = await Promise.race([reprotected, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no reprotect within 60 s')), 60_000))]);
+      const next = await reprotected;
       expect(watch.current()).toBe(next);
       expect(next.status()).toMatchObject({ state: 'replicating', active: 'primary', resync: { bytes: 16 * 1024 * 1024 } });
       expect(await colo(sec)).toBe('primary');
