@@ -9,6 +9,16 @@ import { mono, remoteArbiter, type RemoteArbiter, type RoleReport } from './help
 const TTL = 2;
 let net: LabNet;
 let cluster: EtcdCluster;
+
+/** The members, the leader first (from `etcdctl endpoint status`: the member whose id is the leader's). */
+async function membersByRole(): Promise<string[]> {
+  const st = JSON.parse(await cluster.etcdctl('e1', ['endpoint', 'status', '-w', 'json'])) as { Endpoint: string; Status: { header: { member_id: number | string }; leader: number | string } }[];
+  const leaderAt = st.find((x) => String(x.Status.header.member_id) === String(x.Status.leader))?.Endpoint;
+  const names = cluster.memberNames;
+  const leader = names.find((_, i) => leaderAt !== undefined && leaderAt.includes(cluster.endpoints[i]!));
+  if (leader === undefined) throw new Error(`no leader in ${JSON.stringify(st)}`);
+  return [leader, ...names.filter((n) => n !== leader)];
+}
 let running: RemoteArbiter[] = [];
 let prefixes = 0;
 
@@ -72,12 +82,18 @@ describe('etcd arbiter (netns, real etcd)', () => {
     expect(await b.call('leader')).toMatchObject({ host: 'hB', epoch: rb.epoch });
   });
 
-  it('keeps the role while one etcd member is gone (the deadline keeps moving)', async () => {
+  it('keeps the role while one etcd member (a follower) is gone (the deadline keeps moving)', async () => {
     const a = arbiterOn('hA', fresh());
     await a.call('acquire');
-    cluster.kill('e1');
-    cluster.kill('e2', 'SIGSTOP');
-    cluster.kill('e2', 'SIGCONT');
+    // A follower: the quorum and its leader stay, so keepalives go on. A killed leader adds an
+    // election (1 s timeout here) in which no keepalive is answered; on a loaded 2-core machine that
+    // can outlast the 2 s TTL's margin, and the role is then rightly lost for good (never revived:
+    // see "stays lost" below). The nemesis etcd-one fault covers that case, where a failover is allowed.
+    const [leader, ...followers] = await membersByRole();
+    cluster.kill(followers[0]!);
+    cluster.kill(followers[1]!, 'SIGSTOP');
+    cluster.kill(followers[1]!, 'SIGCONT');
+    void leader;
     const from = a.roles.length;
     await new Promise((r) => setTimeout(r, TTL * 1000 * 2.5));
     const seen = a.roles.slice(from);
