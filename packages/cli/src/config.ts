@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { RemusError, closestName, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
 import { validateCriuDomain, type CriuDomainConfig } from './criu/config.js';
-import { MAX_DEPTH, isObject, num, oneOf, tooDeep, unknownKeys, type Report } from './validation.js';
+import { MAX_DEPTH, isArgv, isObject, num, oneOf, tooDeep, unknownKeys, type Report } from './validation.js';
 
 /** Who acknowledges checkpoints of the process domain (see @remus/domain-process). */
 export type AckConfig =
@@ -165,7 +165,7 @@ function validateDomain(d: unknown, p: Report): ProcessDomainConfig | CriuDomain
   if (hasCommand === hasPid) {
     p('domain', hasCommand ? 'has both command and pid' : 'has neither command nor pid', 'give exactly one: "command": ["prog", "arg"] to start a process, or "pid": 1234 to protect a running one');
   }
-  if (hasCommand && (!Array.isArray(d.command) || d.command.length === 0 || d.command.some((a) => typeof a !== 'string' || a === ''))) {
+  if (hasCommand && !isArgv(d.command)) {
     p('domain.command', 'must be a non-empty array of non-empty strings', 'an argument vector, e.g. ["node", "server.js", "--port", "8080"] (no shell text)');
   }
   if (hasPid && !(Number.isInteger(d.pid) && (d.pid as number) > 1)) p('domain.pid', `${JSON.stringify(d.pid)} is not a process id`, 'an integer pid > 1 of a running process');

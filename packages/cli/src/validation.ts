@@ -4,7 +4,7 @@
  * all at once.
  */
 
-import { MAX_TIMER_MS, RemusError, closestName, formatSocketAddress, isLoopbackHost, validateCount, validateDuration, type SocketAddress } from '@remus/core';
+import { MAX_TIMER_MS, RemusError, closestName, formatSocketAddress, isLocalAddress, validateCount, validateDuration, type SocketAddress } from '@remus/core';
 
 /** Records one problem: JSON path, what is wrong, how to fix it. */
 export type Report = (path: string, message: string, fix: string) => void;
@@ -82,6 +82,11 @@ export function isObject(x: unknown): x is Record<string, unknown> {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
 }
 
+/** An argument vector: a non-empty array of non-empty strings without NUL bytes (what is run, never a shell string). */
+export function isArgv(x: unknown): x is string[] {
+  return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a !== '' && !a.includes('\0'));
+}
+
 /**
  * Refuses a listen address other machines can reach for a channel without
  * authentication (`remus backup`'s state and acks, the criu backup's images):
@@ -89,7 +94,7 @@ export function isObject(x: unknown): x is Record<string, unknown> {
  * addresses pass.
  */
 export function localListenOnly(address: SocketAddress, flag: string, carries: string): SocketAddress {
-  if ('path' in address || isLoopbackHost(address.host)) return address;
+  if (isLocalAddress(address)) return address;
   throw new RemusError(
     'INVALID_ARGUMENT',
     `${flag} ${formatSocketAddress(address)}: this channel has no authentication, so anyone who reaches it could send ${carries}. Listen on 127.0.0.1:PORT or a Unix socket path, and between hosts use \`remus agent\` (TLS with mutual authentication) or a tunnel of your own that authenticates the peer`,

@@ -83,6 +83,15 @@ export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
+/**
+ * True for an address only this machine can reach: a Unix socket or a
+ * loopback host ({@link isLoopbackHost}). What a listener without
+ * authentication may bind.
+ */
+export function isLocalAddress(a: SocketAddress): boolean {
+  return 'path' in a || isLoopbackHost(a.host);
+}
+
 function describe(value: unknown): string {
   let s: string;
   try {

@@ -26,7 +26,7 @@ export {
 export type { CoreErrorCode, ErrorCode, ErrorCodeTable, ErrorOrigin, PluginErrorCode, RemusErrorOptions } from './errors.js';
 export { abortError, nextEvent, pollUntil, raceSignal, sleep, withDeadline } from './wait.js';
 export type { DeadlineOptions, NextEventOptions, PollOptions } from './wait.js';
-export { formatSocketAddress, isLoopbackHost, parseSocketAddress } from './address.js';
+export { formatSocketAddress, isLocalAddress, isLoopbackHost, parseSocketAddress } from './address.js';
 export type { ParseAddressOptions, SocketAddress } from './address.js';
 export { reapDevices } from './reap.js';
 export { NIC_PARAMS, missingInterface, netnsExists, readNicParams, requireNetns, type NicParams } from './nic.js';

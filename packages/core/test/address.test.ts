@@ -1,6 +1,6 @@
 // One socket address type for every package.
 import { describe, expect, it } from 'vitest';
-import { RemusError, formatSocketAddress, isLoopbackHost, parseSocketAddress } from '../src/index.js';
+import { RemusError, formatSocketAddress, isLocalAddress, isLoopbackHost, parseSocketAddress } from '../src/index.js';
 
 describe('parseSocketAddress', () => {
   it('reads every text and object form', () => {
@@ -54,5 +54,9 @@ describe('formatSocketAddress and isLoopbackHost', () => {
   it('knows loopback', () => {
     expect(['localhost', '127.0.0.1', '127.9.9.9', '::1'].map(isLoopbackHost)).toEqual([true, true, true, true]);
     expect(['0.0.0.0', '10.0.0.1', '::', 'example.com'].map(isLoopbackHost)).toEqual([false, false, false, false]);
+  });
+  it('a local address is a Unix socket or a loopback host', () => {
+    expect(['unix:/run/b.sock', '127.0.0.1:1', '[::1]:1', 'localhost:1'].map((s) => isLocalAddress(parseSocketAddress(s, 'a', { allowPath: true })))).toEqual([true, true, true, true]);
+    expect(['0.0.0.0:1', '10.0.0.1:1', '[::]:1'].map((s) => isLocalAddress(parseSocketAddress(s, 'a')))).toEqual([false, false, false]);
   });
 });

@@ -32,7 +32,7 @@ import {
 } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { RemusError, formatSocketAddress, isLoopbackHost, isRemusError, parseSocketAddress, type SocketAddress } from '@remus/core';
+import { RemusError, formatSocketAddress, isLocalAddress, isRemusError, parseSocketAddress, type SocketAddress } from '@remus/core';
 import { CriuErrors } from './errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, Frame, FrameReader, checkImageName, encodeFrame, parseFilePayload, type WireFrame } from './wire.js';
 
@@ -184,7 +184,7 @@ interface Transfer {
 export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup> {
   const dir = o.dir;
   const address = parseSocketAddress(o.listen, 'criu backup listen address', { allowPath: true, allowPortZero: true });
-  if (!('path' in address) && !isLoopbackHost(address.host) && o.allowRemote !== true) {
+  if (!isLocalAddress(address) && o.allowRemote !== true) {
     throw new RemusError(
       'INVALID_ARGUMENT',
       `criu backup: listening on ${formatSocketAddress(address)} would take checkpoint images (restored as root at failover) from anyone who reaches it (this channel has no authentication): listen on a loopback address or a Unix socket, and carry the images between hosts over an authenticated channel of your own`,

@@ -21,7 +21,7 @@ import {
   abortError,
   describeCause,
   isPluginErrorCode,
-  isLoopbackHost,
+  isLocalAddress,
   isRemusError,
   nextEvent,
   raceSignal,
@@ -177,7 +177,7 @@ export class BackupServer extends EventEmitter {
    * there): INVALID_ARGUMENT otherwise, before anything is bound.
    */
   static async listen(address: BackupAddress, options: BackupServerOptions = {}): Promise<BackupServer> {
-    if (!('path' in address) && !isLoopbackHost(address.host) && options.allowRemote !== true) {
+    if (!isLocalAddress(address) && options.allowRemote !== true) {
       throw new RemusError(
         'INVALID_ARGUMENT',
         `backup: listening on ${describeAddress(address)} would take state and acknowledgements from anyone who reaches it (this channel has no authentication): listen on a loopback address or a Unix socket, and carry the state between hosts over an authenticated channel (remus agent: TLS with mutual authentication)`,

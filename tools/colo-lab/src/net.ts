@@ -112,7 +112,7 @@ export async function reapStaleLabs(): Promise<string[]> {
     byPid.set(m[1]!, [...(byPid.get(m[1]!) ?? []), ns]);
   }
   for (const [pid, names] of byPid) {
-    if (pidAlive(Number(pid))) continue;
+    if (processAlive(Number(pid))) continue;
     for (const ns of names) {
       const r = await runScript('ip', ['netns', 'pids', ns], { timeoutMs: 10_000 }).catch(() => undefined);
       for (const p of (r?.stdout ?? '').split('\n').map(Number).filter((n) => n > 0)) {
@@ -129,7 +129,7 @@ export async function reapStaleLabs(): Promise<string[]> {
   // Their folders (images, sockets, logs) in the temp dir, named after the same prefixes.
   for (const entry of await readdir(tmpdir()).catch(() => [] as string[])) {
     const m = /^colo-[tb]?(\d+)-/.exec(entry);
-    if (m && !pidAlive(Number(m[1]))) {
+    if (m && !processAlive(Number(m[1]))) {
       await rm(join(tmpdir(), entry), { recursive: true, force: true });
       removed.push(join(tmpdir(), entry));
     }
@@ -137,10 +137,6 @@ export async function reapStaleLabs(): Promise<string[]> {
   return removed;
 }
 
-/** Whether the lab's owner runs: core's zombie-aware check (a SIGKILLed owner its parent has not reaped yet is gone). */
-function pidAlive(pid: number): boolean {
-  return processAlive(pid);
-}
 
 /** Namespaces whose names start with `prefix`. */
 export async function listLabNamespaces(prefix: string): Promise<string[]> {

@@ -39,8 +39,7 @@ export function sweepStale(prefix: string): string[] {
   return removed;
 }
 
-/** Remembers a namespace this process made, removed at exit if still there. */
-export function track(ns: string): void {
+function track(ns: string): void {
   live.add(ns);
   if (!hooked) {
     hooked = true;
@@ -50,31 +49,30 @@ export function track(ns: string): void {
   }
 }
 
-/** Forgets a namespace {@link track} remembered (it was removed). */
-export function untrack(ns: string): void {
-  live.delete(ns);
+/** Adds namespace `name` with its loopback up, removed at this process's exit if still there. Throws (and removes it) if it cannot. */
+export function addNamespace(name: string): void {
+  sh('ip', ['netns', 'add', name]);
+  track(name);
+  try {
+    sh('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    removeNamespace(name);
+    throw e;
+  }
+}
+
+/** Removes a namespace {@link addNamespace} made (and every interface in it). Idempotent. */
+export function removeNamespace(name: string): void {
+  tryRun('ip', ['netns', 'del', name]);
+  live.delete(name);
 }
 
 /** One namespace owned by this process (loopback up), e.g. for a fence bridge. Stale ones of dead owners with the same prefix are removed first. */
 export function createNamespace(prefix: string): { readonly name: string; destroy(): void } {
   sweepStale(prefix);
   const name = validateName(ownedName(prefix), 'test namespace');
-  sh('ip', ['netns', 'add', name]);
-  track(name);
-  try {
-    sh('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-  } catch (e) {
-    tryRun('ip', ['netns', 'del', name]);
-    untrack(name);
-    throw e;
-  }
-  return {
-    name,
-    destroy() {
-      tryRun('ip', ['netns', 'del', name]);
-      untrack(name);
-    },
-  };
+  addNamespace(name);
+  return { name, destroy: () => removeNamespace(name) };
 }
 
 export interface HostPairOptions {
@@ -110,18 +108,11 @@ export function createHostPair(options: HostPairOptions): HostPair {
   const host = validateName(`${base}-h`, 'test namespace');
   const guest = validateName(`${base}-g`, 'test namespace');
   const destroy = (): void => {
-    for (const ns of [host, guest]) {
-      tryRun('ip', ['netns', 'del', ns]);
-      live.delete(ns);
-    }
+    for (const ns of [host, guest]) removeNamespace(ns);
   };
   const nics: string[] = [];
   try {
-    for (const ns of [host, guest]) {
-      sh('ip', ['netns', 'add', ns]);
-      track(ns);
-      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    }
+    for (const ns of [host, guest]) addNamespace(ns);
     for (let i = 0; i < count; i++) {
       const h = hostIfname(i);
       const g = `vg${i}`;

@@ -1,6 +1,6 @@
 import { validateInterfaceName, validateName } from '@remus/core';
-import { ownedName, sweepStale, track, untrack } from './netns.js';
-import { sh, tryRun } from './run.js';
+import { addNamespace, ownedName, removeNamespace, sweepStale } from './netns.js';
+import { sh } from './run.js';
 
 export type TrioTopology = 'routed' | 'bridged';
 
@@ -77,10 +77,7 @@ export function createTrio(options: TrioOptions): Trio {
   const routed = topology === 'routed';
   const made: string[] = [];
   const destroy = (): void => {
-    for (const ns of made.splice(0).reverse()) {
-      tryRun('ip', ['netns', 'del', ns]);
-      untrack(ns);
-    }
+    for (const ns of made.splice(0).reverse()) removeNamespace(ns);
   };
   const nsx = (ns: string, file: string, args: readonly string[]): string => sh('ip', ['netns', 'exec', ns, file, ...args]);
   const addr = (ns: string, ifname: string, a: string): void => {
@@ -91,10 +88,8 @@ export function createTrio(options: TrioOptions): Trio {
   const v6 = (subnet: number, i: number): string => `fd${net}:${subnet}::${i}`;
   try {
     for (const ns of [guest, host, client]) {
-      sh('ip', ['netns', 'add', ns]);
+      addNamespace(ns);
       made.push(ns);
-      track(ns);
-      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
       nsx(ns, 'sysctl', [
         '-qw',
         'net.ipv6.conf.all.accept_dad=0',

@@ -15,7 +15,7 @@ import type { SocketAddress as QmpAddress } from '@remus/core';
 import { processStart } from '../journal.js';
 import { configError, readJsonFile, validateDevices, type ConfigProblem } from '../config.js';
 import { loadColo, loadQmp, type ColoLib, type QmpLib } from '../libs.js';
-import { isObject, join, num, unknownKeys, type Report } from '../validation.js';
+import { isArgv, isObject, join, num, unknownKeys, type Report } from '../validation.js';
 
 export interface ColoSideConfig {
   readonly qmp: QmpAddress;
@@ -159,15 +159,15 @@ function validateAutoReprotect(a: unknown, p: Report): ColoAutoReprotectConfig |
   unknownKeys(a, AUTO_REPROTECT_KEYS, 'autoReprotect', p);
   const c = a.command;
   let command: string[] | undefined;
-  if (!Array.isArray(c) || c.length === 0 || !c.every((x) => typeof x === 'string' && x !== '' && !x.includes('\0'))) {
+  if (!isArgv(c)) {
     p('autoReprotect.command', c === undefined ? 'is missing' : 'must be an argument vector (a non-empty array of non-empty strings; no shell text)', `e.g. ${JSON.stringify(['/usr/local/sbin/start-spare-secondary', '--pair', 'web'])}`);
-  } else if (!isAbsolute(c[0] as string)) {
+  } else if (!isAbsolute(c[0]!)) {
     p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an absolute path`, 'give the program by its absolute path (no PATH lookup), e.g. "/usr/local/sbin/start-spare-secondary"');
   } else {
     try {
-      accessSync(c[0] as string, constants.X_OK);
-      if (!statSync(c[0] as string).isFile()) throw new Error('not a file');
-      command = c as string[];
+      accessSync(c[0]!, constants.X_OK);
+      if (!statSync(c[0]!).isFile()) throw new Error('not a file');
+      command = c;
     } catch {
       p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an executable file`, 'install the program there and make it executable (chmod +x), or correct the path');
     }
