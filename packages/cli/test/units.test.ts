@@ -2,6 +2,7 @@
 // journal on disk, and the demo's output-commit check.
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { firstReplyFromBackup, judgeOutputCommit } from '../src/demo/criu-failover.js';
 import { countViolations } from '../src/demo/demo.js';
 import { Journal, listJournals, processStart, stillRunning } from '../src/journal.js';
 import { percentile, statusLine, sumStats } from '../src/progress.js';
@@ -72,5 +73,49 @@ describe('the demo output-commit check', () => {
   });
   it('flags a reply of an epoch that was never checkpointed', () => {
     expect(countViolations([{ g: 210, r: 400 }], frozen, acked)).toBe(1);
+  });
+});
+
+describe("the CRIU failover's output-commit check", () => {
+  // Checkpoints as `remus run --json` prints them: suspended at 100 (frozen 10 ms later), acked at 150; then 200/210/250.
+  const committed = [
+    { checkpoint: 1, suspendedAt: 100, steps: { suspend: 10 }, ackedAt: 150 },
+    { checkpoint: 2, suspendedAt: 200, steps: { suspend: 10 }, ackedAt: 250 },
+  ];
+  // Client lines split: REPLY <arrived> <counter> r<i> <sent>.
+  const reply = (arrived: number, sent: number): string[] => ['REPLY', String(arrived), '1', 'r1', String(sent)];
+  it('judges replies of protected epochs and accepts one that arrived after its ack', () => {
+    expect(judgeOutputCommit([reply(151, 105), reply(251, 150)], committed, 1000, 2, 2)).toEqual({ judged: 2, early: 0 });
+  });
+  it('flags a reply that arrived before its checkpoint was acknowledged (5 ms of clock rounding allowed)', () => {
+    expect(judgeOutputCommit([reply(140, 105)], committed, 1000, 2, 2)).toEqual({ judged: 1, early: 1 });
+    expect(judgeOutputCommit([reply(146, 105)], committed, 1000, 2, 2)).toEqual({ judged: 1, early: 0 });
+  });
+  it('flags a reply of an epoch never committed, unless the backup restored that epoch and it arrived after the kill', () => {
+    expect(judgeOutputCommit([reply(260, 220)], committed, 1000, 2, 2)).toEqual({ judged: 1, early: 1 });
+    expect(judgeOutputCommit([reply(1200, 220)], committed, 1000, 3, 2)).toEqual({ judged: 0, early: 0 });
+  });
+  it('does not judge replies sent before protection began or by the restored service', () => {
+    expect(judgeOutputCommit([reply(95, 90), reply(1300, 1100)], committed, 1000, 2, 2)).toEqual({ judged: 0, early: 0 });
+    expect(judgeOutputCommit([reply(151, 105)], [], 1000, null, null)).toEqual({ judged: 0, early: 0 });
+  });
+});
+
+describe("the CRIU failover's first reply from the backup", () => {
+  const committed = [
+    { checkpoint: 1, suspendedAt: 100, steps: { suspend: 10 }, ackedAt: 150 },
+    { checkpoint: 2, suspendedAt: 200, steps: { suspend: 10 }, ackedAt: 250 },
+  ];
+  const reply = (arrived: number, sent: number): string[] => ['REPLY', String(arrived), '1', 'r1', String(sent)];
+  it("skips replies the primary released before the kill that arrive after it", () => {
+    // Killed at 300: a reply of epoch 2 (sent 205) still on its way at 301 is the primary's; the restored service's reply sent at 900 arrives at 901.
+    expect(firstReplyFromBackup([reply(260, 150), reply(301, 205), reply(901, 900)], committed, 300)).toBe(901);
+  });
+  it('counts a reply of an epoch the primary never committed, sent again by the restored socket', () => {
+    expect(firstReplyFromBackup([reply(301, 205), reply(800, 250)], committed, 300)).toBe(800);
+  });
+  it('is undefined without a kill or without such a reply', () => {
+    expect(firstReplyFromBackup([reply(301, 205)], committed, 300)).toBeUndefined();
+    expect(firstReplyFromBackup([reply(901, 900)], committed, undefined)).toBeUndefined();
   });
 });

@@ -8,7 +8,9 @@
  * same proof through the product (test/lab/cli-failover.mjs): `remus backup
  * --domain criu`, `remus run` (core's loop, nic-netbuf on the real sch_plug),
  * the primary killed, `remus failover`; output commit checked per reply; and
- * again with `--on-primary-lost failover` (the backup restores by itself). Last,
+ * again with `--on-primary-lost failover` (the backup restores by itself).
+ * Then `remus demo` itself (test/lab/demo.mjs): on this kernel it shows the
+ * CRIU failover after the process-domain demo and leaves nothing. Last,
  * test/lab/probe.sh: the host's criu by itself (check, soft-dirty, dump and
  * restore of a sleep).
  */
@@ -45,6 +47,14 @@ it('through the remus command with automatic failover: remus backup --on-primary
   console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES') || l.startsWith('[criu-cli-lab')).join('\n'));
   expectLabPass(r);
   expect(r.output).toContain('fails over by itself');
+  expect(r.output).toContain('PASS');
+}, 660_000);
+
+it('remus demo, where CRIU works (this kernel): after the process-domain demo it shows the CRIU failover, one client connection kept, counter continuous, no reply before its ack, nothing left (kernel lab)', async () => {
+  const r = await lab!.run({ node: { file: new URL('./lab/demo.mjs', import.meta.url).pathname }, timeoutMs: 600_000 });
+  console.log(r.output.split('\n').filter((l) => l.startsWith('FIGURES') || l.startsWith('[criu-demo-lab') || l.includes('CRIU')).join('\n'));
+  expectLabPass(r);
+  expect(r.output).toContain('CRIU failover: passed');
   expect(r.output).toContain('PASS');
 }, 660_000);
 

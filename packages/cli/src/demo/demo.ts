@@ -26,6 +26,7 @@ import { criuSummary, loadDomainProcess } from '../libs.js';
 import { CLI_DIR, buildOps, installCommand, type BuiltOps } from '../plugins.js';
 import { ProgressView, RunFigures, ms, percentile, type ViewMode } from '../progress.js';
 import { runProtected } from '../run.js';
+import { criuFailoverBlocker, runCriuFailover, type CriuFailoverResult } from './criu-failover.js';
 
 export interface DemoOptions {
   /** How long the client sends requests, ms. */
@@ -73,6 +74,8 @@ export interface DemoSummary {
   readonly violations: number;
   readonly cleanedUp: boolean;
   readonly leftovers: readonly string[];
+  /** The CRIU failover: shown where CRIU works on this kernel (see criu-failover.ts), else why not. */
+  readonly criu: ({ readonly shown: true } & CriuFailoverResult) | { readonly shown: false; readonly reason: string };
   readonly error?: string;
 }
 
@@ -124,10 +127,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   let stop: AbortController | undefined;
   let interrupted: string | undefined;
   let client: ChildProcess | undefined;
+  const criuStop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     interrupted = sig;
     view.say(`${sig}: stopping the demo and cleaning up`);
     stop?.abort();
+    criuStop.abort(new RemusError('ABORTED', `remus demo interrupted by ${sig}`));
     client?.kill('SIGTERM');
   };
   process.on('SIGINT', onSignal);
@@ -144,13 +149,6 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   try {
     await buildNetwork(ns, journal);
     view.say(`network: client ${ns.client} -> router ${ns.router} (vif0) -> guest ${ns.guest} ${GUEST_IP}:${PORT}`);
-    // The Remus path with real state (CRIU): said in one line; this demo runs the process domain either way.
-    const criu = await criuSummary('remus demo (the CRIU check)');
-    view.say(
-      criu.works
-        ? `CRIU: ${criu.line}; this demo still protects a process tree without its memory (the CRIU failover: remus backup --domain criu, remus run with a criu domain, remus failover; end to end in @remus/domain-criu's lab test)`
-        : `CRIU failover not shown: ${criu.line}; running the process domain as before`,
-    );
     if (!interrupted) {
       outcome = await runProtected(
         {
@@ -200,9 +198,25 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       leftovers.push(`network namespace ${name}: ${(e as Error).message}`);
     }
   }
+  leftovers.push(...(await findLeftovers(operation, ns)));
+
+  // Then the Remus path with real state, where CRIU works here: one line says which.
+  let criuPart: DemoSummary['criu'] = { shown: false, reason: interrupted ? `interrupted by ${interrupted}` : 'not with --no-net-buffer (its output commit needs the NIC buffered)' };
+  if (!interrupted && !o.noNetBuffer) {
+    const criu = await criuSummary('remus demo (the CRIU check)');
+    const blocker = criu.works ? criuFailoverBlocker(chosen) : criu.line;
+    if (blocker !== undefined) {
+      view.say(`CRIU failover not shown: ${criu.works ? `CRIU ${criu.line}, but ${blocker}` : blocker}; the process domain was shown`);
+      criuPart = { shown: false, reason: blocker };
+    } else {
+      view.say(`CRIU: ${criu.line}; now the failover with real state: a service protected with its memory, its primary killed, restored on the backup with its client's TCP connection`);
+      const r = await runCriuFailover({ operation, stateDir: o.stateDir, journal, say: (l) => view.say(l), signal: criuStop.signal });
+      criuPart = { shown: true, ...r };
+      leftovers.push(...r.leftovers);
+    }
+  }
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
-  leftovers.push(...(await findLeftovers(operation, ns)));
   if (leftovers.length === 0 && (outcome?.clean ?? true)) journal.remove();
   else leftovers.push(`journal kept: ${journal.path} (run \`remus cleanup\`)`);
 
@@ -229,9 +243,17 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     violations,
     cleanedUp: leftovers.length === 0,
     leftovers,
+    criu: criuPart,
     ...(setupError || outcome?.error || clientError ? { error: setupError ?? (outcome?.error ? `[${outcome.error.code}] ${outcome.error.message}` : clientError) } : {}),
   };
-  const ok = !interrupted && summary.error === undefined && summary.violations === 0 && summary.repliesReceived > 0 && summary.checkpoints > 0 && summary.cleanedUp;
+  const ok =
+    !interrupted &&
+    summary.error === undefined &&
+    summary.violations === 0 &&
+    summary.repliesReceived > 0 &&
+    summary.checkpoints > 0 &&
+    summary.cleanedUp &&
+    (!criuPart.shown || criuPart.ok);
   const final = { ...summary, ok, ...(interrupted ? { interrupted } : {}) };
   if (o.mode === 'json') view.event('demo-summary', final);
   else io.out.write(formatSummary(final, o.intervalMs));
@@ -368,6 +390,16 @@ async function ipTablesRules(operation: string): Promise<string[]> {
   }
 }
 
+function criuLines(c: CriuFailoverResult): string[] {
+  const f = (v: number | null): string => (v === null || !Number.isFinite(v) ? '-' : ms(v));
+  return [
+    `  CRIU failover: ${c.ok ? 'passed' : 'FAILED'}: checkpoint ${c.restoredCheckpoint ?? '-'} restored (primary's last committed: ${c.lastCommitted ?? '-'}), criu restore ${f(c.restoreMs)}, kill to first reply on the same connection ${f(c.killToFirstReplyMs)}`,
+    `                 ${c.checkpoints} checkpoints, pause p50 ${f(c.pauseP50Ms)}; dumps ${c.dumps.full} full (p50 ${f(c.dumps.fullMedianMs)}, ${c.dumps.fullMedianBytes} bytes) and ${c.dumps.incremental} incremental (p50 ${f(c.dumps.incrementalMedianMs)}, ${c.dumps.incrementalMedianBytes} bytes)`,
+    `                 client: ${c.replies} replies on one connection (${c.repliesBeforeKill} before the kill)${c.connectionBroke ? ', the connection BROKE' : ''}, ${c.sequenceErrors} gaps or repeats in the counter, ${c.early} of ${c.judged} replies before their checkpoint's acknowledgement`,
+    ...(c.error ? [`                 error: ${c.error}`] : []),
+  ];
+}
+
 function formatSummary(s: DemoSummary & { interrupted?: string }, intervalMs: number): string {
   const lines = [
     '',
@@ -378,6 +410,7 @@ function formatSummary(s: DemoSummary & { interrupted?: string }, intervalMs: nu
     `  packets:      held at most ${s.packetsHeldMax} at a commit, released ${s.packetsReleased}, dropped ${s.packetsDropped}`,
     `  client:       ${s.requestsSent} requests, ${s.repliesReceived} replies, latency p50 ${ms(s.latencyP50Ms)}, p99 ${ms(s.latencyP99Ms)}`,
     `  output commit: ${s.violations} violation(s) in ${s.repliesReceived} replies (reply received before its epoch was acknowledged)`,
+    ...(s.criu.shown ? criuLines(s.criu) : []),
     `  cleanup:      ${s.cleanedUp ? 'nothing left (namespaces, cgroup, rules, journal removed)' : `LEFT: ${s.leftovers.join('; ')}`}`,
     ...(s.error ? [`  error:        ${s.error}`] : []),
     ...(s.interrupted ? [`  interrupted by ${s.interrupted}`] : []),

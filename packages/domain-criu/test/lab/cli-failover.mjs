@@ -17,6 +17,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { loadNetbufModules, setupFreezer } from './guest-setup.mjs';
 
 const here = new URL('.', import.meta.url).pathname;
 const REMUS = new URL('../../../cli/dist/bin.js', import.meta.url).pathname;
@@ -44,13 +45,6 @@ const children = [];
 const pids = [];
 const cleanups = [];
 
-function setupFreezer() {
-  if (existsSync('/sys/fs/cgroup/freezer/freezer.state') || existsSync('/sys/fs/cgroup/freezer/cgroup.procs')) return;
-  if (!shOk('mountpoint', '-q', '/sys/fs/cgroup')) sh('mount', '-t', 'tmpfs', 'cgroup', '/sys/fs/cgroup');
-  mkdirSync('/sys/fs/cgroup/freezer', { recursive: true });
-  sh('mount', '-t', 'cgroup', '-o', 'freezer', 'freezer', '/sys/fs/cgroup/freezer');
-}
-
 function setupNet() {
   for (const n of Object.values(NS)) {
     shOk('ip', 'netns', 'del', n);
@@ -71,7 +65,7 @@ function setupNet() {
     sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
   }
   sh('ip', '-n', NS.p, 'addr', 'add', `${SVC}/24`, 'dev', 'p0');
-  for (const m of ['sch_plug', 'ifb', 'sch_ingress', 'cls_u32', 'act_mirred']) shOk('modprobe', m);
+  loadNetbufModules();
 }
 
 /** Starts argv (in netns `ns` when given, network only) with a line reader on stdout. */

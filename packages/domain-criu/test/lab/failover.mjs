@@ -17,6 +17,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
+import { setupFreezer } from './guest-setup.mjs';
 import { CriuErrors, Frame, FrameReader, criuDomain, encodeFrame } from '../../dist/index.js';
 
 const here = new URL('.', import.meta.url).pathname;
@@ -42,13 +43,6 @@ const children = [];
 /** Pids this body started outside `children` (the restored service). */
 const pids = [];
 const cleanups = [];
-
-function setupFreezer() {
-  if (existsSync('/sys/fs/cgroup/freezer/freezer.state') || existsSync('/sys/fs/cgroup/freezer/cgroup.procs')) return;
-  if (!shOk('mountpoint', '-q', '/sys/fs/cgroup')) sh('mount', '-t', 'tmpfs', 'cgroup', '/sys/fs/cgroup');
-  mkdirSync('/sys/fs/cgroup/freezer', { recursive: true });
-  sh('mount', '-t', 'cgroup', '-o', 'freezer', 'freezer', '/sys/fs/cgroup/freezer');
-}
 
 function setupNet() {
   for (const n of Object.values(NS)) {
