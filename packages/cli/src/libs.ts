@@ -9,6 +9,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { RemusError, checkCoreCompatibility, isRemusError, locatePlugin } from '@remus/core';
+import type * as ArbiterEtcdModule from '@remus/arbiter-etcd';
 import type * as ColoModule from '@remus/colo';
 import type * as DomainCriuModule from '@remus/domain-criu';
 import type * as DomainProcessModule from '@remus/domain-process';
@@ -18,6 +19,7 @@ import { installCommand, remusDirs } from './plugins.js';
 export type DomainProcessLib = typeof DomainProcessModule;
 export type DomainCriuLib = typeof DomainCriuModule;
 export type ColoLib = typeof ColoModule;
+export type ArbiterEtcdLib = typeof ArbiterEtcdModule;
 export type QmpLib = typeof QmpModule;
 
 const loaded = new Map<string, Promise<unknown>>();
@@ -90,6 +92,11 @@ export async function criuSummary(forWhat: string): Promise<{ readonly works: bo
 /** @remus/colo: the COLO driver. */
 export function loadColo(forWhat: string): Promise<ColoLib> {
   return loadLibrary<ColoLib>('@remus/colo', forWhat);
+}
+
+/** @remus/arbiter-etcd: the etcd arbiter (a COLO side's role, the pair's status across hosts). */
+export function loadArbiterEtcd(forWhat: string): Promise<ArbiterEtcdLib> {
+  return loadLibrary<ArbiterEtcdLib>('@remus/arbiter-etcd', forWhat);
 }
 
 /** @remus/qmp: the QMP client. */

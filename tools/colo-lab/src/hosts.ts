@@ -4,8 +4,8 @@
  * hosts' addresses and can cut them apart), a three-member etcd on the same
  * switch, a client namespace joined to a bridge in each host
  * (net.ts `createClientLan`), one QEMU per host, and on each host its own
- * side process (side-main.ts: `ColoSideDriver` over its own QMP, the etcd
- * arbiter). `close()` kills every process it started by pid and removes
+ * side process: the product's `remus colo side SIDE.json --json`
+ * (`ColoSideDriver` over its own QMP, the etcd arbiter). `close()` kills every process it started by pid and removes
  * the namespaces and files.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -23,12 +23,11 @@ import { requestCounter, type CounterAnswer } from './lab.js';
 import { BRIDGE, HOST_TAP, attachTap, createClientLan, detachTap } from './net.js';
 import { DEFAULT_PORTS, coloDevices, createImages, primaryArgs, secondaryArgs, spawnQemu, type QemuProcess, type VmSpec } from './qemu.js';
 import { buildShim, detectAccel, type Accel } from './shim.js';
-import type { SideConfig } from './side-main.js';
 
 export type HostName = 'ha' | 'hb';
 export const HOSTS: readonly HostName[] = ['ha', 'hb'];
 
-/** One line a side process printed (see side-main.ts). */
+/** One line a side process printed (`remus colo side --json`: `type`, `time`, `t` in wall-clock ms). */
 export interface SideLine {
   readonly t: number;
   readonly type: string;
@@ -51,6 +50,8 @@ export interface TwoHostLabOptions {
   readonly checkpointDelayMs?: number;
   /** Lease TTL of the etcd arbiter, s. Default 2. */
   readonly ttlSeconds?: number;
+  /** `autoReprotect` of every side file (`remus colo side`): the command run after a side went on alone. */
+  readonly autoReprotect?: { readonly command: readonly string[]; readonly timeoutMs: number };
 }
 
 interface Host {
@@ -66,7 +67,8 @@ interface Host {
 /** net.ipv4.tcp_retries2 in each host's namespace: 3 = about 3 s of retransmissions. */
 export const TCP_RETRIES2 = 3;
 
-const SIDE_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'side-main.js');
+/** The remus command of this checkout (built): the sides run as `remus colo side`. */
+const REMUS_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'packages', 'cli', 'dist', 'bin.js');
 
 export class TwoHostLab {
   readonly dir: string;
@@ -188,21 +190,20 @@ export class TwoHostLab {
     const host = this.hosts[h];
     const peer = this.hosts[h === 'ha' ? 'hb' : 'ha'];
     const devices = coloDevices(DEFAULT_PORTS, this.dir, role === 'primary' ? { primary: host.ip, secondary: peer.ip } : { primary: peer.ip, secondary: host.ip });
-    const cfg: SideConfig = {
+    // The side file of `remus colo side` (validated by it like a pair file).
+    const cfg = {
       role,
       host: h,
       peer: peer.name,
-      qmp: host.qmp,
-      qmpEvents: host.qmpEvents,
-      pid: host.qemu.pid,
-      devices: role === 'primary' ? devices.primary : devices.secondary,
+      qemu: { qmp: host.qmp, qmpEvents: host.qmpEvents, pid: host.qemu.pid, devices: role === 'primary' ? devices.primary : devices.secondary },
       ...(role === 'primary' ? { migrationUri: `tcp:${peer.ip}:${DEFAULT_PORTS.migration}` } : {}),
       checkpointDelayMs: this.#opts.checkpointDelayMs ?? 2000,
       operationId: this.operationId,
       etcd: { endpoints: this.etcd.endpoints, prefix: this.etcdPrefix, ttlSeconds: this.#opts.ttlSeconds ?? 2 },
       epochStore: join(this.dir, `${h}-epoch.json`),
-      tap: HOST_TAP,
-      bridge: BRIDGE,
+      fence: { tap: HOST_TAP, bridge: BRIDGE },
+      statusEveryMs: 1000,
+      ...(this.#opts.autoReprotect ? { autoReprotect: this.#opts.autoReprotect } : {}),
       // Going on alone across a cut link, x-blockdev-change waits for the in-flight NBD write until the
       // link's TCP gives up (tcp_retries2=3: ~3 s, several times that under load). The role watch
       // still fences the side at once if the role lapses meanwhile.
@@ -210,7 +211,7 @@ export class TwoHostLab {
     };
     const file = join(this.dir, `${h}-side-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(cfg));
-    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, SIDE_MAIN, file], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, REMUS_BIN, 'colo', 'side', file, '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const lines: SideLine[] = [];
     const waiters = new Set<() => void>();
     let buf = '';
@@ -299,10 +300,15 @@ export class TwoHostLab {
 
   /** Tells `h`'s side (serving alone) to reprotect onto the other host's fresh secondary (whose side said `ready`). */
   reprotect(h: HostName): void {
+    this.side(h).child.stdin!.write(`${this.reprotectCommand(h)}\n`);
+  }
+
+  /** The reprotect command (one JSON line) that makes `h`, serving alone, protect onto the other host's fresh secondary. */
+  reprotectCommand(h: HostName): string {
     const host = this.hosts[h];
     const peer = this.hosts[h === 'ha' ? 'hb' : 'ha'];
     const devices = coloDevices(DEFAULT_PORTS, this.dir, { primary: host.ip, secondary: peer.ip }).primary;
-    this.side(h).child.stdin!.write(`${JSON.stringify({ command: 'reprotect', devices, migrationUri: `tcp:${peer.ip}:${DEFAULT_PORTS.migration}` })}\n`);
+    return JSON.stringify({ command: 'reprotect', devices, migrationUri: `tcp:${peer.ip}:${DEFAULT_PORTS.migration}` });
   }
 
   /** Removes every partition (a killed host reachable again). */

@@ -3,7 +3,6 @@ export type { ColoLabOptions, CounterAnswer } from './lab.js';
 export { requestCounter } from './lab.js';
 export { HOSTS, TwoHostLab } from './hosts.js';
 export type { HostName, SideLine, SideProcess, TwoHostLabOptions } from './hosts.js';
-export type { SideConfig } from './side-main.js';
 export { CLIENT_IP, GUEST_IP, GUEST_MAC, GUEST_READY_LINE, buildGuestInitramfs, findGuestKernel } from './guest.js';
 export type { GuestKernel } from './guest.js';
 export { BRIDGE, HOST_TAP, PRIMARY_TAP, SECONDARY_TAP, attachTap, bridgePorts, createClientLan, createLabNetwork, detachTap, listLabNamespaces, reapStaleLabs, removeLabNetwork } from './net.js';

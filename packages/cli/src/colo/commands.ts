@@ -29,6 +29,7 @@ import { CliErrors, controlSocketNames, controlSocketPath, requestControl, socke
 import { coloHaStatusCommand } from './ha-status.js';
 import { pairFromHook } from './auto-reprotect.js';
 import { loadPairConfig, type ColoPairConfig } from './pair.js';
+import { SIDE_USAGE, coloSide } from './side.js';
 
 export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]
   remus colo status [PAIR.json | --name NAME] [--json] [--state-dir DIR]
@@ -36,7 +37,7 @@ export const COLO_USAGE = `  remus colo start PAIR.json [--json] [--state-dir DI
   remus colo failover --to primary|secondary [PAIR.json | --name NAME] [--json] [--state-dir DIR]
   remus colo stop [PAIR.json | --name NAME] [--json] [--state-dir DIR]
   remus colo reprotect PAIR.json [--json] [--state-dir DIR] [--stop-on-exit]   (after a failover: "primary" = the survivor, "secondary" = a fresh QEMU)
-`;
+${SIDE_USAGE}`;
 
 const COMMON = { json: { type: 'boolean' }, 'state-dir': { type: 'string' }, name: { type: 'string' } } as const;
 
@@ -53,13 +54,15 @@ export async function cmdColo(rest: readonly string[], io: Io): Promise<number> 
     case 'failover':
     case 'stop':
       return coloRequest(sub, more, io);
+    case 'side':
+      return coloSide(more, io);
     case undefined:
     case '--help':
     case 'help':
       io.out.write(`usage:\n${COLO_USAGE}`);
       return sub === undefined ? 2 : 0;
     default:
-      throw new RemusError('INVALID_ARGUMENT', `unknown colo command ${JSON.stringify(sub)}; use start, status, failover, stop or reprotect`);
+      throw new RemusError('INVALID_ARGUMENT', `unknown colo command ${JSON.stringify(sub)}; use start, status, failover, stop, reprotect or side`);
   }
 }
 

@@ -7,17 +7,8 @@
  * @remus/colo, loaded when the command runs.
  */
 import { RemusError } from '@remus/core';
-import { loadColo, loadLibrary } from '../libs.js';
+import { loadArbiterEtcd, loadColo } from '../libs.js';
 import type { Io } from '../io.js';
-
-/** The part of @remus/arbiter-etcd this command uses. */
-interface EtcdLib {
-  etcdArbiter(o: { endpoints: readonly string[]; prefix: string; host: string }): {
-    leader(signal: AbortSignal): Promise<{ host: string; epoch: number } | undefined>;
-    read(name: string, signal: AbortSignal): Promise<string | undefined>;
-    close(): Promise<void>;
-  };
-}
 
 /** Prints the pair's status (a JSON object with `json`); exit 0 when someone holds the role, 1 when nobody does. */
 export async function coloHaStatusCommand(v: { etcd: string; prefix?: string | undefined; json?: boolean | undefined }, io: Io): Promise<number> {
@@ -25,13 +16,14 @@ export async function coloHaStatusCommand(v: { etcd: string; prefix?: string | u
   if (endpoints.length === 0) throw new RemusError('INVALID_ARGUMENT', '--etcd needs host:port of the etcd members, comma-separated');
   if (!v.prefix) throw new RemusError('INVALID_ARGUMENT', '--etcd needs --prefix: the election prefix the pair\'s sides use');
   const forWhat = 'remus colo status --etcd';
-  const { etcdArbiter } = await loadLibrary<EtcdLib>('@remus/arbiter-etcd', forWhat);
+  const { etcdArbiter } = await loadArbiterEtcd(forWhat);
   const { coloHaStatus, COLO_STATE_RECORD, COLO_OUTDATED_RECORD } = await loadColo(forWhat);
+  // The etcd arbiter always has `read` (core's Arbiter leaves it optional).
   const a = etcdArbiter({ endpoints, prefix: v.prefix, host: 'remus-colo-status' });
   const signal = AbortSignal.timeout(10_000);
   let s;
   try {
-    const [leader, state, outdated] = await Promise.all([a.leader(signal), a.read(COLO_STATE_RECORD, signal), a.read(COLO_OUTDATED_RECORD, signal)]);
+    const [leader, state, outdated] = await Promise.all([a.leader(signal), a.read!(COLO_STATE_RECORD, signal), a.read!(COLO_OUTDATED_RECORD, signal)]);
     s = coloHaStatus(leader, state, outdated);
   } finally {
     await a.close();

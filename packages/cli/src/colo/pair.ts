@@ -150,29 +150,38 @@ export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.
 }
 
 function validateAutoReprotect(a: unknown, p: Report): ColoAutoReprotectConfig | undefined {
+  return validateCommandHook(a, 'autoReprotect', p, 'the command that starts a fresh secondary and prints the new pair file', ['/usr/local/sbin/start-spare-secondary', '--pair', 'web'], 120_000);
+}
+
+/**
+ * A hook `{ "command": [ABSOLUTE_PATH, ...], "timeoutMs" }` at `at`: an
+ * argument vector (no shell) whose program is an executable file given by
+ * its absolute path (no PATH lookup); undefined when absent or bad (reported).
+ */
+export function validateCommandHook(a: unknown, at: string, p: Report, what: string, exampleArgv: readonly string[], defaultTimeoutMs: number): ColoAutoReprotectConfig | undefined {
   if (a === undefined) return undefined;
-  const example = '{ "command": ["/usr/local/sbin/start-spare-secondary", "--pair", "web"], "timeoutMs": 120000 }';
+  const example = `{ "command": ${JSON.stringify(exampleArgv)}, "timeoutMs": ${defaultTimeoutMs} }`;
   if (!isObject(a)) {
-    p('autoReprotect', 'must be an object', `the command that starts a fresh secondary and prints the new pair file: ${example}`);
+    p(at, 'must be an object', `${what}: ${example}`);
     return undefined;
   }
-  unknownKeys(a, AUTO_REPROTECT_KEYS, 'autoReprotect', p);
+  unknownKeys(a, AUTO_REPROTECT_KEYS, at, p);
   const c = a.command;
   let command: string[] | undefined;
   if (!isArgv(c)) {
-    p('autoReprotect.command', c === undefined ? 'is missing' : 'must be an argument vector (a non-empty array of non-empty strings; no shell text)', `e.g. ${JSON.stringify(['/usr/local/sbin/start-spare-secondary', '--pair', 'web'])}`);
+    p(`${at}.command`, c === undefined ? 'is missing' : 'must be an argument vector (a non-empty array of non-empty strings; no shell text)', `e.g. ${JSON.stringify(exampleArgv)}`);
   } else if (!isAbsolute(c[0]!)) {
-    p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an absolute path`, 'give the program by its absolute path (no PATH lookup), e.g. "/usr/local/sbin/start-spare-secondary"');
+    p(`${at}.command[0]`, `${JSON.stringify(c[0])} is not an absolute path`, `give the program by its absolute path (no PATH lookup), e.g. ${JSON.stringify(exampleArgv[0])}`);
   } else {
     try {
       accessSync(c[0]!, constants.X_OK);
       if (!statSync(c[0]!).isFile()) throw new Error('not a file');
       command = c;
     } catch {
-      p('autoReprotect.command[0]', `${JSON.stringify(c[0])} is not an executable file`, 'install the program there and make it executable (chmod +x), or correct the path');
+      p(`${at}.command[0]`, `${JSON.stringify(c[0])} is not an executable file`, 'install the program there and make it executable (chmod +x), or correct the path');
     }
   }
-  const timeoutMs = num(a, 'timeoutMs', 'autoReprotect', p, { def: 120_000, min: 1, fix: 'time limit of the command in ms, e.g. 120000' }) as number;
+  const timeoutMs = num(a, 'timeoutMs', at, p, { def: defaultTimeoutMs, min: 1, fix: `time limit of the command in ms, e.g. ${defaultTimeoutMs}` }) as number;
   return command ? { command, timeoutMs } : undefined;
 }
 
@@ -185,25 +194,32 @@ function fenceCommands(f: ColoFenceConfig): ColoFenceDescription {
   };
 }
 
-function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean, libs: PairLibs): ColoSideConfig | undefined {
+/** One side's QEMU (`qmp`, `qmpEvents`, `pid`, `devices` with @remus/colo's params for `role`), at path `at`. */
+export function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean, libs: PairLibs, at0: string = role): ColoSideConfig | undefined {
   const example = '{ "qmp": "/run/qemu/${role}.qmp", "qmpEvents": "/run/qemu/${role}-events.qmp", "pid": 1234, "devices": [...] }';
   if (!isObject(s)) {
-    p(role, s === undefined ? 'is missing' : 'must be an object', `describe the ${role} QEMU: ${example}`);
+    p(at0, s === undefined ? 'is missing' : 'must be an object', `describe the ${role} QEMU: ${example}`);
     return undefined;
   }
-  unknownKeys(s, SIDE_KEYS, role, p);
-  const qmp = address(s, 'qmp', role, p, true, libs);
-  const qmpEvents = address(s, 'qmpEvents', role, p, false, libs);
+  unknownKeys(s, SIDE_KEYS, at0, p);
+  const qmp = address(s, 'qmp', role, p, true, libs, at0);
+  const qmpEvents = address(s, 'qmpEvents', role, p, false, libs, at0);
   if (s.pid !== undefined) {
-    if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${role}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
-    else if (livePids && processStart(s.pid as number) === undefined) p(`${role}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
+    if (!(Number.isInteger(s.pid) && (s.pid as number) > 1)) p(`${at0}.pid`, `${JSON.stringify(s.pid)} is not a process id`, `the pid of the ${role} QEMU (an integer > 1), or leave it out`);
+    else if (livePids && processStart(s.pid as number) === undefined) p(`${at0}.pid`, `process ${s.pid} is not running`, `start the ${role} QEMU first, or correct the pid`);
   }
-  const at = `${role}.devices`;
-  if (!Array.isArray(s.devices) || s.devices.length === 0) {
-    p(at, s.devices === undefined ? 'is missing' : 'must be a non-empty array', `the ${role}'s COLO devices: a "nic" and a "disk", with @remus/colo's params`);
+  const devices = validateColoDevices(s.devices, role, p, libs, `${at0}.devices`);
+  if (devices === undefined) return undefined;
+  return { qmp: qmp as QmpAddress, ...(qmpEvents ? { qmpEvents } : {}), ...(typeof s.pid === 'number' ? { pid: s.pid } : {}), devices };
+}
+
+/** A side's COLO devices for `role` at path `at` (a non-empty list; kinds and params as @remus/colo judges them). */
+export function validateColoDevices(list: unknown, role: ColoRole, p: Report, libs: PairLibs, at: string): DeviceSpec[] | undefined {
+  if (!Array.isArray(list) || list.length === 0) {
+    p(at, list === undefined ? 'is missing' : 'must be a non-empty array', `the ${role}'s COLO devices: a "nic" and a "disk", with @remus/colo's params`);
     return undefined;
   }
-  const devices = validateDevices(s.devices, p, at);
+  const devices = validateDevices(list, p, at);
   devices.forEach((d, i) => {
     if (!isObject(d) || !isObject(d.params ?? {})) return;
     if (!Object.hasOwn(libs.colo.COLO_DEVICE_PARAMS[role], d.kind)) {
@@ -216,21 +232,21 @@ function validateSide(s: unknown, role: ColoRole, p: Report, livePids: boolean, 
     unknownKeys(params, Object.keys(libs.colo.COLO_DEVICE_PARAMS[role][kind]), `${at}[${i}].params`, p);
     for (const x of libs.colo.coloParamProblems(role, kind, params, { unknown: false })) p(join(`${at}[${i}].params`, x.param), x.message, x.fix);
   });
-  return { qmp: qmp as QmpAddress, ...(qmpEvents ? { qmpEvents } : {}), ...(typeof s.pid === 'number' ? { pid: s.pid } : {}), devices };
+  return devices;
 }
 
-function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean, libs: PairLibs): QmpAddress | undefined {
+function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Report, required: boolean, libs: PairLibs, at0: string = role): QmpAddress | undefined {
   const v = s[key];
   const fix = `the ${role} QEMU's ${key === 'qmp' ? 'QMP socket (-qmp unix:PATH,server=on,wait=off)' : 'second QMP socket, for events and watchdog probes'}: a unix socket path, "host:port", { "path" } or { "host", "port" }`;
   if (v === undefined) {
-    if (required) p(`${role}.${key}`, 'is missing', fix);
+    if (required) p(`${at0}.${key}`, 'is missing', fix);
     return undefined;
   }
   try {
     if (typeof v !== 'string' && !isObject(v)) throw new Error('not an address');
     return libs.qmp.parseQmpAddress(v);
   } catch {
-    p(`${role}.${key}`, `${JSON.stringify(v)} is not a QMP socket address`, fix);
+    p(`${at0}.${key}`, `${JSON.stringify(v)} is not a QMP socket address`, fix);
     return undefined;
   }
 }
