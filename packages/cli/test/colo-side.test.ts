@@ -7,7 +7,9 @@ import * as qmp from '@remus/qmp';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '@remus/test-lab';
 import type { ConfigProblem } from '../src/config.js';
-import { parseSideCommand, sideEventText, validateSideFile } from '../src/colo/side.js';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parseSideCommand, reprotectFromHook, sideEventText, validateSideFile } from '../src/colo/side.js';
 import { remus, writeConfig } from './helpers.js';
 
 const LIBS = { colo, qmp };
@@ -102,6 +104,58 @@ describe('commands on stdin', () => {
     expect(() => parseSideCommand('{"command":"failover"}', LIBS)).toThrow(/unknown command "failover"/);
     expect(() => parseSideCommand(JSON.stringify({ command: 'reprotect', devices: [{ id: 'disk0', kind: 'disk', params: { node: 'parent0', nbd: at(9999) } }], migrationUri: 'tcp:10.0.0.2:9998' }), LIBS)).toThrow(/devices\[0\]\.params/);
     expect(() => parseSideCommand(JSON.stringify({ command: 'reprotect', devices: PRIMARY_DEVICES, migrationUri: 'http://x' }), LIBS)).toThrow(/migrationUri: "http:\/\/x" is not a migration URI/);
+  });
+});
+
+describe('autoReprotect: the command after the side went on alone', () => {
+  const event = { type: 'promoted' as const, epoch: 7, why: 'the primary lost the role' };
+  /** An executable script in a fresh folder; `body` is shell text of this test only (the product never runs a shell). */
+  function hook(body: string): { command: string[]; timeoutMs: number; remove(): void } {
+    const dir = tempDir('side-hook');
+    const file = join(dir.dir, 'hook.sh');
+    writeFileSync(file, `#!/bin/sh\n${body}\n`);
+    chmodSync(file, 0o755);
+    return { command: [file], timeoutMs: 10_000, remove: dir.remove };
+  }
+
+  it('gives the command the side and the event on stdin and in its environment, and takes the reprotect it prints', async () => {
+    const out = JSON.stringify({ devices: PRIMARY_DEVICES, migrationUri: 'tcp:10.0.0.1:9998' });
+    const h = hook(`cat > "$(dirname "$0")/stdin.json"; echo "$REMUS_COLO_HOST $REMUS_COLO_PEER $REMUS_COLO_EPOCH" > "$(dirname "$0")/env.txt"; echo '${out}'`);
+    try {
+      const cfg = validateSideFile({ ...good(), host: 'hb', peer: 'ha', autoReprotect: { command: h.command, timeoutMs: h.timeoutMs } }, LIBS);
+      expect(cfg.autoReprotect).toEqual({ command: h.command, timeoutMs: 10_000 });
+      const cmd = await reprotectFromHook(cfg, cfg.autoReprotect!, event, LIBS, AbortSignal.timeout(20_000));
+      expect(cmd).toMatchObject({ command: 'reprotect', migrationUri: 'tcp:10.0.0.1:9998' });
+      expect(cmd.devices.map((d) => d.id)).toEqual(['nic0', 'disk0']);
+      const dir = dirname(h.command[0]!);
+      expect(JSON.parse(readFileSync(join(dir, 'stdin.json'), 'utf8'))).toEqual({ host: 'hb', peer: 'ha', operationId: 'web1', event: 'promoted', epoch: 7, why: 'the primary lost the role' });
+      expect(readFileSync(join(dir, 'env.txt'), 'utf8').trim()).toBe('hb ha 7');
+    } finally {
+      h.remove();
+    }
+  });
+
+  it('refuses output that is not a usable reprotect, naming the command; a failing command is SCRIPT_FAILED', async () => {
+    for (const [body, message] of [
+      ['echo not json', /autoReprotect\.command .* is not JSON/],
+      [`echo '{"devices":[],"migrationUri":"tcp:10.0.0.1:9998"}'`, /autoReprotect\.command [\s\S]*devices: must be a non-empty array/],
+      [`echo '{"devices":${JSON.stringify(PRIMARY_DEVICES)},"migrationUri":"nowhere"}'`, /autoReprotect\.command [\s\S]*migrationUri: "nowhere" is not a migration URI/],
+    ] as const) {
+      const h = hook(body);
+      try {
+        const cfg = validateSideFile({ ...good(), autoReprotect: { command: h.command } }, LIBS);
+        await expect(reprotectFromHook(cfg, cfg.autoReprotect!, event, LIBS, AbortSignal.timeout(20_000))).rejects.toThrow(message);
+      } finally {
+        h.remove();
+      }
+    }
+    const failing = hook('echo no spare secondary >&2; exit 3');
+    try {
+      const cfg = validateSideFile({ ...good(), autoReprotect: { command: failing.command } }, LIBS);
+      await expect(reprotectFromHook(cfg, cfg.autoReprotect!, event, LIBS, AbortSignal.timeout(20_000))).rejects.toMatchObject({ code: 'SCRIPT_FAILED' });
+    } finally {
+      failing.remove();
+    }
   });
 });
 

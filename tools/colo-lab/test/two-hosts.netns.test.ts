@@ -7,7 +7,9 @@
  * replicated disk, so two sides serving at once would show as a repeated
  * count. Everything is killed by pid and removed in afterEach.
  */
+import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sweepStaleLabs } from '@remus/etcd-lab';
@@ -90,8 +92,8 @@ function expectContinuous(h: readonly Reply[]): void {
   expect(answered(h).length).toBeGreaterThan(3);
 }
 
-async function startLab(): Promise<TwoHostLab> {
-  lab = await TwoHostLab.create({ prefix: `colo-t${process.pid % 100000}-2h${seq++}`, checkpointDelayMs: 2000, ttlSeconds: 2 });
+async function startLab(extra: Partial<Parameters<typeof TwoHostLab.create>[0]> = {}): Promise<TwoHostLab> {
+  lab = await TwoHostLab.create({ prefix: `colo-t${process.pid % 100000}-2h${seq++}`, checkpointDelayMs: 2000, ttlSeconds: 2, ...extra });
   try {
     await lab.start(150_000);
   } catch (e) {
@@ -282,6 +284,68 @@ describe('COLO across two hosts, arbitrated by etcd (real QEMU, real etcd, netns
       );
     } finally {
       await c.stop();
+    }
+  });
+  it('automatic reprotect (autoReprotect in the side files): primary host killed, hb promotes and runs the command, which gets a fresh secondary on ha; hb protects onto it by itself, checkpoints resume, the service answers, counter continuous', async () => {
+    const hook = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'reprotect-hook.mjs');
+    // The command hands its stdin to this test over a Unix socket; the test starts the fresh secondary and answers with the reprotect command.
+    const sockPath = join('/tmp', `colo-hook-${process.pid}-${seq}.sock`);
+    const asked: { input: Record<string, unknown>; env: Record<string, string> }[] = [];
+    let server: Server | undefined;
+    const l = await startLab({ autoReprotect: { command: [hook, sockPath], timeoutMs: 180_000 } });
+    const c = client(l);
+    try {
+      server = createServer((sock) => {
+        createInterface({ input: sock }).once('line', (line) => {
+          asked.push(JSON.parse(line) as (typeof asked)[number]);
+          void (async () => {
+            try {
+              await l.heal();
+              await l.newSecondary('ha');
+              const sa = l.startSide('ha', 'secondary');
+              await sa.waitFor((x) => x.type === 'ready', 'the new secondary on ha ready', 60_000);
+              sock.end(`${l.reprotectCommand('hb')}\n`);
+            } catch (e) {
+              console.log(`hook handler failed: ${String(e)}`);
+              sock.destroy();
+            }
+          })();
+        });
+      });
+      await new Promise<void>((r) => server!.listen(sockPath, r));
+      await replicating(l, c);
+      const a = lastStatus(l, 'ha');
+      const killedAt = Date.now();
+      await l.killHost('ha');
+      const p1 = await l.side('hb').waitFor((x) => x.type === 'promoted', 'hb promoted', 30_000);
+      const ar = await l.side('hb').waitFor((x) => x.type === 'auto-reprotect', 'hb runs autoReprotect.command', 10_000);
+      const rp = await l.side('hb').waitFor((x) => x.type === 'reprotected' || x.type === 'auto-reprotect-failed' || x.type === 'reprotect-failed', 'hb reprotected by itself', 240_000);
+      expect(rp.type, `${JSON.stringify(rp)}\n${l.logs()}`).toBe('reprotected');
+      expect(ar).toMatchObject({ event: 'promoted', epoch: p1.epoch });
+      expect(asked).toHaveLength(1);
+      expect(asked[0]!.input).toMatchObject({ host: 'hb', peer: 'ha', event: 'promoted', epoch: p1.epoch });
+      expect(asked[0]!.env).toMatchObject({ REMUS_COLO_HOST: 'hb', REMUS_COLO_PEER: 'ha', REMUS_COLO_EPOCH: String(p1.epoch) });
+      const sa = l.side('ha');
+      await sa.waitFor((x) => x.type === 'started' || x.type === 'start-failed', 'the secondary on ha in COLO', 60_000);
+      expect(sa.lines.find((x) => x.type === 'start-failed'), l.logs()).toBeUndefined();
+      const cp = await l.side('hb').waitFor((x) => x.type === 'checkpoint' && x.t > rp.t, 'a checkpoint on hb after the reprotect', 30_000);
+      expect(await cliStatus(l, 'ha'), 'remus colo status after the automatic reprotect').toMatchObject({ epoch: p1.epoch, holder: 'hb', protected: true, state: 'replicating' });
+      await c.stop();
+      const askedAt = Date.now();
+      const after = await l.request(30_000);
+      const answerMs = Date.now() - askedAt;
+      expect(after.count, `the counter goes on after the reprotect\n${l.logs()}`).toBeGreaterThan(answered(c.history).at(-1)?.count ?? 0);
+      expectContinuous(c.history);
+      expect(p1.epoch as number).toBeGreaterThan(a.epoch as number);
+      expect(line(l, 'ha', 'promoted'), 'the fresh secondary on ha never promotes').toBeUndefined();
+      console.log(
+        `colo two hosts, automatic reprotect: hb promoted ${p1.t - killedAt} ms after the kill; failover to protected again (reprotected) ${(rp.t - p1.t).toFixed(0)} ms, ` +
+          `of which the reprotect ${(rp.ms as number).toFixed(0)} ms (${String(rp.bytes)} bytes mirrored in ${(rp.mirrorMs as number).toFixed(0)} ms, VM paused ${(rp.pausedMs as number).toFixed(0)} ms); ` +
+          `first checkpoint ${(cp.t - rp.t).toFixed(0)} ms after; a request after it answered in ${answerMs} ms (count ${after.count}); epochs ${String(a.epoch)} -> ${String(p1.epoch)}`,
+      );
+    } finally {
+      await c.stop();
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
     }
   });
 });
