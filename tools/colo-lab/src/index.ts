@@ -11,5 +11,5 @@ export { COLO_IDS, DEFAULT_PORTS, LOOPBACK, coloDevices, createImages, primaryAr
 export type { ColoPorts, QemuProcess, VmSpec } from './qemu.js';
 export { SHIM_BANNER, SHIM_REFUSE_EXIT, SHIM_SOURCE, buildShim, detectAccel, readShimStats } from './shim.js';
 export type { Accel, ShimStats } from './shim.js';
-export { labSecondaryVm, reprotectInLab, startFreshSecondary } from './reprotect.js';
+export { labPrimaryVm, labSecondaryVm, reprotectInLab, startFreshSecondary } from './reprotect.js';
 export type { LabVm } from './reprotect.js';

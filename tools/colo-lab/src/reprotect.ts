@@ -29,7 +29,16 @@ export interface LabVm {
 
 /** The lab's survivor after a failover to its secondary, as a {@link LabVm}. */
 export function labSecondaryVm(lab: ColoLab, tap: string): LabVm {
-  return { qemu: lab.secondary, qmp: join(lab.dir, 'secondary.qmp'), qmpEvents: join(lab.dir, 'secondary-events.qmp'), tap, dir: lab.dir, name: 'secondary' };
+  return labVm(lab, 'secondary', tap);
+}
+
+/** The lab's survivor after a failover to its primary (its secondary lost), as a {@link LabVm}. */
+export function labPrimaryVm(lab: ColoLab, tap: string): LabVm {
+  return labVm(lab, 'primary', tap);
+}
+
+function labVm(lab: ColoLab, side: 'primary' | 'secondary', tap: string): LabVm {
+  return { qemu: lab[side], qmp: join(lab.dir, `${side}.qmp`), qmpEvents: join(lab.dir, `${side}-events.qmp`), tap, dir: lab.dir, name: side };
 }
 
 /**
