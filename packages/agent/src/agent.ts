@@ -521,7 +521,7 @@ export class Agent {
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
       const devices = createCheckpointDevices({
         ops: [service.output],
-        devices: [{ id: 'output', kind: service.output.kind }],
+        devices: [{ id: 'output', kind: service.output.kind, ...(service.outputParams ? { params: { ...service.outputParams } } : {}) }],
         operationId: `agent${process.pid}x${++operation}`,
       });
       await devices.setup();

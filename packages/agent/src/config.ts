@@ -28,18 +28,33 @@ export interface HostConfig {
 }
 
 /** The protected service. */
-export interface ServiceConfig {
-  /**
-   * `counter`: the agent's built-in replicated counter service (one line in,
-   * one JSON reply out, the reply carries the counter and the epoch that
-   * released it). What the nemesis harness protects; the process and CRIU
-   * domains plug in at the same place (see the README).
-   */
-  readonly type: ServiceType;
+export type ServiceConfig = { readonly type: 'counter' } | ProcessServiceConfig;
+
+/**
+ * `process`: the operator's command under @remus/domain-process (frozen at
+ * each checkpoint), whose state is the file `stateFile` (the command keeps it
+ * and replaces it atomically: write a temporary file, rename), replicated at
+ * each checkpoint while frozen; its replies leave through `output`, a NIC
+ * subkind of a plugin installed next to the config (e.g. nic-nfqueue on the
+ * host side of the service's own network namespace).
+ */
+export interface ProcessServiceConfig {
+  readonly type: 'process';
+  /** Argument vector, the program by its absolute path (no shell, no PATH lookup). */
+  readonly command: readonly string[];
+  /** Absolute path of the state file. */
+  readonly stateFile: string;
+  /** The output buffer: plugin package, subkind and its device params. */
+  readonly output: { readonly package: string; readonly subkind: string; readonly params: Readonly<Record<string, unknown>>; readonly from: readonly string[] };
 }
 
-/** The `service.type` values the agent knows (each one a workload, see workload.ts). */
-export const SERVICE_TYPES = ['counter'] as const;
+/**
+ * The `service.type` values the agent knows (each one a workload, see workload.ts):
+ * `counter`, the agent's built-in replicated counter service (one line in, one
+ * JSON reply out carrying the counter and the epoch that released it), what the
+ * nemesis harness protects; `process` (above).
+ */
+export const SERVICE_TYPES = ['counter', 'process'] as const;
 export type ServiceType = (typeof SERVICE_TYPES)[number];
 
 /** Validated configuration (paths absolute). */
@@ -102,6 +117,26 @@ function tcp(value: unknown, what: string): { host: string; port: number } {
   return a;
 }
 
+/** A plugin package name (npm's rules, scoped or not). */
+const PACKAGE = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
+
+function processService(value: unknown, base: string): ProcessServiceConfig {
+  const s = object(value, 'service', ['type', 'command', 'stateFile', 'output']);
+  const c = s.command;
+  if (!Array.isArray(c) || c.length === 0 || !c.every((x) => typeof x === 'string' && x !== '' && !x.includes('\0'))) {
+    throw bad('service.command must be an argument vector (a non-empty array of strings, no shell text), e.g. ["/usr/bin/node", "/srv/counter.js"]');
+  }
+  if (!isAbsolute(c[0] as string)) throw bad(`service.command[0] ${JSON.stringify(c[0])} must be an absolute path (no PATH lookup), e.g. "/usr/bin/node"`);
+  const stateFile = string(s.stateFile, 'service.stateFile');
+  if (stateFile.includes('\0')) throw bad('service.stateFile must be a path');
+  const out = object(s.output, 'service.output', ['package', 'subkind', 'params']);
+  const pkg = string(out.package, 'service.output.package');
+  if (!PACKAGE.test(pkg)) throw bad(`service.output.package ${JSON.stringify(pkg)} is not a package name, e.g. "@remus/nic-nfqueue"`);
+  const subkind = string(out.subkind, 'service.output.subkind');
+  const params = out.params === undefined ? {} : object(out.params, 'service.output.params', out.params !== null && typeof out.params === 'object' ? Object.keys(out.params) : []);
+  return { type: 'process', command: c as string[], stateFile: resolve(base, stateFile), output: { package: pkg, subkind, params, from: [base] } };
+}
+
 /** Checks a parsed config object; `base` resolves relative paths (the config file's directory). */
 export function validateAgentConfig(value: unknown, base: string = process.cwd()): AgentConfig {
   const o = object(value, 'agent config', TOP);
@@ -159,11 +194,12 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     hardFence = { command: f.command as string[], timeoutMs: f.timeoutMs === undefined ? 10_000 : validateDuration(f.timeoutMs, 'hardFence.timeoutMs', { min: 1 }) };
   }
 
-  const service = object(o.service ?? { type: 'counter' }, 'service', ['type']);
-  if (!(SERVICE_TYPES as readonly unknown[]).includes(service.type)) {
-    const near = typeof service.type === 'string' ? closestName(service.type, SERVICE_TYPES) : undefined;
-    throw bad(`service.type ${JSON.stringify(service.type)} is not known${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; known: ${SERVICE_TYPES.map((t) => JSON.stringify(t)).join(', ')}`);
+  const serviceType = (o.service as { type?: unknown } | undefined)?.type ?? 'counter';
+  if (!(SERVICE_TYPES as readonly unknown[]).includes(serviceType)) {
+    const near = typeof serviceType === 'string' ? closestName(serviceType, SERVICE_TYPES) : undefined;
+    throw bad(`service.type ${JSON.stringify(serviceType)} is not known${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; known: ${SERVICE_TYPES.map((t) => JSON.stringify(t)).join(', ')}`);
   }
+  const service: ServiceConfig = serviceType === 'process' ? processService(o.service, base) : (object(o.service ?? { type: 'counter' }, 'service', ['type']), { type: 'counter' });
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
@@ -175,7 +211,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     ttlSeconds,
     marginMs,
     ...(hardFence ? { hardFence } : {}),
-    service: { type: service.type as ServiceType },
+    service,
     intervalMs,
     stepTimeoutMs,
     stateDir: o.stateDir === undefined ? '/var/lib/remus-agent/{host}' : path(o.stateDir, 'stateDir'),

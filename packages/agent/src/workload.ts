@@ -15,8 +15,11 @@
  * The counter service is one implementation (`service.type: "counter"`).
  * See the README, "The protected service (workloads)", for when each member is called.
  */
-import type { DomainAdapter, SubkindOps } from '@remus/core';
-import type { ServiceConfig } from './config.js';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { RemusError, createSubkind, describeCause, loadPlugin, newOperationId, type DomainAdapter, type SubkindOps } from '@remus/core';
+import { ProcessDomain, cleanupOperationCgroup } from '@remus/domain-process';
+import { forHost, type ProcessServiceConfig, type ServiceConfig } from './config.js';
 import { CounterService, type Release, type StateSink } from './service.js';
 
 /** What `startPrimary` receives. */
@@ -43,8 +46,10 @@ export interface WorkloadStart {
 export interface PrimaryWorkload {
   /** The domain the checkpoint loop drives; `save` must send one whole state record through `sink`. */
   domain(sink: StateSink): DomainAdapter;
-  /** The output device's operations; the agent adds one device `{ id: 'output', kind: output.kind }`. */
+  /** The output device's operations; the agent adds one device `{ id: 'output', kind: output.kind, params: outputParams }`. */
   readonly output: SubkindOps;
+  /** The output device's params (a NIC subkind's `ifname`, `netns`...). */
+  readonly outputParams?: Readonly<Record<string, unknown>>;
   /** Fail closed: drop unreleased output, stop the service. Idempotent; called on deposition and stop. */
   close(): Promise<void>;
 }
@@ -86,10 +91,121 @@ export function counterWorkload(): AgentWorkload {
   };
 }
 
+/** Largest state file the process workload replicates (a state record is sent whole each checkpoint). */
+export const MAX_PROCESS_STATE_BYTES = 4 << 20;
+
+/** Reaps the cgroup (and the processes in it) a killed agent's primary phase left, as its record names it. */
+async function reapPrevious(record: string): Promise<void> {
+  let prev: { operation?: unknown; cgroup?: unknown };
+  try {
+    prev = JSON.parse(readFileSync(record, 'utf8')) as typeof prev;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new RemusError('STATE', `${record} (the last primary phase's cgroup) is unreadable: ${describeCause(e)}; remove it once no process of the service runs`);
+  }
+  if (typeof prev.operation !== 'string' || typeof prev.cgroup !== 'string') throw new RemusError('STATE', `${record} is not a cgroup record: remove it once no process of the service runs`);
+  // Only `<freezer root>/remus-<operation>` is touched (cleanupOperationCgroup checks the form first).
+  await cleanupOperationCgroup({ operation: prev.operation, path: prev.cgroup, mode: 'reap' });
+  rmSync(record, { force: true });
+}
+
+/** The state file's bytes; empty when the command has not written it yet. */
+function readState(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
+    throw e;
+  }
+}
+
+/** Replaces `file` with `bytes` atomically (a temporary file in the same directory, then rename). */
+function writeAtomic(file: string, bytes: Uint8Array): void {
+  const tmp = `${file}.remus-${randomBytes(6).toString('hex')}`;
+  writeFileSync(tmp, bytes, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/**
+ * `service.type: "process"`: the operator's command under the process
+ * domain. Its state is the file `stateFile`, which the command keeps (and
+ * replaces atomically: a frozen command must never leave it half written).
+ * - `startPrimary`: the last acknowledged state record is written to
+ *   `stateFile` first (an empty record: the file is removed; a fresh pair
+ *   keeps the file as it is), then the
+ *   command starts (`{host}` in its arguments and in `stateFile` is this
+ *   host's name), in its own cgroup with `REMUS_HOST`, `REMUS_EPOCH`,
+ *   `REMUS_STATE_FILE` and `REMUS_LISTEN` (`HOST:PORT`, `hosts[i].service`)
+ *   in its environment;
+ * - the domain: suspend/resume freeze and thaw the cgroup; `save` reads
+ *   `stateFile` while frozen (no file yet: an empty record) and sends it whole (refused above
+ *   {@link MAX_PROCESS_STATE_BYTES}); `waitAck` is the sink's;
+ * - the output: the plugin's subkind (loaded once, from next to the config)
+ *   on the device params given: its commit is the only place the command's
+ *   replies leave, its teardown drops what was never released;
+ * - `close`: the command is stopped (SIGTERM, then SIGKILL) and its cgroup removed.
+ */
+export function processWorkload(s: ProcessServiceConfig): AgentWorkload {
+  let ops: Promise<SubkindOps> | undefined;
+  const output = (): Promise<SubkindOps> => (ops ??= loadPlugin(s.output.package, { from: s.output.from }).then((p) => createSubkind(p, s.output.subkind, {})));
+  return {
+    type: 'process',
+    checkState(state) {
+      if (state.byteLength > MAX_PROCESS_STATE_BYTES) throw new Error(`state record of ${state.byteLength} bytes is larger than ${MAX_PROCESS_STATE_BYTES}`);
+      return { stateBytes: state.byteLength };
+    },
+    async startPrimary(start) {
+      const stateFile = forHost(s.stateFile, start.host);
+      // A previous primary phase of this host that ended without close() (agent killed) left its
+      // cgroup, perhaps with the command in it: reap it first (its record names it).
+      const record = `${stateFile}.operation`;
+      await reapPrevious(record);
+      const out = await output();
+      // The last acknowledged state; an empty record is "no file yet" (the command starts fresh).
+      if (start.state && start.state.byteLength > 0) writeAtomic(stateFile, start.state);
+      else if (start.state) rmSync(stateFile, { force: true });
+      const domain = new ProcessDomain({
+        command: s.command.map((a) => forHost(a, start.host)),
+        env: { REMUS_HOST: start.host, REMUS_EPOCH: String(start.epoch), REMUS_STATE_FILE: stateFile, REMUS_LISTEN: `${start.listen.host}:${start.listen.port}` },
+        stdio: ['ignore', 'ignore', 'inherit'],
+        operation: newOperationId(),
+        // Recorded before the cgroup exists, so a killed agent's successor finds it.
+        onResource: (r) => {
+          if (r.type === 'cgroup') writeAtomic(record, Buffer.from(JSON.stringify({ operation: domain.operation, cgroup: r.path })));
+        },
+      });
+      await domain.start(AbortSignal.any([start.signal, AbortSignal.timeout(30_000)]));
+      return {
+        domain: (sink): DomainAdapter => ({
+          name: `process ${s.command[0]}`,
+          suspend: (ctx) => domain.suspend(ctx),
+          save: (ctx) => {
+            const bytes = readState(stateFile);
+            if (bytes.byteLength > MAX_PROCESS_STATE_BYTES) {
+              throw new RemusError('OP_FAILED', `service.stateFile ${stateFile} holds ${bytes.byteLength} bytes, more than the ${MAX_PROCESS_STATE_BYTES} a state record may carry`);
+            }
+            sink.send(ctx, bytes);
+          },
+          resume: (ctx) => domain.resume(ctx),
+          waitAck: (ctx) => sink.waitAck(ctx),
+        }),
+        output: out,
+        outputParams: s.output.params,
+        close: async () => {
+          await domain.stop();
+          rmSync(record, { force: true });
+        },
+      };
+    },
+  };
+}
+
 /** The workload of a validated `service` config. */
 export function workloadFor(service: ServiceConfig): AgentWorkload {
   switch (service.type) {
     case 'counter':
       return counterWorkload();
+    case 'process':
+      return processWorkload(service);
   }
 }

@@ -1,7 +1,11 @@
 // The workload seam: service.type selects the workload (closest-name errors), the counter workload's state records.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ProcessDomain } from '@remus/domain-process';
 import { describe, expect, it } from 'vitest';
 import { isRemusError } from '@remus/core';
-import { counterWorkload, validateAgentConfig, workloadFor } from '../src/index.js';
+import { MAX_PROCESS_STATE_BYTES, counterWorkload, processWorkload, validateAgentConfig, workloadFor, type ProcessServiceConfig } from '../src/index.js';
 
 const config = (service: unknown) => ({
   cluster: 'c1',
@@ -53,6 +57,68 @@ describe('agent workload', () => {
       expect(p.output.kind).toBe('agent-output');
     } finally {
       await p.close();
+    }
+  });
+});
+
+describe('service.type "process"', () => {
+  const good = { type: 'process', command: ['/usr/bin/node', '/srv/counter.js'], stateFile: 'svc-{host}.json', output: { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue', params: { ifname: 'vs0' } } };
+  const refused = (service: unknown): string => {
+    try {
+      validateAgentConfig(config(service), '/etc/remus');
+    } catch (e) {
+      expect(isRemusError(e, 'INVALID_ARGUMENT'), String(e)).toBe(true);
+      return (e as Error).message;
+    }
+    throw new Error('accepted');
+  };
+
+  it('takes a command, a state file (relative to the config, {host} kept) and an output subkind with its params', () => {
+    const s = validateAgentConfig(config(good), '/etc/remus').service;
+    expect(s).toEqual({ type: 'process', command: ['/usr/bin/node', '/srv/counter.js'], stateFile: '/etc/remus/svc-{host}.json', output: { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue', params: { ifname: 'vs0' }, from: ['/etc/remus'] } });
+    expect(workloadFor(s).type).toBe('process');
+  });
+
+  it('refuses a shell string, a program found by PATH, a bad package name, a missing subkind and unknown fields, naming the fix', () => {
+    expect(refused({ ...good, command: 'node /srv/counter.js' })).toContain('service.command must be an argument vector');
+    expect(refused({ ...good, command: ['node', '/srv/counter.js'] })).toContain('service.command[0] "node" must be an absolute path');
+    expect(refused({ ...good, output: { ...good.output, package: '../evil' } })).toContain('service.output.package "../evil" is not a package name');
+    expect(refused({ ...good, output: { package: '@remus/nic-nfqueue' } })).toContain('service.output.subkind must be a non-empty string');
+    expect(refused({ ...good, stateFile: '' })).toContain('service.stateFile must be a non-empty string');
+    expect(refused({ ...good, colour: 1 })).toContain('service: unknown field "colour"');
+    expect(refused({ ...good, output: { ...good.output, params: [1] } })).toContain('service.output.params must be an object');
+  });
+
+  it('checkState takes any state file up to its bound and refuses a larger one', () => {
+    const w = processWorkload(validateAgentConfig(config(good), '/etc/remus').service as ProcessServiceConfig);
+    expect(w.checkState(Buffer.from('{"counter":3}'))).toEqual({ stateBytes: 13 });
+    expect(() => w.checkState(Buffer.alloc(MAX_PROCESS_STATE_BYTES + 1))).toThrow(/larger than/);
+  });
+});
+
+describe('service.type "process": a killed agent\'s leftover', () => {
+  it('the next promotion on the host reaps the cgroup (and the command in it) that the killed phase recorded, before anything else', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'remus-agent-reap-'));
+    // A primary phase whose agent died: its command (a sleep) still runs, frozen, in its cgroup.
+    const left = new ProcessDomain({ command: ['/bin/sleep', '600'], stdio: 'ignore' });
+    await left.start();
+    await left.suspend({ checkpoint: 1, epoch: 1, signal: AbortSignal.timeout(5000) } as never);
+    const pid = left.pid as number;
+    const cgroup = left.cgroupPath as string;
+    writeFileSync(join(dir, 'svc-ha.json.operation'), JSON.stringify({ operation: left.operation, cgroup }));
+    try {
+      const w = processWorkload(
+        validateAgentConfig(config({ type: 'process', command: ['/bin/true'], stateFile: join(dir, 'svc-{host}.json'), output: { package: '@remus/not-installed-output', subkind: 'x' } }), dir).service as ProcessServiceConfig,
+      );
+      const start = w.startPrimary({ host: 'ha', epoch: 3, state: undefined, listen: { host: '127.0.0.1', port: 7800 }, onRelease: () => undefined, signal: AbortSignal.timeout(20_000) });
+      // The output plugin is missing (refused, nothing started), but the leftover went first.
+      await expect(start).rejects.toMatchObject({ code: 'PLUGIN_NOT_FOUND' });
+      expect(existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')).toBe(false);
+      expect(existsSync(cgroup)).toBe(false);
+      expect(existsSync(join(dir, 'svc-ha.json.operation'))).toBe(false);
+    } finally {
+      await left.stop().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

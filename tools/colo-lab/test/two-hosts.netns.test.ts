@@ -66,13 +66,15 @@ function answered(h: readonly Reply[]): { at: number; sentAt: number; count: num
 
 /**
  * No count answered twice or going back (two serving copies of the disk
- * would repeat one), and none skipped except by requests whose answer was
- * lost (a request in flight at the fault may have counted without its
- * reply reaching the client).
+ * would repeat one), and no more counts skipped than requests whose answer
+ * was lost, so far: a request whose client gave up (1 s) may still count,
+ * and under TCG with a slow CGI even after a later request's count (seen
+ * once in CI: x,11,13, the x's count was 12).
  */
 function expectContinuous(h: readonly Reply[]): void {
   let prev: number | undefined;
   let lost = 0;
+  let skipped = 0;
   const seen: string[] = [];
   for (const r of h) {
     if (!r.answer) {
@@ -84,10 +86,10 @@ function expectContinuous(h: readonly Reply[]): void {
     seen.push(String(n));
     if (prev !== undefined) {
       expect(n, `counts ${seen.join(',')}`).toBeGreaterThan(prev);
-      expect(n - prev, `counts ${seen.join(',')} (x: no answer)`).toBeLessThanOrEqual(1 + lost);
+      skipped += n - prev - 1;
+      expect(skipped, `counts ${seen.join(',')} (x: no answer): more counts skipped than requests lost`).toBeLessThanOrEqual(lost);
     }
     prev = n;
-    lost = 0;
   }
   expect(answered(h).length).toBeGreaterThan(3);
 }

@@ -9,7 +9,7 @@
  * SIGKILL of agent and etcd processes, and CPU starvation of an agent
  * through a cgroup v1 `cpu` quota (its timers run late).
  */
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,7 +75,7 @@ export class NemesisLab {
   }
 
   /** A fresh pair on this lab (agents not started). */
-  async scenario(o: { ttlSeconds: number; marginMs?: number; intervalMs?: number; hardFence?: readonly string[]; stepTimeoutMs?: number }): Promise<Scenario> {
+  async scenario(o: { ttlSeconds: number; marginMs?: number; intervalMs?: number; hardFence?: readonly string[]; stepTimeoutMs?: number; service?: Record<string, unknown> }): Promise<Scenario> {
     const n = ++this.#scenarios;
     const cluster = `nem${process.pid}s${n}`;
     const dir = join(this.dir, cluster);
@@ -91,11 +91,14 @@ export class NemesisLab {
       stepTimeoutMs: o.stepTimeoutMs ?? 1000,
       stateDir: 'state/{host}',
       ...(o.hardFence ? { hardFence: { command: o.hardFence, timeoutMs: 5000 } } : {}),
+      ...(o.service ? { service: o.service } : {}),
     };
     mkdirSync(dir, { recursive: true });
     const file = join(dir, 'agent.json');
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
-    return new Scenario(this, cluster, dir, file);
+    const sc = new Scenario(this, cluster, dir, file);
+    sc.netOnly = o.service !== undefined;
+    return sc;
   }
 
   /** Puts `pid` under a CPU quota of `percent` % (cgroup v1 cpu): its timers fire late. Returns the undo. */
@@ -220,6 +223,8 @@ export class Scenario {
   readonly dir: string;
   readonly configFile: string;
   readonly agents = new Map<HostName, AgentProc>();
+  /** Agents enter only the host's network namespace (a process workload; see startAgent). */
+  netOnly = false;
   /** Every agent event of the scenario (all incarnations), in arrival order. */
   readonly events: AgentEvent[] = [];
   readonly replies: ClientReply[] = [];
@@ -233,9 +238,17 @@ export class Scenario {
     this.configFile = configFile;
   }
 
-  /** Starts (or restarts) the agent of `host`. */
+  /**
+   * Starts (or restarts) the agent of `host`. With a `service` config (a process
+   * workload) in the host's network namespace only (nsenter), not `ip netns exec`:
+   * that remounts /sys, and the process domain needs the cgroup hierarchy under
+   * /sys/fs/cgroup.
+   */
   startAgent(host: HostName, configFile = this.configFile): AgentProc {
-    const child = this.lab.net.spawn(host, process.execPath, [AGENT_BIN, 'run', '--config', configFile, '--host', host, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [AGENT_BIN, 'run', '--config', configFile, '--host', host, '--json'];
+    const child = this.netOnly
+      ? spawn('nsenter', [`--net=/run/netns/${this.lab.net.node(host).netns}`, '--', process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : this.lab.net.spawn(host, process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const proc = new AgentProc(host, child, this.events);
     this.agents.set(host, proc);
     return proc;
