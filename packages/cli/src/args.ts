@@ -7,9 +7,19 @@ import type { ViewMode } from './progress.js';
 /** Parsed options (strings and booleans) and the positional arguments (`_`). */
 export type ArgValues<T extends Record<string, { type: 'string' | 'boolean' }>> = { [K in keyof T]?: T[K]['type'] extends 'string' ? string : boolean } & { _: string[] };
 
-/** Parses `rest` strictly; `positionals` allows that many positional arguments. */
+/**
+ * Parses `rest` strictly; `positionals` allows that many positional arguments.
+ * Every parse error (unknown option, missing value, unexpected argument) is
+ * INVALID_ARGUMENT: a usage error, exit 2.
+ */
 export function args<T extends Record<string, { type: 'string' | 'boolean' }>>(rest: readonly string[], options: T, positionals = 0): ArgValues<T> {
-  const r = parseArgs({ args: [...rest], options, allowPositionals: positionals > 0, strict: true });
+  let r: ReturnType<typeof parseArgs>;
+  try {
+    r = parseArgs({ args: [...rest], options, allowPositionals: positionals > 0, strict: true });
+  } catch (e) {
+    if (!/^ERR_PARSE_ARGS/.test(String((e as { code?: unknown }).code))) throw e;
+    throw new RemusError('INVALID_ARGUMENT', `${(e as Error).message} (see remus --help)`, { cause: e });
+  }
   if (r.positionals.length > positionals) throw new RemusError('INVALID_ARGUMENT', `unexpected argument ${JSON.stringify(r.positionals[positionals])} (see remus --help)`);
   return { ...(r.values as object), _: r.positionals } as ArgValues<T>;
 }

@@ -91,7 +91,7 @@ export async function main(argv: readonly string[], io: Io = { out: process.stdo
 }
 
 function fail(io: Io, e: unknown, json: boolean): number {
-  const usage = isRemusError(e, 'INVALID_ARGUMENT') || isRemusError(e, 'PLUGIN_NOT_FOUND') || isRemusError(e, 'PLUGIN_INVALID') || isRemusError(e, 'PLUGIN_INCOMPATIBLE') || isRemusError(e, 'SUBKIND_NOT_FOUND') || isRemusError(e, 'INVALID_SUBKIND') || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+  const usage = isRemusError(e, 'INVALID_ARGUMENT') || isRemusError(e, 'PLUGIN_NOT_FOUND') || isRemusError(e, 'PLUGIN_INVALID') || isRemusError(e, 'PLUGIN_INCOMPATIBLE') || isRemusError(e, 'SUBKIND_NOT_FOUND') || isRemusError(e, 'INVALID_SUBKIND');
   if (json) {
     const err = e instanceof RemusError ? e.toJSON() : { message: describeCause(e) };
     io.out.write(`${JSON.stringify({ type: 'error', time: new Date().toISOString(), error: err })}\n`);

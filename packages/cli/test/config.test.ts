@@ -120,7 +120,11 @@ describe('remus run with a bad config file', () => {
     expect((await remus(['run'])).stderr).toMatch(/--config is required/);
     const flag = await remus(['run', '--confg', 'x']);
     expect(flag.code).toBe(2);
-    expect(flag.stderr).toMatch(/confg/);
+    expect(flag.stderr).toMatch(/\[INVALID_ARGUMENT\] .*confg/);
+    // A positional argument to a command that takes none: a coded usage error too (it was an uncoded exit 1).
+    const extra = await remus(['doctor', 'extra']);
+    expect(extra.code).toBe(2);
+    expect(extra.stderr).toMatch(/^remus: \[INVALID_ARGUMENT\] .*'extra'.* \(see remus --help\)/);
     const cmd = await remus(['rnu']);
     expect(cmd.code).toBe(2);
     expect(cmd.stderr).toMatch(/unknown command "rnu"/);
