@@ -29,7 +29,7 @@
  * - (2) Every state frame and ack carries the epoch; a backup admits the
  *   primary's epoch into its persisted epoch store and refuses lower ones.
  */
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
@@ -39,6 +39,7 @@ import {
   describeCause,
   isRemusError,
   openEpochStore,
+  reapDevices,
   roleLapse,
   runCheckpointLoop,
   runScript,
@@ -46,8 +47,10 @@ import {
   withDeadline,
   type Arbiter,
   type DomainStepContext,
+  type DeviceSpec,
   type EpochStore,
   type Role,
+  type SubkindOps,
 } from '@remus/core';
 import { etcdArbiter } from '@remus/arbiter-etcd';
 import { BackupLink, BackupServer } from '@remus/domain-process';
@@ -463,6 +466,54 @@ export class Agent {
 
   // ---- primary side ------------------------------------------------------
 
+  /** This process's output devices set up and not yet torn down (their operation ids). */
+  readonly #liveOutputs = new Set<string>();
+
+  /**
+   * The record `STATE_DIR/outputs.json`: operation ids of output devices set up
+   * and not yet torn down, written before each setup, so the next primary phase
+   * on this host (this agent or one started after it was killed) reaps what a
+   * dead one left.
+   */
+  readonly #outputs = {
+    add: (id: string): void => {
+      this.#liveOutputs.add(id);
+      this.#writeOutputs([...new Set([...this.#readOutputs(), id])]);
+    },
+    delete: (id: string): void => {
+      this.#liveOutputs.delete(id);
+      this.#writeOutputs(this.#readOutputs().filter((x) => x !== id));
+    },
+  };
+
+  #readOutputs(): string[] {
+    try {
+      const v = JSON.parse(readFileSync(join(this.stateDir, 'outputs.json'), 'utf8')) as unknown;
+      return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(x)) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  #writeOutputs(ids: readonly string[]): void {
+    const file = join(this.stateDir, 'outputs.json');
+    writeFileSync(`${file}.tmp`, JSON.stringify(ids), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+  }
+
+  /** Reaps the output devices a dead agent's loops left (their operation ids in the record), through the subkind's `reap`. */
+  async #reapOutputs(ops: SubkindOps, device: DeviceSpec): Promise<void> {
+    for (const id of this.#readOutputs()) {
+      if (this.#liveOutputs.has(id)) continue;
+      if (ops.reap) {
+        const r = await reapDevices([ops], id, [{ subkind: ops.name, device }], { signal: AbortSignal.timeout(30_000) });
+        this.#emit('output-reaped', { operation: id, removed: r.removed.flatMap((x) => x.lines), errors: r.errors.map((e) => errorJson(e)) });
+        if (r.errors.length > 0) continue;
+      }
+      this.#writeOutputs(this.#readOutputs().filter((x) => x !== id));
+    }
+  }
+
   /**
    * Runs the primary until the role is lost or `stop`. With a backup linked,
    * every checkpoint waits for its ack. Without one (dead, cut off, not yet
@@ -518,12 +569,13 @@ export class Agent {
     let acked: Uint8Array | undefined;
     let operation = 0;
     let reason = 'stopped';
+    const outputDevice = { id: 'output', kind: service.output.kind, ...(service.outputParams ? { params: { ...service.outputParams } } : {}) };
+    // What a killed agent's loops left on this host (kernel objects of the output device, e.g. NFQUEUE rules): reaped first.
+    await this.#reapOutputs(service.output, outputDevice).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
-      const devices = createCheckpointDevices({
-        ops: [service.output],
-        devices: [{ id: 'output', kind: service.output.kind, ...(service.outputParams ? { params: { ...service.outputParams } } : {}) }],
-        operationId: `agent${process.pid}x${++operation}`,
-      });
+      const operationId = `agent${process.pid}x${++operation}`;
+      this.#outputs.add(operationId);
+      const devices = createCheckpointDevices({ ops: [service.output], devices: [outputDevice], operationId });
       await devices.setup();
       let clearing = false;
       const sink = link ? sessionSink(link, epoch) : undefined;
@@ -575,6 +627,8 @@ export class Agent {
         return 'ended';
       } finally {
         sink?.close();
+        // The loop tore its devices down (or reported what it could not: then the record stays for the next reap).
+        if (devices.state === 'torn-down') this.#outputs.delete(operationId);
       }
     };
     try {

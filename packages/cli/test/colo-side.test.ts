@@ -87,6 +87,13 @@ describe('the side file', () => {
     expect(problems({ ...good(), migrationUri: undefined }).map((x) => x.path)).toEqual(['migrationUri']);
   });
 
+  it("takes the watchdog over the side's own QEMU (default @remus/colo's), and refuses none at all", () => {
+    expect(validateSideFile(good(), LIBS).watchdog).toEqual(colo.DEFAULT_WATCHDOG);
+    expect(validateSideFile({ ...good(), watchdog: { probeTimeoutMs: 5000, misses: 4 } }, LIBS).watchdog).toEqual({ ...colo.DEFAULT_WATCHDOG, probeTimeoutMs: 5000, misses: 4 });
+    expect(problems({ ...good(), watchdog: false })).toEqual([expect.objectContaining({ path: 'watchdog', message: 'cannot be false for a side' })]);
+    expect(problems({ ...good(), watchdog: { misses: 0 } }).map((x) => x.path)).toEqual(['watchdog.misses']);
+  });
+
   it('refuses a hard fence that is not an absolute executable', () => {
     expect(problems({ ...good(), hardFence: { command: ['fence-host', 'hb'] } }).map((x) => x.path)).toEqual(['hardFence.command[0]']);
     expect(problems({ ...good(), hardFence: { command: ['/nonexistent/fence-host'] } }).map((x) => x.path)).toEqual(['hardFence.command[0]']);

@@ -208,6 +208,9 @@ export class TwoHostLab {
       // link's TCP gives up (tcp_retries2=3: ~3 s, several times that under load). The role watch
       // still fences the side at once if the role lapses meanwhile.
       commandTimeoutMs: 30_000,
+      // The same for the watchdog over the side's own QEMU: while the drain waits, QEMU's monitor is
+      // silent too, and the default bound (3 probes of 1.5 s) fenced a healthy ha once in CI.
+      watchdog: { intervalMs: 500, probeTimeoutMs: 5000, misses: 4 },
     };
     const file = join(this.dir, `${h}-side-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(cfg));

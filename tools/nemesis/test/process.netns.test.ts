@@ -119,6 +119,10 @@ it('process workload: the primary host dies, the backup restarts the command fro
     // reaping the cgroup its killed agent's phase left (recorded next to the state file), and serves on.
     const record = JSON.parse(readFileSync(join(sc.dir, 'svc-ha.json.operation'), 'utf8')) as { cgroup: string };
     expect(existsSync(record.cgroup), 'the killed phase left its cgroup').toBe(true);
+    // The killed agent's NFQUEUE rule is still there (nothing runs that could remove it).
+    const nfq = async (h: HostName): Promise<string[]> => (await l.net.run(h, 'iptables', ['-w', '5', '-t', 'raw', '-S', 'PREROUTING'])).split('\n').filter((x) => x.includes('NFQUEUE'));
+    const stale = await nfq('ha');
+    expect(stale, 'the killed agent left its rule').toHaveLength(1);
     const mark = sc.events.length;
     sc.startAgent('ha');
     await sc.agent('hb').waitEvent((e) => e.host === 'hb' && e.type === 'backup-current', 30_000, mark);
@@ -132,6 +136,13 @@ it('process workload: the primary host dies, the backup restarts the command fro
     const first2 = sc.firstReplyAbove(epoch2, killed2);
     expect(first2?.h).toBe('ha');
     expect(existsSync(record.cgroup), "the promoted host reaped its killed phase's cgroup").toBe(false);
+    // ...and its killed agent's output rule (recorded in its state directory), through nic-nfqueue's reap: one rule, the live one.
+    const reaped = sc.events.slice(mark).find((e) => e.host === 'ha' && e.type === 'output-reaped');
+    expect(reaped?.errors, JSON.stringify(reaped)).toEqual([]);
+    expect((reaped?.removed as string[]).join('\n')).toMatch(/NFQUEUE|queue/);
+    const live = await nfq('ha');
+    expect(live).toHaveLength(1);
+    expect(live[0]).not.toBe(stale[0]);
     const r2 = sc.check();
     expect(r2.violations, r2.violations.join('\n')).toEqual([]);
     expect(back.epoch as number).toBeGreaterThan(promoted.epoch as number);

@@ -115,18 +115,7 @@ export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.
   const checkpointDelayMs = num(raw, 'checkpointDelayMs', '', p, { def: 2000, min: 1, integer: true, fix: "QEMU's x-checkpoint-delay: ms between checkpoints while the outputs agree, e.g. 2000" }) as number;
   const commandTimeoutMs = num(raw, 'commandTimeoutMs', '', p, { def: 10_000, min: 1, fix: 'time limit of each QMP command in ms, e.g. 10000' }) as number;
   const startTimeoutMs = num(raw, 'startTimeoutMs', '', p, { def: 120_000, min: 1, fix: 'time limit of the start (set-up and migration) in ms, e.g. 120000' }) as number;
-  let watchdog: ColoPairConfig['watchdog'] = { ...DEFAULT_WATCHDOG };
-  if (raw.watchdog === false) watchdog = false;
-  else if (raw.watchdog !== undefined && !isObject(raw.watchdog)) p('watchdog', 'must be an object or false', `e.g. ${JSON.stringify(DEFAULT_WATCHDOG)}, or false for none (then nothing notices a dead peer)`);
-  else if (isObject(raw.watchdog)) {
-    unknownKeys(raw.watchdog, WATCHDOG_KEYS, 'watchdog', p);
-    const w = raw.watchdog;
-    watchdog = {
-      intervalMs: num(w, 'intervalMs', 'watchdog', p, { def: DEFAULT_WATCHDOG.intervalMs, min: 1, fix: 'ms between liveness probes, e.g. 200' }) as number,
-      probeTimeoutMs: num(w, 'probeTimeoutMs', 'watchdog', p, { def: DEFAULT_WATCHDOG.probeTimeoutMs, min: 1, fix: 'ms a probe may take, e.g. 1500' }) as number,
-      misses: num(w, 'misses', 'watchdog', p, { def: DEFAULT_WATCHDOG.misses, min: 1, integer: true, fix: 'missed probes in a row that declare a side hung, e.g. 3' }) as number,
-    };
-  }
+  const watchdog = validateWatchdog(raw.watchdog, p, DEFAULT_WATCHDOG);
   const fence = validateFence(raw.fence, p);
   const autoReprotect = validateAutoReprotect(raw.autoReprotect, p);
   if (problems.length > 0) throw configError(source, problems);
@@ -147,6 +136,22 @@ export function validatePairConfig(raw: unknown, libs: PairLibs, source = 'pair.
     ...(fence ? { fence: fenceCommands(fence) } : {}),
   };
   return { name: name as string, ...sides, migrationUri: raw.migrationUri as string, checkpointDelayMs, commandTimeoutMs, startTimeoutMs, watchdog, fence, autoReprotect, description };
+}
+
+/** The `watchdog` of a pair or side file: an object (defaults filled in) or false for none. */
+export function validateWatchdog(w: unknown, p: Report, defaults: Required<ColoWatchdogOptions>): Required<ColoWatchdogOptions> | false {
+  if (w === false) return false;
+  if (w === undefined) return { ...defaults };
+  if (!isObject(w)) {
+    p('watchdog', 'must be an object or false', `e.g. ${JSON.stringify(defaults)}, or false for none (then nothing notices a dead peer)`);
+    return { ...defaults };
+  }
+  unknownKeys(w, WATCHDOG_KEYS, 'watchdog', p);
+  return {
+    intervalMs: num(w, 'intervalMs', 'watchdog', p, { def: defaults.intervalMs, min: 1, fix: 'ms between liveness probes, e.g. 200' }) as number,
+    probeTimeoutMs: num(w, 'probeTimeoutMs', 'watchdog', p, { def: defaults.probeTimeoutMs, min: 1, fix: 'ms a probe may take, e.g. 1500' }) as number,
+    misses: num(w, 'misses', 'watchdog', p, { def: defaults.misses, min: 1, integer: true, fix: 'missed probes in a row that declare a side hung, e.g. 3' }) as number,
+  };
 }
 
 function validateAutoReprotect(a: unknown, p: Report): ColoAutoReprotectConfig | undefined {

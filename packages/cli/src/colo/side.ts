@@ -27,13 +27,13 @@
 import { isAbsolute } from 'node:path';
 import { createInterface } from 'node:readline';
 import { RemusError, describeCause, formatSocketAddress, openEpochStore, parseSocketAddress, runScript, validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
-import type { ColoRole, ColoSideDriver, ColoSideEvent } from '@remus/colo';
+import type { ColoRole, ColoSideDriver, ColoSideEvent, ColoWatchdogOptions } from '@remus/colo';
 import { args } from '../args.js';
 import { configError, readJsonFile, type ConfigProblem } from '../config.js';
 import type { Io } from '../io.js';
 import { loadArbiterEtcd, loadColo } from '../libs.js';
 import { isObject, num, unknownKeys, type Report } from '../validation.js';
-import { loadPairLibs, validateColoDevices, validateCommandHook, validateSide, type ColoAutoReprotectConfig, type ColoSideConfig, type PairLibs } from './pair.js';
+import { loadPairLibs, validateColoDevices, validateCommandHook, validateSide, validateWatchdog, type ColoAutoReprotectConfig, type ColoSideConfig, type PairLibs } from './pair.js';
 
 export const SIDE_USAGE = `  remus colo side SIDE.json [--json]   (one host's side of a pair across two hosts: its own QEMU, the etcd arbiter)
 `;
@@ -60,11 +60,13 @@ export interface ColoSideFile {
   readonly hardFence: ColoAutoReprotectConfig | undefined;
   /** With --json: a `status` event this often, ms (0: none). */
   readonly statusEveryMs: number;
+  /** The watchdog over this side's own QEMU (@remus/colo's DEFAULT_WATCHDOG where not given). */
+  readonly watchdog: Required<ColoWatchdogOptions>;
   /** After this side went on alone (`solo` or `promoted`): the command that starts a fresh secondary and prints the reprotect command. */
   readonly autoReprotect: ColoAutoReprotectConfig | undefined;
 }
 
-const TOP_KEYS = ['$schema', 'role', 'host', 'peer', 'operationId', 'qemu', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'etcd', 'epochStore', 'fence', 'hardFence', 'statusEveryMs', 'autoReprotect'];
+const TOP_KEYS = ['$schema', 'role', 'host', 'peer', 'operationId', 'qemu', 'migrationUri', 'checkpointDelayMs', 'commandTimeoutMs', 'startTimeoutMs', 'etcd', 'epochStore', 'fence', 'hardFence', 'statusEveryMs', 'autoReprotect', 'watchdog'];
 const ETCD_KEYS = ['endpoints', 'prefix', 'ttlSeconds'];
 const FENCE_KEYS = ['netns', 'tap', 'bridge'];
 const MIGRATION_URI = /^(tcp|unix|rdma|exec|fd):\S+$/;
@@ -111,6 +113,8 @@ export function validateSideFile(raw: unknown, libs: PairLibs, source = 'side.js
   const fence = validateSideFence(raw.fence, p);
   const hardFence = validateCommandHook(raw.hardFence, 'hardFence', p, 'a command that cuts the other host off (IPMI, PDU, switch port) before this side promotes; its failure blocks the promotion', ['/usr/local/sbin/fence-host', 'hb'], 30_000);
   const autoReprotect = validateCommandHook(raw.autoReprotect, 'autoReprotect', p, 'the command that starts a fresh secondary (QEMU and its side) and prints the reprotect command', ['/usr/local/sbin/start-spare-side', 'web1'], 180_000);
+  if (raw.watchdog === false) p('watchdog', 'cannot be false for a side', "a side always watches its own QEMU (a hung one must not keep the role): give longer bounds instead, e.g. { \"probeTimeoutMs\": 5000, \"misses\": 4 }");
+  const watchdog = validateWatchdog(raw.watchdog === false ? undefined : raw.watchdog, p, libs.colo.DEFAULT_WATCHDOG) as Required<ColoWatchdogOptions>;
   if (problems.length > 0) throw configError(source, problems);
   return {
     role: role as ColoRole,
@@ -128,6 +132,7 @@ export function validateSideFile(raw: unknown, libs: PairLibs, source = 'side.js
     hardFence,
     statusEveryMs,
     autoReprotect,
+    watchdog,
   };
 }
 
@@ -344,6 +349,7 @@ export async function coloSide(rest: readonly string[], io: Io): Promise<number>
       ...(cfg.migrationUri ? { migrationUri: cfg.migrationUri } : {}),
       checkpointDelayMs: cfg.checkpointDelayMs,
       commandTimeoutMs: cfg.commandTimeoutMs,
+      watchdog: cfg.watchdog,
       operationId: cfg.operationId,
       arbiter,
       epochs: openEpochStore(cfg.epochStore),
