@@ -29,7 +29,7 @@
  * - (2) Every state frame and ack carries the epoch; a backup admits the
  *   primary's epoch into its persisted epoch store and refuses lower ones.
  */
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
@@ -57,7 +57,7 @@ import { BackupLink, BackupServer } from '@remus/domain-process';
 import { forHost, pairOf, type AgentConfig, type HostConfig } from './config.js';
 import { AgentErrors, connectPeer, listenPeer, loadTls, type PeerConnection, type PeerMessage, type TlsMaterial } from './peer.js';
 import { monoNow, type Release, type StateSink } from './service.js';
-import { workloadFor, type AgentWorkload, type PrimaryWorkload } from './workload.js';
+import { workloadFor, writeAtomic, type AgentWorkload, type PrimaryWorkload } from './workload.js';
 
 /** Where the agent is in its lifecycle (see the file header). */
 export type AgentMode = 'starting' | 'backup' | 'campaigning' | 'promoting' | 'primary' | 'stopped';
@@ -475,16 +475,15 @@ export class Agent {
    * on this host (this agent or one started after it was killed) reaps what a
    * dead one left.
    */
-  readonly #outputs = {
-    add: (id: string): void => {
-      this.#liveOutputs.add(id);
-      this.#writeOutputs([...new Set([...this.#readOutputs(), id])]);
-    },
-    delete: (id: string): void => {
-      this.#liveOutputs.delete(id);
-      this.#writeOutputs(this.#readOutputs().filter((x) => x !== id));
-    },
-  };
+  #outputSetUp(id: string): void {
+    this.#liveOutputs.add(id);
+    this.#writeOutputs([...new Set([...this.#readOutputs(), id])]);
+  }
+
+  #outputTornDown(id: string): void {
+    this.#liveOutputs.delete(id);
+    this.#writeOutputs(this.#readOutputs().filter((x) => x !== id));
+  }
 
   #readOutputs(): string[] {
     try {
@@ -496,9 +495,7 @@ export class Agent {
   }
 
   #writeOutputs(ids: readonly string[]): void {
-    const file = join(this.stateDir, 'outputs.json');
-    writeFileSync(`${file}.tmp`, JSON.stringify(ids), { mode: 0o600 });
-    renameSync(`${file}.tmp`, file);
+    writeAtomic(join(this.stateDir, 'outputs.json'), Buffer.from(JSON.stringify(ids)));
   }
 
   /** Reaps the output devices a dead agent's loops left (their operation ids in the record), through the subkind's `reap`. */
@@ -574,7 +571,7 @@ export class Agent {
     await this.#reapOutputs(service.output, outputDevice).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
       const operationId = `agent${process.pid}x${++operation}`;
-      this.#outputs.add(operationId);
+      this.#outputSetUp(operationId);
       const devices = createCheckpointDevices({ ops: [service.output], devices: [outputDevice], operationId });
       await devices.setup();
       let clearing = false;
@@ -628,7 +625,7 @@ export class Agent {
       } finally {
         sink?.close();
         // The loop tore its devices down (or reported what it could not: then the record stays for the next reap).
-        if (devices.state === 'torn-down') this.#outputs.delete(operationId);
+        if (devices.state === 'torn-down') this.#outputTornDown(operationId);
       }
     };
     try {

@@ -119,8 +119,8 @@ function readState(file: string): Buffer {
   }
 }
 
-/** Replaces `file` with `bytes` atomically (a temporary file in the same directory, then rename). */
-function writeAtomic(file: string, bytes: Uint8Array): void {
+/** Replaces `file` with `bytes` atomically (a temporary file in the same directory, then rename; mode 0600). */
+export function writeAtomic(file: string, bytes: Uint8Array): void {
   const tmp = `${file}.remus-${randomBytes(6).toString('hex')}`;
   writeFileSync(tmp, bytes, { mode: 0o600 });
   renameSync(tmp, file);

@@ -27,6 +27,31 @@ export function hookInput(cfg: ColoPairConfig, failover: Failover): Record<strin
 }
 
 /**
+ * Runs an autoReprotect command (an argument vector in its own process
+ * group, bounded by its `timeoutMs`) with `input` as JSON on stdin and `env`
+ * added, and parses what it printed as JSON. Throws SCRIPT_FAILED /
+ * SCRIPT_TIMEOUT / ABORTED from the command, INVALID_ARGUMENT naming the
+ * command and what it `mustPrint` when its output is not JSON. `source`
+ * names the output in the caller's further messages.
+ */
+export async function runHook(
+  hook: ColoAutoReprotectConfig,
+  input: Record<string, unknown>,
+  env: Record<string, string>,
+  mustPrint: string,
+  signal: AbortSignal,
+): Promise<{ raw: unknown; source: string }> {
+  const [file, ...args] = hook.command as [string, ...string[]];
+  const r = await runScript(file, args, { input: JSON.stringify(input), env, timeoutMs: hook.timeoutMs, signal });
+  const source = `the output of autoReprotect.command (${file})`;
+  try {
+    return { raw: JSON.parse(r.stdout), source };
+  } catch (e) {
+    throw new RemusError('INVALID_ARGUMENT', `${source} is not JSON (${(e as Error).message}): it must print ${mustPrint}`);
+  }
+}
+
+/**
  * Runs the command for the failover of the pair `cfg` and returns the new
  * pair's validated config. Throws SCRIPT_FAILED / SCRIPT_TIMEOUT / ABORTED
  * from the command, INVALID_ARGUMENT naming the command when its output is
@@ -34,21 +59,15 @@ export function hookInput(cfg: ColoPairConfig, failover: Failover): Record<strin
  * the survivor, or any pair file problem).
  */
 export async function pairFromHook(cfg: ColoPairConfig, hook: ColoAutoReprotectConfig, failover: Failover, signal: AbortSignal): Promise<ColoPairConfig> {
-  const [file, ...args] = hook.command as [string, ...string[]];
-  const r = await runScript(file, args, {
-    input: JSON.stringify(hookInput(cfg, failover)),
-    env: { REMUS_COLO_PAIR: cfg.name, REMUS_COLO_SURVIVOR: failover.survivor },
-    timeoutMs: hook.timeoutMs,
+  const { raw: printed, source } = await runHook(
+    hook,
+    hookInput(cfg, failover),
+    { REMUS_COLO_PAIR: cfg.name, REMUS_COLO_SURVIVOR: failover.survivor },
+    'the new pair file, e.g. { "primary": <the survivor>, "secondary": <the fresh QEMU>, "migrationUri": ... }',
     signal,
-  });
-  const source = `the output of autoReprotect.command (${file})`;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(r.stdout);
-  } catch (e) {
-    throw new RemusError('INVALID_ARGUMENT', `${source} is not JSON (${(e as Error).message}): it must print the new pair file, e.g. { "primary": <the survivor>, "secondary": <the fresh QEMU>, "migrationUri": ... }`);
-  }
-  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw) && (raw as Record<string, unknown>).name === undefined) raw = { ...(raw as object), name: cfg.name };
+  );
+  // No name: the pair keeps its own.
+  const raw = printed !== null && typeof printed === 'object' && !Array.isArray(printed) && (printed as Record<string, unknown>).name === undefined ? { ...(printed as object), name: cfg.name } : printed;
   const next = validatePairConfig(raw, await loadPairLibs('remus colo start (autoReprotect)'), source, true);
   if (next.name !== cfg.name) throw new RemusError('INVALID_ARGUMENT', `${source} names pair ${JSON.stringify(next.name)}: it must keep the name ${JSON.stringify(cfg.name)} (the control socket stays the same), or leave "name" out`);
   const survivorQmp = cfg.description[failover.survivor].qmp;

@@ -256,6 +256,27 @@ function address(s: Record<string, unknown>, key: string, role: ColoRole, p: Rep
   }
 }
 
+/**
+ * The names of a network fence at `fence`: `netns` (optional) a namespace
+ * name, each of `interfaces` (required) an interface name. True when all are
+ * good; each problem reported.
+ */
+export function fenceNames(f: Record<string, unknown>, interfaces: readonly string[], p: Report): boolean {
+  let ok = true;
+  const check = (key: string, validate: (v: unknown) => unknown, fix: string): void => {
+    if (f[key] === undefined && key === 'netns') return;
+    try {
+      validate(f[key]);
+    } catch (e) {
+      ok = false;
+      p(`fence.${key}`, f[key] === undefined ? 'is missing' : (e as Error).message, fix);
+    }
+  };
+  check('netns', (v) => validateName(v, 'network namespace'), 'the network namespace (ip netns) holding the bridge and taps, or leave it out for the current one');
+  for (const key of interfaces) check(key, (v) => validateInterfaceName(v, key), 'an interface name of at most 15 characters');
+  return ok;
+}
+
 function validateFence(f: unknown, p: Report): ColoFenceConfig | undefined {
   if (f === undefined) return undefined;
   const example = '{ "netns": "colo-h", "bridge": "br0", "primaryTap": "tap-pri", "secondaryTap": "tap-sec" }';
@@ -264,16 +285,7 @@ function validateFence(f: unknown, p: Report): ColoFenceConfig | undefined {
     return undefined;
   }
   unknownKeys(f, FENCE_KEYS, 'fence', p);
-  const check = (key: string, validate: (v: unknown) => unknown, fix: string): void => {
-    if (f[key] === undefined && key === 'netns') return;
-    try {
-      validate(f[key]);
-    } catch (e) {
-      p(`fence.${key}`, f[key] === undefined ? 'is missing' : (e as Error).message, fix);
-    }
-  };
-  check('netns', (v) => validateName(v, 'network namespace'), 'the network namespace (ip netns) holding the bridge and taps, or leave it out for the current one');
-  for (const key of ['bridge', 'primaryTap', 'secondaryTap']) check(key, (v) => validateInterfaceName(v, key), 'an interface name of at most 15 characters');
+  fenceNames(f, ['bridge', 'primaryTap', 'secondaryTap'], p);
   if (f.primaryTap !== undefined && f.primaryTap === f.secondaryTap) p('fence.secondaryTap', 'is the same as primaryTap', "each side needs its own tap: the fence takes one off the bridge before the other joins");
   return f as unknown as ColoFenceConfig;
 }

@@ -26,14 +26,15 @@
  */
 import { isAbsolute } from 'node:path';
 import { createInterface } from 'node:readline';
-import { RemusError, describeCause, formatSocketAddress, openEpochStore, parseSocketAddress, runScript, validateInterfaceName, validateName, type DeviceSpec } from '@remus/core';
+import { RemusError, describeCause, formatSocketAddress, openEpochStore, parseSocketAddress, runScript, validateName, type DeviceSpec } from '@remus/core';
 import type { ColoRole, ColoSideDriver, ColoSideEvent, ColoWatchdogOptions } from '@remus/colo';
 import { args } from '../args.js';
 import { configError, readJsonFile, type ConfigProblem } from '../config.js';
 import type { Io } from '../io.js';
 import { loadArbiterEtcd, loadColo } from '../libs.js';
 import { isObject, num, unknownKeys, type Report } from '../validation.js';
-import { loadPairLibs, validateColoDevices, validateCommandHook, validateSide, validateWatchdog, type ColoAutoReprotectConfig, type ColoSideConfig, type PairLibs } from './pair.js';
+import { runHook } from './auto-reprotect.js';
+import { fenceNames, loadPairLibs, validateColoDevices, validateCommandHook, validateSide, validateWatchdog, type ColoAutoReprotectConfig, type ColoSideConfig, type PairLibs } from './pair.js';
 
 export const SIDE_USAGE = `  remus colo side SIDE.json [--json]   (one host's side of a pair across two hosts: its own QEMU, the etcd arbiter)
 `;
@@ -172,19 +173,7 @@ function validateSideFence(f: unknown, p: Report): ColoSideFile['fence'] {
     return undefined;
   }
   unknownKeys(f, FENCE_KEYS, 'fence', p);
-  let ok = true;
-  const check = (key: string, validate: (v: unknown) => unknown, fix: string): void => {
-    if (f[key] === undefined && key === 'netns') return;
-    try {
-      validate(f[key]);
-    } catch (e) {
-      ok = false;
-      p(`fence.${key}`, f[key] === undefined ? 'is missing' : (e as Error).message, fix);
-    }
-  };
-  check('netns', (v) => validateName(v, 'network namespace'), 'the network namespace (ip netns) holding the bridge and tap, or leave it out for the current one');
-  for (const key of ['tap', 'bridge']) check(key, (v) => validateInterfaceName(v, key), 'an interface name of at most 15 characters');
-  return ok ? (f as unknown as ColoSideFile['fence']) : undefined;
+  return fenceNames(f, ['tap', 'bridge'], p) ? (f as unknown as ColoSideFile['fence']) : undefined;
 }
 
 /** A `reprotect` command line from stdin: the survivor's new primary devices and the fresh secondary's -incoming. */
@@ -227,21 +216,15 @@ export function sideHookInput(cfg: ColoSideFile, event: { type: 'solo' | 'promot
  * naming the command when its output is not a usable reprotect.
  */
 export async function reprotectFromHook(cfg: ColoSideFile, hook: ColoAutoReprotectConfig, event: { type: 'solo' | 'promoted'; epoch: number; why: string }, libs: PairLibs, signal: AbortSignal): Promise<ReturnType<typeof parseSideCommand>> {
-  const [file, ...rest] = hook.command as [string, ...string[]];
-  const r = await runScript(file, rest, {
-    input: JSON.stringify(sideHookInput(cfg, event)),
-    env: { REMUS_COLO_HOST: cfg.host, REMUS_COLO_PEER: cfg.peer, REMUS_COLO_EPOCH: String(event.epoch) },
-    timeoutMs: hook.timeoutMs,
+  const { raw: printed, source } = await runHook(
+    hook,
+    sideHookInput(cfg, event),
+    { REMUS_COLO_HOST: cfg.host, REMUS_COLO_PEER: cfg.peer, REMUS_COLO_EPOCH: String(event.epoch) },
+    `{"devices":[...the survivor's primary devices...],"migrationUri":"tcp:HOST:PORT"}`,
     signal,
-  });
-  const source = `the output of autoReprotect.command (${file})`;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(r.stdout);
-  } catch (e) {
-    throw new RemusError('INVALID_ARGUMENT', `${source} is not JSON (${(e as Error).message}): it must print {"devices":[...the survivor's primary devices...],"migrationUri":"tcp:HOST:PORT"}`);
-  }
-  if (isObject(raw) && raw.command === undefined) raw = { command: 'reprotect', ...raw };
+  );
+  // `"command"` may be left out of what the hook prints.
+  const raw = isObject(printed) && printed.command === undefined ? { command: 'reprotect', ...printed } : printed;
   try {
     return parseSideCommand(JSON.stringify(raw), libs);
   } catch (e) {

@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { RemusError, describeCause, pollUntil, processAlive, sleep } from '@remus/core';
 import { cleanupAll } from '../cleanup.js';
 import type { Journal } from '../journal.js';
+import { loadDomainProcess } from '../libs.js';
 import { ip, netnsExists, removeNetns } from '../netns.js';
 import { percentile } from '../progress.js';
 
@@ -250,8 +251,11 @@ export async function runCriuFailover(o: CriuFailoverOptions): Promise<CriuFailo
     await ip(['-n', ns.p, 'link', 'set', 'p0', 'down'], signal);
     service.kill();
     run.kill();
-    // A frozen task dies only once thawed (a dead host takes everything; here the kernel lives on).
-    thaw(String(domainEvent.cgroup ?? ''));
+    // A frozen task dies only once thawed (a dead host takes everything; here the kernel lives on):
+    // the run's cgroup is reaped the way `remus cleanup` reaps a dead run's.
+    const cgroup = String(domainEvent.cgroup ?? '');
+    const runOperation = /\/remus-([^/]+)$/.exec(cgroup)?.[1];
+    if (runOperation !== undefined) await (await loadDomainProcess('remus demo (the CRIU failover)')).cleanupOperationCgroup({ operation: runOperation, path: cgroup, mode: 'reap', signal });
     await pollUntil(() => !service.running || undefined, { what: 'the killed service to exit', timeoutMs: 10_000, intervalMs: 20, signal });
     await run.exited;
 
@@ -395,18 +399,6 @@ async function buildNetwork(ns: { p: string; b: string; c: string; s: string }, 
     await ip(['-n', name, 'link', 'set', dev, 'up'], signal);
   }
   await ip(['-n', ns.p, 'addr', 'add', `${SERVICE}/24`, 'dev', 'p0'], signal);
-}
-
-/** Thaws a freezer cgroup (v1 or v2), if it still exists. */
-function thaw(cgroup: string): void {
-  if (!cgroup.includes('/remus-')) return;
-  for (const [file, value] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
-    try {
-      if (existsSync(join(cgroup, file))) writeFileSync(join(cgroup, file), value);
-    } catch {
-      // Gone already.
-    }
-  }
 }
 
 /** Removes everything of the CRIU failover; returns what could not be removed. */

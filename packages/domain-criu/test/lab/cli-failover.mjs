@@ -14,10 +14,10 @@
 // on. Checks: counter 1, 2, 3, ... with no gap and no repeat; no reply reached
 // the client before the checkpoint of its epoch was acknowledged; a second
 // `remus failover` is refused. Prints FIGURES lines and PASS.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { loadNetbufModules, setupFreezer } from './guest-setup.mjs';
+import { killAndClean, labLog, loadNetbufModules, runBody, setupFreezer, sh, shOk } from './guest-setup.mjs';
 
 const here = new URL('.', import.meta.url).pathname;
 const REMUS = new URL('../../../cli/dist/bin.js', import.meta.url).pathname;
@@ -27,20 +27,7 @@ const AUTO = process.env.REMUS_CRIU_LAB_AUTO === '1';
 const NS = { p: 'rmcriu-cp', b: 'rmcriu-cb', c: 'rmcriu-cc', s: 'rmcriu-cs' };
 const SVC = '10.77.0.100';
 const PORT = 7101;
-const t0 = Date.now();
-const log = (m) => console.log(`[criu-cli-lab +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-const sh = (...argv) => execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const shOk = (...argv) => {
-  try {
-    return sh(...argv);
-  } catch {
-    return undefined;
-  }
-};
-function check(cond, what) {
-  if (!cond) throw new Error(`FAILED: ${what}`);
-  log(`ok: ${what}`);
-}
+const { log, check } = labLog('criu-cli-lab');
 const children = [];
 const pids = [];
 const cleanups = [];
@@ -241,27 +228,4 @@ async function main() {
   console.log('PASS');
 }
 
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  console.log(e?.stack ?? String(e));
-  code = 1;
-} finally {
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL');
-    } catch {}
-  }
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {}
-  }
-  for (const f of cleanups.reverse()) {
-    try {
-      await f();
-    } catch {}
-  }
-}
-process.exit(code);
+await runBody(main, () => killAndClean({ children, pids, cleanups }));

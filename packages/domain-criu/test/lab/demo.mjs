@@ -10,16 +10,11 @@
 // restored service). Prints the demo's output, FIGURES lines and PASS.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { loadNetbufModules, setupFreezer } from './guest-setup.mjs';
+import { labLog, loadNetbufModules, runBody, setupFreezer } from './guest-setup.mjs';
 
 const REMUS = new URL('../../../cli/dist/bin.js', import.meta.url).pathname;
 const STATE = '/tmp/rmcriu-demo-state';
-const t0 = Date.now();
-const log = (m) => console.log(`[criu-demo-lab +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-function check(cond, what) {
-  if (!cond) throw new Error(`FAILED: ${what}`);
-  log(`ok: ${what}`);
-}
+const { check } = labLog('criu-demo-lab');
 
 async function main() {
   rmSync(STATE, { recursive: true, force: true });
@@ -67,13 +62,4 @@ async function main() {
   console.log('PASS');
 }
 
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  console.log(e?.stack ?? String(e));
-  code = 1;
-} finally {
-  rmSync(STATE, { recursive: true, force: true });
-}
-process.exit(code);
+await runBody(main, () => rmSync(STATE, { recursive: true, force: true }));

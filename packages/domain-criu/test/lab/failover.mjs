@@ -17,7 +17,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
-import { setupFreezer } from './guest-setup.mjs';
+import { killAndClean, labLog, runBody, setupFreezer, sh, shOk } from './guest-setup.mjs';
 import { CriuErrors, Frame, FrameReader, criuDomain, encodeFrame } from '../../dist/index.js';
 
 const here = new URL('.', import.meta.url).pathname;
@@ -25,20 +25,7 @@ const T = '/tmp/rmcriu';
 const NS = { p: 'rmcriu-p', b: 'rmcriu-b', c: 'rmcriu-c', s: 'rmcriu-s' };
 const SVC = '10.77.0.100';
 const PORT = 7100;
-const t0 = Date.now();
-const log = (m) => console.log(`[criu-lab +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-const sh = (...argv) => execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const shOk = (...argv) => {
-  try {
-    return sh(...argv);
-  } catch {
-    return undefined;
-  }
-};
-function check(cond, what, error) {
-  if (!cond) throw new Error(`FAILED: ${what}${error ? `: ${error.code ?? ''} ${error.message ?? error}` : ''}`);
-  log(`ok: ${what}`);
-}
+const { log, check } = labLog('criu-lab');
 const children = [];
 /** Pids this body started outside `children` (the restored service). */
 const pids = [];
@@ -293,27 +280,4 @@ async function main() {
   console.log('PASS');
 }
 
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  console.log(e?.stack ?? String(e));
-  code = 1;
-} finally {
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL');
-    } catch {}
-  }
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {}
-  }
-  for (const f of cleanups.reverse()) {
-    try {
-      await f();
-    } catch {}
-  }
-}
-process.exit(code);
+await runBody(main, () => killAndClean({ children, pids, cleanups }));
