@@ -46,6 +46,7 @@ import {
   sleep,
   withDeadline,
   type Arbiter,
+  type CheckpointDevices,
   type DomainStepContext,
   type DeviceSpec,
   type EpochStore,
@@ -57,7 +58,8 @@ import { BackupLink, BackupServer } from '@remus/domain-process';
 import { forHost, pairOf, type AgentConfig, type HostConfig } from './config.js';
 import { AgentErrors, connectPeer, listenPeer, loadTls, type PeerConnection, type PeerMessage, type TlsMaterial } from './peer.js';
 import { monoNow, type Release, type StateSink } from './service.js';
-import { workloadFor, writeAtomic, type AgentWorkload, type PrimaryWorkload } from './workload.js';
+import { writeAtomic, type AgentWorkload, type PrimaryWorkload } from './workload.js';
+import { workloadFor } from './workloads.js';
 
 /** Where the agent is in its lifecycle (see the file header). */
 export type AgentMode = 'starting' | 'backup' | 'campaigning' | 'promoting' | 'primary' | 'stopped';
@@ -149,7 +151,7 @@ export class Agent {
     this.stateDir = forHost(options.config.stateDir, self.name);
     this.#onEvent = options.onEvent;
     this.#arbiter = options.arbiter;
-    this.workload = options.workload ?? workloadFor(options.config.service);
+    this.workload = options.workload ?? workloadFor(options.config.service, self.name);
   }
 
   get mode(): AgentMode {
@@ -246,7 +248,7 @@ export class Agent {
   /** Peer listener (mutual TLS) and control socket (Unix, 0600). */
   async #listen(): Promise<void> {
     const tls = this.#tls as TlsMaterial;
-    const backup = BackupServer.create({ epochs: this.#epochs, maxFrameBytes: 1 << 20, maxConnections: 2 });
+    const backup = BackupServer.create({ epochs: this.#epochs, maxFrameBytes: this.workload.maxStateBytes ?? 1 << 20, maxConnections: 2 });
     backup.on('state', (e: { checkpoint: number; epoch: number }) => this.#onState(e));
     backup.on('refused', (e: RemusError) => this.#emit('state-refused', { code: e.code, reason: e.message }));
     this.#backup = backup;
@@ -529,9 +531,32 @@ export class Agent {
     this.#latest = undefined;
     this.#checkpoints = 0;
     let service: PrimaryWorkload;
+    let operation = 0;
+    const deviceOf = (ops: SubkindOps, params: Readonly<Record<string, unknown>> | undefined): DeviceSpec => ({ id: 'output', kind: ops.kind, ...(params ? { params: { ...params } } : {}) });
+    /** The output device a workload set up (through `hold`) before its service could send: the phase's first loop uses it. */
+    let held: { devices: CheckpointDevices; operationId: string } | undefined;
+    const hold = async (ops: SubkindOps, params?: Readonly<Record<string, unknown>>): Promise<void> => {
+      if (held) throw new RemusError('STATE', 'the output device is already held for this primary phase');
+      const device = deviceOf(ops, params);
+      // What a killed agent's loops left on this host (kernel objects of the output device, e.g. NFQUEUE rules): reaped first.
+      await this.#reapOutputs(ops, device).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
+      const operationId = `agent${process.pid}x${++operation}`;
+      this.#outputSetUp(operationId);
+      const devices = createCheckpointDevices({ ops: [ops], devices: [device], operationId });
+      await devices.setup();
+      held = { devices, operationId };
+    };
+    const releaseHeld = async (): Promise<void> => {
+      const h = held;
+      held = undefined;
+      if (!h) return;
+      await h.devices.teardown().catch((e: unknown) => this.#emit('output-teardown-failed', { error: errorJson(e) }));
+      if (h.devices.state === 'torn-down') this.#outputTornDown(h.operationId);
+    };
     try {
-      service = await this.workload.startPrimary({ host: this.self.name, epoch, state, listen: this.self.service, onRelease: (r) => this.#released(r), signal: stop });
+      service = await this.workload.startPrimary({ host: this.self.name, epoch, state, listen: this.self.service, onRelease: (r) => this.#released(r), hold, signal: stop });
     } catch (e) {
+      await releaseHeld();
       this.#emit('service-failed', { error: errorJson(e) });
       await arbiter.resign();
       await sleep(1000, stop).catch(() => undefined);
@@ -564,16 +589,23 @@ export class Agent {
     })();
     let outdated = false;
     let acked: Uint8Array | undefined;
-    let operation = 0;
     let reason = 'stopped';
-    const outputDevice = { id: 'output', kind: service.output.kind, ...(service.outputParams ? { params: { ...service.outputParams } } : {}) };
-    // What a killed agent's loops left on this host (kernel objects of the output device, e.g. NFQUEUE rules): reaped first.
+    const outputDevice = deviceOf(service.output, service.outputParams);
+    // What a killed agent's loops left on this host: reaped first (a held device is live: skipped).
     await this.#reapOutputs(service.output, outputDevice).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
-      const operationId = `agent${process.pid}x${++operation}`;
-      this.#outputSetUp(operationId);
-      const devices = createCheckpointDevices({ ops: [service.output], devices: [outputDevice], operationId });
-      await devices.setup();
+      let operationId: string;
+      let devices: CheckpointDevices;
+      if (held) {
+        // Set up before the service started: it has held everything the service sent since.
+        ({ devices, operationId } = held);
+        held = undefined;
+      } else {
+        operationId = `agent${process.pid}x${++operation}`;
+        this.#outputSetUp(operationId);
+        devices = createCheckpointDevices({ ops: [service.output], devices: [outputDevice], operationId });
+        await devices.setup();
+      }
       let clearing = false;
       const sink = link ? sessionSink(link, epoch) : undefined;
       const base = sink ?? SOLO;
@@ -663,6 +695,7 @@ export class Agent {
       await linker;
       ready?.close('primary phase ended');
       await service.close();
+      await releaseHeld();
       // Stopped or deposed: give the role back either way. A deposed primary that kept its lease
       // would keep its leader key, and the backup would wait behind it forever (an arbiter may
       // even answer a late keepalive after the lapse).

@@ -5,7 +5,7 @@
  * INVALID_ARGUMENT naming the field and the fix.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   RemusError,
   closestName,
@@ -28,7 +28,17 @@ export interface HostConfig {
 }
 
 /** The protected service. */
-export type ServiceConfig = { readonly type: 'counter' } | ProcessServiceConfig;
+export type ServiceConfig = { readonly type: 'counter' } | ProcessServiceConfig | CriuServiceConfig;
+
+/** The output buffer of a command's replies: a NIC subkind of a plugin installed next to the config. */
+export interface ServiceOutputConfig {
+  readonly package: string;
+  readonly subkind: string;
+  /** Its device params (a NIC subkind's `ifname`, `netns`...). */
+  readonly params: Readonly<Record<string, unknown>>;
+  /** Where the plugin is resolved from (the config's directory). */
+  readonly from: readonly string[];
+}
 
 /**
  * `process`: the operator's command under @remus/domain-process (frozen at
@@ -45,16 +55,43 @@ export interface ProcessServiceConfig {
   /** Absolute path of the state file. */
   readonly stateFile: string;
   /** The output buffer: plugin package, subkind and its device params. */
-  readonly output: { readonly package: string; readonly subkind: string; readonly params: Readonly<Record<string, unknown>>; readonly from: readonly string[] };
+  readonly output: ServiceOutputConfig;
+}
+
+/**
+ * `criu`: the operator's command under @remus/domain-criu. Its state is its
+ * memory, files and TCP connections: at each checkpoint the frozen process
+ * tree is dumped with CRIU (incremental over the last acknowledged dump) and
+ * the images travel to the backup inside the agents' authenticated session;
+ * a promoted backup restores the tree from its last complete checkpoint
+ * (same PIDs, the same sockets: the service's network namespace must carry
+ * the same addresses on both hosts). Replies leave through `output` as for
+ * `process`.
+ */
+export interface CriuServiceConfig {
+  readonly type: 'criu';
+  /** Argument vector that starts the service on a fresh pair (absolute program path; `{host}` replaced). */
+  readonly command: readonly string[];
+  /** The service's network namespace name (`{host}` replaced): criu dumps and restores in it. Default: the agent's own. */
+  readonly netns?: string;
+  /** This host's image directory (`{host}` replaced; absolute). Default `<stateDir>/criu`. */
+  readonly workDir: string;
+  /** criu program, absolute. Default: `criu` on PATH, /usr/sbin, /sbin. */
+  readonly criuPath?: string;
+  /** Extra `criu dump` arguments (an argument vector, e.g. `["--ext-unix-sk"]`). */
+  readonly dumpArgs: readonly string[];
+  /** A full dump every this many checkpoints. Default 50. */
+  readonly fullEvery?: number;
+  readonly output: ServiceOutputConfig;
 }
 
 /**
  * The `service.type` values the agent knows (each one a workload, see workload.ts):
  * `counter`, the agent's built-in replicated counter service (one line in, one
  * JSON reply out carrying the counter and the epoch that released it), what the
- * nemesis harness protects; `process` (above).
+ * nemesis harness protects; `process` and `criu` (above).
  */
-export const SERVICE_TYPES = ['counter', 'process'] as const;
+export const SERVICE_TYPES = ['counter', 'process', 'criu'] as const;
 export type ServiceType = (typeof SERVICE_TYPES)[number];
 
 /** Validated configuration (paths absolute). */
@@ -90,6 +127,7 @@ const TOP = ['cluster', 'hosts', 'etcd', 'tls', 'ttlSeconds', 'marginMs', 'hardF
 const HOST_KEYS = ['name', 'peer', 'service'];
 const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 const CLUSTER = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const NETNS = /^[A-Za-z0-9_.-]{1,64}$/;
 
 function bad(message: string): RemusError {
   return new RemusError('INVALID_ARGUMENT', message);
@@ -120,21 +158,67 @@ function tcp(value: unknown, what: string): { host: string; port: number } {
 /** A plugin package name (npm's rules, scoped or not). */
 const PACKAGE = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 
-function processService(value: unknown, base: string): ProcessServiceConfig {
-  const s = object(value, 'service', ['type', 'command', 'stateFile', 'output']);
-  const c = s.command;
-  if (!Array.isArray(c) || c.length === 0 || !c.every((x) => typeof x === 'string' && x !== '' && !x.includes('\0'))) {
-    throw bad('service.command must be an argument vector (a non-empty array of strings, no shell text), e.g. ["/usr/bin/node", "/srv/counter.js"]');
+function argv(value: unknown, what: string, example: string): string[] {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((x) => typeof x === 'string' && x !== '' && !x.includes('\0'))) {
+    throw bad(`${what} must be an argument vector (a non-empty array of strings, no shell text), e.g. ${example}`);
   }
-  if (!isAbsolute(c[0] as string)) throw bad(`service.command[0] ${JSON.stringify(c[0])} must be an absolute path (no PATH lookup), e.g. "/usr/bin/node"`);
-  const stateFile = string(s.stateFile, 'service.stateFile');
-  if (stateFile.includes('\0')) throw bad('service.stateFile must be a path');
-  const out = object(s.output, 'service.output', ['package', 'subkind', 'params']);
+  if (!isAbsolute(value[0] as string)) throw bad(`${what}[0] ${JSON.stringify(value[0])} must be an absolute path (no PATH lookup), e.g. ${JSON.stringify(JSON.parse(example)[0])}`);
+  return value as string[];
+}
+
+function output(value: unknown, base: string): ServiceOutputConfig {
+  const out = object(value, 'service.output', ['package', 'subkind', 'params']);
   const pkg = string(out.package, 'service.output.package');
   if (!PACKAGE.test(pkg)) throw bad(`service.output.package ${JSON.stringify(pkg)} is not a package name, e.g. "@remus/nic-nfqueue"`);
   const subkind = string(out.subkind, 'service.output.subkind');
   const params = out.params === undefined ? {} : object(out.params, 'service.output.params', out.params !== null && typeof out.params === 'object' ? Object.keys(out.params) : []);
-  return { type: 'process', command: c as string[], stateFile: resolve(base, stateFile), output: { package: pkg, subkind, params, from: [base] } };
+  return { package: pkg, subkind, params, from: [base] };
+}
+
+function processService(value: unknown, base: string): ProcessServiceConfig {
+  const s = object(value, 'service', ['type', 'command', 'stateFile', 'output']);
+  const command = argv(s.command, 'service.command', '["/usr/bin/node", "/srv/counter.js"]');
+  const stateFile = string(s.stateFile, 'service.stateFile');
+  if (stateFile.includes('\0')) throw bad('service.stateFile must be a path');
+  return { type: 'process', command, stateFile: resolve(base, stateFile), output: output(s.output, base) };
+}
+
+function criuService(value: unknown, base: string, stateDir: string): CriuServiceConfig {
+  const s = object(value, 'service', ['type', 'command', 'netns', 'workDir', 'criuPath', 'dumpArgs', 'fullEvery', 'output']);
+  const command = argv(s.command, 'service.command', '["/usr/bin/python3", "/srv/counter.py"]');
+  let netns: string | undefined;
+  if (s.netns !== undefined) {
+    netns = string(s.netns, 'service.netns');
+    if (!NETNS.test(forHost(netns, 'h'))) throw bad(`service.netns ${JSON.stringify(netns)} must be a network namespace name (letters, digits, "_", "." and "-"; {host} allowed), as \`ip netns list\` shows it`);
+  }
+  const workDir = s.workDir === undefined ? join(stateDir, 'criu') : string(s.workDir, 'service.workDir');
+  if (workDir.includes('\0')) throw bad('service.workDir must be a path');
+  let criuPath: string | undefined;
+  if (s.criuPath !== undefined) {
+    criuPath = string(s.criuPath, 'service.criuPath');
+    if (!isAbsolute(criuPath)) throw bad(`service.criuPath ${JSON.stringify(criuPath)} must be an absolute path, e.g. "/usr/sbin/criu"`);
+  }
+  let dumpArgs: string[] = [];
+  if (s.dumpArgs !== undefined) {
+    if (!Array.isArray(s.dumpArgs) || !s.dumpArgs.every((x) => typeof x === 'string' && /^--[a-z][a-z0-9-]*(=[^\0]*)?$/.test(x))) {
+      throw bad('service.dumpArgs must be criu dump options, each one string "--name" or "--name=value", e.g. ["--ext-unix-sk", "--file-locks"]');
+    }
+    dumpArgs = s.dumpArgs as string[];
+  }
+  const fullEvery = s.fullEvery === undefined ? undefined : s.fullEvery;
+  if (fullEvery !== undefined && !(typeof fullEvery === 'number' && Number.isInteger(fullEvery) && fullEvery >= 1 && fullEvery <= 100_000)) {
+    throw bad(`service.fullEvery ${JSON.stringify(fullEvery)} must be a whole number of checkpoints from 1 to 100000`);
+  }
+  return {
+    type: 'criu',
+    command,
+    ...(netns !== undefined ? { netns } : {}),
+    workDir: resolve(base, workDir),
+    ...(criuPath !== undefined ? { criuPath } : {}),
+    dumpArgs,
+    ...(fullEvery !== undefined ? { fullEvery: fullEvery as number } : {}),
+    output: output(s.output, base),
+  };
 }
 
 /** Checks a parsed config object; `base` resolves relative paths (the config file's directory). */
@@ -199,7 +283,13 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     const near = typeof serviceType === 'string' ? closestName(serviceType, SERVICE_TYPES) : undefined;
     throw bad(`service.type ${JSON.stringify(serviceType)} is not known${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; known: ${SERVICE_TYPES.map((t) => JSON.stringify(t)).join(', ')}`);
   }
-  const service: ServiceConfig = serviceType === 'process' ? processService(o.service, base) : (object(o.service ?? { type: 'counter' }, 'service', ['type']), { type: 'counter' });
+  const stateDir = o.stateDir === undefined ? '/var/lib/remus-agent/{host}' : path(o.stateDir, 'stateDir');
+  const service: ServiceConfig =
+    serviceType === 'process'
+      ? processService(o.service, base)
+      : serviceType === 'criu'
+        ? criuService(o.service, base, stateDir)
+        : (object(o.service ?? { type: 'counter' }, 'service', ['type']), { type: 'counter' });
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
@@ -214,7 +304,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     service,
     intervalMs,
     stepTimeoutMs,
-    stateDir: o.stateDir === undefined ? '/var/lib/remus-agent/{host}' : path(o.stateDir, 'stateDir'),
+    stateDir,
   };
 }
 

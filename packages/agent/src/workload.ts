@@ -12,14 +12,15 @@
  *   was never released),
  * - `close`: stop and fail closed (held output dropped, the service gone).
  *
- * The counter service is one implementation (`service.type: "counter"`).
+ * Implementations: the counter service (`service.type: "counter"`), `process`
+ * (below) and `criu` (criu-workload.ts); `workloadFor` (workloads.ts) picks one.
  * See the README, "The protected service (workloads)", for when each member is called.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { RemusError, createSubkind, describeCause, loadPlugin, newOperationId, type DomainAdapter, type SubkindOps } from '@remus/core';
 import { ProcessDomain, cleanupOperationCgroup } from '@remus/domain-process';
-import { forHost, type ProcessServiceConfig, type ServiceConfig } from './config.js';
+import { forHost, type ProcessServiceConfig, type ServiceOutputConfig } from './config.js';
 import { CounterService, type Release, type StateSink } from './service.js';
 
 /** What `startPrimary` receives. */
@@ -38,6 +39,16 @@ export interface WorkloadStart {
   readonly listen: { readonly host: string; readonly port: number };
   /** Called by the output device's commit with what it released (the `release` event). */
   readonly onRelease: (r: Release) => void;
+  /**
+   * A workload whose output device is a subkind (its replies leave through
+   * the kernel) calls this before its service can send anything: the agent
+   * reaps what a killed agent's device left, then sets the device up, and it
+   * holds everything from then (the phase's first checkpoint loop uses it).
+   * Without it the service's first replies (until the loop starts) would
+   * leave unheld. At most once per phase; the agent tears it down if
+   * `startPrimary` then fails.
+   */
+  readonly hold: (output: SubkindOps, params?: Readonly<Record<string, unknown>>) => Promise<void>;
   /** Aborted when the agent stops. */
   readonly signal: AbortSignal;
 }
@@ -58,6 +69,8 @@ export interface PrimaryWorkload {
 export interface AgentWorkload {
   /** The `service.type` it implements. */
   readonly type: string;
+  /** Largest state record the backup accepts from this workload's primary, bytes. Default 1 MiB. */
+  readonly maxStateBytes?: number;
   /**
    * Backup side: checks a state record the backup just received (it is
    * already acknowledged). Returns fields shown in `status.latest` and the
@@ -91,11 +104,17 @@ export function counterWorkload(): AgentWorkload {
   };
 }
 
+/** The output device's ops of a `service.output` plugin, loaded once (from next to the config) on first use. */
+export function pluginOutput(o: ServiceOutputConfig): () => Promise<SubkindOps> {
+  let ops: Promise<SubkindOps> | undefined;
+  return () => (ops ??= loadPlugin(o.package, { from: o.from }).then((p) => createSubkind(p, o.subkind, {})));
+}
+
 /** Largest state file the process workload replicates (a state record is sent whole each checkpoint). */
 export const MAX_PROCESS_STATE_BYTES = 4 << 20;
 
 /** Reaps the cgroup (and the processes in it) a killed agent's primary phase left, as its record names it. */
-async function reapPrevious(record: string): Promise<void> {
+export async function reapPrevious(record: string): Promise<void> {
   let prev: { operation?: unknown; cgroup?: unknown };
   try {
     prev = JSON.parse(readFileSync(record, 'utf8')) as typeof prev;
@@ -146,10 +165,11 @@ export function writeAtomic(file: string, bytes: Uint8Array): void {
  * - `close`: the command is stopped (SIGTERM, then SIGKILL) and its cgroup removed.
  */
 export function processWorkload(s: ProcessServiceConfig): AgentWorkload {
-  let ops: Promise<SubkindOps> | undefined;
-  const output = (): Promise<SubkindOps> => (ops ??= loadPlugin(s.output.package, { from: s.output.from }).then((p) => createSubkind(p, s.output.subkind, {})));
+  const output = pluginOutput(s.output);
   return {
     type: 'process',
+    // The record is the file, plus the frame's own bytes.
+    maxStateBytes: MAX_PROCESS_STATE_BYTES + 4096,
     checkState(state) {
       if (state.byteLength > MAX_PROCESS_STATE_BYTES) throw new Error(`state record of ${state.byteLength} bytes is larger than ${MAX_PROCESS_STATE_BYTES}`);
       return { stateBytes: state.byteLength };
@@ -161,6 +181,8 @@ export function processWorkload(s: ProcessServiceConfig): AgentWorkload {
       const record = `${stateFile}.operation`;
       await reapPrevious(record);
       const out = await output();
+      // Held before the command can answer anyone.
+      await start.hold(out, s.output.params);
       // The last acknowledged state; an empty record is "no file yet" (the command starts fresh).
       if (start.state && start.state.byteLength > 0) writeAtomic(stateFile, start.state);
       else if (start.state) rmSync(stateFile, { force: true });
@@ -198,14 +220,4 @@ export function processWorkload(s: ProcessServiceConfig): AgentWorkload {
       };
     },
   };
-}
-
-/** The workload of a validated `service` config. */
-export function workloadFor(service: ServiceConfig): AgentWorkload {
-  switch (service.type) {
-    case 'counter':
-      return counterWorkload();
-    case 'process':
-      return processWorkload(service);
-  }
 }

@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { ProcessDomain } from '@remus/domain-process';
 import { describe, expect, it } from 'vitest';
 import { isRemusError } from '@remus/core';
-import { MAX_PROCESS_STATE_BYTES, counterWorkload, processWorkload, validateAgentConfig, workloadFor, type ProcessServiceConfig } from '../src/index.js';
+import { MAX_PROCESS_STATE_BYTES, counterWorkload, criuWorkload, processWorkload, validateAgentConfig, workloadFor, type CriuServiceConfig, type ProcessServiceConfig } from '../src/index.js';
+import { Frame, encodeFrame, filePayload } from '@remus/domain-criu';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 
 const config = (service: unknown) => ({
   cluster: 'c1',
@@ -21,7 +24,7 @@ const config = (service: unknown) => ({
 
 describe('agent workload', () => {
   it('service.type selects the workload; an unknown type is refused naming the closest known one', () => {
-    expect(workloadFor(validateAgentConfig(config({ type: 'counter' }), '/etc').service).type).toBe('counter');
+    expect(workloadFor(validateAgentConfig(config({ type: 'counter' }), '/etc').service, 'ha').type).toBe('counter');
     let err: unknown;
     try {
       validateAgentConfig(config({ type: 'countr' }), '/etc');
@@ -47,6 +50,7 @@ describe('agent workload', () => {
       state: Buffer.from('{"counter":41}'),
       listen: { host: '127.0.0.1', port: 0 },
       onRelease: () => undefined,
+      hold: async () => undefined,
       signal: new AbortController().signal,
     });
     try {
@@ -76,7 +80,7 @@ describe('service.type "process"', () => {
   it('takes a command, a state file (relative to the config, {host} kept) and an output subkind with its params', () => {
     const s = validateAgentConfig(config(good), '/etc/remus').service;
     expect(s).toEqual({ type: 'process', command: ['/usr/bin/node', '/srv/counter.js'], stateFile: '/etc/remus/svc-{host}.json', output: { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue', params: { ifname: 'vs0' }, from: ['/etc/remus'] } });
-    expect(workloadFor(s).type).toBe('process');
+    expect(workloadFor(s, 'ha').type).toBe('process');
   });
 
   it('refuses a shell string, a program found by PATH, a bad package name, a missing subkind and unknown fields, naming the fix', () => {
@@ -110,7 +114,7 @@ describe('service.type "process": a killed agent\'s leftover', () => {
       const w = processWorkload(
         validateAgentConfig(config({ type: 'process', command: ['/bin/true'], stateFile: join(dir, 'svc-{host}.json'), output: { package: '@remus/not-installed-output', subkind: 'x' } }), dir).service as ProcessServiceConfig,
       );
-      const start = w.startPrimary({ host: 'ha', epoch: 3, state: undefined, listen: { host: '127.0.0.1', port: 7800 }, onRelease: () => undefined, signal: AbortSignal.timeout(20_000) });
+      const start = w.startPrimary({ host: 'ha', epoch: 3, state: undefined, listen: { host: '127.0.0.1', port: 7800 }, onRelease: () => undefined, hold: async () => undefined, signal: AbortSignal.timeout(20_000) });
       // The output plugin is missing (refused, nothing started), but the leftover went first.
       await expect(start).rejects.toMatchObject({ code: 'PLUGIN_NOT_FOUND' });
       expect(existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')).toBe(false);
@@ -119,6 +123,114 @@ describe('service.type "process": a killed agent\'s leftover', () => {
     } finally {
       await left.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('service.type "process": the output is held before the command starts', () => {
+  it('startPrimary asks the agent to hold the output device (the plugin subkind, its params) before the command exists, and starts it after', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rmagent-hold-'));
+    mkdirSync(join(dir, 'node_modules', '@remus'), { recursive: true });
+    symlinkSync(join(__dirname, '..', '..', 'nic-nfqueue'), join(dir, 'node_modules', '@remus', 'nic-nfqueue'));
+    const record = join(dir, 'svc-ha.json.operation');
+    const calls: string[] = [];
+    const w = processWorkload(
+      validateAgentConfig(config({ type: 'process', command: ['/bin/sleep', '600'], stateFile: join(dir, 'svc-{host}.json'), output: { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue', params: { ifname: 'vs0' } } }), dir)
+        .service as ProcessServiceConfig,
+    );
+    const p = await w.startPrimary({
+      host: 'ha',
+      epoch: 3,
+      state: Buffer.from('{"counter":5}'),
+      listen: { host: '127.0.0.1', port: 7800 },
+      onRelease: () => undefined,
+      hold: async (ops, params) => {
+        calls.push(`hold ${ops.kind} ${JSON.stringify(params)} command started: ${existsSync(record)} state written: ${existsSync(join(dir, 'svc-ha.json'))}`);
+      },
+      signal: AbortSignal.timeout(20_000),
+    });
+    try {
+      expect(calls).toEqual(['hold nic {"ifname":"vs0"} command started: false state written: false']);
+      expect(existsSync(record)).toBe(true);
+      expect(p.output.name).toBe('nic-nfqueue');
+    } finally {
+      await p.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('service.type "criu"', () => {
+  const good = { type: 'criu', command: ['/usr/bin/python3', '/srv/counter.py'], netns: 'svc-{host}', output: { package: '@remus/nic-netbuf', subkind: 'nic-netbuf', params: { ifname: 'vs0' } } };
+  const refused = (service: unknown): string => {
+    try {
+      validateAgentConfig({ ...config(service), stateDir: 'state/{host}' }, '/etc/remus');
+    } catch (e) {
+      expect(isRemusError(e, 'INVALID_ARGUMENT'), String(e)).toBe(true);
+      return (e as Error).message;
+    }
+    throw new Error('accepted');
+  };
+  /** One checkpoint's record as the primary's CRIU domain sends it. */
+  const record = (n: number, parent: number | null, files: Record<string, string>, damage = false): Buffer => {
+    const hash = createHash('sha256');
+    const out = [encodeFrame(Frame.BEGIN, n, Buffer.from(JSON.stringify({ parent, epoch: 3 })))];
+    for (const [name, text] of Object.entries(files)) {
+      const p = filePayload(name, Buffer.from(text));
+      hash.update(p);
+      out.push(encodeFrame(Frame.FILE, n, damage ? Buffer.concat([p.subarray(0, -1), Buffer.from('!')]) : p));
+    }
+    out.push(encodeFrame(Frame.END, n, hash.digest()));
+    return Buffer.concat(out);
+  };
+
+  it('takes a command, the service namespace, a work directory (default <stateDir>/criu) and an output subkind; workloadFor picks it', () => {
+    const s = validateAgentConfig({ ...config(good), stateDir: 'state/{host}' }, '/etc/remus').service as CriuServiceConfig;
+    expect(s).toEqual({ type: 'criu', command: good.command, netns: 'svc-{host}', workDir: '/etc/remus/state/{host}/criu', dumpArgs: [], output: { ...good.output, from: ['/etc/remus'] } });
+    expect(workloadFor(s, 'ha').type).toBe('criu');
+    const t = validateAgentConfig(config({ ...good, workDir: '/srv/img/{host}', criuPath: '/usr/sbin/criu', dumpArgs: ['--ext-unix-sk'], fullEvery: 10 }), '/etc/remus').service;
+    expect(t).toMatchObject({ workDir: '/srv/img/{host}', criuPath: '/usr/sbin/criu', dumpArgs: ['--ext-unix-sk'], fullEvery: 10 });
+  });
+
+  it('refuses a shell string, a relative program, a namespace that is not a name, a relative criu, dump arguments that are not options, a bad fullEvery and unknown fields', () => {
+    expect(refused({ ...good, command: 'python3 /srv/counter.py' })).toContain('service.command must be an argument vector');
+    expect(refused({ ...good, command: ['python3', '/srv/c.py'] })).toContain('service.command[0] "python3" must be an absolute path');
+    expect(refused({ ...good, netns: '../../proc/1/ns/net' })).toContain('service.netns "../../proc/1/ns/net" must be a network namespace name');
+    expect(refused({ ...good, criuPath: 'criu' })).toContain('service.criuPath "criu" must be an absolute path');
+    expect(refused({ ...good, dumpArgs: ['-t', '1'] })).toContain('service.dumpArgs must be criu dump options');
+    expect(refused({ ...good, dumpArgs: '--ext-unix-sk' })).toContain('service.dumpArgs must be criu dump options');
+    expect(refused({ ...good, fullEvery: 0 })).toContain('service.fullEvery 0 must be a whole number');
+    expect(refused({ ...good, stateFile: 'x' })).toContain('service: unknown field "stateFile"');
+    expect(refused({ ...good, output: undefined })).toContain('service.output');
+  });
+
+  it('backup: checkState stores each record as the restore point (an increment over the last one), refuses a damaged one, an empty one and an increment over anything else; the host is not promoted from a record it does not hold', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'rmagent-criu-'));
+    try {
+      const s = validateAgentConfig({ ...config({ ...good, workDir: join(root, '{host}') }) }, root).service as CriuServiceConfig;
+      const w = criuWorkload(s, 'hb');
+      expect(w.maxStateBytes).toBeGreaterThan(MAX_PROCESS_STATE_BYTES);
+      expect(w.checkState(record(1, null, { 'core-1.img': 'core', 'pages-1.img': 'pages' }))).toEqual({ criuCheckpoint: 1, criuBytes: 9, incremental: false });
+      expect(w.checkState(record(2, 1, { 'pages-1.img': 'more' }))).toEqual({ criuCheckpoint: 2, criuBytes: 4, incremental: true });
+      expect(() => w.checkState(record(3, 2, { 'pages-1.img': 'x' }, true))).toThrow(/checksum/);
+      expect(() => w.checkState(record(5, 1, { 'pages-1.img': 'x' }))).toThrow(/send a full dump/);
+      expect(() => w.checkState(Buffer.alloc(0))).toThrow(/empty/);
+      expect(() => w.checkState(Buffer.from('not a record at all'))).toThrow();
+      const rx = readdirSync(join(root, 'hb')).filter((e) => e.startsWith('rx-'));
+      expect(rx).toHaveLength(1);
+      expect(readFileSync(join(root, 'hb', rx[0] as string, '2', 'parent', 'core-1.img'), 'utf8')).toBe('core');
+      // Another workload object (a restarted agent) holds no chain: promotion from a state it did not store is refused, nothing started.
+      const fresh = criuWorkload(s, 'hb');
+      let err: unknown;
+      try {
+        await fresh.startPrimary({ host: 'hb', epoch: 4, state: Buffer.from('x'), listen: { host: '127.0.0.1', port: 7800 }, onRelease: () => undefined, hold: async () => undefined, signal: new AbortController().signal });
+      } catch (e) {
+        err = e;
+      }
+      expect(isRemusError(err, 'STATE'), String(err)).toBe(true);
+      expect((err as Error).message).toContain('no complete checkpoint');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });

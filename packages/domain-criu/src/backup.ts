@@ -180,6 +180,106 @@ interface Transfer {
   open: { name: string; fd: number } | undefined;
 }
 
+/** Limits of one checkpoint's images. */
+interface TransferLimits {
+  readonly maxBytes: number;
+  readonly maxFiles: number;
+}
+
+/** Starts writing checkpoint `checkpoint` (incremental over `parent`) into `<dir>/.staging-<checkpoint>`. */
+function beginTransfer(dir: string, checkpoint: number, parent: number | null, epoch: number): Transfer {
+  const staging = join(dir, `.staging-${checkpoint}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging);
+  return { checkpoint, parent, epoch, staging, hash: createHash('sha256'), files: new Map(), bytes: 0, open: undefined };
+}
+
+/** Appends one FILE frame's data (its payload is hashed as sent) to transfer `t`. */
+function writeTransferFile(t: Transfer, payload: Buffer, limits: TransferLimits): void {
+  const { name, data } = parseFilePayload(payload);
+  checkImageName(name);
+  if (t.open?.name !== name) {
+    closeFile(t);
+    if (t.files.has(name)) throw new RemusError(CriuErrors.FRAME_INVALID, `checkpoint ${t.checkpoint}: image ${name} sent twice`);
+    if (t.files.size >= limits.maxFiles) throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${t.checkpoint} has more than ${limits.maxFiles} files`);
+    t.open = { name, fd: openSync(join(t.staging, name), 'wx') };
+    t.files.set(name, { size: 0, hash: createHash('sha256') });
+  }
+  t.bytes += data.length;
+  if (t.bytes > limits.maxBytes) throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${t.checkpoint} exceeds ${limits.maxBytes} bytes`);
+  t.hash.update(payload);
+  const file = t.files.get(name) as { size: number; hash: Hash };
+  file.size += data.length;
+  file.hash.update(data);
+  for (let off = 0; off < data.length; ) off += writeSync(t.open.fd, data, off);
+}
+
+function abortTransfer(t: Transfer): void {
+  if (t.open) {
+    try {
+      closeSync(t.open.fd);
+    } catch {
+      // Already closed.
+    }
+    t.open = undefined;
+  }
+  rmSync(t.staging, { recursive: true, force: true });
+}
+
+function closeFile(t: Transfer): void {
+  if (!t.open) return;
+  fsyncSync(t.open.fd);
+  closeSync(t.open.fd);
+  t.open = undefined;
+}
+
+/** Completes transfer `t` (END's sha256 checked): `<dir>/<N>` is synced, then `current` moves to it; older chains are pruned. */
+function commitTransfer(dir: string, t: Transfer, sha: Buffer): void {
+  if (sha.length !== 32) throw new RemusError(CriuErrors.FRAME_INVALID, 'END payload is not a sha256');
+  closeFile(t);
+  const digest = t.hash.digest();
+  if (!digest.equals(sha)) {
+    throw new RemusError(CriuErrors.CHECKSUM_MISMATCH, `checkpoint ${t.checkpoint}: images do not match the sender's checksum (damaged in transit): refused`);
+  }
+  const manifest: CheckpointManifest = {
+    checkpoint: t.checkpoint,
+    parent: t.parent,
+    epoch: t.epoch,
+    sha256: digest.toString('hex'),
+    files: Object.fromEntries([...t.files].map(([name, f]) => [name, { size: f.size, sha256: f.hash.digest('hex') }])),
+  };
+  // A failover ran or runs from this directory (its lock): the restore point must not move under it.
+  if (existsSync(join(dir, '.failover'))) throw new RemusError('STATE', `checkpoint ${t.checkpoint}: a failover from ${dir} ran or is running: the restore point stays`);
+  writeFileSync(join(t.staging, MANIFEST), JSON.stringify(manifest));
+  if (t.parent !== null) symlinkSync(`../${t.parent}`, join(t.staging, 'parent'));
+  syncDir(t.staging);
+  const final = join(dir, String(t.checkpoint));
+  rmSync(final, { recursive: true, force: true });
+  renameSync(t.staging, final);
+  const link = join(dir, `.current-${t.checkpoint}`);
+  rmSync(link, { force: true });
+  symlinkSync(String(t.checkpoint), link);
+  renameSync(link, join(dir, 'current'));
+  syncDir(dir);
+  prune(dir);
+}
+
+/** Parses a BEGIN payload `{parent, epoch}`. */
+function parseBegin(f: WireFrame): { parent: number | null; epoch: number } {
+  let meta: { parent?: unknown; epoch?: unknown };
+  try {
+    meta = JSON.parse(f.payload.toString('utf8')) as typeof meta;
+  } catch (e) {
+    throw new RemusError(CriuErrors.FRAME_INVALID, 'BEGIN payload is not JSON', { cause: e });
+  }
+  const parent = meta.parent ?? null;
+  const epoch = meta.epoch ?? 0;
+  if ((parent !== null && !(Number.isInteger(parent) && (parent as number) > 0)) || !(Number.isInteger(epoch) && (epoch as number) >= 0)) {
+    throw new RemusError(CriuErrors.FRAME_INVALID, 'BEGIN payload has a bad parent or epoch');
+  }
+  return { parent: parent as number | null, epoch: epoch as number };
+}
+
 /** Starts a backup receiver on `listen`, writing into `dir`. */
 export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup> {
   const dir = o.dir;
@@ -191,62 +291,13 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     );
   }
   const maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  const maxBytes = o.maxCheckpointBytes ?? 4 * 2 ** 30;
-  const maxFiles = o.maxFiles ?? 4096;
+  const limits: TransferLimits = { maxBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30, maxFiles: o.maxFiles ?? 4096 };
   mkdirSync(dir, { recursive: true });
   for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
   const sockets = new Set<Socket>();
   let active: Socket | undefined;
   let closingAll = false;
   const idleMs = o.idleTimeoutMs ?? 10_000;
-
-  const abortTransfer = (t: Transfer): void => {
-    if (t.open) {
-      try {
-        closeSync(t.open.fd);
-      } catch {
-        // Already closed.
-      }
-      t.open = undefined;
-    }
-    rmSync(t.staging, { recursive: true, force: true });
-  };
-
-  const closeFile = (t: Transfer): void => {
-    if (!t.open) return;
-    fsyncSync(t.open.fd);
-    closeSync(t.open.fd);
-    t.open = undefined;
-  };
-
-  const commit = (t: Transfer, sha: Buffer): void => {
-    closeFile(t);
-    const digest = t.hash.digest();
-    if (!digest.equals(sha)) {
-      throw new RemusError(CriuErrors.CHECKSUM_MISMATCH, `checkpoint ${t.checkpoint}: images do not match the sender's checksum (damaged in transit): refused`);
-    }
-    const manifest: CheckpointManifest = {
-      checkpoint: t.checkpoint,
-      parent: t.parent,
-      epoch: t.epoch,
-      sha256: digest.toString('hex'),
-      files: Object.fromEntries([...t.files].map(([name, f]) => [name, { size: f.size, sha256: f.hash.digest('hex') }])),
-    };
-    // A failover ran or runs from this directory (its lock): the restore point must not move under it.
-    if (existsSync(join(dir, '.failover'))) throw new RemusError('STATE', `checkpoint ${t.checkpoint}: a failover from ${dir} ran or is running: the restore point stays`);
-    writeFileSync(join(t.staging, MANIFEST), JSON.stringify(manifest));
-    if (t.parent !== null) symlinkSync(`../${t.parent}`, join(t.staging, 'parent'));
-    syncDir(t.staging);
-    const final = join(dir, String(t.checkpoint));
-    rmSync(final, { recursive: true, force: true });
-    renameSync(t.staging, final);
-    const link = join(dir, `.current-${t.checkpoint}`);
-    rmSync(link, { force: true });
-    symlinkSync(String(t.checkpoint), link);
-    renameSync(link, join(dir, 'current'));
-    syncDir(dir);
-    prune(dir);
-  };
 
   /**
    * Per connection: `offset` maps the sender's checkpoint numbers to this directory's (stored = sent + offset);
@@ -255,59 +306,30 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
   const onFrame = (t: Transfer | undefined, f: WireFrame, session: { offset: number; stored: boolean }): Transfer | undefined => {
     if (f.type === Frame.BEGIN) {
       if (t) throw new RemusError(CriuErrors.FRAME_INVALID, `BEGIN of checkpoint ${f.checkpoint} while checkpoint ${t.checkpoint} is in transfer`);
-      let meta: { parent?: unknown; epoch?: unknown };
-      try {
-        meta = JSON.parse(f.payload.toString('utf8')) as typeof meta;
-      } catch (e) {
-        throw new RemusError(CriuErrors.FRAME_INVALID, 'BEGIN payload is not JSON', { cause: e });
-      }
-      const parent = meta.parent ?? null;
-      const epoch = meta.epoch ?? 0;
-      if ((parent !== null && !(Number.isInteger(parent) && (parent as number) > 0)) || !(Number.isInteger(epoch) && (epoch as number) >= 0)) {
-        throw new RemusError(CriuErrors.FRAME_INVALID, 'BEGIN payload has a bad parent or epoch');
-      }
+      const { parent, epoch } = parseBegin(f);
       const point = readRestorePoint(dir);
       // A new primary run numbers its checkpoints from 1 again: the first full checkpoint of a connection that
       // stored nothing yet starts a new chain after the restore point (stored as restore point + its number).
       if (!session.stored && parent === null && point && f.checkpoint >= 1 && f.checkpoint <= point.checkpoint) session.offset = point.checkpoint;
       const n = f.checkpoint + session.offset;
-      const p = parent === null ? null : (parent as number) + session.offset;
+      const p = parent === null ? null : parent + session.offset;
       if (f.checkpoint < 1 || (point && n <= point.checkpoint)) {
         throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${n} is not after the restore point ${point?.checkpoint ?? 'none'}`);
       }
       if (p !== null && p !== point?.checkpoint) {
         throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${n} is incremental over ${String(p)}, but the restore point is ${point?.checkpoint ?? 'none'}: send a full dump`);
       }
-      const staging = join(dir, `.staging-${n}`);
-      rmSync(staging, { recursive: true, force: true });
-      mkdirSync(staging);
-      return { checkpoint: n, parent: p, epoch: epoch as number, staging, hash: createHash('sha256'), files: new Map(), bytes: 0, open: undefined };
+      return beginTransfer(dir, n, p, epoch);
     }
     if (!t || f.checkpoint + session.offset !== t.checkpoint) {
       throw new RemusError(CriuErrors.FRAME_INVALID, `frame of checkpoint ${f.checkpoint} outside its transfer (in transfer: ${t?.checkpoint ?? 'none'})`);
     }
     if (f.type === Frame.FILE) {
-      const { name, data } = parseFilePayload(f.payload);
-      checkImageName(name);
-      if (t.open?.name !== name) {
-        closeFile(t);
-        if (t.files.has(name)) throw new RemusError(CriuErrors.FRAME_INVALID, `checkpoint ${t.checkpoint}: image ${name} sent twice`);
-        if (t.files.size >= maxFiles) throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${t.checkpoint} has more than ${maxFiles} files`);
-        t.open = { name, fd: openSync(join(t.staging, name), 'wx') };
-        t.files.set(name, { size: 0, hash: createHash('sha256') });
-      }
-      t.bytes += data.length;
-      if (t.bytes > maxBytes) throw new RemusError(CriuErrors.TRANSFER_REFUSED, `checkpoint ${t.checkpoint} exceeds ${maxBytes} bytes`);
-      t.hash.update(f.payload);
-      const file = t.files.get(name) as { size: number; hash: Hash };
-      file.size += data.length;
-      file.hash.update(data);
-      for (let off = 0; off < data.length; ) off += writeSync(t.open.fd, data, off);
+      writeTransferFile(t, f.payload, limits);
       return t;
     }
     if (f.type === Frame.END) {
-      if (f.payload.length !== 32) throw new RemusError(CriuErrors.FRAME_INVALID, 'END payload is not a sha256');
-      commit(t, f.payload);
+      commitTransfer(dir, t, f.payload);
       o.onCheckpoint?.({ ...(readRestorePoint(dir) as RestorePoint), bytes: t.bytes });
       return undefined;
     }
@@ -411,6 +433,90 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
         for (const s of sockets) s.destroy();
       });
       return closing;
+    },
+  };
+}
+
+/** Options of {@link createCheckpointReceiver}. */
+export interface CheckpointReceiverOptions {
+  /** Directory of the checkpoints (made if missing; the layout of the file header). One receiver per directory. */
+  readonly dir: string;
+  /** Cap on one frame's payload, bytes. Default 1 MiB (the sender's chunking). */
+  readonly maxFrameBytes?: number;
+  /** Cap on one checkpoint's images, bytes. Default 4 GiB. */
+  readonly maxCheckpointBytes?: number;
+  /** Cap on one checkpoint's file count. Default 4096. */
+  readonly maxFiles?: number;
+}
+
+/**
+ * Stores checkpoints that arrive as whole records over a channel of the
+ * caller's (e.g. `remus agent`'s authenticated peer session) instead of
+ * {@link createCriuBackup}'s socket. A record is one checkpoint's frames
+ * exactly as {@link CriuDomain} sends them with a `transport`: BEGIN, FILE...,
+ * END (its sha256). Numbering: a full record starts a new chain after the
+ * restore point (whatever number its sender gave it); an incremental record
+ * must be over the record stored last (by its sender's number), which is the
+ * restore point: anything else is refused (the sender then sends a full
+ * dump). A refused or damaged record leaves the restore point as it was.
+ */
+export interface CheckpointReceiver {
+  readonly dir: string;
+  /** Stores one record and makes it the restore point; throws (a RemusError naming the cause) when refused. */
+  store(record: Uint8Array): RestorePoint & { readonly bytes: number; readonly parent: number | null };
+  /** The current restore point, or undefined. */
+  restorePoint(): RestorePoint | undefined;
+}
+
+/** A receiver of whole checkpoint records into `o.dir` (see {@link CheckpointReceiver}). Removes transfers a crash left. */
+export function createCheckpointReceiver(o: CheckpointReceiverOptions): CheckpointReceiver {
+  const dir = o.dir;
+  const maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const limits: TransferLimits = { maxBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30, maxFiles: o.maxFiles ?? 4096 };
+  mkdirSync(dir, { recursive: true });
+  for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
+  /** The sender's number of the record stored last, and what it was stored as (the chain an increment may extend). */
+  let last: { sent: number; stored: number } | undefined;
+  return {
+    dir,
+    restorePoint: () => readRestorePoint(dir),
+    store(record) {
+      const reader = new FrameReader(maxFrame);
+      const frames = reader.push(Buffer.from(record.buffer, record.byteOffset, record.byteLength));
+      if (reader.pending !== 0) throw new RemusError(CriuErrors.FRAME_INVALID, `a checkpoint record ends inside a frame (${reader.pending} bytes left over): torn, refused`);
+      const begin = frames[0];
+      const end = frames[frames.length - 1];
+      if (!begin || begin.type !== Frame.BEGIN || !end || end.type !== Frame.END || frames.length < 2) {
+        throw new RemusError(CriuErrors.FRAME_INVALID, 'a checkpoint record must be one whole checkpoint: BEGIN, its files, END');
+      }
+      const sent = begin.checkpoint;
+      const { parent, epoch } = parseBegin(begin);
+      const point = readRestorePoint(dir);
+      const n = (point?.checkpoint ?? 0) + 1;
+      let p: number | null = null;
+      if (parent !== null) {
+        if (!point || !last || last.stored !== point.checkpoint || parent !== last.sent) {
+          throw new RemusError(
+            CriuErrors.TRANSFER_REFUSED,
+            `checkpoint ${sent} is incremental over ${parent}, but the restore point is ${last && point && last.stored === point.checkpoint ? `the sender's ${last.sent}` : 'none this receiver stored'}: send a full dump`,
+          );
+        }
+        p = point.checkpoint;
+      }
+      const t = beginTransfer(dir, n, p, epoch);
+      try {
+        for (const f of frames.slice(1, -1)) {
+          if (f.checkpoint !== sent || f.type !== Frame.FILE) throw new RemusError(CriuErrors.FRAME_INVALID, `checkpoint ${sent}: frame of type ${f.type} for checkpoint ${f.checkpoint} inside its record`);
+          writeTransferFile(t, f.payload, limits);
+        }
+        if (end.checkpoint !== sent) throw new RemusError(CriuErrors.FRAME_INVALID, `checkpoint ${sent}: its record ends with checkpoint ${end.checkpoint}'s END`);
+        commitTransfer(dir, t, end.payload);
+      } catch (e) {
+        abortTransfer(t);
+        throw e;
+      }
+      last = { sent, stored: n };
+      return { checkpoint: n, path: join(dir, String(n)), bytes: t.bytes, parent: p };
     },
   };
 }

@@ -51,8 +51,15 @@ export interface CriuDomainOptions {
   readonly pid: number;
   /** Local directory for this side's images (one subdirectory per checkpoint). */
   readonly workDir: string;
-  /** The backup receiver: "host:port", {host, port} or {path}. */
-  readonly backup: string | SocketAddress;
+  /** The backup receiver ({@link createCriuBackup}): "host:port", {host, port} or {path}. Exactly one of `backup` and `transport`. */
+  readonly backup?: string | SocketAddress;
+  /**
+   * A channel of the caller's that carries each checkpoint as one record to a
+   * {@link createCheckpointReceiver} (e.g. `remus agent`'s authenticated peer
+   * session). Exactly one of `backup` and `transport`; replace it with
+   * {@link CriuDomain.useTransport} (the next dump is then full).
+   */
+  readonly transport?: CheckpointTransport;
   /** criu program. Default: `criu` on PATH, /usr/sbin, /sbin. */
   readonly criuPath?: string;
   /** The tree's network namespace (`/run/netns/NAME`): criu runs in it so its sockets are local to criu. */
@@ -75,6 +82,18 @@ export interface CriuDomainOptions {
   readonly keepaliveMs?: number;
   /** Called when start() created the domain's cgroup, before any process moves into it (a journal records it for crash cleanup). */
   readonly onResource?: (r: { readonly type: 'cgroup'; readonly path: string }) => void;
+}
+
+/**
+ * Carries checkpoint records (see {@link CriuDomainOptions.transport}). `send`
+ * is called once per save, in checkpoint order, with the record (frames
+ * BEGIN, FILE..., END of {@link encodeFrame}); `waitAck` resolves when the
+ * receiver stored that checkpoint and rejects when it refused it or the
+ * channel broke (the next dump is then full).
+ */
+export interface CheckpointTransport {
+  send(ctx: DomainStepContext, record: Buffer): void;
+  waitAck(ctx: DomainStepContext): Promise<void>;
 }
 
 /** Figures of one dump. */
@@ -101,7 +120,8 @@ export class CriuDomain implements DomainAdapter {
   readonly name: string;
   readonly operation: string;
   readonly #o: CriuDomainOptions;
-  readonly #backup: SocketAddress;
+  readonly #backup: SocketAddress | undefined;
+  #transport: CheckpointTransport | undefined;
   #criu = '';
   #softDirty = true;
   #cgroup: string | undefined;
@@ -118,7 +138,9 @@ export class CriuDomain implements DomainAdapter {
     if (!(Number.isInteger(o.pid) && o.pid > 1)) throw new RemusError('INVALID_ARGUMENT', `criu domain: pid ${String(o.pid)} must be an integer > 1`);
     if (typeof o.workDir !== 'string' || o.workDir === '') throw new RemusError('INVALID_ARGUMENT', 'criu domain: workDir must be a directory path');
     if (o.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(o.netns)) throw new RemusError('INVALID_ARGUMENT', `criu domain: netns ${JSON.stringify(o.netns)} is not a plain name`);
-    this.#backup = parseSocketAddress(o.backup, 'criu domain backup address', { allowPath: true });
+    if ((o.backup === undefined) === (o.transport === undefined)) throw new RemusError('INVALID_ARGUMENT', 'criu domain: give exactly one of backup (an address) and transport');
+    this.#backup = o.backup === undefined ? undefined : parseSocketAddress(o.backup, 'criu domain backup address', { allowPath: true });
+    this.#transport = o.transport;
     this.#o = { ...o, workDir: resolve(o.workDir) };
     this.operation = o.operation === undefined ? newOperationId() : validateOperationId(o.operation);
     this.name = `criu ${o.pid}`;
@@ -158,7 +180,7 @@ export class CriuDomain implements DomainAdapter {
       this.#o.onResource?.({ type: 'cgroup', path: this.#cgroup });
       for (let pass = 0; pass < 2; pass++) for (const p of processTree(this.#o.pid)) addToCgroup(this.#cgroup, p);
       if (!cgroupPids(this.#cgroup).includes(this.#o.pid)) throw new RemusError('INVALID_ARGUMENT', `criu domain: process ${this.#o.pid} does not exist`);
-      await this.#connect(signal);
+      if (!this.#transport) await this.#connect(signal);
     } catch (e) {
       await this.stop().catch(() => undefined);
       throw e;
@@ -175,7 +197,7 @@ export class CriuDomain implements DomainAdapter {
     const cgroup = this.#need();
     const n = ctx.checkpoint;
     // The link broke (backup restarted, network blip): reconnect before dumping; failing that, the checkpoint fails.
-    if (!this.#socket || this.#socket.destroyed) {
+    if (!this.#transport && (!this.#socket || this.#socket.destroyed)) {
       this.#chainIntact = false;
       await this.#connect(ctx.signal);
     }
@@ -215,7 +237,17 @@ export class CriuDomain implements DomainAdapter {
       if (f.startsWith('pages-')) pageBytes += size;
     }
     this.#o.onDump?.({ checkpoint: n, parent, dumpMs, bytes, pageBytes });
-    this.#pending = this.#send(n, parent, ctx.epoch, dir, files);
+    if (this.#transport) {
+      this.#transport.send(ctx, Buffer.concat(checkpointFrames(n, parent, ctx.epoch, dir, files)));
+      this.#pending = { checkpoint: n, done: Promise.resolve(), settle: () => undefined };
+    } else this.#pending = this.#send(n, parent, ctx.epoch, dir, files);
+  }
+
+  /** Carries the following checkpoints over `t` (a new session of the caller's channel): the next dump is full. */
+  useTransport(t: CheckpointTransport): void {
+    if (!this.#transport) throw new RemusError('STATE', `${this.name} sends to a backup address, not over a transport`);
+    this.#transport = t;
+    this.#chainIntact = false;
   }
 
   /** Thaws the tree. Harmless when it runs. */
@@ -232,7 +264,7 @@ export class CriuDomain implements DomainAdapter {
       ctx.signal.addEventListener('abort', () => reject(abortError(ctx.signal, `ack of checkpoint ${ctx.checkpoint}`)), { once: true });
     });
     aborted.catch(() => undefined);
-    await Promise.race([p.done, aborted]);
+    await Promise.race([this.#transport ? this.#transport.waitAck(ctx) : p.done, aborted]);
     this.#acked = ctx.checkpoint;
     this.#chainIntact = true;
     this.#prune(ctx.checkpoint);
@@ -264,7 +296,7 @@ export class CriuDomain implements DomainAdapter {
   }
 
   async #connect(signal: AbortSignal): Promise<void> {
-    const a = this.#backup;
+    const a = this.#backup as SocketAddress;
     const socket = await withDeadline(
       (s) =>
         new Promise<Socket>((resolveSocket, reject) => {
@@ -333,22 +365,7 @@ export class CriuDomain implements DomainAdapter {
       settle(new RemusError(CriuErrors.LINK_BROKEN, `${this.name}: no connection to the backup`));
       return pending;
     }
-    const hash = createHash('sha256');
-    const write = (buf: Buffer): void => {
-      socket.write(buf);
-    };
-    write(encodeFrame(Frame.BEGIN, n, Buffer.from(JSON.stringify({ parent, epoch }))));
-    const chunk = DEFAULT_MAX_FRAME_BYTES - 256;
-    for (const f of files) {
-      const data = readFileSync(join(dir, f));
-      for (let off = 0; off === 0 || off < data.length; off += chunk) {
-        const payload = filePayload(f, data.subarray(off, off + chunk));
-        hash.update(payload);
-        write(encodeFrame(Frame.FILE, n, payload));
-        if (data.length === 0) break;
-      }
-    }
-    write(encodeFrame(Frame.END, n, hash.digest()));
+    for (const frame of checkpointFrames(n, parent, epoch, dir, files)) socket.write(frame);
     return pending;
   }
 
@@ -364,6 +381,24 @@ export class CriuDomain implements DomainAdapter {
     if (!this.#cgroup) throw new RemusError('STATE', `${this.name} is not started`);
     return this.#cgroup;
   }
+}
+
+/** Checkpoint n's frames: BEGIN `{parent, epoch}`, each file in chunks below the frame cap, END with the sha256 of the FILE payloads. */
+function checkpointFrames(n: number, parent: number | null, epoch: number, dir: string, files: readonly string[]): Buffer[] {
+  const out = [encodeFrame(Frame.BEGIN, n, Buffer.from(JSON.stringify({ parent, epoch })))];
+  const hash = createHash('sha256');
+  const chunk = DEFAULT_MAX_FRAME_BYTES - 256;
+  for (const f of files) {
+    const data = readFileSync(join(dir, f));
+    for (let off = 0; off === 0 || off < data.length; off += chunk) {
+      const payload = filePayload(f, data.subarray(off, off + chunk));
+      hash.update(payload);
+      out.push(encodeFrame(Frame.FILE, n, payload));
+      if (data.length === 0) break;
+    }
+  }
+  out.push(encodeFrame(Frame.END, n, hash.digest()));
+  return out;
 }
 
 /** Makes a CRIU domain (see {@link CriuDomainOptions}); call `start()` before the loop. */

@@ -38,6 +38,12 @@ export interface FailoverOptions {
   readonly serviceAddress?: ServiceAddress;
   /** criu program. Default: `criu` on PATH, /usr/sbin, /sbin. */
   readonly criuPath?: string;
+  /**
+   * The network namespace (`/run/netns/NAME`) the tree was dumped in (the
+   * domain's `netns`): the lock, the address, `criu restore` and the ARP run
+   * in this host's namespace of that name, so the tree's sockets are local to it.
+   */
+  readonly netns?: string;
   /** Bound on the whole failover, ms. Default 120 000. */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
@@ -74,6 +80,8 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
   const step = (l: string): void => o.onStep?.(l);
   const signal = AbortSignal.any([AbortSignal.timeout(o.timeoutMs ?? 120_000), ...(o.signal ? [o.signal] : [])]);
   const svc = o.serviceAddress === undefined ? undefined : checkServiceAddress(o.serviceAddress);
+  const netns = o.netns;
+  if (netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) throw new RemusError('INVALID_ARGUMENT', `failover: netns ${JSON.stringify(netns)} is not a plain name`);
   const lockFile = join(dir, '.failover');
   if (taken.has(dir) || existsSync(lockFile)) {
     throw new RemusError('STATE', `a failover from ${dir} already ran or is running: refused (remove ${lockFile} only after the restored service is gone)`);
@@ -82,7 +90,7 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
   // Checks before anything is touched (a host where criu cannot work gets no lock file, no directory).
   let criu: string;
   try {
-    criu = (o.ready ?? (await assertCriuReady({ criuPath: o.criuPath, signal }))).criu;
+    criu = (o.ready ?? (await assertCriuReady({ criuPath: o.criuPath, netns, signal }))).criu;
     if (!existsSync(dir)) throw new RemusError(CriuErrors.NO_RESTORE_POINT, `backup directory ${dir} does not exist`);
   } catch (e) {
     taken.delete(dir);
@@ -104,7 +112,7 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
     const point = readRestorePoint(dir) as NonNullable<ReturnType<typeof readRestorePoint>>;
     step(`restore point: checkpoint ${point.checkpoint} (chain ${chain.join(' <- ')}), images verified`);
     const cmd = async (argv: string[], what: string, tolerate = false): Promise<void> => {
-      const r = await runProgram(argv, { timeoutMs: 15_000, signal, what });
+      const r = await runProgram(argv, { timeoutMs: 15_000, signal, netns, what });
       if (r.code !== 0 && !tolerate) throw new RemusError('OP_FAILED', `${what} failed: ${lastLines(r.output, 2)}`);
     };
     if (svc) {
@@ -124,7 +132,7 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
     const restoreStarted = performance.now();
     const r = await runProgram(
       [criu, 'restore', '-D', point.path, '-W', workDir, '-o', join(workDir, `restore-${point.checkpoint}.log`), '-v2', '-d', '--tcp-established', '--manage-cgroups=ignore', '--pidfile', pidFile],
-      { timeoutMs: 90_000, signal, what: `criu restore of checkpoint ${point.checkpoint}` },
+      { timeoutMs: 90_000, signal, netns, what: `criu restore of checkpoint ${point.checkpoint}` },
     ).catch((e: unknown) => {
       killPidFile(pidFile);
       throw e;
@@ -147,7 +155,7 @@ export async function failover(o: FailoverOptions): Promise<FailoverResult> {
       const arping = findProgram('arping') ?? findProgram('/usr/sbin/arping');
       if (arping === undefined) arp = 'skipped: arping not installed (install iputils-arping); neighbours learn the new MAC when their ARP entries expire';
       else {
-        const a = await runProgram([arping, '-U', '-c', '2', '-w', '3', '-I', svc.dev, svc.address.split('/')[0] as string], { timeoutMs: 10_000, signal, what: 'gratuitous ARP' }).catch((e: unknown) => ({
+        const a = await runProgram([arping, '-U', '-c', '2', '-w', '3', '-I', svc.dev, svc.address.split('/')[0] as string], { timeoutMs: 10_000, signal, netns, what: 'gratuitous ARP' }).catch((e: unknown) => ({
           code: -1,
           signal: null,
           output: (e as Error).message,

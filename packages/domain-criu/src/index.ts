@@ -5,14 +5,15 @@
  * the tree with its TCP connections and takes over the service address.
  *
  * - {@link criuDomain}: the {@link DomainAdapter} for core's checkpoint loop (primary).
- * - {@link createCriuBackup}: the receiver (backup).
+ * - {@link createCriuBackup}: the receiver (backup); {@link createCheckpointReceiver}: the same
+ *   store for checkpoints carried as records over a channel of the caller's (`remus agent`).
  * - {@link failover}: restore on the backup; one entry point an arbiter gates.
  * - {@link doctorChecks}: criu missing / too old for the kernel / no soft-dirty / not root.
  */
 export { CriuDomain, criuDomain } from './domain.js';
-export type { CriuDomainOptions, DumpFigures } from './domain.js';
-export { createCriuBackup, readRestorePoint, verifyRestorePoint } from './backup.js';
-export type { CheckpointManifest, CriuBackup, CriuBackupOptions, PrimaryLost, RestorePoint } from './backup.js';
+export type { CheckpointTransport, CriuDomainOptions, DumpFigures } from './domain.js';
+export { createCheckpointReceiver, createCriuBackup, readRestorePoint, verifyRestorePoint } from './backup.js';
+export type { CheckpointManifest, CheckpointReceiver, CheckpointReceiverOptions, CriuBackup, CriuBackupOptions, PrimaryLost, RestorePoint } from './backup.js';
 export { failover } from './failover.js';
 export type { FailoverOptions, FailoverResult, ServiceAddress } from './failover.js';
 export { CRIU_TOO_OLD_MESSAGE, assertCriuReady, doctorChecks } from './doctor.js';

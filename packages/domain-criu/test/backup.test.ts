@@ -11,7 +11,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CriuErrors, Frame, FrameReader, createCriuBackup, encodeFrame, filePayload, verifyRestorePoint, type CriuBackup } from '../src/index.js';
+import { CriuErrors, Frame, FrameReader, createCheckpointReceiver, createCriuBackup, encodeFrame, filePayload, verifyRestorePoint, type CriuBackup } from '../src/index.js';
 
 let root: string;
 let backup: CriuBackup | undefined;
@@ -280,3 +280,61 @@ describe('criu backup receiver', () => {
   });
 });
 
+
+describe('checkpoints carried as whole records over a channel of the caller (remus agent, issue 15)', () => {
+  const record = (...a: Parameters<typeof checkpointFrames>): Buffer => Buffer.concat(checkpointFrames(...a));
+  const code = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (e) {
+      return (e as { code: string }).code;
+    }
+    return 'stored';
+  };
+
+  it('stores a full record as the restore point, an increment over it with its parent link, and a later full record starts a new chain (older pruned)', () => {
+    const r = createCheckpointReceiver({ dir: join(root, 'rx') });
+    expect(r.restorePoint()).toBeUndefined();
+    expect(r.store(record(7, null, { 'pages-1.img': img('a'), 'core-1.img': img('c') }))).toMatchObject({ checkpoint: 1, parent: null, bytes: 200 });
+    expect(r.store(record(8, 7, { 'pages-1.img': img('b') }))).toMatchObject({ checkpoint: 2, parent: 1 });
+    expect(readFileSync(join(root, 'rx', '2', 'parent', 'core-1.img'))).toEqual(img('c'));
+    expect(verifyRestorePoint(join(root, 'rx'))).toEqual([2, 1]);
+    // A new session of the sender numbers from 1 again and starts with a full dump: a new chain after the restore point.
+    expect(r.store(record(1, null, { 'pages-1.img': img('d') }))).toMatchObject({ checkpoint: 3, parent: null });
+    expect(r.store(record(2, 1, { 'pages-1.img': img('e') }))).toMatchObject({ checkpoint: 4, parent: 3 });
+    expect(readdirSync(join(root, 'rx')).filter((e) => /^\d+$/.test(e)).sort()).toEqual(['3', '4']);
+  });
+
+  it('refuses an increment over anything but the record stored last, damaged images, a torn record, and frames of another checkpoint; the restore point stays and nothing is left staged', () => {
+    const dir = join(root, 'rx');
+    const r = createCheckpointReceiver({ dir });
+    expect(code(() => r.store(record(2, 1, { 'pages-1.img': img('a') })))).toBe(CriuErrors.TRANSFER_REFUSED);
+    r.store(record(1, null, { 'pages-1.img': img('a') }));
+    expect(code(() => r.store(record(3, 1, { 'pages-1.img': img('b') })).toString())).toBe('stored');
+    expect(code(() => r.store(record(5, 1, { 'pages-1.img': img('b') })))).toBe(CriuErrors.TRANSFER_REFUSED);
+    expect(code(() => r.store(record(4, 3, { 'pages-1.img': img('b') }, { damage: true })))).toBe(CriuErrors.CHECKSUM_MISMATCH);
+    const whole = record(4, 3, { 'pages-1.img': img('b') });
+    expect(code(() => r.store(whole.subarray(0, whole.length - 5)))).toBe(CriuErrors.FRAME_INVALID);
+    expect(code(() => r.store(record(4, 3, { 'pages-1.img': img('b') }, { omitEnd: true })))).toBe(CriuErrors.FRAME_INVALID);
+    const mixed = [...checkpointFrames(4, 3, { 'pages-1.img': img('b') })];
+    mixed.splice(1, 0, encodeFrame(Frame.FILE, 9, filePayload('core-1.img', img('x'))));
+    expect(code(() => r.store(Buffer.concat(mixed)))).toBe(CriuErrors.FRAME_INVALID);
+    expect(code(() => r.store(Buffer.concat([whole, encodeFrame(Frame.PING, 0)])))).toBe(CriuErrors.FRAME_INVALID);
+    expect(code(() => r.store(record(4, 3, { '../escape.img': img('b') })))).toBe(CriuErrors.FRAME_INVALID);
+    expect(r.restorePoint()?.checkpoint).toBe(2);
+    expect(readdirSync(dir).filter((e) => e.startsWith('.staging'))).toEqual([]);
+    // The chain is intact: the next increment over the sender's 3 is stored.
+    expect(r.store(whole)).toMatchObject({ checkpoint: 3, parent: 2 });
+    expect(verifyRestorePoint(dir)).toEqual([3, 2, 1]);
+  });
+
+  it('refuses records while a failover from its directory ran (its lock), and a record above the size cap', () => {
+    const dir = join(root, 'rx');
+    const r = createCheckpointReceiver({ dir, maxCheckpointBytes: 1000 });
+    r.store(record(1, null, { 'pages-1.img': img('a') }));
+    expect(code(() => r.store(record(2, null, { 'pages-1.img': Buffer.alloc(1001) })))).toBe(CriuErrors.TRANSFER_REFUSED);
+    writeFileSync(join(dir, '.failover'), '1\n');
+    expect(code(() => r.store(record(2, 1, { 'pages-1.img': img('b') })))).toBe('STATE');
+    expect(r.restorePoint()?.checkpoint).toBe(1);
+  });
+});

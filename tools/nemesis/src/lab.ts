@@ -271,9 +271,16 @@ export class Scenario {
     await this.waitReplies(primary, 20, 10_000);
   }
 
-  startClient(periodMs = 10): void {
-    const targets = HOSTS.map((h) => `${this.lab.net.node(h).ip}:${SERVICE_PORT}`);
-    const child = this.lab.net.spawn('cl', process.execPath, [CLIENT, String(periodMs), ...targets], { stdio: ['pipe', 'pipe', 'inherit'] });
+  /**
+   * Starts the client (a request every `periodMs` to each host); `named`: targets carry the host's name (for
+   * replies without one); `connectMs`: a connection not established by then is tried again (default 500).
+   */
+  startClient(periodMs = 10, named = false, connectMs?: number): void {
+    const targets = HOSTS.map((h) => `${named ? `${h}=` : ''}${this.lab.net.node(h).ip}:${SERVICE_PORT}`);
+    const child = this.lab.net.spawn('cl', process.execPath, [CLIENT, String(periodMs), ...targets], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      ...(connectMs !== undefined ? { env: { ...process.env, NEMESIS_CONNECT_MS: String(connectMs) } } : {}),
+    });
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const r = JSON.parse(line) as ClientReply;
