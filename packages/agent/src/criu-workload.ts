@@ -40,7 +40,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { RemusError, describeCause, isRemusError, newOperationId, type DomainStepContext } from '@remus/core';
-import { CriuDomain, createCheckpointReceiver, failover, type CheckpointReceiver, type CheckpointTransport } from '@remus/domain-criu';
+import { CriuDomain, assertCriuReady, createCheckpointReceiver, failover, type CheckpointReceiver, type CheckpointTransport, type CriuReady } from '@remus/domain-criu';
 import { cleanupOperationCgroup } from '@remus/domain-process';
 import { forHost, type CriuServiceConfig } from './config.js';
 import { pluginOutput, reapPrevious, writeAtomic, type AgentWorkload } from './workload.js';
@@ -63,6 +63,16 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
   const record = join(workDir, 'service.json');
   const output = pluginOutput(s.output);
   let receiver: CheckpointReceiver | undefined;
+  /**
+   * CRIU's checks (three criu runs: seconds on a slow CPU), run once and kept: a backup starts them with its
+   * first record, so a promotion does not wait for them. A failed check is run again next time.
+   */
+  let ready: Promise<CriuReady> | undefined;
+  const readyOnce = (): Promise<CriuReady> =>
+    (ready ??= assertCriuReady({ ...(s.criuPath ? { criuPath: s.criuPath } : {}), ...(netns !== undefined ? { netns } : {}), signal: AbortSignal.timeout(60_000) }).catch((e: unknown) => {
+      ready = undefined;
+      throw e;
+    }));
   /** The receiver of this backup phase; a new directory (and the others removed) when none is open or a restore consumed it. */
   const openReceiver = (): CheckpointReceiver => {
     if (receiver && !existsSync(join(receiver.dir, '.failover'))) return receiver;
@@ -78,6 +88,7 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
     checkState(state) {
       if (state.byteLength === 0) throw new Error('an empty state record is not a CRIU checkpoint');
       const p = openReceiver().store(state);
+      readyOnce().catch(() => undefined);
       return { criuCheckpoint: p.checkpoint, criuBytes: p.bytes, incremental: p.parent !== null };
     },
     async startPrimary(start) {
@@ -93,9 +104,10 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
       const dumps = join(workDir, 'dumps');
       rmSync(dumps, { recursive: true, force: true });
       const signal = AbortSignal.any([start.signal, AbortSignal.timeout(120_000)]);
+      const checked = await readyOnce();
       let pid: number;
       if (restore && rx) {
-        pid = (await failover({ restorePoint: rx.dir, netns, ...(s.criuPath ? { criuPath: s.criuPath } : {}), signal })).pid;
+        pid = (await failover({ restorePoint: rx.dir, netns, ...(s.criuPath ? { criuPath: s.criuPath } : {}), ready: checked, signal })).pid;
         // The restored tree needs no image any more; the next backup phase opens a new directory.
         receiver = undefined;
         rmSync(rx.dir, { recursive: true, force: true });
@@ -115,6 +127,7 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
         dumpArgs: s.dumpArgs,
         ...(s.fullEvery !== undefined ? { fullEvery: s.fullEvery } : {}),
         operation: newOperationId(),
+        ready: checked,
         // Recorded before any process moves into it, so a killed agent's successor finds it.
         onResource: (r) => writeAtomic(record, Buffer.from(JSON.stringify({ operation: domain.operation, cgroup: r.path }))),
       });

@@ -41,7 +41,7 @@ import {
   type SocketAddress,
 } from '@remus/core';
 import { addToCgroup, cgroupPids, createCgroup, detectFreezer, reapCgroup, setFrozen, type CgroupChoice } from '@remus/domain-process';
-import { assertCriuReady } from './doctor.js';
+import { assertCriuReady, type CriuReady } from './doctor.js';
 import { CriuErrors } from './errors.js';
 import { lastLines, runProgram } from './run.js';
 import { DEFAULT_MAX_FRAME_BYTES, Frame, FrameReader, encodeFrame, filePayload } from './wire.js';
@@ -80,6 +80,12 @@ export interface CriuDomainOptions {
   readonly connectTimeoutMs?: number;
   /** A PING to the backup this often, ms, so it can tell this primary is alive (its silence bound). Default 1000. */
   readonly keepaliveMs?: number;
+  /**
+   * The result of {@link assertCriuReady} run earlier on this host (with the
+   * same criu and netns): start() then skips the checks (three criu runs,
+   * seconds on a slow CPU: on a failover's critical path).
+   */
+  readonly ready?: CriuReady;
   /** Called when start() created the domain's cgroup, before any process moves into it (a journal records it for crash cleanup). */
   readonly onResource?: (r: { readonly type: 'cgroup'; readonly path: string }) => void;
 }
@@ -162,13 +168,13 @@ export class CriuDomain implements DomainAdapter {
   }
 
   /**
-   * Checks criu (doctor checks: missing, too old for the kernel, not root;
+   * Checks criu unless `ready` says it was (doctor checks: missing, too old for the kernel, not root;
    * soft-dirty missing is a warning said once), then moves the tree into a
    * new freezer cgroup and connects to the backup. Nothing is touched when a
    * check fails. On a later failure it undoes what it did and rejects.
    */
   async start(signal: AbortSignal = AbortSignal.timeout(60_000)): Promise<void> {
-    const ready = await assertCriuReady({ criuPath: this.#o.criuPath, netns: this.#o.netns, signal });
+    const ready = this.#o.ready ?? (await assertCriuReady({ criuPath: this.#o.criuPath, netns: this.#o.netns, signal }));
     this.#criu = ready.criu;
     this.#softDirty = ready.softDirty;
     if (!ready.softDirty) this.#o.onWarning?.(`${this.name}: no soft-dirty memory tracking on this kernel: every checkpoint is a full dump`);

@@ -123,6 +123,7 @@ async function waitFor(cond, what, timeoutMs) {
 }
 
 async function main() {
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --trace-warnings`.trim();
   setupFreezer();
   loadNetbufModules();
   sh('criu', 'check');
@@ -230,6 +231,10 @@ async function main() {
   check(back.epoch > promoted.epoch, `epochs increase: ${promoted.epoch} -> ${back.epoch}`);
   const late = replies.filter((r) => r.h === 'ha' && r.at > killedAt && r.n > lastA && r.n < firstB).length;
   console.log(`FIGURES criu agents, back to ha: kill of hb to first reply from ha ${(first2.at - killed2).toFixed(0)} ms; ${replies.length} replies checked in all, 0 violations; ${late} replies held at ha's death delivered later by the restored socket; epochs ${promoted.epoch} -> ${back.epoch}`);
+  for (const [h, a] of sc.agents) {
+    const i = a.stderr.findIndex((l) => l.includes('Warning'));
+    if (i >= 0) log(`agent ${h} warned:\n${a.stderr.slice(i, i + 12).join('\n')}`);
+  }
   console.log('PASS');
 }
 
