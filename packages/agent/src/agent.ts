@@ -352,7 +352,6 @@ export class Agent {
    */
   async #backupPhase(stop: AbortSignal): Promise<{ role: Role; state: Uint8Array | undefined } | undefined> {
     const arbiter = this.#arbiter as Arbiter;
-    const c = this.config;
     while (!stop.aborted) {
       this.#setMode('backup', { synced: this.#latest !== undefined });
       if (!(await this.#eligible(stop))) return undefined;
