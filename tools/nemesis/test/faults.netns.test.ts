@@ -55,10 +55,11 @@ describe('nemesis (root, netns, etcd): two agents under faults, checked historie
 describe('nemesis (root, netns, etcd): the hard fence runs before promotion', () => {
   const fenceRun = async (exitCode: number) => {
     const { FENCE, mono, sleep } = await import('../src/index.js');
-    const { mkdtempSync, readFileSync, existsSync } = await import('node:fs');
+    const { mkdtempSync, readFileSync, existsSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    const log = join(mkdtempSync(join(tmpdir(), 'remus-fence-')), 'fence.log');
+    const dir = mkdtempSync(join(tmpdir(), 'remus-fence-'));
+    const log = join(dir, 'fence.log');
     const s = await lab.scenario({ ttlSeconds: TTL, hardFence: [process.execPath, FENCE, log, String(exitCode)] });
     try {
       await s.start('ha');
@@ -74,6 +75,7 @@ describe('nemesis (root, netns, etcd): the hard fence runs before promotion', ()
       return { s, t0, fenced };
     } finally {
       await s.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   };
 
