@@ -532,18 +532,27 @@ export class Agent {
     let service: PrimaryWorkload;
     let operation = 0;
     const deviceOf = (ops: SubkindOps, params: Readonly<Record<string, unknown>> | undefined): DeviceSpec => ({ id: 'output', kind: ops.kind, ...(params ? { params: { ...params } } : {}) });
-    /** The output device a workload set up (through `hold`) before its service could send: the phase's first loop uses it. */
-    let held: { devices: CheckpointDevices; operationId: string } | undefined;
-    const hold = async (ops: SubkindOps, params?: Readonly<Record<string, unknown>>): Promise<void> => {
-      if (held) throw new RemusError('STATE', 'the output device is already held for this primary phase');
-      const device = deviceOf(ops, params);
-      // What a killed agent's loops left on this host (kernel objects of the output device, e.g. NFQUEUE rules): reaped first.
-      await this.#reapOutputs(ops, device).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
+    let reaped = false;
+    /**
+     * Sets the output device up under a new operation id. The phase's first one first reaps what a killed
+     * agent's loops left on this host (kernel objects of the output device, e.g. NFQUEUE rules).
+     */
+    const setUpOutput = async (ops: SubkindOps, device: DeviceSpec): Promise<{ devices: CheckpointDevices; operationId: string }> => {
+      if (!reaped) {
+        reaped = true;
+        await this.#reapOutputs(ops, device).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
+      }
       const operationId = `agent${process.pid}x${++operation}`;
       this.#outputSetUp(operationId);
       const devices = createCheckpointDevices({ ops: [ops], devices: [device], operationId });
       await devices.setup();
-      held = { devices, operationId };
+      return { devices, operationId };
+    };
+    /** The output device a workload set up (through `hold`) before its service could send: the phase's first loop uses it. */
+    let held: { devices: CheckpointDevices; operationId: string } | undefined;
+    const hold = async (ops: SubkindOps, params?: Readonly<Record<string, unknown>>): Promise<void> => {
+      if (held) throw new RemusError('STATE', 'the output device is already held for this primary phase');
+      held = await setUpOutput(ops, deviceOf(ops, params));
     };
     const releaseHeld = async (): Promise<void> => {
       const h = held;
@@ -590,21 +599,10 @@ export class Agent {
     let acked: Uint8Array | undefined;
     let reason = 'stopped';
     const outputDevice = deviceOf(service.output, service.outputParams);
-    // What a killed agent's loops left on this host: reaped first (a held device is live: skipped).
-    await this.#reapOutputs(service.output, outputDevice).catch((e: unknown) => this.#emit('output-reaped', { errors: [errorJson(e)] }));
     const runLoop = async (link: PeerConnection | undefined, loopStop: AbortSignal): Promise<'role-lost' | 'ended'> => {
-      let operationId: string;
-      let devices: CheckpointDevices;
-      if (held) {
-        // Set up before the service started: it has held everything the service sent since.
-        ({ devices, operationId } = held);
-        held = undefined;
-      } else {
-        operationId = `agent${process.pid}x${++operation}`;
-        this.#outputSetUp(operationId);
-        devices = createCheckpointDevices({ ops: [service.output], devices: [outputDevice], operationId });
-        await devices.setup();
-      }
+      // The first loop takes the device held since before the service started (it has held everything sent since).
+      const { devices, operationId } = held ?? (await setUpOutput(service.output, outputDevice));
+      held = undefined;
       let clearing = false;
       const sink = link ? sessionSink(link, epoch) : undefined;
       const base = sink ?? SOLO;

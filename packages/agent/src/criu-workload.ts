@@ -61,6 +61,8 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
   const workDir = forHost(s.workDir, host);
   const netns = s.netns === undefined ? undefined : forHost(s.netns, host);
   const record = join(workDir, 'service.json');
+  /** Which criu, run where: for the checks, the restore and the domain alike. */
+  const criu = { ...(s.criuPath ? { criuPath: s.criuPath } : {}), ...(netns !== undefined ? { netns } : {}) };
   const output = pluginOutput(s.output);
   let receiver: CheckpointReceiver | undefined;
   /**
@@ -69,7 +71,7 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
    */
   let ready: Promise<CriuReady> | undefined;
   const readyOnce = (): Promise<CriuReady> =>
-    (ready ??= assertCriuReady({ ...(s.criuPath ? { criuPath: s.criuPath } : {}), ...(netns !== undefined ? { netns } : {}), signal: AbortSignal.timeout(60_000) }).catch((e: unknown) => {
+    (ready ??= assertCriuReady({ ...criu, signal: AbortSignal.timeout(60_000) }).catch((e: unknown) => {
       ready = undefined;
       throw e;
     }));
@@ -107,7 +109,7 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
       const checked = await readyOnce();
       let pid: number;
       if (restore && rx) {
-        pid = (await failover({ restorePoint: rx.dir, netns, ...(s.criuPath ? { criuPath: s.criuPath } : {}), ready: checked, signal })).pid;
+        pid = (await failover({ restorePoint: rx.dir, ...criu, ready: checked, signal })).pid;
         // The restored tree needs no image any more; the next backup phase opens a new directory.
         receiver = undefined;
         rmSync(rx.dir, { recursive: true, force: true });
@@ -122,8 +124,7 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
         pid,
         workDir: dumps,
         transport: NO_SESSION,
-        ...(netns !== undefined ? { netns } : {}),
-        ...(s.criuPath ? { criuPath: s.criuPath } : {}),
+        ...criu,
         dumpArgs: s.dumpArgs,
         ...(s.fullEvery !== undefined ? { fullEvery: s.fullEvery } : {}),
         operation: newOperationId(),
@@ -134,12 +135,15 @@ export function criuWorkload(s: CriuServiceConfig, host: string): AgentWorkload 
       const kill = async (): Promise<void> => {
         const cgroup = domain.cgroupPath;
         if (cgroup) await cleanupOperationCgroup({ operation: domain.operation, path: cgroup, mode: 'reap' });
-        await domain.stop();
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // Gone with its cgroup.
+        else {
+          // The domain never took the tree (its start failed and undid itself): the process this phase started or restored.
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
         }
+        await domain.stop();
         rmSync(record, { force: true });
         rmSync(dumps, { recursive: true, force: true });
       };

@@ -186,6 +186,13 @@ interface TransferLimits {
   readonly maxFiles: number;
 }
 
+/** Makes `dir` if missing and removes transfers a crash left in it; returns the limits of `o` with their defaults. */
+function openCheckpointDir(dir: string, o: { readonly maxCheckpointBytes?: number; readonly maxFiles?: number }): TransferLimits {
+  mkdirSync(dir, { recursive: true });
+  for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
+  return { maxBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30, maxFiles: o.maxFiles ?? 4096 };
+}
+
 /** Starts writing checkpoint `checkpoint` (incremental over `parent`) into `<dir>/.staging-<checkpoint>`. */
 function beginTransfer(dir: string, checkpoint: number, parent: number | null, epoch: number): Transfer {
   const staging = join(dir, `.staging-${checkpoint}`);
@@ -291,9 +298,7 @@ export async function createCriuBackup(o: CriuBackupOptions): Promise<CriuBackup
     );
   }
   const maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  const limits: TransferLimits = { maxBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30, maxFiles: o.maxFiles ?? 4096 };
-  mkdirSync(dir, { recursive: true });
-  for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
+  const limits = openCheckpointDir(dir, o);
   const sockets = new Set<Socket>();
   let active: Socket | undefined;
   let closingAll = false;
@@ -472,9 +477,7 @@ export interface CheckpointReceiver {
 export function createCheckpointReceiver(o: CheckpointReceiverOptions): CheckpointReceiver {
   const dir = o.dir;
   const maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  const limits: TransferLimits = { maxBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30, maxFiles: o.maxFiles ?? 4096 };
-  mkdirSync(dir, { recursive: true });
-  for (const e of readdirSync(dir)) if (e.startsWith('.staging-')) rmSync(join(dir, e), { recursive: true, force: true });
+  const limits = openCheckpointDir(dir, o);
   /** The sender's number of the record stored last, and what it was stored as (the chain an increment may extend). */
   let last: { sent: number; stored: number } | undefined;
   return {

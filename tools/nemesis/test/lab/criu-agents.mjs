@@ -12,10 +12,11 @@
 // order). Then ha comes back as backup, gets a full dump, and hb dies: ha
 // restores it again. Exits 0 only if every check passed; leaves nothing.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HOSTS, NemesisLab, mono } from '../../dist/index.js';
+import { cleanupOperationCgroup } from '../../../../packages/domain-process/dist/index.js';
 import { killAndClean, labLog, loadNetbufModules, runBody, setupFreezer, sh, shOk } from '../../../../packages/domain-criu/test/lab/guest-setup.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -47,15 +48,22 @@ async function killService(h) {
       process.kill(p, 'SIGKILL');
     } catch {}
   }
-  const rec = join(sc.dir, 'state', h, 'criu', 'service.json');
-  if (existsSync(rec)) {
-    const { cgroup } = JSON.parse(readFileSync(rec, 'utf8'));
-    if (/\/remus-[A-Za-z0-9_-]+$/.test(cgroup) && existsSync(join(cgroup, 'freezer.state'))) shOk('sh', '-c', `echo THAWED > ${cgroup}/freezer.state`);
-  }
+  await reapRecorded(h);
   await waitFor(() => victims.every((p) => !existsSync(`/proc/${p}`) || (shOk('cat', `/proc/${p}/stat`) ?? '').includes(') Z ')), `the killed service of ${h} to end`, 20_000);
   // The host's kernel goes with it: the killed service's sockets (orphans still sending their FIN) are gone
   // when the host comes back. Its service namespace is made again when it restarts (hostBack).
   dropServiceNs(h);
+}
+
+/**
+ * Reaps the cgroup host h's criu service phase recorded (`<workDir>/service.json`) with the product's own
+ * reaper: every process in it killed (a frozen one thawed first, so it dies), the cgroup removed.
+ */
+async function reapRecorded(h) {
+  const rec = join(sc.dir, 'state', h, 'criu', 'service.json');
+  if (!existsSync(rec)) return;
+  const { operation, cgroup } = JSON.parse(readFileSync(rec, 'utf8'));
+  await cleanupOperationCgroup({ operation, path: cgroup, mode: 'reap' });
 }
 
 /** The dead host boots again: a fresh service namespace (its agent is started next). */
@@ -156,18 +164,8 @@ async function main() {
   symlinkSync(NETBUF, join(sc.dir, 'node_modules', '@remus', 'nic-netbuf'));
   cleanups.push(() => sc.stop());
   // Cgroups a killed agent's phase left (recorded in its work directory): removed at the end.
-  cleanups.push(() => {
-    for (const h of HOSTS) {
-      const rec = join(sc.dir, 'state', h, 'criu', 'service.json');
-      if (!existsSync(rec)) continue;
-      const { cgroup } = JSON.parse(readFileSync(rec, 'utf8'));
-      if (!/\/remus-[A-Za-z0-9_-]+$/.test(cgroup) || !existsSync(cgroup)) continue;
-      for (const p of readFileSync(join(cgroup, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) shOk('kill', '-9', p);
-      shOk('sh', '-c', `echo THAWED > ${cgroup}/freezer.state`);
-      try {
-        rmdirSync(cgroup);
-      } catch {}
-    }
+  cleanups.push(async () => {
+    for (const h of HOSTS) await reapRecorded(h);
   });
 
   const ha = sc.startAgent('ha');
