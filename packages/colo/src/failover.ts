@@ -29,10 +29,15 @@ export interface ColoFailoverResult {
   readonly kept: readonly string[];
   /** Whether `x-colo-lost-heartbeat` was sent (not when QEMU was no longer in COLO mode). */
   readonly lostHeartbeat: boolean;
+  /** Primary only: whether the VM, left paused by COLO (run state `colo`), had to be resumed with `cont`. */
+  readonly resumed?: boolean;
 }
 
 /** How long QEMU may take to leave COLO mode after `x-colo-lost-heartbeat`, ms. */
 export const LEAVE_COLO_MS = 10_000;
+
+/** How long a primary that left COLO may stay paused by it (run state `colo`) before the sequence resumes it, ms. */
+export const RESUME_GRACE_MS = 1000;
 
 class Steps {
   readonly removed: string[] = [];
@@ -98,6 +103,38 @@ class Steps {
   }
 }
 
+/**
+ * The primary, out of COLO mode, must run: QEMU's COLO thread resumes the VM
+ * when it ends, but a thread stuck in a checkpoint that cannot finish (the
+ * peer hung after the primary paused for it) never does, and then every
+ * client waits forever. Waits up to {@link RESUME_GRACE_MS} for QEMU to
+ * leave run state `colo`; a VM still in it gets `cont` and must run within
+ * {@link LEAVE_COLO_MS}. Any other run state (paused by its operator, shut
+ * down) is left as it is. Returns whether `cont` was sent.
+ */
+async function resumePrimary(s: Steps): Promise<boolean> {
+  const t0 = performance.now();
+  let status = 'unknown';
+  const probe = async (): Promise<string> => (status = (await s.run<{ status?: string }>('query-status', 'query-status')).status ?? 'unknown');
+  const signal = s.opts.signal ? { signal: s.opts.signal } : {};
+  await pollUntil(async () => (await probe()) !== 'colo' || performance.now() - t0 >= RESUME_GRACE_MS, {
+    what: 'colo failover on the primary: QEMU to resume the VM it paused for a checkpoint',
+    timeoutMs: RESUME_GRACE_MS + LEAVE_COLO_MS,
+    intervalMs: 10,
+    ...signal,
+  });
+  if (status !== 'colo') return false;
+  await s.run('cont', 'cont');
+  await pollUntil(async () => (await probe()) === 'running', {
+    what: 'colo failover on the primary: the VM to run after cont',
+    timeoutMs: LEAVE_COLO_MS,
+    intervalMs: 10,
+    describe: () => `run state ${status}`,
+    ...signal,
+  });
+  return true;
+}
+
 function ofKind(devices: readonly DeviceSpec[], kind: string, marker: string): { id: string; params: Readonly<Record<string, unknown>> }[] {
   return devices.filter((d) => d.kind === kind && d.params?.[marker] !== undefined).map((d) => ({ id: d.id, params: d.params ?? {} }));
 }
@@ -108,7 +145,9 @@ function ofKind(devices: readonly DeviceSpec[], kind: string, marker: string): {
  * (`x-blockdev-change`) and deletes the node, deletes colo-compare, its
  * iothread, filter-mirror and both redirectors (which releases every packet
  * colo-compare still held: no client is left waiting for a reply), then
- * `x-colo-lost-heartbeat` and waits until QEMU left COLO mode. Kept: the proxy's chardevs (they carry nothing
+ * `x-colo-lost-heartbeat`, waits until QEMU left COLO mode, and makes sure
+ * the VM runs (a VM left paused by a checkpoint that cannot finish is
+ * resumed with `cont`, see `resumed`). Kept: the proxy's chardevs (they carry nothing
  * once the filters are gone; the side's device-layer teardown removes them).
  * Throws OP_FAILED naming the step.
  */
@@ -138,11 +177,12 @@ export async function coloFailoverOnPrimary(client: QmpClient, opts: ColoFailove
   }
   const lostHeartbeat = await s.lostHeartbeat();
   if (lostHeartbeat) await s.leftColo();
+  const resumed = await resumePrimary(s);
   const kept = nics.flatMap((d) => {
     const id = coloIds(opts.operation, d.id).primaryNic;
     return [id.mirror, id.compare, id.pri, id.priIn, id.out, id.outIn].filter((x) => chardevs.has(x));
   });
-  return { removed: s.removed, kept, lostHeartbeat };
+  return { removed: s.removed, kept, lostHeartbeat, resumed };
 }
 
 /**

@@ -21,7 +21,7 @@ export { COLO_BASE_REQUIREMENTS } from './qemu.js';
 export type { ColoQemuOptions, Requirement } from './qemu.js';
 export { coloIds } from './ids.js';
 export type { ColoIds, ColoPrimaryNicIds, ColoSecondaryNicIds } from './ids.js';
-export { LEAVE_COLO_MS, coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
+export { LEAVE_COLO_MS, RESUME_GRACE_MS, coloFailoverOnPrimary, coloFailoverOnSecondary } from './failover.js';
 export type { ColoFailoverOptions, ColoFailoverResult } from './failover.js';
 export { coloPairOptions, commandFence } from './description.js';
 export type { ColoFenceDescription, ColoPairDescription, ColoSideDescription } from './description.js';

@@ -10,8 +10,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCheckpointDevices } from '@remus/core';
+import { connectQmp } from '@remus/qmp';
 import { coloSecondaryOps } from '../src/index.js';
-import { ColoPair, coloFailoverOnPrimary, coloFailoverOnSecondary, coloIds, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoPairOptions, type ColoRole } from '../src/index.js';
+import { ColoPair, RESUME_GRACE_MS, coloFailoverOnPrimary, coloFailoverOnSecondary, coloIds, processAlive, watchdogBoundMs, type ColoDriverEvent, type ColoPairOptions, type ColoRole } from '../src/index.js';
 import { diff, freePorts, pairDevices, snapshot, startPrimary, startProxy, startSecondary, stopAll, type TestQemu } from './env.js';
 
 afterEach(stopAll);
@@ -170,6 +171,39 @@ describe('ColoPair on real QEMUs (no guest)', () => {
       expect(await colo(p.sec)).toBe('none');
     } finally {
       await pair.close();
+    }
+  });
+
+  it('a primary that QEMU leaves paused by COLO after the failover (run state colo) gets cont, within the grace and its bound, and the sequence says so', async () => {
+    const p = await qemuPair({ watchdog: false });
+    const pair = await ColoPair.connect(p.opts, 20_000);
+    await pair.start({ timeoutMs: 60_000 });
+    await pair.close(); // detached: both QEMUs stay in COLO
+    process.kill(p.sec.pid, 'SIGKILL');
+    expect(await gone(p.sec.pid)).toBe(true);
+    // Fault injection: the primary reports run state colo (COLO's checkpoint pause) until it is sent cont.
+    let contAt: number | undefined;
+    const proxy = await startProxy(p.pri.qmp[0], {
+      rewrite: (command, answer) => {
+        if (command === 'cont') contAt = performance.now();
+        return command === 'query-status' && contAt === undefined && answer.return ? { ...answer, return: { ...answer.return, status: 'colo', running: false } } : answer;
+      },
+    });
+    const client = await connectQmp(proxy.path, { timeoutMs: 20_000 });
+    try {
+      const steps: string[] = [];
+      const t0 = performance.now();
+      const r = await coloFailoverOnPrimary(client, { operation: 'drv', devices: p.opts.primary.devices, onStep: (step) => steps.push(step) });
+      expect(r).toMatchObject({ lostHeartbeat: true, resumed: true });
+      expect(contAt! - t0, 'cont only after the grace').toBeGreaterThanOrEqual(RESUME_GRACE_MS);
+      expect(steps.filter((x) => x === 'cont')).toHaveLength(1);
+      expect(steps.indexOf('cont')).toBeGreaterThan(steps.indexOf('x-colo-lost-heartbeat'));
+      expect(await p.pri.inspect.execute('query-status')).toMatchObject({ status: 'running', running: true });
+      // Run again on a VM that runs: no cont.
+      expect(await coloFailoverOnPrimary(client, { operation: 'drv', devices: p.opts.primary.devices })).toMatchObject({ lostHeartbeat: false, resumed: false });
+    } finally {
+      await client.close();
+      await proxy.close();
     }
   });
 

@@ -171,6 +171,30 @@ export class ColoLab {
     return { primary: has(join(this.dir, 'primary.log')), secondary: has(join(this.dir, 'secondary.log')) };
   }
 
+  /**
+   * What a failed request's error should carry: the driver's status, each
+   * side's run state and COLO mode (QMP, 5 s bound each), the shim's
+   * counters, and the tails of the QEMU logs and consoles.
+   */
+  async diagnose(max = 3000): Promise<string> {
+    const side = async (role: 'primary' | 'secondary'): Promise<string> => {
+      try {
+        const c = this.pair.qmp(role);
+        const o = { timeoutMs: 5000 };
+        return JSON.stringify({ run: await c.execute('query-status', undefined, o), colo: await c.execute('query-colo-status', undefined, o) });
+      } catch (e) {
+        return `(no answer: ${String(e)})`;
+      }
+    };
+    return [
+      `status: ${JSON.stringify(this.pair.status())}`,
+      `primary: ${await side('primary')}`,
+      `secondary: ${await side('secondary')}`,
+      `shim: ${JSON.stringify(this.shim())}`,
+      this.logs(max),
+    ].join('\n');
+  }
+
   /** Tails of both QEMU logs and serial consoles, for failure messages. */
   logs(max = 1500): string {
     const t = (name: string): string => {

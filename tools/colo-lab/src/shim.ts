@@ -52,6 +52,8 @@ export interface ShimStats {
   resumes: number;
   tlbFlushes: number;
   tbFlushes: number;
+  /** vCPU kicks under the mutex in those waits (bug a's lost wake-up). */
+  kicks: number;
 }
 
 /** Reads a stats file the shim wrote; undefined when absent or empty. */
@@ -65,5 +67,5 @@ export function readShimStats(file: string): ShimStats | undefined {
   const get = (k: string): number => Number(new RegExp(`\\b${k}=(\\d+)`).exec(text)?.[1] ?? NaN);
   const role = /\brole=(\w+)/.exec(text)?.[1];
   if (role === undefined) return undefined;
-  return { role, unownedWaits: get('unowned_waits'), resumes: get('resumes'), tlbFlushes: get('tlb_flushes'), tbFlushes: get('tb_flushes') };
+  return { role, unownedWaits: get('unowned_waits'), resumes: get('resumes'), tlbFlushes: get('tlb_flushes'), tbFlushes: get('tb_flushes'), kicks: get('kicks') };
 }

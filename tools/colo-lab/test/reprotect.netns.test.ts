@@ -42,7 +42,7 @@ async function ask(l: ColoLab, timeoutMs = 20_000): Promise<CounterAnswer> {
   try {
     return await l.request(timeoutMs);
   } catch (e) {
-    throw new Error(`request failed: ${String(e)}\n${l.logs(3000)}`);
+    throw new Error(`request failed: ${String(e)}\n${await l.diagnose()}`);
   }
 }
 

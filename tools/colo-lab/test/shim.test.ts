@@ -52,7 +52,7 @@ describe('TCG workaround shim on a real QEMU', () => {
     expect(r.output).toContain(SHIM_BANNER);
     expect(r.output).toContain('role secondary');
     expect(existsSync(stats)).toBe(true);
-    expect(readShimStats(stats)).toMatchObject({ role: 'secondary', unownedWaits: 0 });
+    expect(readShimStats(stats)).toMatchObject({ role: 'secondary', unownedWaits: 0, kicks: 0 });
   });
 
   it.each([
