@@ -85,6 +85,11 @@ class Steps {
     return (await this.run<{ mode?: string }>('query-colo-status', 'query-colo-status')).mode ?? 'none';
   }
 
+  /** The VM's run state (`query-status`). */
+  async runState(): Promise<string> {
+    return (await this.run<{ status?: string }>('query-status', 'query-status')).status ?? 'unknown';
+  }
+
   /**
    * QEMU fails over in the background after `x-colo-lost-heartbeat`: waits
    * (polling every 10 ms, at most {@link LEAVE_COLO_MS}) until
@@ -101,38 +106,37 @@ class Steps {
       ...(this.opts.signal ? { signal: this.opts.signal } : {}),
     });
   }
-}
 
-/**
- * The primary, out of COLO mode, must run: QEMU's COLO thread resumes the VM
- * when it ends, but a thread stuck in a checkpoint that cannot finish (the
- * peer hung after the primary paused for it) never does, and then every
- * client waits forever. Waits up to {@link RESUME_GRACE_MS} for QEMU to
- * leave run state `colo`; a VM still in it gets `cont` and must run within
- * {@link LEAVE_COLO_MS}. Any other run state (paused by its operator, shut
- * down) is left as it is. Returns whether `cont` was sent.
- */
-async function resumePrimary(s: Steps): Promise<boolean> {
-  const t0 = performance.now();
-  let status = 'unknown';
-  const probe = async (): Promise<string> => (status = (await s.run<{ status?: string }>('query-status', 'query-status')).status ?? 'unknown');
-  const signal = s.opts.signal ? { signal: s.opts.signal } : {};
-  await pollUntil(async () => (await probe()) !== 'colo' || performance.now() - t0 >= RESUME_GRACE_MS, {
-    what: 'colo failover on the primary: QEMU to resume the VM it paused for a checkpoint',
-    timeoutMs: RESUME_GRACE_MS + LEAVE_COLO_MS,
-    intervalMs: 10,
-    ...signal,
-  });
-  if (status !== 'colo') return false;
-  await s.run('cont', 'cont');
-  await pollUntil(async () => (await probe()) === 'running', {
-    what: 'colo failover on the primary: the VM to run after cont',
-    timeoutMs: LEAVE_COLO_MS,
-    intervalMs: 10,
-    describe: () => `run state ${status}`,
-    ...signal,
-  });
-  return true;
+  /**
+   * The primary, out of COLO mode, must run: QEMU's COLO thread resumes the
+   * VM when it ends, but a thread stuck in a checkpoint that cannot finish
+   * (the peer hung after the primary paused for it) never does, and then
+   * every client waits forever. Waits up to {@link RESUME_GRACE_MS} for QEMU
+   * to leave run state `colo`; a VM still in it gets `cont` and must run
+   * within {@link LEAVE_COLO_MS}. Any other run state is left as it is.
+   * Returns whether `cont` was sent.
+   */
+  async resumed(): Promise<boolean> {
+    const t0 = performance.now();
+    let state = 'unknown';
+    const signal = this.opts.signal ? { signal: this.opts.signal } : {};
+    await pollUntil(async () => (state = await this.runState()) !== 'colo' || performance.now() - t0 >= RESUME_GRACE_MS, {
+      what: `colo failover on the ${this.side}: QEMU to resume the VM it paused for a checkpoint`,
+      timeoutMs: RESUME_GRACE_MS + LEAVE_COLO_MS,
+      intervalMs: 10,
+      ...signal,
+    });
+    if (state !== 'colo') return false;
+    await this.run('cont', 'cont');
+    await pollUntil(async () => (state = await this.runState()) === 'running', {
+      what: `colo failover on the ${this.side}: the VM to run after cont`,
+      timeoutMs: LEAVE_COLO_MS,
+      intervalMs: 10,
+      describe: () => `run state ${state}`,
+      ...signal,
+    });
+    return true;
+  }
 }
 
 function ofKind(devices: readonly DeviceSpec[], kind: string, marker: string): { id: string; params: Readonly<Record<string, unknown>> }[] {
@@ -177,7 +181,7 @@ export async function coloFailoverOnPrimary(client: QmpClient, opts: ColoFailove
   }
   const lostHeartbeat = await s.lostHeartbeat();
   if (lostHeartbeat) await s.leftColo();
-  const resumed = await resumePrimary(s);
+  const resumed = await s.resumed();
   const kept = nics.flatMap((d) => {
     const id = coloIds(opts.operation, d.id).primaryNic;
     return [id.mirror, id.compare, id.pri, id.priIn, id.out, id.outIn].filter((x) => chardevs.has(x));
@@ -203,8 +207,7 @@ export async function coloFailoverOnSecondary(client: QmpClient, opts: ColoFailo
   const nics = ofKind(opts.devices, 'nic', 'mirror');
   if ((await s.mode()) === 'none') {
     // Not in COLO: either promoted already (a second run) or still loading the first migration (nothing consistent to promote).
-    const st = await s.run<{ status?: string }>('query-status', 'query-status');
-    if (st.status === 'inmigrate') {
+    if ((await s.runState()) === 'inmigrate') {
       throw new RemusError('STATE', 'colo failover on the secondary: it never entered COLO mode (status inmigrate): it has no copy of the VM to promote');
     }
   }
