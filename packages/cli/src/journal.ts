@@ -168,14 +168,28 @@ export class Journal {
     this.#data = data;
   }
 
-  /** Creates the journal of a new run (creating the state directory if needed). */
-  static create(dir: string, operation: string, command: string, plugins: JournalPlugin[], devices: readonly DeviceSpec[], domainMode: 'command' | 'pid' = 'command'): Journal {
+  /**
+   * Creates the journal of a new run (creating the state directory if needed).
+   * `owner`: the process whose life is the run's (`remus cleanup` leaves the
+   * run alone while it lives); this one, unless the run is a child doing the
+   * work of the command the user started (`remus demo` inside its router
+   * namespace).
+   */
+  static create(
+    dir: string,
+    operation: string,
+    command: string,
+    plugins: JournalPlugin[],
+    devices: readonly DeviceSpec[],
+    domainMode: 'command' | 'pid' = 'command',
+    owner: number = process.pid,
+  ): Journal {
     checkStateDir(dir, true);
     const j = new Journal(join(dir, `${operation}.json`), {
       format: 1,
       operation,
-      pid: process.pid,
-      pidStart: processStart(process.pid),
+      pid: owner,
+      pidStart: processStart(owner),
       command,
       startedAt: new Date().toISOString(),
       plugins,

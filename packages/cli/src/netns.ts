@@ -14,8 +14,9 @@ export async function ip(args: readonly string[], signal?: AbortSignal): Promise
 }
 
 /**
- * Deletes a namespace after SIGKILLing every process in it. Idempotent;
- * returns one line per thing done.
+ * Deletes a namespace after SIGKILLing every process in it but this one
+ * (the demo runs inside its router namespace; the namespace itself goes
+ * when its last process ends). Idempotent; returns one line per thing done.
  */
 export async function removeNetns(name: string): Promise<string[]> {
   validateName(name, 'network namespace');
@@ -23,6 +24,8 @@ export async function removeNetns(name: string): Promise<string[]> {
   const done: string[] = [];
   const pids = (await ip(['netns', 'pids', name]).catch(() => '')).split('\n').filter(Boolean).map(Number);
   for (const pid of pids) {
+    // The demo runs inside its router namespace: that one is left to end with this process.
+    if (pid === process.pid) continue;
     try {
       process.kill(pid, 'SIGKILL');
       done.push(`killed process ${pid} in network namespace ${name}`);

@@ -3,7 +3,7 @@
 // and the best NIC subkind (nic-nfqueue on this kernel), and checks output
 // commit; it must pass, fail when the NIC is left unprotected, and clean up
 // even when interrupted. Needs root and network namespaces.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { netnsList, tempDir } from '@remus/test-lab';
 import { cgroupsOf, events, hostRemusRules, journals, remus, start, type Running } from './helpers.js';
@@ -87,6 +87,31 @@ describe('remus demo', () => {
     expect(s.ok).toBe(false);
     expect(r.code).toBe(1);
     nothingLeft(s.operation);
+  });
+
+  it('runs inside its router namespace, where nic-nfqueue buffers vif0 in-process (no buffer process)', async () => {
+    state = tempDir('demo').dir;
+    const run = start(['demo', '--duration', '2500', '--json', '--state-dir', state]);
+    running.push(run);
+    const op = (await run.waitFor((e) => e.type === 'start')).operation as string;
+    const cp = await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    const pid = (cp.perDevice as { stats: { bufferPid: number } }[])[0]!.stats.bufferPid;
+    // The buffer's socket is held by the demo itself: a child of the \`remus demo\` started here, running the CLI...
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])).toBe(run.child.pid);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv).toContain('demo');
+    expect(argv.join(' ')).not.toMatch(/buffer-process/);
+    // ...inside the router namespace.
+    const router = netnsList().find((n) => n.includes(op) && n.endsWith('-r'));
+    expect(router).toBeDefined();
+    expect(statSync(`/proc/${pid}/ns/net`).ino).toBe(statSync(`/run/netns/${router}`).ino);
+    const r = await run.done;
+    const s = events(r.stdout).find((e) => e.type === 'demo-summary') as unknown as Summary;
+    expect(s.violations).toBe(0);
+    expect(s.ok).toBe(true);
+    expect(r.code).toBe(0);
+    nothingLeft(op);
   });
 
   it('SIGINT mid-demo cleans up everything and exits non-zero', async () => {

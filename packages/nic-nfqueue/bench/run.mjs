@@ -24,7 +24,7 @@ import { createCheckpointDevices } from '@remus/core';
 import { createTrio } from '@remus/test-lab';
 import { createRequire } from 'node:module';
 import { nicNfqueue } from '../dist/index.js';
-import { BufferProcess } from '../dist/buffer-client.js';
+import { BufferProcess, InProcessBuffer } from '../dist/buffer-client.js';
 import { configCommand, frame, NETLINK_NETFILTER, NFQNL_MSG_CONFIG, NLM_F_ACK, NLM_F_REQUEST } from '../dist/nfqueue-wire.js';
 
 const SECONDS = Number(process.env.NFQ_BENCH_SECONDS ?? 4);
@@ -113,10 +113,10 @@ function readTrace() {
  * (latest start before the line was read) and the first packet on the wire after its verdict.
  */
 function pathOf(commitStarts, traces, withinMs) {
-  const parts = { 'commit -> request written (parent: engine, subkind, client)': [], 'written -> read by the buffer process (pipe, wake-up)': [], 'read -> handled': [], 'handled -> verdict sent': [], 'verdict sent -> first packet on the wire': [], 'verdict sent -> kernel ACK': [], 'ACK -> reply written': [] };
+  const parts = { 'commit -> request written (parent: engine, subkind, client)': [], 'written -> read by the buffer process (pipe, wake-up)': [], 'read -> handled': [], 'handled -> verdict sent': [], 'verdict sent -> first packet on the wire': [], 'verdict sent -> sendmsg returned (kernel reinjects the epoch)': [], 'sendmsg returned -> kernel ACK read': [], 'ACK -> reply written': [] };
   const bursts = [...wire.bursts].sort((a, b) => (a < b ? -1 : 1));
   const ms = (a, b) => Number(b - a) / 1e6;
-  for (const [written, read, handled, sent, ack, replied] of traces) {
+  for (const [written, read, handled, sent, returned, ack, replied] of traces) {
     const c = commitStarts.filter((x) => x <= read).at(-1);
     if (c === undefined || ms(c, read) > withinMs) continue;
     const b = bursts.find((x) => x >= sent);
@@ -125,7 +125,8 @@ function pathOf(commitStarts, traces, withinMs) {
     parts['read -> handled'].push(ms(read, handled));
     parts['handled -> verdict sent'].push(ms(handled, sent));
     if (b !== undefined && ms(sent, b) < withinMs) parts['verdict sent -> first packet on the wire'].push(ms(sent, b));
-    parts['verdict sent -> kernel ACK'].push(ms(sent, ack));
+    parts['verdict sent -> sendmsg returned (kernel reinjects the epoch)'].push(ms(sent, returned));
+    parts['sendmsg returned -> kernel ACK read'].push(ms(returned, ack));
     parts['ACK -> reply written'].push(ms(ack, replied));
   }
   return parts;
@@ -216,7 +217,70 @@ function checkpointLoop(layer, epochMs, commitsMs, postsuspendMs, commitStarts) 
   };
 }
 
-async function buffered(epochMs) {
+/**
+ * The operation inside the host namespace (test/fixtures/layer-driver.mjs), so that the NIC
+ * is in its own namespace and nic-nfqueue buffers it in-process: the case of a Remus that
+ * runs where its guests' interfaces are.
+ */
+function startDriver() {
+  const child = spawn('ip', ['netns', 'exec', ns.host, process.execPath, new URL('../test/fixtures/layer-driver.mjs', import.meta.url).pathname, vif, '1'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  const answers = [];
+  let wake;
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    answers.push(JSON.parse(l));
+    wake?.();
+  });
+  const next = async (pred) => {
+    for (;;) {
+      const i = answers.findIndex(pred);
+      if (i >= 0) return answers.splice(i, 1)[0];
+      if (child.exitCode !== null) throw new Error(`layer driver exited (${child.exitCode})`);
+      await new Promise((r) => {
+        wake = r;
+        setTimeout(r, 100);
+      });
+    }
+  };
+  return {
+    ready: next((a) => a.ready),
+    async ask(req) {
+      child.stdin.write(`${JSON.stringify(req)}\n`);
+      const a = await next((x) => x.op === req.op);
+      if (!a.ok) throw new Error(`layer driver: ${req.op} failed: ${a.error}`);
+      return a;
+    },
+    close() {
+      child.stdin.end();
+      return new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+    },
+  };
+}
+
+async function bufferedInProcess(epochMs) {
+  const d = startDriver();
+  await d.ready;
+  try {
+    await d.ask({ op: 'setup' });
+    const res = {};
+    const r = await transfer(async (stop) => {
+      await d.ask({ op: 'loop', epochMs });
+      while (!stop.stopped) await sleep(10);
+      Object.assign(res, await d.ask({ op: 'stop' }));
+    });
+    await sleep(100);
+    const starts = res.starts.map(BigInt);
+    return { ...r, commits: res.commits, marks: res.marks, stats: res.stats, wire: outputDelays(starts, epochMs), path: pathOf(starts, readTrace(), epochMs) };
+  } finally {
+    await d.ask({ op: 'teardown' }).catch(() => undefined);
+    await d.close();
+  }
+}
+
+async function buffered(epochMs, mode) {
+  if (mode === 'in-process') return bufferedInProcess(epochMs);
   const layer = createCheckpointDevices({
     ops: [nicNfqueue()],
     devices: [{ id: 'vif', kind: 'nic', params: { ifname: vif, netns: ns.host } }],
@@ -281,6 +345,17 @@ async function roundTrips(n) {
   } finally {
     await bp.stop();
   }
+  const ip = InProcessBuffer.open(signal);
+  const inProcess = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await ip.request({ op: 'unbind', tag: 'remus:bench:none' }, signal, 5000);
+      inProcess.push(performance.now() - t);
+    }
+  } finally {
+    await ip.stop();
+  }
   const { RawNetlinkSocket } = createRequire(import.meta.url)('netlink');
   const sock = new RawNetlinkSocket(NETLINK_NETFILTER);
   const direct = [];
@@ -299,7 +374,7 @@ async function roundTrips(n) {
   } finally {
     sock.close();
   }
-  return { pipe, direct };
+  return { pipe, inProcess, direct };
 }
 
 /** Sets the guest's TCP congestion control (per namespace; a child namespace may only pick an allowed one). */
@@ -314,6 +389,7 @@ try {
   const rt = await roundTrips(300);
   console.log(
     `round trip: pipe to the buffer process median ${median(rt.pipe).toFixed(3)} ms p99 ${pct(rt.pipe, 99).toFixed(3)} ms; ` +
+      `in-process buffer request median ${median(rt.inProcess).toFixed(3)} ms p99 ${pct(rt.inProcess, 99).toFixed(3)} ms; ` +
       `netlink to the kernel in-process median ${median(rt.direct).toFixed(3)} ms p99 ${pct(rt.direct, 99).toFixed(3)} ms`,
   );
   for (const [label, p] of [
@@ -326,6 +402,13 @@ try {
       unit: 'ms',
       baseline: { name: `netlink request round trip in-process, ${label}`, value: pct(rt.direct, p), unit: 'ms' },
       ratio: pct(rt.pipe, p) / pct(rt.direct, p),
+    });
+    figures.push({
+      name: `request to the in-process buffer (no kernel call), ${label}`,
+      value: pct(rt.inProcess, p),
+      unit: 'ms',
+      baseline: { name: `pipe round trip to the buffer process, ${label}`, value: pct(rt.pipe, p), unit: 'ms' },
+      ratio: pct(rt.inProcess, p) / pct(rt.pipe, p),
     });
   }
   const empty = await emptyCommits(200);
@@ -354,9 +437,15 @@ try {
     figures.push({ name: `marker transit guest -> wire, unbuffered, under bulk TCP (${cc}), median`, value: median(transit), unit: 'ms', p99: pct(transit, 99) });
     console.log(`[${cc}] unbuffered: ${base.mbps.toFixed(0)} Mbit/s (${(base.bytes / 1e6).toFixed(1)} MB in ${base.ms.toFixed(0)} ms)`);
     figures.push({ name: `throughput bulk TCP (${cc}) unbuffered`, value: base.mbps, unit: 'Mbit/s' });
-    for (const epochMs of (process.env.NFQ_BENCH_EPOCHS ?? '25,100').split(',').map(Number)) {
+    for (const [epochMs, mode] of (process.env.NFQ_BENCH_EPOCHS ?? '25,100')
+      .split(',')
+      .map(Number)
+      .flatMap((e) => (process.env.NFQ_BENCH_MODES ?? 'process,in-process').split(',').map((m) => [e, m]))) {
+      // Figures of the buffer process keep their names; the in-process buffer's say so.
+      const tag = mode === 'in-process' ? ', in-process buffer' : '';
+      const head = `[${cc}] ${epochMs} ms epochs${tag}`;
       const runs = [];
-      for (let i = 0; i < REPEAT; i++) runs.push(await buffered(epochMs));
+      for (let i = 0; i < REPEAT; i++) runs.push(await buffered(epochMs, mode));
       // The median run by throughput (the better of two), with every run's commits pooled for the latency figures.
       const r = { ...[...runs].sort((a, b) => a.mbps - b.mbps)[Math.floor(runs.length / 2)] };
       r.commits = runs.flatMap((x) => x.commits);
@@ -364,11 +453,11 @@ try {
       r.wire = runs.flatMap((x) => x.wire);
       for (const part of Object.keys(runs[0].path)) {
         const xs = runs.flatMap((x) => x.path[part]);
-        console.log(`[${cc}] ${epochMs} ms epochs: path: ${part}: median ${median(xs).toFixed(3)} ms p99 ${pct(xs, 99).toFixed(3)} ms (${xs.length})`);
-        figures.push({ name: `output path (${cc}, ${epochMs} ms epochs): ${part}, median`, value: median(xs), unit: 'ms', p99: pct(xs, 99) });
+        console.log(`${head}: path: ${part}: median ${median(xs).toFixed(3)} ms p99 ${pct(xs, 99).toFixed(3)} ms (${xs.length})`);
+        figures.push({ name: `output path (${cc}, ${epochMs} ms epochs${tag}): ${part}, median`, value: median(xs), unit: 'ms', p99: pct(xs, 99) });
       }
       console.log(
-        `[${cc}] ${epochMs} ms epochs: OUTPUT DELAY commit -> first held packet on the wire: median ${median(r.wire).toFixed(3)} ms p99 ${pct(r.wire, 99).toFixed(3)} ms ` +
+        `${head}: OUTPUT DELAY commit -> first held packet on the wire: median ${median(r.wire).toFixed(3)} ms p99 ${pct(r.wire, 99).toFixed(3)} ms ` +
           `over ${r.wire.length} commits (target p50 <= 0.300, p99 <= 2 ms); ratio to unbuffered marker transit ${(median(r.wire) / median(transit)).toFixed(2)}`,
       );
       for (const [label, p] of [
@@ -376,7 +465,7 @@ try {
         ['p99', 99],
       ]) {
         figures.push({
-          name: `output delay on the wire (commit -> first held packet) ${label}, bulk TCP (${cc}), ${epochMs} ms epochs`,
+          name: `output delay on the wire (commit -> first held packet) ${label}, bulk TCP (${cc}), ${epochMs} ms epochs${tag}`,
           value: pct(r.wire, p),
           unit: 'ms',
           baseline: { name: `marker transit guest -> wire unbuffered ${label} (${cc})`, value: pct(transit, p), unit: 'ms' },
@@ -384,16 +473,16 @@ try {
           target: label === 'median' ? '<= 0.300 ms' : '<= 2 ms',
         });
       }
-      if (runs.length > 1) console.log(`[${cc}] ${epochMs} ms epochs, each run: ${runs.map((x) => x.mbps.toFixed(0)).join(', ')} Mbit/s`);
+      if (runs.length > 1) console.log(`${head}, each run: ${runs.map((x) => x.mbps.toFixed(0)).join(', ')} Mbit/s`);
       const perEpoch = r.stats.released / Math.max(1, r.stats.epochs);
       console.log(
-        `[${cc}] ${epochMs} ms epochs: ${r.mbps.toFixed(0)} Mbit/s (${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms), ` +
+        `${head}: ${r.mbps.toFixed(0)} Mbit/s (${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms), ` +
           `commit median ${median(r.commits).toFixed(3)} ms p99 ${pct(r.commits, 99).toFixed(3)} ms over ${r.commits.length} commits, ` +
           `postsuspend median ${median(r.marks).toFixed(3)} ms p99 ${pct(r.marks, 99).toFixed(3)} ms, ` +
           `${perEpoch.toFixed(0)} packets (${(r.stats.releasedBytes / Math.max(1, r.stats.epochs) / 1e3).toFixed(0)} kB) per release, dropped ${r.stats.dropped}`,
       );
       figures.push({
-        name: `throughput bulk TCP (${cc}), ${epochMs} ms epochs`,
+        name: `throughput bulk TCP (${cc}), ${epochMs} ms epochs${tag}`,
         value: r.mbps,
         unit: 'Mbit/s',
         baseline: { name: `same transfer unbuffered (${cc})`, value: base.mbps, unit: 'Mbit/s' },
@@ -406,7 +495,7 @@ try {
         const v = pct(r.commits, p);
         const b = pct(rt.pipe, p);
         figures.push({
-          name: `commit latency ${label} under bulk TCP (${cc}), ${epochMs} ms epochs`,
+          name: `commit latency ${label} under bulk TCP (${cc}), ${epochMs} ms epochs${tag}`,
           value: v,
           unit: 'ms',
           baseline: { name: `pipe round trip to the buffer process ${label}`, value: b, unit: 'ms' },
@@ -414,13 +503,13 @@ try {
         });
       }
       figures.push({
-        name: `postsuspend (boundary mark) median under bulk TCP (${cc}), ${epochMs} ms epochs`,
+        name: `postsuspend (boundary mark) median under bulk TCP (${cc}), ${epochMs} ms epochs${tag}`,
         value: median(r.marks),
         unit: 'ms',
         baseline: { name: 'pipe round trip to the buffer process, median', value: median(rt.pipe), unit: 'ms' },
         ratio: median(r.marks) / median(rt.pipe),
       });
-      figures.push({ name: `packets per release (${cc}), ${epochMs} ms epochs`, value: perEpoch, unit: 'packets' });
+      figures.push({ name: `packets per release (${cc}), ${epochMs} ms epochs${tag}`, value: perEpoch, unit: 'packets' });
     }
   }
 } finally {

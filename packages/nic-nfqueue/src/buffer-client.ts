@@ -1,13 +1,17 @@
 /**
- * The parent's side of a buffer process: starts it in a network namespace,
- * sends requests, matches replies, and notices when it dies.
+ * The subkind's side of a buffer: {@link BufferProcess} starts one in another
+ * network namespace, sends requests over its pipe, matches replies, and
+ * notices when it dies; {@link InProcessBuffer} runs the same buffer in this
+ * process, for devices in this process's own namespace. Both are a
+ * {@link BufferEndpoint}.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { abortError, RemusError, withDeadline } from '@remus/core';
+import { abortError, raceSignal, RemusError, withDeadline } from '@remus/core';
 import type { QueueStats, Reply, Request } from './buffer-protocol.js';
+import { NfqueueBuffer } from './queue-buffer.js';
 
 /** How long a SIGKILLed buffer process may take to be reported gone. */
 const KILL_WAIT_MS = 5000;
@@ -35,11 +39,40 @@ export interface StartOptions {
   readonly signal: AbortSignal;
 }
 
+/** How often an in-process buffer refreshes its figures while they change (as a buffer process reports them). */
+const STATS_INTERVAL_MS = 250;
+
+/**
+ * Where a device's buffer runs: a buffer process in another namespace, or
+ * this process. Requests are handled one at a time, in the order sent.
+ */
+export interface BufferEndpoint {
+  /** The namespace the buffer's socket lives in (undefined: this process's). */
+  readonly netns: string | undefined;
+  /** Pid of the process that holds the socket. */
+  readonly pid: number | undefined;
+  /** False once the buffer is gone (its process exited, or it was stopped); the kernel then drops what it held. */
+  readonly alive: boolean;
+  /** The latest figures of a queue (updated by every reply and every ~250 ms while they change). */
+  latestStats(queue: number): QueueStats | undefined;
+  /** Why the buffer is gone, for error messages. */
+  describeExit(): string;
+  /**
+   * Sends one request and waits for its reply, at most `timeoutMs`, and no
+   * longer than `signal` allows (core's `withDeadline`). Rejects with OP_FAILED
+   * (the buffer said no or is gone), TIMEOUT, or ABORTED (or the signal's
+   * own RemusError reason, e.g. the engine's op TIMEOUT).
+   */
+  request(req: WithoutId<Request>, signal: AbortSignal, timeoutMs: number): Promise<OkReply>;
+  /** Closes the socket (its queues are unbound, the kernel drops what they held); resolves once it is closed. Idempotent. */
+  stop(): Promise<void>;
+}
+
 /**
  * One running buffer process. `alive` turns false once it exits; from then
  * on every request fails (and the kernel drops what its queues held).
  */
-export class BufferProcess {
+export class BufferProcess implements BufferEndpoint {
   readonly netns: string | undefined;
   readonly #child: ChildProcess;
   readonly #pending = new Map<number, { resolve: (r: OkReply) => void; reject: (e: unknown) => void }>();
@@ -220,6 +253,95 @@ export class BufferProcess {
       this.kill();
     }
     await withDeadline(() => gone, { what: `buffer process${this.#where()} to exit after SIGKILL`, timeoutMs: KILL_WAIT_MS });
+  }
+}
+
+/**
+ * The buffer in this process, for devices in this process's own network
+ * namespace: the same {@link NfqueueBuffer} a buffer process runs, without
+ * the pipe and the second process to wake (a checkpoint op is a netlink
+ * message, not two pipe crossings). Its packet messages are read on this
+ * process's event loop (a few dozen bytes each: the copy range is 1 byte).
+ * Fail closed as a buffer process is: when this process dies, the kernel
+ * unbinds its queues and drops what they held.
+ */
+export class InProcessBuffer implements BufferEndpoint {
+  readonly netns = undefined;
+  readonly #buffer: NfqueueBuffer;
+  readonly #latest = new Map<number, QueueStats>();
+  readonly #timer: NodeJS.Timeout;
+  #chain: Promise<unknown> = Promise.resolve();
+  #nextId = 1;
+  /** Profiling (REMUS_NFQ_TRACE): each release appends its trace line, as a buffer process does. */
+  readonly #trace = process.env.REMUS_NFQ_TRACE;
+
+  private constructor(buffer: NfqueueBuffer) {
+    this.#buffer = buffer;
+    this.#timer = setInterval(() => {
+      for (const s of this.#buffer.takeReport() ?? []) this.#latest.set(s.queue, s);
+    }, STATS_INTERVAL_MS);
+    this.#timer.unref();
+  }
+
+  /** Opens the netlink socket in this process's namespace. Rejects with ABORTED, or OP_FAILED when the socket cannot be opened. */
+  static open(signal: AbortSignal): InProcessBuffer {
+    if (signal.aborted) throw abortError(signal, 'in-process buffer open');
+    try {
+      return new InProcessBuffer(new NfqueueBuffer({ onError: (m) => process.emitWarning(`nic-nfqueue in-process buffer: ${m}`) }, { trace: process.env.REMUS_NFQ_TRACE !== undefined }));
+    } catch (e) {
+      throw new RemusError('OP_FAILED', `nic-nfqueue: opening a netfilter netlink socket in this process failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+
+  /** This process: it holds the socket. */
+  get pid(): number {
+    return process.pid;
+  }
+
+  get alive(): boolean {
+    return this.#buffer.open;
+  }
+
+  latestStats(queue: number): QueueStats | undefined {
+    return this.#latest.get(queue);
+  }
+
+  describeExit(): string {
+    return this.alive ? 'running' : 'stopped (its socket is closed)';
+  }
+
+  request(req: WithoutId<Request>, signal: AbortSignal, timeoutMs: number): Promise<OkReply> {
+    if (!this.alive) {
+      return Promise.reject(new RemusError('OP_FAILED', `in-process buffer is ${this.describeExit()}; the NIC's output is being dropped`));
+    }
+    if (signal.aborted) return Promise.reject(abortError(signal, `in-process buffer to answer ${req.op}`));
+    const full = { ...req, id: this.#nextId++ } as Request;
+    const written = this.#trace && req.op === 'release' ? process.hrtime.bigint() : 0n;
+    // One at a time, in order, as a buffer process handles its lines; a request that timed out still runs.
+    const handled = this.#chain.then(async () => {
+      const reply = await this.#buffer.handle(full);
+      if (this.#trace && req.op === 'release' && this.#buffer.traced.length === 4) {
+        appendFileSync(this.#trace, `release ${written} ${written} ${this.#buffer.traced.join(' ')} ${process.hrtime.bigint()}\n`);
+      }
+      return reply;
+    });
+    this.#chain = handled.catch(() => undefined);
+    const what = `in-process buffer to answer ${req.op}`;
+    const answered = handled.then((reply) => {
+      if (!reply.ok) throw new RemusError('OP_FAILED', `in-process buffer: ${reply.error}`, { details: { errno: reply.errno } });
+      if (reply.stats) this.#latest.set(reply.stats.queue, reply.stats);
+      return reply;
+    });
+    // A checkpoint op arms no timer: each kernel message the buffer waits for has its own
+    // limit (2 s), and `signal` (the engine's op timeout) cuts the wait short. Others get
+    // `timeoutMs` as well.
+    if (req.op === 'mark' || req.op === 'release') return raceSignal(answered, signal, () => abortError(signal, what));
+    return withDeadline(() => answered, { what, timeoutMs, signal });
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#buffer.close();
   }
 }
 

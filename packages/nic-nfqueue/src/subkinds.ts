@@ -20,7 +20,7 @@ import {
   type SubkindOps,
   checkOptionNames,
 } from '@remus/core';
-import { BufferProcess, type QueueStats } from './buffer-client.js';
+import { BufferProcess, InProcessBuffer, type BufferEndpoint, type QueueStats } from './buffer-client.js';
 import {
   deleteRule,
   ensureBridgeNetfilter,
@@ -47,10 +47,17 @@ export type SetupStep = (typeof SETUP_STEPS)[number];
 export interface NicNfqueueOptions {
   /**
    * Network namespace (a name under /run/netns) of devices that give no
-   * `params.netns`. Undefined: the namespace this process runs in. The
-   * buffer process for it starts at `init`.
+   * `params.netns`. Undefined: the namespace this process runs in. Its
+   * buffer starts at `init`.
    */
   readonly netns?: string;
+  /**
+   * Where the buffer of a device in this process's own namespace runs.
+   * `true` (default): in this process (no pipe round trip per checkpoint
+   * op; packet messages are read on this process's event loop). `false`: in
+   * a buffer process, as for every other namespace.
+   */
+  readonly inProcess?: boolean;
   /** Cap on packets held per NIC (the kernel queue's length). Default 10 000. */
   readonly maxPackets?: number;
   /** Cap on bytes held per NIC (original packet lengths). Default 64 MiB. */
@@ -83,7 +90,7 @@ export interface NfqueueInternals {
  */
 interface Shared {
   readonly probe: HostProbe;
-  readonly processes: Map<string, Promise<BufferProcess>>;
+  readonly processes: Map<string, Promise<BufferEndpoint>>;
 }
 
 /**
@@ -99,22 +106,22 @@ interface NicData {
   bridge?: string;
   /** Bridge netfilter switches setup turned on (left on; see README). */
   bridgeSwitches?: string[];
-  process?: BufferProcess;
+  process?: BufferEndpoint;
   /** A bind was asked for: teardown must unbind by tag. */
   queueBound?: boolean;
   queue?: number;
   /** Rules may exist in these families: teardown must look for them. */
   rulesMaybe: Family[];
-  /** Latest figures from the buffer process. */
+  /** Latest figures from the buffer. */
   stats?: QueueStats;
   tornDown?: boolean;
   /** The checkpoint whose mark found nothing held (its commit needs no request), else undefined. */
   emptyEpoch?: number;
-  /** Commits answered here because their epoch was empty (added to the buffer process's `epochs`). */
+  /** Commits answered here because their epoch was empty (added to the buffer's `epochs`). */
   emptyCommits: number;
 }
 
-/** How long a checkpoint request to the buffer process may take at most (the core's op timeout usually fires first). */
+/** How long a checkpoint request to the buffer may take at most (the core's op timeout usually fires first). */
 const REQUEST_TIMEOUT_MS = 10_000;
 
 function nsKey(netns: string | undefined): string {
@@ -176,7 +183,7 @@ export function nicNfqueue(options: NicNfqueueOptions = {}): SubkindOps<Shared, 
 
 /** {@link nicNfqueue} with test-only internals (see {@link NfqueueInternals}). */
 export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInternals): SubkindOps<Shared, NicData> {
-  checkOptionNames(options, ['netns', 'maxPackets', 'maxBytes', 'queueRange', 'ip', 'iptables', 'ip6tables', 'startTimeoutMs'], 'nic-nfqueue');
+  checkOptionNames(options, ['netns', 'inProcess', 'maxPackets', 'maxBytes', 'queueRange', 'ip', 'iptables', 'ip6tables', 'startTimeoutMs'], 'nic-nfqueue');
   const defaultNetns = options.netns === undefined ? undefined : validateName(options.netns, 'nic-nfqueue: options.netns');
   const maxPackets = positiveInt(options.maxPackets, 'maxPackets', 10_000);
   const maxBytes = positiveInt(options.maxBytes, 'maxBytes', 64 << 20, Number.MAX_SAFE_INTEGER);
@@ -189,14 +196,24 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     iptables: options.iptables ?? 'iptables',
     ip6tables: options.ip6tables ?? 'ip6tables',
   };
+  if (options.inProcess !== undefined && typeof options.inProcess !== 'boolean') {
+    throw new RemusError('INVALID_ARGUMENT', `nic-nfqueue: inProcess must be true or false, not ${JSON.stringify(options.inProcess)}`);
+  }
+  const inProcess = options.inProcess ?? true;
   const startTimeoutMs = options.startTimeoutMs === undefined ? 10_000 : validateDuration(options.startTimeoutMs, 'nic-nfqueue: startTimeoutMs', { min: 1 });
 
-  /** The buffer process of a namespace, started on first use (at most once per operation). */
-  const processFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferProcess> => {
+  /**
+   * The buffer of a namespace, started on first use (at most once per operation): in this
+   * process for its own namespace (unless `inProcess: false`), else a buffer process.
+   */
+  const processFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferEndpoint> => {
     const key = nsKey(netns);
     let p = shared.processes.get(key);
     if (!p) {
-      p = BufferProcess.start({ netns, ip: cmds.ip, timeoutMs: startTimeoutMs, signal });
+      p =
+        netns === undefined && inProcess
+          ? Promise.resolve().then(() => InProcessBuffer.open(signal))
+          : BufferProcess.start({ netns, ip: cmds.ip, timeoutMs: startTimeoutMs, signal });
       shared.processes.set(key, p);
       // A failed start must not stay cached as the namespace's process.
       p.catch(() => {
@@ -216,7 +233,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       throw new RemusError('STATE', `device ${handle.device.id} has no bound queue: setup did not finish`);
     }
     // postsuspend must wait for the answer: the boundary is the last packet the
-    // buffer process has seen when it handles the request, so it must handle
+    // buffer has seen when it handles the request, so it must handle
     // it before the guest resumes (afterwards it would take in epoch N+1).
     const reply = await d.process.request({ op, queue: d.queue, checkpoint: ctx.checkpoint }, ctx.signal, REQUEST_TIMEOUT_MS);
     if (reply.stats) d.stats = reply.stats;
@@ -235,7 +252,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
 
     /**
      * Probes the host once (nfnetlink_queue, NFQUEUE target, iptables and
-     * ip6tables) and, if it can buffer, starts the buffer process (the
+     * ip6tables) and, if it can buffer, starts the buffer (the
      * shared netlink socket) for the default namespace.
      */
     async init(ctx) {
@@ -247,7 +264,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       return shared;
     },
 
-    /** Stops every buffer process (closing their sockets unbinds any queue left, and the kernel drops what it held). */
+    /** Stops every buffer (closing their sockets unbinds any queue left, and the kernel drops what it held). */
     async cleanup(shared) {
       const all = [...shared.processes.values()];
       shared.processes.clear();
@@ -275,7 +292,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     },
 
     /**
-     * Starts (or reuses) the namespace's buffer process, binds a free queue
+     * Starts (or reuses) the namespace's buffer (in this process for its own namespace), binds a free queue
      * number, and inserts the IPv4 and IPv6 rules that queue what the guest
      * sends through the interface. Records each resource before making it.
      */
@@ -317,7 +334,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       await step('verify', handle);
       // The queue is bound by the process that is still alive: the rules point at a live buffer.
       if (!d.process.alive) {
-        throw new RemusError('OP_FAILED', `buffer process for ${device.id} died during setup (${d.process.describeExit()})`);
+        throw new RemusError('OP_FAILED', `buffer for ${device.id} died during setup (${d.process.describeExit()})`);
       }
     },
 
@@ -325,7 +342,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
      * Unbinds the NIC's queue first (the kernel DROPS what it still holds:
      * that output belongs to an epoch no backup committed), then deletes every
      * rule tagged for this device. Idempotent; works after a failed or cut
-     * short setup; a dead buffer process counts as already unbound.
+     * short setup; a dead buffer counts as already unbound.
      */
     async teardown(handle, ctx) {
       const d = handle.data;
@@ -423,9 +440,9 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     },
 
     /**
-     * held/released/dropped packets (and bytes), as the buffer process last
+     * held/released/dropped packets (and bytes), as the buffer last
      * reported them (every checkpoint op, and every ~250 ms while they
-     * change); `bufferAlive` is 0 once the buffer process died.
+     * change); `bufferAlive` is 0 once the buffer is gone.
      */
     stats(handle): Record<string, number> {
       const d = handle.data;

@@ -14,6 +14,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { RemusError, newOperationId, runScript, type DomainAdapter } from '@remus/core';
@@ -50,6 +51,12 @@ const NIC_PLUGINS = [
   { package: '@remus/nic-nfqueue', subkind: 'nic-nfqueue' },
 ];
 const PORT = 7000;
+/** Marks the child that runs the demo inside its router namespace (internal: set by {@link runDemo}). */
+const INSIDE_ROUTER_ENV = 'REMUS_DEMO_INSIDE_ROUTER';
+/** The child's file descriptor whose end says the `remus demo` the user started is gone. */
+const LIFELINE_FD = 3;
+/** Set for the demo that runs inside its router namespace (see {@link runDemo}). */
+const INSIDE_ROUTER = process.env[INSIDE_ROUTER_ENV] === '1';
 const GUEST_IP = '10.77.1.2';
 /** Client request period, ms. */
 const PERIOD_MS = 5;
@@ -86,8 +93,86 @@ function script(name: string): string {
   return fileURLToPath(new URL(`../../dist/demo/${name}.js`, import.meta.url));
 }
 
-/** Runs the demo; resolves with the exit code (0 only if no violation, replies arrived, and nothing is left). */
+/**
+ * Runs the demo; resolves with the exit code (0 only if no violation, replies arrived, and nothing is left).
+ *
+ * The router namespace plays the host that runs Remus, and the demo runs inside it, as Remus
+ * runs in the namespace of the guests' interfaces on a real host: `remus demo` starts itself
+ * again with `unshare --net` (a fresh namespace, which the child names as the router) and
+ * passes its output, exit code and SIGINT/SIGTERM through. So the NIC subkinds work on an
+ * interface of their own namespace (nic-nfqueue buffers in-process: no helper process per
+ * checkpoint op). Killing `remus demo` kills the child (it watches a pipe from its parent),
+ * leaving what the journal names for `remus cleanup`, as before. Where `unshare` cannot be
+ * started, or `io` is not this process's output, the demo runs here, with its router a
+ * namespace of its own and the NIC reached in it.
+ */
 export async function runDemo(o: DemoOptions): Promise<number> {
+  if (!INSIDE_ROUTER && o.io.out === process.stdout && o.io.err === process.stderr) {
+    const code = await runInRouter(o);
+    if (code !== undefined) return code;
+  }
+  if (INSIDE_ROUTER) watchLifeline();
+  return runDemoHere(o);
+}
+
+/** Starts this command again inside a fresh network namespace; its exit code, or undefined when `unshare` cannot start. */
+function runInRouter(o: DemoOptions): Promise<number | undefined> {
+  const bin = fileURLToPath(new URL('../bin.js', import.meta.url));
+  const args = [
+    'demo',
+    '--duration',
+    String(o.durationMs),
+    '--interval',
+    String(o.intervalMs),
+    ...(o.mode === 'json' ? ['--json'] : []),
+    '--state-dir',
+    o.stateDir,
+    ...(o.noNetBuffer ? ['--no-net-buffer'] : []),
+  ];
+  const child = spawn('unshare', ['--net', '--', process.execPath, ...process.execArgv, bin, ...args], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, [INSIDE_ROUTER_ENV]: '1' },
+  });
+  const forward = (sig: NodeJS.Signals): void => {
+    child.kill(sig);
+  };
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise((resolve) => {
+    let started = false;
+    child.on('spawn', () => (started = true));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      // No `unshare`: the demo runs in this process.
+      resolve(!started && e.code === 'ENOENT' ? undefined : 1);
+    });
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      resolve(code ?? (signal === 'SIGINT' || signal === 'SIGTERM' ? 130 : 137));
+    });
+  });
+}
+
+/** In the child: when the `remus demo` the user started dies, this one dies with it (SIGKILL: what was made stays journaled for `remus cleanup`). */
+function watchLifeline(): void {
+  let life: Socket;
+  try {
+    life = new Socket({ fd: LIFELINE_FD, readable: true, writable: false });
+  } catch {
+    return; // Started without one (by hand): nothing to watch.
+  }
+  const die = (): void => {
+    process.kill(process.pid, 'SIGKILL');
+  };
+  life.on('end', die);
+  life.on('error', die);
+  life.resume();
+  life.unref();
+}
+
+async function runDemoHere(o: DemoOptions): Promise<number> {
   const { io } = o;
   const operation = newOperationId();
   const ns = { guest: `remus-demo-${operation}-g`, router: `remus-demo-${operation}-r`, client: `remus-demo-${operation}-c` };
@@ -112,7 +197,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         ack: { type: 'local' },
       },
       plugins: built.used.map((p) => ({ package: p.package, subkinds: { [p.subkind]: {} } })),
-      devices: o.noNetBuffer ? [] : [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', netns: ns.router } }],
+      // The demo runs inside the router namespace (see runDemoInRouter): vif0 is in its own namespace, as a guest's
+      // interface is on a real host, and NIC subkinds work there without a helper process.
+      devices: o.noNetBuffer ? [] : [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', ...(INSIDE_ROUTER ? {} : { netns: ns.router }) } }],
     },
     'demo',
   );
@@ -122,6 +209,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     'demo',
     config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? CLI_DIR, subkinds: p.subkinds })),
     config.devices,
+    'command',
+    // Inside the router the run lives as long as the `remus demo` the user started (this process's parent).
+    INSIDE_ROUTER ? process.ppid : process.pid,
   );
 
   let stop: AbortController | undefined;
@@ -129,6 +219,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   let client: ChildProcess | undefined;
   const criuStop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
+    // A terminal's Ctrl-C reaches this process twice inside the router (the terminal's and the one passed on).
+    if (interrupted) return;
     interrupted = sig;
     view.say(`${sig}: stopping the demo and cleaning up`);
     stop?.abort();
@@ -319,7 +411,8 @@ export function countViolations(replies: readonly { g: number; r: number }[], fr
 async function buildNetwork(ns: { guest: string; router: string; client: string }, journal: Journal): Promise<void> {
   for (const name of [ns.router, ns.guest, ns.client]) {
     journal.addNetns(name);
-    await ip(['netns', 'add', name]);
+    // Inside the router: this process's own (fresh) namespace gets the router's name.
+    await ip(name === ns.router && INSIDE_ROUTER ? ['netns', 'attach', name, String(process.pid)] : ['netns', 'add', name]);
     await ip(['-n', name, 'link', 'set', 'lo', 'up']);
   }
   await ip(['-n', ns.router, 'link', 'add', 'vif0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.guest]);
