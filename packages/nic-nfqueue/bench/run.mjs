@@ -4,7 +4,10 @@
 // A routed lab (guest -> host -> client namespaces). In one run:
 //  1. a bulk TCP transfer guest -> client, unbuffered (the baseline);
 //  2. the same transfer through nic-nfqueue with 25 ms epochs, then 100 ms
-//     epochs (checkpoint loop: wait the epoch, postsuspend, preresume, commit);
+//     epochs (checkpoint loop: wait the epoch, postsuspend, preresume, commit),
+//     each with a buffer process (the operation here, the NIC in the host
+//     namespace) and with the buffer in-process (the operation inside the host
+//     namespace: test/fixtures/layer-driver.mjs);
 //  3. commit latency (median, p99) under that load, against a pipe round trip
 //     to the buffer process; and the commit of an empty epoch (no round trip
 //     at all since its mark says it held nothing; target median <= 150 us).
@@ -13,7 +16,7 @@
 // buffer costs; buffered transfers run REPEAT times (default 2), the figure is
 // the median run (with 2: the better one), latencies pool every run's commits.
 // NFQ_BENCH_SECONDS (default 4) sets each transfer's length; NFQ_BENCH_CC (default reno,bbr) and
-// NFQ_BENCH_EPOCHS (default 25,100) pick the cases.
+// NFQ_BENCH_EPOCHS (default 25,100) and NFQ_BENCH_MODES (default process,in-process) pick the cases.
 // Prints the figures and writes ${REMUS_BENCH_OUT}/nic-nfqueue.json.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -6,7 +6,7 @@
  */
 import { RemusError } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BufferProcess } from '../src/buffer-client.js';
+import { BufferProcess, InProcessBuffer } from '../src/buffer-client.js';
 
 let bp: BufferProcess | undefined;
 
@@ -62,5 +62,43 @@ describe('buffer process client waits', () => {
     expect(bp.alive).toBe(false);
     expect(() => process.kill(pid, 0)).toThrow();
     bp = undefined;
+  });
+});
+
+describe('in-process buffer waits', () => {
+  it('answers in order, keeps a RemusError abort reason, refuses an aborted open, and fails every request once stopped', async () => {
+    const ac = new AbortController();
+    ac.abort(new Error('stop'));
+    expect(() => InProcessBuffer.open(ac.signal)).toThrow(expect.objectContaining({ code: 'ABORTED' }));
+
+    const signal = new AbortController().signal;
+    const ip = InProcessBuffer.open(signal);
+    try {
+      expect(ip.alive).toBe(true);
+      expect(ip.pid).toBe(process.pid);
+      // Handled one at a time, in the order sent (as a buffer process handles its lines).
+      const order: string[] = [];
+      await Promise.all([
+        ip.request({ op: 'unbind', tag: 'remus:test:none' }, signal, 5000).then(() => order.push('unbind')),
+        ip.request({ op: 'stats' }, signal, 5000).then(() => order.push('stats')),
+        ip.request({ op: 'mark', queue: 65000, checkpoint: 1 }, signal, 5000).catch(() => order.push('mark refused')),
+      ]);
+      expect(order).toEqual(['unbind', 'stats', 'mark refused']);
+      // A queue it never bound: OP_FAILED naming it.
+      await expect(ip.request({ op: 'release', queue: 65000, checkpoint: 1 }, signal, 5000)).rejects.toMatchObject({
+        code: 'OP_FAILED',
+        message: expect.stringMatching(/queue 65000 is not bound/),
+      });
+
+      const engine = new AbortController();
+      engine.abort(new RemusError('TIMEOUT', 'commit: no result within 5 ms'));
+      await expect(ip.request({ op: 'release', queue: 65000, checkpoint: 2 }, engine.signal, 5000)).rejects.toMatchObject({ code: 'TIMEOUT' });
+      await expect(ip.request({ op: 'stats' }, engine.signal, 5000)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    } finally {
+      await ip.stop();
+    }
+    expect(ip.alive).toBe(false);
+    await expect(ip.request({ op: 'stats' }, signal, 5000)).rejects.toMatchObject({ code: 'OP_FAILED', message: expect.stringMatching(/stopped/) });
+    await ip.stop(); // idempotent
   });
 });
