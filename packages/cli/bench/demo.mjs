@@ -4,7 +4,9 @@
 // Runs the real command (`remus demo --json`: the process domain in a cgroup
 // freezer, the in-process backup, the best NIC subkind on the router's vif0,
 // a UDP client in its own namespace) RUNS times and collects every committed
-// checkpoint's figures from its JSON events:
+// checkpoint's figures from its JSON events; alternating with each run, the
+// same demo in place (REMUS_DEMO_IN_PLACE=1: the demo outside its router, its
+// NIC in another namespace, as before 4 Dec 2026) for comparison:
 //   pause   = suspend start to resume end (the guest is stopped), and
 //   commit  = end of postsuspend (epoch closed) to end of commit (its output
 //             released): the demo's "commit p50"; the commit step alone too,
@@ -45,10 +47,11 @@ function pct(values, q) {
 }
 
 /** One `remus demo --json` run: its checkpoint events and summary. Rejects if it fails. */
-function runDemo(stateDir) {
+function runDemo(stateDir, inPlace) {
   return new Promise((resolve, reject) => {
     const args = [bin, 'demo', '--json', '--duration', String(DURATION_MS), '--interval', String(INTERVAL_MS), '--state-dir', stateDir];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const env = { ...process.env, REMUS_DEMO_IN_PLACE: inPlace ? '1' : '0' };
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
     const checkpoints = [];
     let summary;
     let buf = '';
@@ -86,19 +89,28 @@ if (process.getuid?.() !== 0) {
 const stateDir = mkdtempSync(join(tmpdir(), 'remus-demo-bench-'));
 const all = [];
 const runs = [];
+/** The comparison in the same run: the demo in place (its NIC in another namespace: nic-nfqueue's buffer process), as before 4 Dec 2026. */
+const inPlace = [];
 try {
   for (let r = 0; r < RUNS; r++) {
-    const before = loadavg();
-    const { checkpoints, summary } = await runDemo(stateDir);
-    const after = loadavg();
-    const kept = checkpoints.slice(WARMUP);
-    all.push(...kept);
-    const pause = kept.map((c) => c.pauseMs);
-    const commit = kept.map((c) => c.commitLatencyMs);
-    runs.push({ nic: summary.nic, declined: summary.declined, checkpoints: kept.length, loadBefore: before, loadAfter: after, pauseP50: pct(pause, 0.5), commitP50: pct(commit, 0.5) });
-    console.log(
-      `run ${r + 1}: ${summary.nic}, ${kept.length} checkpoints, pause p50 ${pct(pause, 0.5).toFixed(3)} ms p99 ${pct(pause, 0.99).toFixed(3)} ms, commit p50 ${pct(commit, 0.5).toFixed(3)} ms p99 ${pct(commit, 0.99).toFixed(3)} ms; load average ${before.map((x) => x.toFixed(2)).join(' ')} -> ${after.map((x) => x.toFixed(2)).join(' ')}`,
-    );
+    // Alternating, so both see the same machine.
+    for (const place of [false, true]) {
+      const before = loadavg();
+      const { checkpoints, summary } = await runDemo(stateDir, place);
+      const after = loadavg();
+      const kept = checkpoints.slice(WARMUP);
+      const pause = kept.map((c) => c.pauseMs);
+      const commit = kept.map((c) => c.commitLatencyMs);
+      if (place) {
+        inPlace.push(...kept);
+      } else {
+        all.push(...kept);
+        runs.push({ nic: summary.nic, declined: summary.declined, checkpoints: kept.length, loadBefore: before, loadAfter: after, pauseP50: pct(pause, 0.5), commitP50: pct(commit, 0.5) });
+      }
+      console.log(
+        `run ${r + 1}${place ? ' (in place: NIC in another namespace)' : ''}: ${summary.nic}, ${kept.length} checkpoints, pause p50 ${pct(pause, 0.5).toFixed(3)} ms p99 ${pct(pause, 0.99).toFixed(3)} ms, commit p50 ${pct(commit, 0.5).toFixed(3)} ms p99 ${pct(commit, 0.99).toFixed(3)} ms; load average ${before.map((x) => x.toFixed(2)).join(' ')} -> ${after.map((x) => x.toFixed(2)).join(' ')}`,
+      );
+    }
   }
 } finally {
   rmSync(stateDir, { recursive: true, force: true });
@@ -121,6 +133,21 @@ const figures = [
   { name: 'remus demo commit p99', value: pct(commit, 0.99), unit: 'ms' },
   { name: 'remus demo commit step alone p50 (the NIC releases the epoch)', value: pct(commitStep, 0.5), unit: 'ms' },
   ...STEPS.map((s) => ({ name: `remus demo step ${s} p50`, value: pct(all.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
+  {
+    name: 'remus demo pause p50, inside its router (default)',
+    value: pct(pause, 0.5),
+    unit: 'ms',
+    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(inPlace.map((c) => c.pauseMs), 0.5), unit: 'ms' },
+    ratio: pct(pause, 0.5) / pct(inPlace.map((c) => c.pauseMs), 0.5),
+  },
+  {
+    name: 'remus demo commit p50, inside its router (default)',
+    value: pct(commit, 0.5),
+    unit: 'ms',
+    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(inPlace.map((c) => c.commitLatencyMs), 0.5), unit: 'ms' },
+    ratio: pct(commit, 0.5) / pct(inPlace.map((c) => c.commitLatencyMs), 0.5),
+  },
+  ...STEPS.map((s) => ({ name: `remus demo in place, step ${s} p50`, value: pct(inPlace.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
   { name: 'load average (1 min) at the start of the runs, lowest', value: Math.min(...load1), unit: `(${cores} cores)` },
   { name: 'load average (1 min) during the runs, highest', value: loadMax, unit: `(${cores} cores)` },
 ];
@@ -128,7 +155,9 @@ console.log(
   `remus demo, ${all.length} checkpoints in ${RUNS} runs (${runs[0]?.nic}, ${INTERVAL_MS} ms interval), ${machine}:\n` +
     `  pause  p50 ${pct(pause, 0.5).toFixed(3)} ms  p99 ${pct(pause, 0.99).toFixed(3)} ms   (issue: ${ISSUE.pauseBusy} ms busy, ${ISSUE.pauseIdle} ms idle; target <= ${TARGET.pause} ms idle)\n` +
     `  commit p50 ${pct(commit, 0.5).toFixed(3)} ms  p99 ${pct(commit, 0.99).toFixed(3)} ms   (issue: ${ISSUE.commitBusy} ms busy; target <= ${TARGET.commit} ms idle)\n` +
-    `  steps p50: ${STEPS.map((s) => `${s} ${pct(all.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
+    `  steps p50: ${STEPS.map((s) => `${s} ${pct(all.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
+    `  in place (its NIC in another namespace, nic-nfqueue's buffer process; ${inPlace.length} checkpoints): pause p50 ${pct(inPlace.map((c) => c.pauseMs), 0.5).toFixed(3)} ms, commit p50 ${pct(inPlace.map((c) => c.commitLatencyMs), 0.5).toFixed(3)} ms\n` +
+    `  in place, steps p50: ${STEPS.map((s) => `${s} ${pct(inPlace.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
 );
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'cli-demo.json'), `${JSON.stringify({ package: '@remus/cli', machine: { idle, cores, runs }, figures }, null, 2)}\n`);
