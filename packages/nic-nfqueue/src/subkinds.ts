@@ -85,12 +85,12 @@ export interface NfqueueInternals {
 
 /**
  * Shared state of one operation.
- * Invariant: `processes` has at most one entry per namespace (key '' = this
+ * Invariant: `buffers` has at most one entry per namespace (key '' = this
  * process's namespace); every entry is stopped by `cleanup`.
  */
 interface Shared {
   readonly probe: HostProbe;
-  readonly processes: Map<string, Promise<BufferEndpoint>>;
+  readonly buffers: Map<string, Promise<BufferEndpoint>>;
 }
 
 /**
@@ -106,7 +106,7 @@ interface NicData {
   bridge?: string;
   /** Bridge netfilter switches setup turned on (left on; see README). */
   bridgeSwitches?: string[];
-  process?: BufferEndpoint;
+  buffer?: BufferEndpoint;
   /** A bind was asked for: teardown must unbind by tag. */
   queueBound?: boolean;
   queue?: number;
@@ -206,18 +206,18 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
    * The buffer of a namespace, started on first use (at most once per operation): in this
    * process for its own namespace (unless `inProcess: false`), else a buffer process.
    */
-  const processFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferEndpoint> => {
+  const bufferFor = (shared: Shared, netns: string | undefined, signal: AbortSignal): Promise<BufferEndpoint> => {
     const key = nsKey(netns);
-    let p = shared.processes.get(key);
+    let p = shared.buffers.get(key);
     if (!p) {
       p =
         netns === undefined && inProcess
           ? Promise.resolve().then(() => InProcessBuffer.open(signal))
           : BufferProcess.start({ netns, ip: cmds.ip, timeoutMs: startTimeoutMs, signal });
-      shared.processes.set(key, p);
-      // A failed start must not stay cached as the namespace's process.
+      shared.buffers.set(key, p);
+      // A failed start must not stay cached as the namespace's buffer.
       p.catch(() => {
-        if (shared.processes.get(key) === p) shared.processes.delete(key);
+        if (shared.buffers.get(key) === p) shared.buffers.delete(key);
       });
     }
     return p;
@@ -229,13 +229,13 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
 
   const checkpointRequest = async (handle: DeviceHandle<Shared, NicData>, op: 'mark' | 'release', ctx: OpContext): Promise<void> => {
     const d = handle.data;
-    if (!d?.process || d.queue === undefined) {
+    if (!d?.buffer || d.queue === undefined) {
       throw new RemusError('STATE', `device ${handle.device.id} has no bound queue: setup did not finish`);
     }
     // postsuspend must wait for the answer: the boundary is the last packet the
     // buffer has seen when it handles the request, so it must handle
     // it before the guest resumes (afterwards it would take in epoch N+1).
-    const reply = await d.process.request({ op, queue: d.queue, checkpoint: ctx.checkpoint }, ctx.signal, REQUEST_TIMEOUT_MS);
+    const reply = await d.buffer.request({ op, queue: d.queue, checkpoint: ctx.checkpoint }, ctx.signal, REQUEST_TIMEOUT_MS);
     if (reply.stats) d.stats = reply.stats;
     if (op === 'mark') d.emptyEpoch = reply.empty === true ? ctx.checkpoint : undefined;
   };
@@ -257,17 +257,17 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
      */
     async init(ctx) {
       const probe = await probeHost(cmds, ctx.signal);
-      const shared: Shared = { probe, processes: new Map() };
+      const shared: Shared = { probe, buffers: new Map() };
       if (probe.ok && (defaultNetns === undefined || netnsExists(defaultNetns))) {
-        await processFor(shared, defaultNetns, ctx.signal);
+        await bufferFor(shared, defaultNetns, ctx.signal);
       }
       return shared;
     },
 
     /** Stops every buffer (closing their sockets unbinds any queue left, and the kernel drops what it held). */
     async cleanup(shared) {
-      const all = [...shared.processes.values()];
-      shared.processes.clear();
+      const all = [...shared.buffers.values()];
+      shared.buffers.clear();
       await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.stop()));
     },
 
@@ -307,7 +307,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       d.bridge = link.bridge;
 
       await step('buffer-process', handle);
-      d.process = await processFor(handle.shared, d.netns, ctx.signal);
+      d.buffer = await bufferFor(handle.shared, d.netns, ctx.signal);
 
       if (d.mode === 'bridged') {
         await step('bridge-netfilter', handle);
@@ -317,7 +317,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       await step('bind-queue', handle);
       const exclude = await queueNumbersInUse(cmds, d.netns, ctx.signal);
       d.queueBound = true;
-      const bound = await d.process.request(
+      const bound = await d.buffer.request(
         { op: 'bind', tag: d.tag, exclude, first, last, maxPackets, maxBytes, copyRange: 1 },
         ctx.signal,
         REQUEST_TIMEOUT_MS,
@@ -332,9 +332,9 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       }
 
       await step('verify', handle);
-      // The queue is bound by the process that is still alive: the rules point at a live buffer.
-      if (!d.process.alive) {
-        throw new RemusError('OP_FAILED', `buffer for ${device.id} died during setup (${d.process.describeExit()})`);
+      // The queue is bound by a buffer that is still alive: the rules point at a live buffer.
+      if (!d.buffer.alive) {
+        throw new RemusError('OP_FAILED', `buffer for ${device.id} died during setup (${d.buffer.describeExit()})`);
       }
     },
 
@@ -348,13 +348,13 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
       const d = handle.data;
       if (!d) return;
       const errors: unknown[] = [];
-      if (d.queueBound && d.process?.alive) {
+      if (d.queueBound && d.buffer?.alive) {
         try {
-          const r = await d.process.request({ op: 'unbind', tag: d.tag }, ctx.signal, REQUEST_TIMEOUT_MS);
+          const r = await d.buffer.request({ op: 'unbind', tag: d.tag }, ctx.signal, REQUEST_TIMEOUT_MS);
           if (r.stats) d.stats = r.stats;
         } catch (e) {
-          // A process that died meanwhile unbound everything by dying.
-          if (d.process.alive) errors.push(e);
+          // A buffer that died meanwhile unbound everything by dying.
+          if (d.buffer.alive) errors.push(e);
         }
       }
       d.queueBound = false;
@@ -393,7 +393,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
     async commit(handle, ctx) {
       const d = handle.data;
       // The buffer held nothing when this epoch closed (its mark said so): nothing to release, no round trip.
-      if (d?.emptyEpoch !== undefined && d.emptyEpoch === ctx.checkpoint && d.process?.alive) {
+      if (d?.emptyEpoch !== undefined && d.emptyEpoch === ctx.checkpoint && d.buffer?.alive) {
         d.emptyEpoch = undefined;
         d.emptyCommits++;
         return;
@@ -446,8 +446,8 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
      */
     stats(handle): Record<string, number> {
       const d = handle.data;
-      const s = (d?.queue !== undefined ? d.process?.latestStats(d.queue) : undefined) ?? d?.stats;
-      const alive = d?.process?.alive ? 1 : 0;
+      const s = (d?.queue !== undefined ? d.buffer?.latestStats(d.queue) : undefined) ?? d?.stats;
+      const alive = d?.buffer?.alive ? 1 : 0;
       if (!s) return { held: 0, released: 0, dropped: 0, bufferAlive: alive };
       return {
         held: s.held,
@@ -462,7 +462,7 @@ export function createNfqueue(options: NicNfqueueOptions, internals: NfqueueInte
         epochs: s.epochs + (d?.emptyCommits ?? 0),
         queue: s.queue,
         bufferAlive: alive,
-        bufferPid: d?.process?.pid ?? 0,
+        bufferPid: d?.buffer?.pid ?? 0,
       };
     },
   };
