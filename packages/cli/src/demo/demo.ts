@@ -103,12 +103,14 @@ function script(name: string): string {
  * interface of their own namespace (nic-nfqueue buffers in-process: no helper process per
  * checkpoint op). Killing `remus demo` kills the child (it watches a pipe from its parent),
  * leaving what the journal names for `remus cleanup`, as before. Where `unshare` cannot be
- * started, or `io` is not this process's output, the demo runs here, with its router a
- * namespace of its own and the NIC reached in it (so does REMUS_DEMO_IN_PLACE=1, which the
- * benchmark uses to compare the two).
+ * started, not as root, or when `io` is not this process's output, the demo runs here, with
+ * its router a namespace of its own and the NIC reached in it (so does REMUS_DEMO_IN_PLACE=1,
+ * which the benchmark uses to compare the two).
  */
 export async function runDemo(o: DemoOptions): Promise<number> {
-  if (!INSIDE_ROUTER && process.env['REMUS_DEMO_IN_PLACE'] !== '1' && o.io.out === process.stdout && o.io.err === process.stderr) {
+  // Not as root, `unshare --net` cannot work either: the demo in place says what it needs.
+  const root = process.getuid?.() === 0;
+  if (!INSIDE_ROUTER && root && process.env['REMUS_DEMO_IN_PLACE'] !== '1' && o.io.out === process.stdout && o.io.err === process.stderr) {
     const code = await runInRouter(o);
     if (code !== undefined) return code;
   }
