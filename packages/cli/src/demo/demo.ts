@@ -200,7 +200,7 @@ async function runDemoHere(o: DemoOptions): Promise<number> {
         ack: { type: 'local' },
       },
       plugins: built.used.map((p) => ({ package: p.package, subkinds: { [p.subkind]: {} } })),
-      // The demo runs inside the router namespace (see runDemoInRouter): vif0 is in its own namespace, as a guest's
+      // The demo runs inside the router namespace (see runDemo): vif0 is in its own namespace, as a guest's
       // interface is on a real host, and NIC subkinds work there without a helper process.
       devices: o.noNetBuffer ? [] : [{ id: 'guest0', kind: 'nic', params: { ifname: 'vif0', ...(INSIDE_ROUTER ? {} : { netns: ns.router }) } }],
     },
@@ -211,7 +211,8 @@ async function runDemoHere(o: DemoOptions): Promise<number> {
     operation,
     'demo',
     config.plugins.map((p, i) => ({ package: p.package, from: built.plugins[i]?.from ?? CLI_DIR, subkinds: p.subkinds })),
-    config.devices,
+    // As seen from outside (where `remus cleanup` runs): the NIC is in the router namespace.
+    config.devices.map((d) => (INSIDE_ROUTER ? { ...d, params: { ...d.params, netns: ns.router } } : d)),
     'command',
     // Inside the router the run lives as long as the `remus demo` the user started (this process's parent).
     INSIDE_ROUTER ? process.ppid : process.pid,
