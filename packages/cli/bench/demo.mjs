@@ -124,6 +124,8 @@ const idle = loadMax < cores / 2;
 const pause = all.map((c) => c.pauseMs);
 const commit = all.map((c) => c.commitLatencyMs);
 const commitStep = all.map((c) => c.steps.commit);
+const placePause = inPlace.map((c) => c.pauseMs);
+const placeCommit = inPlace.map((c) => c.commitLatencyMs);
 const machine = `${idle ? 'idle' : 'busy'} machine: 1-min load ${Math.min(...load1).toFixed(2)}-${loadMax.toFixed(2)} on ${cores} cores`;
 const figures = [
   { name: `remus demo pause p50 (${machine})`, value: pct(pause, 0.5), unit: 'ms', baseline: { name: 'issue 18, idle machine', value: ISSUE.pauseIdle, unit: 'ms' }, ratio: pct(pause, 0.5) / ISSUE.pauseIdle, target: `<= ${TARGET.pause} ms on an idle machine` },
@@ -137,15 +139,15 @@ const figures = [
     name: 'remus demo pause p50, inside its router (default)',
     value: pct(pause, 0.5),
     unit: 'ms',
-    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(inPlace.map((c) => c.pauseMs), 0.5), unit: 'ms' },
-    ratio: pct(pause, 0.5) / pct(inPlace.map((c) => c.pauseMs), 0.5),
+    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(placePause, 0.5), unit: 'ms' },
+    ratio: pct(pause, 0.5) / pct(placePause, 0.5),
   },
   {
     name: 'remus demo commit p50, inside its router (default)',
     value: pct(commit, 0.5),
     unit: 'ms',
-    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(inPlace.map((c) => c.commitLatencyMs), 0.5), unit: 'ms' },
-    ratio: pct(commit, 0.5) / pct(inPlace.map((c) => c.commitLatencyMs), 0.5),
+    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(placeCommit, 0.5), unit: 'ms' },
+    ratio: pct(commit, 0.5) / pct(placeCommit, 0.5),
   },
   ...STEPS.map((s) => ({ name: `remus demo in place, step ${s} p50`, value: pct(inPlace.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
   { name: 'load average (1 min) at the start of the runs, lowest', value: Math.min(...load1), unit: `(${cores} cores)` },
@@ -156,7 +158,7 @@ console.log(
     `  pause  p50 ${pct(pause, 0.5).toFixed(3)} ms  p99 ${pct(pause, 0.99).toFixed(3)} ms   (issue: ${ISSUE.pauseBusy} ms busy, ${ISSUE.pauseIdle} ms idle; target <= ${TARGET.pause} ms idle)\n` +
     `  commit p50 ${pct(commit, 0.5).toFixed(3)} ms  p99 ${pct(commit, 0.99).toFixed(3)} ms   (issue: ${ISSUE.commitBusy} ms busy; target <= ${TARGET.commit} ms idle)\n` +
     `  steps p50: ${STEPS.map((s) => `${s} ${pct(all.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
-    `  in place (its NIC in another namespace, nic-nfqueue's buffer process; ${inPlace.length} checkpoints): pause p50 ${pct(inPlace.map((c) => c.pauseMs), 0.5).toFixed(3)} ms, commit p50 ${pct(inPlace.map((c) => c.commitLatencyMs), 0.5).toFixed(3)} ms\n` +
+    `  in place (its NIC in another namespace, nic-nfqueue's buffer process; ${inPlace.length} checkpoints): pause p50 ${pct(placePause, 0.5).toFixed(3)} ms, commit p50 ${pct(placeCommit, 0.5).toFixed(3)} ms\n` +
     `  in place, steps p50: ${STEPS.map((s) => `${s} ${pct(inPlace.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
 );
 mkdirSync(outDir, { recursive: true });

@@ -6,12 +6,12 @@
  * {@link BufferEndpoint}.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { abortError, raceSignal, RemusError, withDeadline } from '@remus/core';
 import type { QueueStats, Reply, Request } from './buffer-protocol.js';
-import { NfqueueBuffer } from './queue-buffer.js';
+import { NfqueueBuffer, REPORT_INTERVAL_MS } from './queue-buffer.js';
 
 /** How long a SIGKILLed buffer process may take to be reported gone. */
 const KILL_WAIT_MS = 5000;
@@ -38,9 +38,6 @@ export interface StartOptions {
   readonly timeoutMs: number;
   readonly signal: AbortSignal;
 }
-
-/** How often an in-process buffer refreshes its figures while they change (as a buffer process reports them). */
-const STATS_INTERVAL_MS = 250;
 
 /**
  * Where a device's buffer runs: a buffer process in another namespace, or
@@ -82,7 +79,7 @@ export class BufferProcess implements BufferEndpoint {
   readonly #exitWaiters: (() => void)[] = [];
   /** Latest figures per queue, from replies and the process's periodic reports. */
   readonly #latest = new Map<number, QueueStats>();
-  /** Profiling (the benchmark sets REMUS_NFQ_TRACE): releases carry the time they were written (see buffer-process.ts). */
+  /** Profiling (the benchmark sets REMUS_NFQ_TRACE): releases carry the time they were written (see NfqueueBuffer.traceRelease). */
   readonly #trace = process.env.REMUS_NFQ_TRACE !== undefined;
 
   private constructor(netns: string | undefined, child: ChildProcess) {
@@ -272,14 +269,12 @@ export class InProcessBuffer implements BufferEndpoint {
   readonly #timer: NodeJS.Timeout;
   #chain: Promise<unknown> = Promise.resolve();
   #nextId = 1;
-  /** Profiling (REMUS_NFQ_TRACE): each release appends its trace line, as a buffer process does. */
-  readonly #trace = process.env.REMUS_NFQ_TRACE;
 
   private constructor(buffer: NfqueueBuffer) {
     this.#buffer = buffer;
     this.#timer = setInterval(() => {
       for (const s of this.#buffer.takeReport() ?? []) this.#latest.set(s.queue, s);
-    }, STATS_INTERVAL_MS);
+    }, REPORT_INTERVAL_MS);
     this.#timer.unref();
   }
 
@@ -287,7 +282,7 @@ export class InProcessBuffer implements BufferEndpoint {
   static open(signal: AbortSignal): InProcessBuffer {
     if (signal.aborted) throw abortError(signal, 'in-process buffer open');
     try {
-      return new InProcessBuffer(new NfqueueBuffer({ onError: (m) => process.emitWarning(`nic-nfqueue in-process buffer: ${m}`) }, { trace: process.env.REMUS_NFQ_TRACE !== undefined }));
+      return new InProcessBuffer(new NfqueueBuffer({ onError: (m) => process.emitWarning(`nic-nfqueue in-process buffer: ${m}`) }));
     } catch (e) {
       throw new RemusError('OP_FAILED', `nic-nfqueue: opening a netfilter netlink socket in this process failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
@@ -314,19 +309,17 @@ export class InProcessBuffer implements BufferEndpoint {
     if (!this.alive) {
       return Promise.reject(new RemusError('OP_FAILED', `in-process buffer is ${this.describeExit()}; the NIC's output is being dropped`));
     }
-    if (signal.aborted) return Promise.reject(abortError(signal, `in-process buffer to answer ${req.op}`));
+    const what = `in-process buffer to answer ${req.op}`;
+    if (signal.aborted) return Promise.reject(abortError(signal, what));
     const full = { ...req, id: this.#nextId++ } as Request;
-    const written = this.#trace && req.op === 'release' ? process.hrtime.bigint() : 0n;
+    const written = this.#buffer.tracing ? process.hrtime.bigint() : 0n;
     // One at a time, in order, as a buffer process handles its lines; a request that timed out still runs.
     const handled = this.#chain.then(async () => {
       const reply = await this.#buffer.handle(full);
-      if (this.#trace && req.op === 'release' && this.#buffer.traced.length === 4) {
-        appendFileSync(this.#trace, `release ${written} ${written} ${this.#buffer.traced.join(' ')} ${process.hrtime.bigint()}\n`);
-      }
+      if (req.op === 'release') this.#buffer.traceRelease(written, written);
       return reply;
     });
     this.#chain = handled.catch(() => undefined);
-    const what = `in-process buffer to answer ${req.op}`;
     const answered = handled.then((reply) => {
       if (!reply.ok) throw new RemusError('OP_FAILED', `in-process buffer: ${reply.error}`, { details: { errno: reply.errno } });
       if (reply.stats) this.#latest.set(reply.stats.queue, reply.stats);

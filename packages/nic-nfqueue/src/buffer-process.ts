@@ -14,21 +14,10 @@
  * exits, however, the kernel unbinds its queues, drops what they held, and
  * drops every new packet the rules queue.
  */
-import { appendFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
-import { NfqueueBuffer } from './queue-buffer.js';
+import { NfqueueBuffer, REPORT_INTERVAL_MS } from './queue-buffer.js';
 import type { QueueStats, Reply, Request } from './buffer-protocol.js';
-
-/** How often changed figures are reported to the parent. */
-const STATS_INTERVAL_MS = 250;
-/**
- * Profiling aid (the benchmark sets it): when REMUS_NFQ_TRACE names a file, each release
- * appends one line of CLOCK_MONOTONIC nanoseconds along its path, written after the reply:
- * `release <request written by the parent> <line read> <handled> <verdict sent> <sendmsg returned> <ACK> <reply written>`.
- */
-const TRACE = process.env.REMUS_NFQ_TRACE;
-const now = (): bigint => process.hrtime.bigint();
 
 /**
  * Nice value asked for: a commit's output waits for this process to wake up and send the
@@ -42,7 +31,7 @@ try {
   // Not allowed: the default priority stays.
 }
 
-const buffer = new NfqueueBuffer({ onError: (m) => process.stderr.write(`buffer process: ${m}\n`) }, { trace: TRACE !== undefined });
+const buffer = new NfqueueBuffer({ onError: (m) => process.stderr.write(`buffer process: ${m}\n`) });
 
 function write(reply: Reply | { ready: true; pid: number } | { stats: QueueStats[] }): void {
   process.stdout.write(`${JSON.stringify(reply)}\n`);
@@ -52,7 +41,8 @@ function write(reply: Reply | { ready: true; pid: number } | { stats: QueueStats
 let chain: Promise<void> = Promise.resolve();
 const rl = createInterface({ input: process.stdin });
 rl.on('line', (line) => {
-  const read = TRACE ? now() : 0n;
+  // Profiling (REMUS_NFQ_TRACE): a release's trace line starts with the parent's write and this read.
+  const read = buffer.tracing ? process.hrtime.bigint() : 0n;
   let req: Request;
   try {
     req = JSON.parse(line) as Request;
@@ -61,9 +51,7 @@ rl.on('line', (line) => {
   }
   chain = chain.then(async () => {
     write(await buffer.handle(req));
-    if (TRACE && req.op === 'release' && buffer.traced.length === 4) {
-      appendFileSync(TRACE, `release ${req.written ?? 0} ${read} ${buffer.traced.join(' ')} ${now()}\n`);
-    }
+    if (req.op === 'release') buffer.traceRelease(BigInt(req.written ?? 0), read);
   });
 });
 rl.on('close', () => {
@@ -79,4 +67,4 @@ write({ ready: true, pid: process.pid });
 setInterval(() => {
   const stats = buffer.takeReport();
   if (stats) write({ stats });
-}, STATS_INTERVAL_MS);
+}, REPORT_INTERVAL_MS);

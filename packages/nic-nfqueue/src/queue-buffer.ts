@@ -15,7 +15,7 @@
  * the rules queue (the rules never use `--queue-bypass`). It never accepts a
  * packet except by a batch verdict up to a recorded epoch boundary.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import {
   configCommand,
@@ -51,6 +51,8 @@ const require = createRequire(import.meta.url);
 const ACK_TIMEOUT_MS = 2000;
 /** Socket receive buffer asked for (the kernel caps it at net.core.rmem_max). */
 const RCVBUF = 8 << 20;
+/** How often a buffer's host reports changed figures ({@link NfqueueBuffer.takeReport}). */
+export const REPORT_INTERVAL_MS = 250;
 /** Packets released by the first of a commit's two batch verdicts (see `release`). */
 const FIRST_BATCH = Number(process.env.REMUS_NFQ_FIRST_BATCH ?? 4);
 
@@ -112,15 +114,15 @@ export class NfqueueBuffer {
   #lastCounters: Counters = new Map();
   #closed = false;
   /**
-   * Profiling aid: with `trace` on, the points of the release being handled
-   * (CLOCK_MONOTONIC ns): handled, verdict sent, `sendmsg` returned, ACK.
+   * Profiling aid (REMUS_NFQ_TRACE, which the benchmark sets): the file
+   * {@link traceRelease} appends to, and the points of the release being
+   * handled (CLOCK_MONOTONIC ns): handled, verdict sent, `sendmsg` returned, ACK.
    */
-  readonly traced: bigint[] = [];
-  readonly #trace: boolean;
+  readonly #traceFile = process.env.REMUS_NFQ_TRACE;
+  readonly #traced: bigint[] = [];
 
   /** Opens the socket in this process's network namespace. Throws if netlink is unavailable. */
-  constructor(events: BufferEvents = {}, options: { trace?: boolean } = {}) {
-    this.#trace = options.trace === true;
+  constructor(events: BufferEvents = {}) {
     const { RawNetlinkSocket } = require('netlink') as { RawNetlinkSocket: new (protocol: number, options?: object) => RawSocket };
     this.#sock = new RawNetlinkSocket(NETLINK_NETFILTER);
     try {
@@ -150,6 +152,22 @@ export class NfqueueBuffer {
     });
   }
 
+  /** True when releases are traced (REMUS_NFQ_TRACE names a file): the host then takes the times {@link traceRelease} needs. */
+  get tracing(): boolean {
+    return this.#traceFile !== undefined;
+  }
+
+  /**
+   * After a release was handled and answered: appends its line to the trace file,
+   * `release <request written> <request read> <handled> <verdict sent> <sendmsg returned> <ACK> <reply written>`
+   * (CLOCK_MONOTONIC ns; in-process, written = read). Nothing when not tracing or when the
+   * release sent no verdict.
+   */
+  traceRelease(written: bigint, read: bigint): void {
+    if (this.#traceFile === undefined || this.#traced.length !== 4) return;
+    appendFileSync(this.#traceFile, `release ${written} ${read} ${this.#traced.join(' ')} ${process.hrtime.bigint()}\n`);
+  }
+
   /** False once {@link close} ran. */
   get open(): boolean {
     return !this.#closed;
@@ -172,7 +190,7 @@ export class NfqueueBuffer {
 
   /** Handles one request. The caller runs them one at a time, in order: a mark never overtakes a release. */
   async handle(req: Request): Promise<Reply> {
-    if (this.#trace) this.traced.length = 0;
+    if (this.#traceFile) this.#traced.length = 0;
     if (this.#closed) return { id: req.id, ok: false, error: 'the buffer is closed', errno: 'EBADF' };
     switch (req.op) {
       case 'bind':
@@ -184,7 +202,7 @@ export class NfqueueBuffer {
         await new Promise((r) => setImmediate(r));
         return this.#mark(req);
       case 'release':
-        if (this.#trace) this.traced.push(process.hrtime.bigint());
+        if (this.#traceFile) this.#traced.push(process.hrtime.bigint());
         return this.#release(req);
       case 'unbind':
         return this.#unbind(req);
@@ -361,7 +379,7 @@ export class NfqueueBuffer {
     if (upTo < 0 || q.head >= q.ids.length || idAfter(q.ids[q.head]!, upTo)) {
       return { id: req.id, ok: true, queue: q.num, stats: this.#statsOf(q, this.#lastCounters) };
     }
-    if (this.#trace) this.traced.push(process.hrtime.bigint());
+    if (this.#traceFile) this.#traced.push(process.hrtime.bigint());
     // The kernel reinjects a batch's packets inside the sendmsg that carries the verdict and
     // hands them on only as it goes; a small first batch puts the epoch's first packets on
     // the wire without waiting for the kernel to walk the whole epoch (measured: bench/).
@@ -369,9 +387,9 @@ export class NfqueueBuffer {
     const verdicts = idAfter(upTo, first) ? [verdict(q.num, NF_ACCEPT, first), verdict(q.num, NF_ACCEPT, upTo)] : [verdict(q.num, NF_ACCEPT, upTo)];
     const acked = this.#sendAcked(NFQNL_MSG_VERDICT_BATCH, verdicts);
     // The kernel has reinjected the released packets when `sendmsg` returns (synchronously here).
-    if (this.#trace) this.traced.push(process.hrtime.bigint());
+    if (this.#traceFile) this.#traced.push(process.hrtime.bigint());
     const errnos = await acked;
-    if (this.#trace) this.traced.push(process.hrtime.bigint());
+    if (this.#traceFile) this.#traced.push(process.hrtime.bigint());
     // ENOENT: the kernel held none of them any more (all dropped one by one).
     const e = errnos.find((x) => x !== 0 && x !== 2);
     if (e !== undefined) {
