@@ -153,7 +153,8 @@ export function runPhase<T>(spec: PhaseSpec<T>): Promise<PhaseResult> {
   if (n === 0) return Promise.resolve({ values: [], errors: [], failed: 0 });
   const values: unknown[] = new Array(n);
   const errors: (RemusError | undefined)[] = new Array(n);
-  const state: number[] = new Array<number>(n).fill(PENDING);
+  // Zero-filled: every target starts PENDING.
+  const state = new Uint8Array(n);
   let failed = 0;
   // Preparation token: `remaining` starts one above the target count and the
   // token is released after every op was started, so ops that settle

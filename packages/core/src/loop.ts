@@ -244,53 +244,55 @@ export async function runCheckpointLoop(options: CheckpointLoopOptions): Promise
   try {
     while (done < max && !options.stop?.aborted) {
       const checkpoint = done + 1;
-      const t: Partial<Record<CheckpointStep, number>> = {};
       // Steps run back to back: each step's end is the next one's start (one clock read per step).
       const tSuspend = performance.now();
-      let prev = tSuspend;
-      const mark = (s: CheckpointStep): number => {
-        const now = performance.now();
-        t[s] = now - prev;
-        prev = now;
-        return now;
-      };
       // A failed suspend may have half-suspended the domain: the failure policy resumes it too.
       suspended = true;
       step = 'suspend';
-      await domainStep('suspend', checkpoint, prev);
-      mark('suspend');
+      await domainStep('suspend', checkpoint, tSuspend);
+      const suspendedEnd = performance.now();
       step = 'postsuspend';
       await devices.postsuspend();
-      const epochClosed = mark('postsuspend');
+      const epochClosed = performance.now();
       step = 'save';
-      await domainStep('save', checkpoint, prev);
-      mark('save');
+      await domainStep('save', checkpoint, epochClosed);
+      const saved = performance.now();
       step = 'preresume';
       await devices.preresume();
-      mark('preresume');
+      const preresumed = performance.now();
       step = 'resume';
-      await domainStep('resume', checkpoint, prev);
-      const resumed = mark('resume');
+      await domainStep('resume', checkpoint, preresumed);
+      const resumed = performance.now();
       suspended = false;
       step = 'ack';
-      await domainStep('ack', checkpoint, prev);
-      const acked = mark('ack');
+      await domainStep('ack', checkpoint, resumed);
+      const acked = performance.now();
       step = 'commit';
       // The fence: checked in the same synchronous stretch that starts every commit op.
       if (arbiter) fence(arbiter, epoch, checkpoint);
       await devices.commit();
-      const committed = mark('commit');
+      const committed = performance.now();
       done = checkpoint;
-      emit(options.onCheckpoint, {
-        checkpoint,
-        suspendedAt: wallClock(tSuspend),
-        ackedAt: wallClock(acked),
-        committedAt: wallClock(committed),
-        pauseMs: resumed - tSuspend,
-        commitLatencyMs: committed - epochClosed,
-        steps: t as Record<CheckpointStep, number>,
-        rate: done / ((committed - loopStart) / 1000),
-      });
+      if (options.onCheckpoint) {
+        emit(options.onCheckpoint, {
+          checkpoint,
+          suspendedAt: wallClock(tSuspend),
+          ackedAt: wallClock(acked),
+          committedAt: wallClock(committed),
+          pauseMs: resumed - tSuspend,
+          commitLatencyMs: committed - epochClosed,
+          steps: {
+            suspend: suspendedEnd - tSuspend,
+            postsuspend: epochClosed - suspendedEnd,
+            save: saved - epochClosed,
+            preresume: preresumed - saved,
+            resume: resumed - preresumed,
+            ack: acked - resumed,
+            commit: committed - acked,
+          },
+          rate: done / ((committed - loopStart) / 1000),
+        });
+      }
       if (done >= max || options.stop?.aborted) break;
       const now = performance.now();
       nextStart = fixedRate ? Math.max(nextStart + intervalMs, now) : now + intervalMs;

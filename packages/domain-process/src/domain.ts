@@ -27,6 +27,7 @@ import {
   parentPid,
   reapCgroup,
   setFrozen,
+  Freezer,
   type CgroupChoice,
   type FreezerHierarchy,
 } from './cgroup.js';
@@ -98,6 +99,8 @@ export class ProcessDomain implements DomainAdapter {
   #hierarchy: FreezerHierarchy | undefined;
   /** The domain's cgroup once created; undefined before and after. */
   #cgroup: string | undefined;
+  /** The cgroup's freezer files, open from start to stop (suspend and resume each cost a write and a read). */
+  #freezer: Freezer | undefined;
   #child: ChildProcess | undefined;
   #exit: CommandExit | undefined;
   readonly #exited: Promise<CommandExit>;
@@ -182,6 +185,7 @@ export class ProcessDomain implements DomainAdapter {
     this.#options.onResource?.({ type: 'cgroup', path });
     this.#cgroup = createCgroup(h, `remus-${this.operation}`);
     addFreezeKeeper(this.#cgroup); // v1: keeps each freeze and thaw off the kernel's text patching (see FREEZE_KEEPER)
+    this.#freezer = Freezer.open(this.#cgroup);
     if (this.#options.command) await this.#spawn(this.#cgroup, signal);
     else this.#attach(this.#cgroup, this.#options.pid as number);
     const ack = this.#options.ack ?? { type: 'local' };
@@ -251,9 +255,9 @@ export class ProcessDomain implements DomainAdapter {
         details: { ...this.#exit },
       });
     }
-    const cgroup = this.#need();
+    const freezer = this.#needFreezer();
     this.#frozen = true;
-    await setFrozen(cgroup, true, ctx.signal);
+    await freezer.set(true, ctx.signal);
   }
 
   /** Runs the save hook (or makes the default record) and sends the state to the backup. */
@@ -271,7 +275,7 @@ export class ProcessDomain implements DomainAdapter {
 
   /** Thaws the domain. Harmless when it is running. */
   async resume(ctx: DomainStepContext): Promise<void> {
-    await setFrozen(this.#need(), false, ctx.signal);
+    await this.#needFreezer().set(false, ctx.signal);
     this.#frozen = false;
   }
 
@@ -295,10 +299,12 @@ export class ProcessDomain implements DomainAdapter {
     const errors: string[] = [];
     if (cgroup) {
       try {
-        await setFrozen(cgroup, false, AbortSignal.timeout(5000));
+        await (this.#freezer ? this.#freezer.set(false, AbortSignal.timeout(5000)) : setFrozen(cgroup, false, AbortSignal.timeout(5000)));
       } catch (e) {
         errors.push(`thaw: ${describeCause(e)}`);
       }
+      this.#freezer?.close();
+      this.#freezer = undefined;
       this.#frozen = false;
       if (this.#options.command) await this.#terminate(cgroup);
       else this.#detach(cgroup);
@@ -357,6 +363,11 @@ export class ProcessDomain implements DomainAdapter {
   /** True between a suspend and the next resume. */
   get frozen(): boolean {
     return this.#frozen;
+  }
+
+  #needFreezer(): Freezer {
+    if (!this.#freezer) throw new RemusError('STATE', `${this.name} is not started`);
+    return this.#freezer;
   }
 
   #need(): string {
