@@ -2,8 +2,8 @@
 // hybrid /sys/fs/cgroup/unified on this host). Every cgroup and process a test
 // makes is removed in afterEach.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createCheckpointDevices, pollUntil, processAlive, runCheckpointLoop, sleep, type DomainStepContext } from '@remus/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackupServer, cgroupOf, detectFreezer, processDomain, reapCgroup, releaseCgroup, type ProcessDomain } from '../src/index.js';
@@ -20,6 +20,21 @@ const TICKER = ['node', '-e', 'let i=0; setInterval(() => process.stdout.write(`
 /** Waits (up to 10 s) until `cond` holds; TIMEOUT otherwise. */
 async function until(cond: () => boolean): Promise<void> {
   await pollUntil(cond, { what: 'the condition', timeoutMs: 10_000, intervalMs: 10 });
+}
+
+/** Names of the files this process has open under `prefix` (a cgroup path, or a path prefix), sorted. */
+function openInto(prefix: string): string[] {
+  const names: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile (the fd readdir itself used)
+    }
+    if (target.startsWith(prefix)) names.push(target.slice(target.lastIndexOf('/') + 1));
+  }
+  return names.sort();
 }
 
 /** True while `pid` runs (a zombie is not alive). */
@@ -86,6 +101,38 @@ describe.each(['v1', 'v2'] as const)('process domain with the cgroup %s freezer'
     expect(existsSync(path)).toBe(false);
     for (const p of pids) expect(alive(p)).toBe(false);
     await d.stop();
+  });
+
+  it('keeps only the freezer files of its cgroup open while it runs, and closes them at stop and after a failed start', async () => {
+    const d = processDomain({ command: ['sleep', '30'], cgroup: version, operation: op(), stdio: 'ignore', ack: { type: 'immediate' } });
+    domains.push(d);
+    await d.start();
+    const path = d.cgroupPath as string;
+    const open = openInto(path);
+    // v1: freezer.state (written and read); v2: cgroup.freeze (written) and cgroup.events (read).
+    expect(open).toEqual(version === 'v1' ? ['freezer.state'] : ['cgroup.events', 'cgroup.freeze']);
+    for (let i = 1; i <= 20; i++) {
+      await d.suspend(ctx(i));
+      await d.resume(ctx(i));
+    }
+    expect(openInto(path)).toEqual(open);
+    // The pid list is read afresh, not through a kept file: a process added now is seen now.
+    const extra = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
+    children.push(extra);
+    await sleep(50);
+    writeFileSync(join(path, 'cgroup.procs'), String(extra.pid));
+    expect(d.pids).toContain(extra.pid);
+    await d.stop();
+    expect(openInto(path)).toEqual([]);
+    expect(existsSync(path)).toBe(false);
+
+    // A start that fails after the cgroup was made (its signal already aborted: the wait for the command to join fails) closes them too.
+    const badOp = op();
+    const bad = processDomain({ command: ['sleep', '30'], cgroup: version, operation: badOp, stdio: 'ignore', ack: { type: 'immediate' } });
+    domains.push(bad);
+    await expect(bad.start(AbortSignal.abort())).rejects.toThrow();
+    expect(openInto(`${dirname(path)}/remus-${badOp}`)).toEqual([]);
+    expect(existsSync(`${dirname(path)}/remus-${badOp}`)).toBe(false);
   });
 
   it('protects an existing process tree and gives it back alive at stop', async () => {
