@@ -332,34 +332,37 @@ export async function reapCgroup(path: string, signal: AbortSignal = AbortSignal
   for (;;) {
     let freezer: Freezer | undefined;
     try {
-      freezer = Freezer.open(path);
-      freezer.request(true);
-    } catch {
-      // Removed meanwhile: nothing to freeze.
-    }
-    // Frozen or not, the start-time check below is what makes each kill safe.
-    for (let i = 0; i < 50 && !safeReached(freezer, true); i++) await sleep(1, signal, `cgroup ${path} to freeze`).catch(() => undefined);
-    const members: [number, string][] = [];
-    for (const pid of cgroupPids(path)) {
-      const start = processStartTime(pid);
-      if (start !== undefined && inCgroup(pid, path)) members.push([pid, start]);
-    }
-    for (const [pid, start] of members) {
-      if (processStartTime(pid) !== start) continue;
       try {
-        process.kill(pid, 'SIGKILL');
-        if (!killed.has(pid)) done.push(`killed process ${pid} in cgroup ${path}`);
-        killed.add(pid);
+        freezer = Freezer.open(path);
+        freezer.request(true);
       } catch {
-        // Already gone.
+        // Removed meanwhile: nothing to freeze.
       }
+      // Frozen or not, the start-time check below is what makes each kill safe.
+      for (let i = 0; i < 50 && !safeReached(freezer, true); i++) await sleep(1, signal, `cgroup ${path} to freeze`).catch(() => undefined);
+      const members: [number, string][] = [];
+      for (const pid of cgroupPids(path)) {
+        const start = processStartTime(pid);
+        if (start !== undefined && inCgroup(pid, path)) members.push([pid, start]);
+      }
+      for (const [pid, start] of members) {
+        if (processStartTime(pid) !== start) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+          if (!killed.has(pid)) done.push(`killed process ${pid} in cgroup ${path}`);
+          killed.add(pid);
+        } catch {
+          // Already gone.
+        }
+      }
+      try {
+        freezer?.request(false);
+      } catch {
+        // Removed meanwhile.
+      }
+    } finally {
+      freezer?.close();
     }
-    try {
-      freezer?.request(false);
-    } catch {
-      // Removed meanwhile.
-    }
-    freezer?.close();
     const left = cgroupPids(path);
     if (left.length === 0) break;
     if (signal.aborted) {
