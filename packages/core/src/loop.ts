@@ -404,8 +404,7 @@ function wallClock(t: number): number {
   return performance.timeOrigin + t;
 }
 
-function emit(f: ((x: CheckpointFigures) => void) | undefined, x: CheckpointFigures): void {
-  if (!f) return;
+function emit(f: (x: CheckpointFigures) => void, x: CheckpointFigures): void {
   try {
     f(x);
   } catch {
