@@ -6,7 +6,9 @@
 // a UDP client in its own namespace) RUNS times and collects every committed
 // checkpoint's figures from its JSON events; alternating with each run, the
 // same demo in place (REMUS_DEMO_IN_PLACE=1: the demo outside its router, its
-// NIC in another namespace, as before 4 Dec 2026) for comparison:
+// NIC in another namespace, as before 4 Dec 2026) and the same demo at normal
+// priority (`--realtime off`: the checkpoint loop under SCHED_OTHER, as before
+// 4 Dec 2026 evening) for comparison:
 //   pause   = suspend start to resume end (the guest is stopped), and
 //   commit  = end of postsuspend (epoch closed) to end of commit (its output
 //             released): the demo's "commit p50"; the commit step alone too,
@@ -47,13 +49,14 @@ function pct(values, q) {
 }
 
 /** One `remus demo --json` run: its checkpoint events and summary. Rejects if it fails. */
-function runDemo(stateDir, inPlace) {
+function runDemo(stateDir, variant) {
   return new Promise((resolve, reject) => {
-    const args = [bin, 'demo', '--json', '--duration', String(DURATION_MS), '--interval', String(INTERVAL_MS), '--state-dir', stateDir];
-    const env = { ...process.env, REMUS_DEMO_IN_PLACE: inPlace ? '1' : '0' };
+    const args = [bin, 'demo', '--json', '--duration', String(DURATION_MS), '--interval', String(INTERVAL_MS), '--state-dir', stateDir, ...(variant === 'normal' ? ['--realtime', 'off'] : [])];
+    const env = { ...process.env, REMUS_DEMO_IN_PLACE: variant === 'in-place' ? '1' : '0' };
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
     const checkpoints = [];
     let summary;
+    let scheduling;
     let buf = '';
     child.stdout.on('data', (b) => {
       buf += b.toString();
@@ -69,6 +72,7 @@ function runDemo(stateDir, inPlace) {
         }
         if (ev.type === 'checkpoint') checkpoints.push(ev);
         else if (ev.type === 'demo-summary') summary = ev;
+        else if (ev.type === 'scheduling') scheduling = ev;
       }
     });
     const timer = setTimeout(() => child.kill('SIGINT'), DURATION_MS + 60_000);
@@ -76,7 +80,7 @@ function runDemo(stateDir, inPlace) {
     child.on('close', (code) => {
       clearTimeout(timer);
       if (code !== 0 || !summary?.ok) reject(new Error(`remus demo failed (exit ${code}): ${summary?.error ?? 'no summary'}`));
-      else resolve({ checkpoints, summary });
+      else resolve({ checkpoints, summary, scheduling });
     });
   });
 }
@@ -89,26 +93,29 @@ if (process.getuid?.() !== 0) {
 const stateDir = mkdtempSync(join(tmpdir(), 'remus-demo-bench-'));
 const all = [];
 const runs = [];
-/** The comparison in the same run: the demo in place (its NIC in another namespace: nic-nfqueue's buffer process), as before 4 Dec 2026. */
+/** The comparisons in the same run: the demo in place (its NIC in another namespace: nic-nfqueue's buffer process), as before 4 Dec 2026; and the demo with its checkpoint loop at normal priority. */
 const inPlace = [];
+const normal = [];
+const VARIANTS = { default: '', 'in-place': ' (in place: NIC in another namespace)', normal: ' (normal priority: --realtime off)' };
 try {
   for (let r = 0; r < RUNS; r++) {
-    // Alternating, so both see the same machine.
-    for (const place of [false, true]) {
+    // Alternating, so all see the same machine.
+    for (const variant of Object.keys(VARIANTS)) {
       const before = loadavg();
-      const { checkpoints, summary } = await runDemo(stateDir, place);
+      const { checkpoints, summary, scheduling } = await runDemo(stateDir, variant);
       const after = loadavg();
       const kept = checkpoints.slice(WARMUP);
       const pause = kept.map((c) => c.pauseMs);
       const commit = kept.map((c) => c.commitLatencyMs);
-      if (place) {
-        inPlace.push(...kept);
-      } else {
+      const policy = scheduling ? `${scheduling.policy}${scheduling.priority ? ` ${scheduling.priority}` : ''}` : 'unknown';
+      if (variant === 'in-place') inPlace.push(...kept);
+      else if (variant === 'normal') normal.push(...kept);
+      else {
         all.push(...kept);
-        runs.push({ nic: summary.nic, declined: summary.declined, checkpoints: kept.length, loadBefore: before, loadAfter: after, pauseP50: pct(pause, 0.5), commitP50: pct(commit, 0.5) });
+        runs.push({ nic: summary.nic, declined: summary.declined, scheduling: policy, checkpoints: kept.length, loadBefore: before, loadAfter: after, pauseP50: pct(pause, 0.5), commitP50: pct(commit, 0.5) });
       }
       console.log(
-        `run ${r + 1}${place ? ' (in place: NIC in another namespace)' : ''}: ${summary.nic}, ${kept.length} checkpoints, pause p50 ${pct(pause, 0.5).toFixed(3)} ms p99 ${pct(pause, 0.99).toFixed(3)} ms, commit p50 ${pct(commit, 0.5).toFixed(3)} ms p99 ${pct(commit, 0.99).toFixed(3)} ms; load average ${before.map((x) => x.toFixed(2)).join(' ')} -> ${after.map((x) => x.toFixed(2)).join(' ')}`,
+        `run ${r + 1}${VARIANTS[variant]}: ${summary.nic}, loop ${policy}, ${kept.length} checkpoints, pause p50 ${pct(pause, 0.5).toFixed(3)} ms p99 ${pct(pause, 0.99).toFixed(3)} ms, commit p50 ${pct(commit, 0.5).toFixed(3)} ms p99 ${pct(commit, 0.99).toFixed(3)} ms; load average ${before.map((x) => x.toFixed(2)).join(' ')} -> ${after.map((x) => x.toFixed(2)).join(' ')}`,
       );
     }
   }
@@ -126,6 +133,8 @@ const commit = all.map((c) => c.commitLatencyMs);
 const commitStep = all.map((c) => c.steps.commit);
 const placePause = inPlace.map((c) => c.pauseMs);
 const placeCommit = inPlace.map((c) => c.commitLatencyMs);
+const normalPause = normal.map((c) => c.pauseMs);
+const normalCommit = normal.map((c) => c.commitLatencyMs);
 const machine = `${idle ? 'idle' : 'busy'} machine: 1-min load ${Math.min(...load1).toFixed(2)}-${loadMax.toFixed(2)} on ${cores} cores`;
 const figures = [
   { name: `remus demo pause p50 (${machine})`, value: pct(pause, 0.5), unit: 'ms', baseline: { name: 'issue 18, idle machine', value: ISSUE.pauseIdle, unit: 'ms' }, ratio: pct(pause, 0.5) / ISSUE.pauseIdle, target: `<= ${TARGET.pause} ms on an idle machine` },
@@ -150,6 +159,21 @@ const figures = [
     ratio: pct(commit, 0.5) / pct(placeCommit, 0.5),
   },
   ...STEPS.map((s) => ({ name: `remus demo in place, step ${s} p50`, value: pct(inPlace.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
+  {
+    name: 'remus demo commit p50, loop under SCHED_FIFO (default)',
+    value: pct(commit, 0.5),
+    unit: 'ms',
+    baseline: { name: 'same, loop at normal priority (--realtime off)', value: pct(normalCommit, 0.5), unit: 'ms' },
+    ratio: pct(commit, 0.5) / pct(normalCommit, 0.5),
+  },
+  {
+    name: 'remus demo pause p50, loop under SCHED_FIFO (default)',
+    value: pct(pause, 0.5),
+    unit: 'ms',
+    baseline: { name: 'same, loop at normal priority (--realtime off)', value: pct(normalPause, 0.5), unit: 'ms' },
+    ratio: pct(pause, 0.5) / pct(normalPause, 0.5),
+  },
+  ...STEPS.map((s) => ({ name: `remus demo at normal priority, step ${s} p50`, value: pct(normal.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
   { name: 'load average (1 min) at the start of the runs, lowest', value: Math.min(...load1), unit: `(${cores} cores)` },
   { name: 'load average (1 min) during the runs, highest', value: loadMax, unit: `(${cores} cores)` },
 ];
@@ -159,7 +183,9 @@ console.log(
     `  commit p50 ${pct(commit, 0.5).toFixed(3)} ms  p99 ${pct(commit, 0.99).toFixed(3)} ms   (issue: ${ISSUE.commitBusy} ms busy; target <= ${TARGET.commit} ms idle)\n` +
     `  steps p50: ${STEPS.map((s) => `${s} ${pct(all.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
     `  in place (its NIC in another namespace, nic-nfqueue's buffer process; ${inPlace.length} checkpoints): pause p50 ${pct(placePause, 0.5).toFixed(3)} ms, commit p50 ${pct(placeCommit, 0.5).toFixed(3)} ms\n` +
-    `  in place, steps p50: ${STEPS.map((s) => `${s} ${pct(inPlace.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
+    `  in place, steps p50: ${STEPS.map((s) => `${s} ${pct(inPlace.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
+    `  normal priority (--realtime off; ${normal.length} checkpoints): pause p50 ${pct(normalPause, 0.5).toFixed(3)} ms, commit p50 ${pct(normalCommit, 0.5).toFixed(3)} ms\n` +
+    `  normal priority, steps p50: ${STEPS.map((s) => `${s} ${pct(normal.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
 );
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'cli-demo.json'), `${JSON.stringify({ package: '@remus/cli', machine: { idle, cores, runs }, figures }, null, 2)}\n`);

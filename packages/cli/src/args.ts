@@ -47,6 +47,13 @@ export function countFlag(value: string | undefined, flag: string, max?: number)
   return validateCount(Number(value), flag, { min: 1, ...(max !== undefined ? { max } : {}) });
 }
 
+/** `--realtime auto|on|off` (see `RemusConfig.realtime`). Throws INVALID_ARGUMENT naming the flag and the values. */
+export function realtimeFlag(value: string | undefined): 'auto' | 'on' | 'off' | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'auto' || value === 'on' || value === 'off') return value;
+  throw new RemusError('INVALID_ARGUMENT', `--realtime ${JSON.stringify(value)} is not one of auto, on, off: auto runs the checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`);
+}
+
 export function viewMode(json: boolean | undefined, io: Io): ViewMode {
   if (json) return 'json';
   return io.out.isTTY ? 'tty' : 'lines';

@@ -38,6 +38,12 @@ export interface PluginConfig {
 export interface RemusConfig {
   readonly intervalMs: number;
   readonly schedule: 'after-commit' | 'fixed-rate';
+  /**
+   * The checkpoint loop's thread under SCHED_FIFO (core's `enterRealtime`): `auto` tries and
+   * runs at normal priority with a warning when the host refuses, `on` fails the run then,
+   * `off` never asks.
+   */
+  readonly realtime: 'auto' | 'on' | 'off';
   readonly maxCheckpoints: number | undefined;
   readonly durationMs: number | undefined;
   readonly onFailure: 'resume' | 'leave-suspended';
@@ -57,7 +63,7 @@ export interface ConfigProblem {
   readonly fix: string;
 }
 
-const TOP_KEYS = ['$schema', 'intervalMs', 'schedule', 'maxCheckpoints', 'durationMs', 'onFailure', 'domainTimeoutMs', 'timeouts', 'domain', 'plugins', 'devices'];
+const TOP_KEYS = ['$schema', 'intervalMs', 'schedule', 'realtime', 'maxCheckpoints', 'durationMs', 'onFailure', 'domainTimeoutMs', 'timeouts', 'domain', 'plugins', 'devices'];
 const DOMAIN_KEYS = ['type', 'command', 'pid', 'cwd', 'env', 'cgroup', 'ack'];
 const PLUGIN_KEYS = ['package', 'subkinds'];
 const DEVICE_KEYS = ['id', 'kind', 'params'];
@@ -109,6 +115,7 @@ export function checkConfig(raw: unknown): { config: RemusConfig | undefined; pr
   unknownKeys(raw, TOP_KEYS, '', p);
   const intervalMs = num(raw, 'intervalMs', '', p, { def: 200, min: 1, fix: 'milliseconds between checkpoints, at least 1, e.g. 200 (Xen) or 25 (40 per second)' });
   const schedule = oneOf(raw, 'schedule', '', p, ['after-commit', 'fixed-rate'], 'after-commit');
+  const realtime = oneOf(raw, 'realtime', '', p, ['auto', 'on', 'off'], 'auto');
   const maxCheckpoints = num(raw, 'maxCheckpoints', '', p, { min: 1, integer: true, fix: 'a whole number of checkpoints >= 1, or leave it out to run until stopped' });
   const durationMs = num(raw, 'durationMs', '', p, { min: 1, fix: 'milliseconds to run before stopping, or leave it out to run until stopped' });
   const onFailure = oneOf(raw, 'onFailure', '', p, ['resume', 'leave-suspended'], 'resume');
@@ -130,6 +137,7 @@ export function checkConfig(raw: unknown): { config: RemusConfig | undefined; pr
   const config: RemusConfig = {
     intervalMs: intervalMs as number,
     schedule: schedule as RemusConfig['schedule'],
+    realtime: realtime as RemusConfig['realtime'],
     maxCheckpoints,
     durationMs,
     onFailure: onFailure as RemusConfig['onFailure'],

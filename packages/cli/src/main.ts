@@ -13,7 +13,7 @@ import { pluginDirsFor } from './plugins.js';
 import { loadDomainProcess } from './libs.js';
 import { ProgressView, RunFigures } from './progress.js';
 import { prepare, report, runProtected } from './run.js';
-import { args, countFlag, durationFlag, need, viewMode } from './args.js';
+import { args, countFlag, durationFlag, need, realtimeFlag, viewMode } from './args.js';
 import { cmdColo, COLO_USAGE } from './colo/commands.js';
 import { CRIU_USAGE, cmdCriuBackup, cmdFailover, domainFlag, withoutDomainFlag } from './criu/commands.js';
 import type { Command, Io } from './io.js';
@@ -27,11 +27,11 @@ const VERSION = (require('../package.json') as { version: string }).version;
 const USAGE = `remus ${VERSION}: Remus checkpoint replication for a process tree, and QEMU COLO pairs
 
 usage:
-  remus run --config FILE [--json] [--state-dir DIR] [--checkpoints N] [--duration MS]
+  remus run --config FILE [--json] [--state-dir DIR] [--checkpoints N] [--duration MS] [--realtime auto|on|off]
   remus plan --config FILE [--json]
   remus doctor [--config FILE] [--json]
   remus cleanup [--state-dir DIR] [--operation ID] [--json]
-  remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer]
+  remus demo [--duration MS] [--interval MS] [--json] [--state-dir DIR] [--no-net-buffer] [--realtime auto|on|off]
   remus backup --listen 127.0.0.1:PORT|PATH
 ${CRIU_USAGE}${COLO_USAGE}  remus agent run|init|status ...   (one per host of a pair; needs @remus/agent, see remus agent --help)
   remus --version | --help
@@ -47,6 +47,9 @@ backup     a backup endpoint that receives checkpoint state and acknowledges it
 failover   restore the criu domain's service on this backup host from its last complete checkpoint
 colo       run a QEMU COLO pair: start (stays in the foreground: it is the watchdog),
            status, failover, stop (see remus colo --help)
+
+--realtime: the checkpoint loop's thread under SCHED_FIFO (reset-on-fork): auto (default: try,
+           warn and go on at normal priority when refused), on (refused: fail), off
 
 state directory (run journals, colo control sockets): --state-dir, else $REMUS_STATE_DIR, else /run/remus
 `;
@@ -108,14 +111,16 @@ async function cmdRun(rest: readonly string[], io: Io): Promise<number> {
     'state-dir': { type: 'string' },
     checkpoints: { type: 'string' },
     duration: { type: 'string' },
+    realtime: { type: 'string' },
   });
   const file = need(v.config, '--config');
+  const realtime = realtimeFlag(v.realtime);
   const checkpoints = countFlag(v.checkpoints, '--checkpoints');
   const duration = durationFlag(v.duration, '--duration');
   const dir = stateDir(v['state-dir']);
   checkStateDir(dir, false);
   const { config: loaded, built, dirs } = await prepare(file);
-  const config = { ...loaded, maxCheckpoints: checkpoints ?? loaded.maxCheckpoints, durationMs: duration ?? loaded.durationMs };
+  const config = { ...loaded, maxCheckpoints: checkpoints ?? loaded.maxCheckpoints, durationMs: duration ?? loaded.durationMs, realtime: realtime ?? loaded.realtime };
   const mode = viewMode(v.json, io);
   const figures = new RunFigures();
   const view = new ProgressView(mode, io.out as never, figures);
@@ -179,8 +184,10 @@ async function cmdCleanup(rest: readonly string[], io: Io): Promise<number> {
 }
 
 async function cmdDemo(rest: readonly string[], io: Io): Promise<number> {
-  const v = args(rest, { duration: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'no-net-buffer': { type: 'boolean' } });
+  const v = args(rest, { duration: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'no-net-buffer': { type: 'boolean' }, realtime: { type: 'string' } });
+  const realtime = realtimeFlag(v.realtime);
   return runDemo({
+    ...(realtime ? { realtime } : {}),
     durationMs: durationFlag(v.duration, '--duration') ?? 5000,
     intervalMs: durationFlag(v.interval, '--interval') ?? 50,
     mode: v.json ? 'json' : io.out.isTTY ? 'tty' : 'lines',

@@ -8,12 +8,14 @@ import {
   RemusError,
   createCheckpointDevices,
   describeCause,
+  enterRealtime,
   newOperationId,
   runCheckpointLoop,
   type CheckpointDevices,
   type CheckpointFigures,
   type DomainAdapter,
   type LoopResult,
+  type RealtimeHandle,
 } from '@remus/core';
 import type { ProcessDomain, ProcessDomainOptions } from '@remus/domain-process';
 import type { CriuDomain } from '@remus/domain-criu';
@@ -141,6 +143,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
 
   let error: RemusError | undefined;
   let loop: LoopResult | undefined;
+  let realtime: RealtimeHandle | undefined;
   const lifecycle = await runLifecycle({
     journal: options.journal ?? journalSpec,
     ...((options.handleSignals ?? true) ? { onSignal } : {}),
@@ -163,6 +166,7 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
         const assignments = devices.assignments().map((a) => ({ device: a.device, subkind: a.subkind }));
         for (const a of assignments) view.say(`device ${a.device}: ${a.subkind}`);
         view.event('setup', { assignments });
+        realtime = await loopScheduling(config.realtime, view, abort.signal);
         view.start();
         if (processOnly) options.onRunning?.({ domain: processOnly, devices, stop });
         loop = await runCheckpointLoop({
@@ -186,6 +190,9 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
       } finally {
         view.stop();
         if (durationTimer) clearTimeout(durationTimer);
+        // Teardown runs at normal priority (what it starts would not inherit the policy anyway: reset-on-fork).
+        const left = await realtime?.restore();
+        if (left) view.say(`warning: ${left}`);
       }
     },
     finish: async (_j, { error: e }) => {
@@ -209,6 +216,31 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
   });
   const summary = figures.summary();
   return { ok: error === undefined, summary, loop, error, stoppedBy, clean: lifecycle.clean, operation };
+}
+
+/**
+ * Puts the thread that runs the checkpoint loop (this one) under SCHED_FIFO
+ * as `mode` says (see `RemusConfig.realtime`), and tells the view what it
+ * runs under (`scheduling` event). `auto`: a refusal is a warning and the
+ * loop runs at normal priority; `on`: a refusal fails the run.
+ */
+async function loopScheduling(mode: RemusConfig['realtime'], view: ProgressView, signal: AbortSignal): Promise<RealtimeHandle | undefined> {
+  if (mode === 'off') {
+    view.event('scheduling', { realtime: mode, policy: 'other' });
+    return undefined;
+  }
+  try {
+    const h = await enterRealtime({ signal });
+    view.say(`checkpoint loop: SCHED_FIFO priority ${h.priority}${h.already ? ' (as started)' : ''}`);
+    view.event('scheduling', { realtime: mode, policy: h.policy, priority: h.priority, already: h.already });
+    return h;
+  } catch (e) {
+    if (mode === 'on' || (e instanceof RemusError && e.code === 'ABORTED')) throw e;
+    const why = describeCause(e) ?? String(e);
+    view.say(`warning: the checkpoint loop runs at normal priority: ${why} (set "realtime": "off" in the config, or --realtime off, to not ask)`);
+    view.event('scheduling', { realtime: mode, policy: 'other', refused: why });
+    return undefined;
+  }
 }
 
 /** Prints the end of a run: summary lines, or the `end` event. */

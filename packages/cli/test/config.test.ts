@@ -27,7 +27,8 @@ function problems(raw: unknown): ConfigProblem[] {
 describe('validateConfig', () => {
   it('accepts a good config and fills in the defaults', () => {
     const c = validateConfig(GOOD);
-    expect(c).toMatchObject({ intervalMs: 100, schedule: 'after-commit', onFailure: 'resume', domainTimeoutMs: 30_000 });
+    expect(c).toMatchObject({ intervalMs: 100, schedule: 'after-commit', realtime: 'auto', onFailure: 'resume', domainTimeoutMs: 30_000 });
+    expect(validateConfig({ ...GOOD, realtime: 'off' }).realtime).toBe('off');
     expect(c.domain).toMatchObject({ cgroup: 'auto', ack: { type: 'local' } });
     expect(c.maxCheckpoints).toBeUndefined();
   });
@@ -42,6 +43,7 @@ describe('validateConfig', () => {
     expect(p?.path).toBe('onFailure');
     expect(p?.fix).toMatch(/"resume", "leave-suspended" \(did you mean "resume"\?\)/);
     expect(problems({ ...GOOD, intervalMs: -1 })[0]).toMatchObject({ path: 'intervalMs' });
+    expect(problems({ ...GOOD, realtime: true })[0]).toMatchObject({ path: 'realtime', fix: expect.stringMatching(/"auto", "on", "off"/) });
     expect(problems({ ...GOOD, maxCheckpoints: 1.5 })[0]).toMatchObject({ path: 'maxCheckpoints', message: expect.stringMatching(/whole number/) });
     expect(problems({ ...GOOD, timeouts: { commitx: 5 } })[0]).toMatchObject({ path: 'timeouts.commitx', fix: 'did you mean "commit"?' });
   });

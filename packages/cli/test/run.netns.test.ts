@@ -3,7 +3,7 @@
 // namespace this file makes) protected by @remus/nic-nfqueue, the real
 // cgroup freezer. Needs root and network namespaces. After every test:
 // no cgroup, no iptables rule, no journal, no process of the run is left.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runScript } from '@remus/core';
@@ -137,6 +137,45 @@ describe('remus run', () => {
     expect(events(r.stdout).some((e) => e.type === 'stopping' && e.signal === 'SIGINT')).toBe(true);
     expect(processAlive(domainEv.pid as number)).toBe(false);
     await expectNothingLeft(startEv.operation as string);
+  });
+
+  it('runs its checkpoint loop under SCHED_FIFO (what it starts does not inherit it), and at normal priority when told', async () => {
+    // Whether this host allows SCHED_FIFO at all, asked of chrt itself: if not, `on` must fail the run and `auto` go on.
+    const allowed = (await runScript('chrt', ['--fifo', '1', 'true'], { okExitCodes: [0, 1] })).exitCode === 0;
+    const policyOf = (pid: number): [number, number] => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return [Number(f[38]), Number(f[37])];
+    };
+    const file = configFile(config({ realtime: 'on' }));
+    const run = start(['run', '--config', file, '--json', '--state-dir', state]);
+    running.push(run);
+    if (!allowed) {
+      const r = await run.done;
+      expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', ok: false, error: { code: 'UNSUPPORTED_HOST' } });
+      return;
+    }
+    const sched = await run.waitFor((e) => e.type === 'scheduling');
+    expect(sched).toMatchObject({ realtime: 'on', policy: 'fifo', priority: 10, already: false });
+    await run.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    expect(policyOf(run.child.pid!)).toEqual([1, 10]);
+    // The guest, started before the loop, keeps normal scheduling.
+    const domainEv = (events(run.stdout()).find((e) => e.type === 'domain') ?? {}) as { pid?: number };
+    expect(policyOf(domainEv.pid!)).toEqual([0, 0]);
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    expect(events(r.stdout).at(-1)).toMatchObject({ type: 'end', ok: true, clean: true });
+
+    // --realtime off overrides the config: normal priority all along.
+    const off = start(['run', '--config', file, '--json', '--state-dir', state, '--realtime', 'off']);
+    running.push(off);
+    expect(await off.waitFor((e) => e.type === 'scheduling')).toMatchObject({ realtime: 'off', policy: 'other' });
+    await off.waitFor((e) => e.type === 'checkpoint' && (e.checkpoint as number) >= 3);
+    expect(policyOf(off.child.pid!)).toEqual([0, 0]);
+    off.child.kill('SIGINT');
+    expect(events((await off.done).stdout).at(-1)).toMatchObject({ type: 'end', ok: true, clean: true });
+    const bad = await remus(['run', '--config', file, '--realtime', 'always', '--state-dir', state]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--realtime "always" is not one of auto, on, off/);
   });
 
   it('SIGTERM ends it cleanly too', async () => {

@@ -25,6 +25,10 @@ export interface ProcStat {
    * reused by a later process has another start time.
    */
   readonly startTime: string;
+  /** The real-time priority (field 40): 1-99 under SCHED_FIFO or SCHED_RR, 0 otherwise. Undefined when the line is cut short. */
+  readonly rtPriority?: number;
+  /** The scheduling policy (field 41): 0 SCHED_OTHER, 1 SCHED_FIFO, 2 SCHED_RR, 3 SCHED_BATCH, 5 SCHED_IDLE, 6 SCHED_DEADLINE. Undefined when the line is cut short. */
+  readonly policy?: number;
 }
 
 /**
@@ -43,7 +47,17 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const startTime = rest[19];
   if (!/^\d+$/.test(pid) || state === undefined || !/^[A-Za-z]$/.test(state)) return undefined;
   if (ppid === undefined || !/^\d+$/.test(ppid) || startTime === undefined || !/^\d+$/.test(startTime)) return undefined;
-  return { pid: Number(pid), comm: text.slice(open + 2, close), state, ppid: Number(ppid), startTime };
+  // Fields 40 and 41 (rt_priority, policy) of the main thread, when present.
+  const rt = rest[37];
+  const policy = rest[38];
+  return {
+    pid: Number(pid),
+    comm: text.slice(open + 2, close),
+    state,
+    ppid: Number(ppid),
+    startTime,
+    ...(rt !== undefined && /^\d+$/.test(rt) && policy !== undefined && /^\d+$/.test(policy) ? { rtPriority: Number(rt), policy: Number(policy) } : {}),
+  };
 }
 
 /**

@@ -27,8 +27,19 @@ const HOSTILE = [
 
 describe('parseProcStat', () => {
   it.each(HOSTILE)('reads the fields after the command name %j, whatever it holds', (comm) => {
-    expect(parseProcStat(statLine(4242, comm, 'S', 17, 123456))).toEqual({ pid: 4242, comm, state: 'S', ppid: 17, startTime: '123456' });
+    expect(parseProcStat(statLine(4242, comm, 'S', 17, 123456))).toEqual({ pid: 4242, comm, state: 'S', ppid: 17, startTime: '123456', rtPriority: 0, policy: 0 });
     expect(parseProcStat(statLine(4242, comm, 'Z', 1, 9))).toMatchObject({ state: 'Z', ppid: 1, startTime: '9' });
+  });
+
+  it('reads the real-time priority and policy (fields 40 and 41), and leaves them out of a line cut short', () => {
+    const fields = statLine(9, 'rt) x', 'S', 1, 5).trimEnd().split(' ');
+    const at = fields.indexOf('x)') + 1; // field 3 (the state) is the first after the command name
+    fields[at + 37] = '10';
+    fields[at + 38] = '1';
+    expect(parseProcStat(`${fields.join(' ')}\n`)).toMatchObject({ comm: 'rt) x', startTime: '5', rtPriority: 10, policy: 1 });
+    const short = statLine(9, 'p', 'S', 1, 5).split(' ').slice(0, 30).join(' ');
+    const parsed = parseProcStat(short);
+    expect(parsed).toEqual({ pid: 9, comm: 'p', state: 'S', ppid: 1, startTime: '5' });
   });
 
   it('keeps a start time beyond 2^53 exact (text, not a float)', () => {

@@ -43,6 +43,8 @@ export interface DemoOptions {
    * can fail; the demo then exits non-zero.
    */
   readonly noNetBuffer?: boolean;
+  /** The checkpoint loop's scheduling (`RemusConfig.realtime`). Default `auto`. */
+  readonly realtime?: 'auto' | 'on' | 'off';
 }
 
 /** The subkinds the demo tries, best first. */
@@ -131,6 +133,7 @@ function runInRouter(o: DemoOptions): Promise<number | undefined> {
     '--state-dir',
     o.stateDir,
     ...(o.noNetBuffer ? ['--no-net-buffer'] : []),
+    ...(o.realtime ? ['--realtime', o.realtime] : []),
   ];
   const child = spawn('unshare', ['--net', '--', process.execPath, ...process.execArgv, bin, ...args], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
@@ -194,6 +197,7 @@ async function runDemoHere(o: DemoOptions): Promise<number> {
   const config: RemusConfig = validateConfig(
     {
       intervalMs: o.intervalMs,
+      realtime: o.realtime ?? 'auto',
       domain: {
         type: 'process',
         command: ['ip', 'netns', 'exec', ns.guest, process.execPath, script('guest'), String(PORT)],
