@@ -35,6 +35,7 @@ import { join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import {
   RemusError,
+  applyRealtime,
   createCheckpointDevices,
   describeCause,
   isRemusError,
@@ -50,6 +51,7 @@ import {
   type DomainStepContext,
   type DeviceSpec,
   type EpochStore,
+  type RealtimeHandle,
   type Role,
   type SubkindOps,
 } from '@remus/core';
@@ -561,11 +563,29 @@ export class Agent {
       await h.devices.teardown().catch((e: unknown) => this.#emit('output-teardown-failed', { error: errorJson(e) }));
       if (h.devices.state === 'torn-down') this.#outputTornDown(h.operationId);
     };
+    // The checkpoint loops of this phase run under SCHED_FIFO as the config says (core's applyRealtime).
+    let realtime: RealtimeHandle | undefined;
+    try {
+      const r = await applyRealtime(c.realtime, { signal: stop });
+      realtime = r.handle;
+      this.#emit(
+        'scheduling',
+        r.handle
+          ? { realtime: c.realtime, policy: r.handle.policy, priority: r.handle.priority, already: r.handle.already }
+          : { realtime: c.realtime, policy: 'other', ...(r.refused ? { refused: r.refused.message } : {}) },
+      );
+    } catch (e) {
+      this.#emit('realtime-refused', { error: errorJson(e), policy: 'realtime "on": this host does not serve as primary; the role is given back' });
+      await arbiter.resign();
+      await sleep(1000, stop).catch(() => undefined);
+      return;
+    }
     try {
       service = await this.workload.startPrimary({ host: this.self.name, epoch, state, listen: this.self.service, onRelease: (r) => this.#released(r), hold, signal: stop });
     } catch (e) {
       await releaseHeld();
       this.#emit('service-failed', { error: errorJson(e) });
+      await realtime?.restore();
       await arbiter.resign();
       await sleep(1000, stop).catch(() => undefined);
       return;
@@ -693,6 +713,8 @@ export class Agent {
       ready?.close('primary phase ended');
       await service.close();
       await releaseHeld();
+      const left = await realtime?.restore();
+      if (left) this.#emit('scheduling-restore-failed', { message: left });
       // Stopped or deposed: give the role back either way. A deposed primary that kept its lease
       // would keep its leader key, and the backup would wait behind it forever (an arbiter may
       // even answer a late keepalive after the lapse).

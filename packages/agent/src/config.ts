@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
+  REALTIME_MODES,
   RemusError,
   closestName,
   describeCause,
@@ -14,6 +15,7 @@ import {
   isLoopbackHost,
   parseSocketAddress,
   validateDuration,
+  type RealtimeMode,
   type SocketAddress,
 } from '@remus/core';
 
@@ -119,11 +121,16 @@ export interface AgentConfig {
   readonly intervalMs: number;
   /** Time limit of each checkpoint step (the backup's ack included), ms. Default 2000. */
   readonly stepTimeoutMs: number;
+  /**
+   * The primary's checkpoint loop under SCHED_FIFO (core's `applyRealtime`): `auto` (default) tries and
+   * runs at normal priority when the host refuses, `on` gives the role back on such a host, `off` never asks.
+   */
+  readonly realtime: RealtimeMode;
   /** Epoch store and control socket live here; `{host}` is replaced. Default `/var/lib/remus-agent/{host}`. */
   readonly stateDir: string;
 }
 
-const TOP = ['cluster', 'hosts', 'etcd', 'tls', 'ttlSeconds', 'marginMs', 'hardFence', 'service', 'intervalMs', 'stepTimeoutMs', 'stateDir'];
+const TOP = ['cluster', 'hosts', 'etcd', 'tls', 'ttlSeconds', 'marginMs', 'hardFence', 'service', 'intervalMs', 'stepTimeoutMs', 'realtime', 'stateDir'];
 const HOST_KEYS = ['name', 'peer', 'service'];
 const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 const CLUSTER = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -293,6 +300,8 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
+  const realtime = o.realtime === undefined ? 'auto' : REALTIME_MODES.find((m) => m === o.realtime);
+  if (realtime === undefined) throw bad(`realtime ${JSON.stringify(o.realtime)} is not one of ${REALTIME_MODES.join(', ')}: auto runs the primary's checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`);
   return {
     cluster,
     hosts,
@@ -304,6 +313,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
     service,
     intervalMs,
     stepTimeoutMs,
+    realtime,
     stateDir,
   };
 }

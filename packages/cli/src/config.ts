@@ -4,7 +4,7 @@
  * is reported with its JSON path (`devices[1].kind`) and how to fix it.
  */
 import { readFileSync } from 'node:fs';
-import { RemusError, closestName, type DeviceSpec, type OpName, type OpTimeouts } from '@remus/core';
+import { REALTIME_MODES, RemusError, closestName, type DeviceSpec, type OpName, type OpTimeouts, type RealtimeMode } from '@remus/core';
 import { validateCriuDomain, type CriuDomainConfig } from './criu/config.js';
 import { MAX_DEPTH, isArgv, isObject, num, oneOf, tooDeep, unknownKeys, type Report } from './validation.js';
 
@@ -43,7 +43,7 @@ export interface RemusConfig {
    * runs at normal priority with a warning when the host refuses, `on` fails the run then,
    * `off` never asks.
    */
-  readonly realtime: 'auto' | 'on' | 'off';
+  readonly realtime: RealtimeMode;
   readonly maxCheckpoints: number | undefined;
   readonly durationMs: number | undefined;
   readonly onFailure: 'resume' | 'leave-suspended';
@@ -115,7 +115,7 @@ export function checkConfig(raw: unknown): { config: RemusConfig | undefined; pr
   unknownKeys(raw, TOP_KEYS, '', p);
   const intervalMs = num(raw, 'intervalMs', '', p, { def: 200, min: 1, fix: 'milliseconds between checkpoints, at least 1, e.g. 200 (Xen) or 25 (40 per second)' });
   const schedule = oneOf(raw, 'schedule', '', p, ['after-commit', 'fixed-rate'], 'after-commit');
-  const realtime = oneOf(raw, 'realtime', '', p, ['auto', 'on', 'off'], 'auto');
+  const realtime = oneOf(raw, 'realtime', '', p, REALTIME_MODES, 'auto');
   const maxCheckpoints = num(raw, 'maxCheckpoints', '', p, { min: 1, integer: true, fix: 'a whole number of checkpoints >= 1, or leave it out to run until stopped' });
   const durationMs = num(raw, 'durationMs', '', p, { min: 1, fix: 'milliseconds to run before stopping, or leave it out to run until stopped' });
   const onFailure = oneOf(raw, 'onFailure', '', p, ['resume', 'leave-suspended'], 'resume');

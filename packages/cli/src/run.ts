@@ -7,8 +7,8 @@
 import {
   RemusError,
   createCheckpointDevices,
+  applyRealtime,
   describeCause,
-  enterRealtime,
   newOperationId,
   runCheckpointLoop,
   type CheckpointDevices,
@@ -225,22 +225,17 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
  * loop runs at normal priority; `on`: a refusal fails the run.
  */
 async function loopScheduling(mode: RemusConfig['realtime'], view: ProgressView, signal: AbortSignal): Promise<RealtimeHandle | undefined> {
-  if (mode === 'off') {
-    view.event('scheduling', { realtime: mode, policy: 'other' });
-    return undefined;
-  }
-  try {
-    const h = await enterRealtime({ signal });
+  const { handle: h, refused } = await applyRealtime(mode, { signal });
+  if (h) {
     view.say(`checkpoint loop: SCHED_FIFO priority ${h.priority}${h.already ? ' (as started)' : ''}`);
     view.event('scheduling', { realtime: mode, policy: h.policy, priority: h.priority, already: h.already });
-    return h;
-  } catch (e) {
-    if (mode === 'on' || (e instanceof RemusError && e.code === 'ABORTED')) throw e;
-    const why = describeCause(e) ?? String(e);
-    view.say(`warning: the checkpoint loop runs at normal priority: ${why} (set "realtime": "off" in the config, or --realtime off, to not ask)`);
-    view.event('scheduling', { realtime: mode, policy: 'other', refused: why });
-    return undefined;
+  } else if (refused) {
+    view.say(`warning: the checkpoint loop runs at normal priority: ${refused.message} (set "realtime": "off" in the config, or --realtime off, to not ask)`);
+    view.event('scheduling', { realtime: mode, policy: 'other', refused: refused.message });
+  } else {
+    view.event('scheduling', { realtime: mode, policy: 'other' });
   }
+  return h;
 }
 
 /** Prints the end of a run: summary lines, or the `end` event. */

@@ -11,7 +11,7 @@
  * - {@link reapDevices}: crash recovery through the engine.
  * - {@link procStat}, {@link processAlive}, {@link liveStartTime}: the one reader of /proc/<pid>/stat (zombie-aware liveness, start times).
  * - {@link runScript}: hotplug-style scripts with an argument vector, timeout and abort.
- * - {@link enterRealtime}: SCHED_FIFO (reset-on-fork) for the thread that runs the checkpoint loop.
+ * - {@link enterRealtime}, {@link applyRealtime}: SCHED_FIFO (reset-on-fork) for the thread that runs the checkpoint loop.
  * - {@link definePlugin} / {@link loadPlugin}: plugin metadata and loading by package name.
  */
 export {
@@ -64,8 +64,8 @@ export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch
 export type { RangeOptions } from './validate.js';
 export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
 export { liveStartTime, parseProcStat, procStat, processAlive } from './proc.js';
-export { DEFAULT_REALTIME_PRIORITY, enterRealtime } from './realtime.js';
-export type { RealtimeHandle, RealtimeOptions } from './realtime.js';
+export { DEFAULT_REALTIME_PRIORITY, REALTIME_MODES, applyRealtime, enterRealtime } from './realtime.js';
+export type { RealtimeHandle, RealtimeMode, RealtimeOptions, RealtimeOutcome } from './realtime.js';
 export type { ProcStat } from './proc.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';

@@ -110,6 +110,35 @@ export async function enterRealtime(options: RealtimeOptions = {}): Promise<Real
   };
 }
 
+/** How a program asks for real-time scheduling of its loop: `auto` tries and goes on without, `on` requires it, `off` never asks. */
+export type RealtimeMode = 'auto' | 'on' | 'off';
+
+/** The modes, for validating configs and flags. */
+export const REALTIME_MODES: readonly RealtimeMode[] = ['auto', 'on', 'off'];
+
+/** What {@link applyRealtime} did: the handle when the thread runs real-time, the refusal when `auto` went on without. */
+export interface RealtimeOutcome {
+  readonly handle?: RealtimeHandle;
+  readonly refused?: RemusError;
+}
+
+/**
+ * {@link enterRealtime} as `mode` says, for programs that run the checkpoint
+ * loop (`remus run`, `remus demo`, the agent): `off` does nothing; `on`
+ * rejects as {@link enterRealtime} does; `auto` returns the refusal instead
+ * (the caller warns and the loop runs at normal priority), but still rejects
+ * with ABORTED when `signal` aborts.
+ */
+export async function applyRealtime(mode: RealtimeMode, options: RealtimeOptions = {}): Promise<RealtimeOutcome> {
+  if (mode === 'off') return {};
+  try {
+    return { handle: await enterRealtime(options) };
+  } catch (e) {
+    if (mode === 'on' || !(e instanceof RemusError) || e.code === 'ABORTED' || e.code === 'INVALID_ARGUMENT') throw e;
+    return { refused: e };
+  }
+}
+
 async function runChrt(chrt: string, args: string[], signal: AbortSignal | undefined, timeoutMs: number, priority: number): Promise<void> {
   try {
     await runScript(chrt, args, { timeoutMs, ...(signal ? { signal } : {}) });

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_REALTIME_PRIORITY, enterRealtime, isRemusError, procStat } from '../src/index.js';
+import { DEFAULT_REALTIME_PRIORITY, applyRealtime, enterRealtime, isRemusError, procStat } from '../src/index.js';
 
 const CORE = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 /**
@@ -99,6 +99,26 @@ out({ code, message, after: mine() });`, ['prlimit', '--rtprio=0:0', 'setpriv', 
     }
     const aborted = await enterRealtime({ signal: AbortSignal.abort() }).catch((e: unknown) => e);
     expect(isRemusError(aborted) && aborted.code).toBe('ABORTED');
+    expect(mine()).toEqual(before);
+  });
+});
+
+describe('applyRealtime', () => {
+  it('does nothing when off, returns the refusal when auto, rejects when on, and never swallows an abort or a bad priority', async () => {
+    const mine = (): [number | undefined, number | undefined] => [procStat(process.pid)?.policy, procStat(process.pid)?.rtPriority];
+    const before = mine();
+    const missing = { chrt: '/nonexistent/chrt' };
+    expect(await applyRealtime('off', missing)).toEqual({});
+    const auto = await applyRealtime('auto', missing);
+    expect(auto.handle).toBeUndefined();
+    expect(auto.refused?.code).toBe('UNSUPPORTED_HOST');
+    expect(auto.refused?.message).toContain('is not installed');
+    const on = await applyRealtime('on', missing).catch((e: unknown) => e);
+    expect(isRemusError(on) && on.code).toBe('UNSUPPORTED_HOST');
+    const aborted = await applyRealtime('auto', { ...missing, signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect(isRemusError(aborted) && aborted.code).toBe('ABORTED');
+    const bad = await applyRealtime('auto', { priority: 0 }).catch((e: unknown) => e);
+    expect(isRemusError(bad) && bad.code).toBe('INVALID_ARGUMENT');
     expect(mine()).toEqual(before);
   });
 });

@@ -17,7 +17,7 @@ import { existsSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RemusError, newOperationId, runScript, type DomainAdapter } from '@remus/core';
+import { RemusError, newOperationId, runScript, type DomainAdapter, type RealtimeMode } from '@remus/core';
 import type { ProcessDomain } from '@remus/domain-process';
 import { validateConfig, type RemusConfig } from '../config.js';
 import { Journal } from '../journal.js';
@@ -44,7 +44,7 @@ export interface DemoOptions {
    */
   readonly noNetBuffer?: boolean;
   /** The checkpoint loop's scheduling (`RemusConfig.realtime`). Default `auto`. */
-  readonly realtime?: 'auto' | 'on' | 'off';
+  readonly realtime?: RealtimeMode;
 }
 
 /** The subkinds the demo tries, best first. */
