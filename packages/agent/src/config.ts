@@ -122,8 +122,10 @@ export interface AgentConfig {
   /** Time limit of each checkpoint step (the backup's ack included), ms. Default 2000. */
   readonly stepTimeoutMs: number;
   /**
-   * The primary's checkpoint loop under SCHED_FIFO (core's `applyRealtime`): `auto` (default) tries and
-   * runs at normal priority when the host refuses, `on` gives the role back on such a host, `off` never asks.
+   * The primary's checkpoint loop under SCHED_FIFO (core's `applyRealtime`): `auto` tries and runs at
+   * normal priority when the host refuses, `on` gives the role back on such a host, `off` (default) never
+   * asks. Off by default: the agent's thread also carries TLS, the state stream and the arbiter, and a
+   * real-time task cannot be moved into a cpu cgroup without real-time runtime (see the README).
    */
   readonly realtime: RealtimeMode;
   /** Epoch store and control socket live here; `{host}` is replaced. Default `/var/lib/remus-agent/{host}`. */
@@ -300,7 +302,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
-  const realtime = o.realtime === undefined ? 'auto' : REALTIME_MODES.find((m) => m === o.realtime);
+  const realtime = o.realtime === undefined ? 'off' : REALTIME_MODES.find((m) => m === o.realtime);
   if (realtime === undefined) throw bad(`realtime ${JSON.stringify(o.realtime)} is not one of ${REALTIME_MODES.join(', ')}: auto runs the primary's checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`);
   return {
     cluster,

@@ -33,9 +33,9 @@ describe('agent config', () => {
     expect(pairOf(c, 'hb').peer.name).toBe('ha');
   });
 
-  it('runs the primary loop real-time when the host allows it unless told otherwise, and refuses an unknown mode', () => {
-    expect(validateAgentConfig(good(), '/etc/remus').realtime).toBe('auto');
-    expect(validateAgentConfig({ ...good(), realtime: 'off' }, '/etc/remus').realtime).toBe('off');
+  it('runs the primary loop at normal priority unless told otherwise, and refuses an unknown mode', () => {
+    expect(validateAgentConfig(good(), '/etc/remus').realtime).toBe('off');
+    expect(validateAgentConfig({ ...good(), realtime: 'auto' }, '/etc/remus').realtime).toBe('auto');
     expect(validateAgentConfig({ ...good(), realtime: 'on' }, '/etc/remus').realtime).toBe('on');
     refused({ ...good(), realtime: true }, 'realtime true is not one of auto, on, off');
   });

@@ -6,7 +6,7 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { createCheckpointDevices, describeCause, runScript, type DeviceSpec } from '@remus/core';
+import { DEFAULT_REALTIME_PRIORITY, createCheckpointDevices, describeCause, runScript, type DeviceSpec } from '@remus/core';
 import { loadDomainCriu, loadDomainProcess, type DomainCriuLib } from './libs.js';
 import { ip, removeNetns } from './netns.js';
 import { findInstalledPlugins, installCommand, loadPluginFrom } from './plugins.js';
@@ -84,6 +84,14 @@ export async function hostChecks(): Promise<Check[]> {
     const path = findProgram(tool);
     add({ name: `${tool} command`, ok: path !== undefined, detail: path ?? 'not found', fix: tool === 'iptables' ? 'apt-get install iptables' : 'apt-get install iproute2' });
   }
+  // What `realtime: auto` would get: a throwaway `true` under SCHED_FIFO, the policy core's applyRealtime asks for.
+  const rt = await tryRun('chrt', ['--fifo', '--reset-on-fork', String(DEFAULT_REALTIME_PRIORITY), 'true']);
+  add({
+    name: 'real-time scheduling (SCHED_FIFO)',
+    ok: rt.ok,
+    detail: rt.ok ? `the checkpoint loop can run under SCHED_FIFO priority ${DEFAULT_REALTIME_PRIORITY}` : `${rt.out}: the loop would run at normal priority (realtime "auto") or not at all (realtime "on")`,
+    fix: 'run as root with CAP_SYS_NICE (a container needs it granted); under cgroup v1 with RT group scheduling, give the cgroup cpu.rt_runtime_us; util-linux provides chrt',
+  });
   const ns = `remus-doctor-${process.pid}`;
   const made = await tryRun('ip', ['netns', 'add', ns]);
   add({ name: 'network namespaces', ok: made.ok, detail: made.ok ? 'ip netns add works' : made.out, fix: 'a kernel with CONFIG_NET_NS and iproute2' });

@@ -49,6 +49,8 @@ describe('remus demo', () => {
     const s = events(r.stdout).find((e) => e.type === 'demo-summary') as unknown as Summary;
     expect(s, r.stdout + r.stderr).toBeDefined();
     expect(s.nic).toBe('nic-nfqueue');
+    // Its checkpoint loop ran under SCHED_FIFO (realtime auto, on a host that allows it: see remus doctor below).
+    expect(events(r.stdout).find((e) => e.type === 'scheduling')).toMatchObject({ realtime: 'auto', policy: 'fifo', priority: 10 });
     expect(s.declined.map((d) => d.subkind)).toEqual(['nic-netbuf']);
     expect(s.checkpoints).toBeGreaterThan(5);
     expect(s.repliesReceived).toBeGreaterThan(50);
@@ -167,6 +169,7 @@ describe('remus doctor', () => {
     expect(check('network namespaces')?.ok).toBe(true);
     expect(check('ifb devices')?.ok).toBe(true);
     expect(check('QEMU')?.ok).toBe(true);
+    expect(check('real-time scheduling (SCHED_FIFO)')).toMatchObject({ ok: true, detail: 'the checkpoint loop can run under SCHED_FIFO priority 10' });
     expect(check('DRBD kernel module')).toMatchObject({ ok: false, fix: expect.stringMatching(/drbd/) });
     const nfq = d.plugins.find((p) => p.package === '@remus/nic-nfqueue');
     expect(nfq?.subkinds[0]?.verdict).toMatch(/would take nic devices/);

@@ -16,7 +16,8 @@
 // buffer costs; buffered transfers run REPEAT times (default 2), the figure is
 // the median run (with 2: the better one), latencies pool every run's commits.
 // NFQ_BENCH_SECONDS (default 4) sets each transfer's length; NFQ_BENCH_CC (default reno,bbr) and
-// NFQ_BENCH_EPOCHS (default 25,100) and NFQ_BENCH_MODES (default process,in-process) pick the cases.
+// NFQ_BENCH_EPOCHS (default 25,100) and NFQ_BENCH_MODES (default process,in-process,in-process-rt) pick the cases;
+// in-process-rt is the in-process case with the operation's thread under SCHED_FIFO, as `remus run` runs it.
 // Prints the figures and writes ${REMUS_BENCH_OUT}/nic-nfqueue.json.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -225,8 +226,8 @@ function checkpointLoop(layer, epochMs, commitsMs, postsuspendMs, commitStarts) 
  * is in its own namespace and nic-nfqueue buffers it in-process: the case of a Remus that
  * runs where its guests' interfaces are.
  */
-function startDriver() {
-  const child = spawn('ip', ['netns', 'exec', ns.host, process.execPath, new URL('../test/fixtures/layer-driver.mjs', import.meta.url).pathname, vif, '1'], {
+function startDriver(realtime) {
+  const child = spawn('ip', ['netns', 'exec', ns.host, process.execPath, new URL('../test/fixtures/layer-driver.mjs', import.meta.url).pathname, vif, '1', realtime ? '1' : '0'], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   children.push(child);
@@ -262,8 +263,8 @@ function startDriver() {
   };
 }
 
-async function bufferedInProcess(epochMs) {
-  const d = startDriver();
+async function bufferedInProcess(epochMs, realtime) {
+  const d = startDriver(realtime);
   await d.ready;
   try {
     await d.ask({ op: 'setup' });
@@ -283,7 +284,8 @@ async function bufferedInProcess(epochMs) {
 }
 
 async function buffered(epochMs, mode) {
-  if (mode === 'in-process') return bufferedInProcess(epochMs);
+  if (mode === 'in-process') return bufferedInProcess(epochMs, false);
+  if (mode === 'in-process-rt') return bufferedInProcess(epochMs, true);
   const layer = createCheckpointDevices({
     ops: [nicNfqueue()],
     devices: [{ id: 'vif', kind: 'nic', params: { ifname: vif, netns: ns.host } }],
@@ -437,9 +439,9 @@ try {
     for (const [epochMs, mode] of (process.env.NFQ_BENCH_EPOCHS ?? '25,100')
       .split(',')
       .map(Number)
-      .flatMap((e) => (process.env.NFQ_BENCH_MODES ?? 'process,in-process').split(',').map((m) => [e, m]))) {
+      .flatMap((e) => (process.env.NFQ_BENCH_MODES ?? 'process,in-process,in-process-rt').split(',').map((m) => [e, m]))) {
       // Figures of the buffer process keep their names; the in-process buffer's say so.
-      const tag = mode === 'in-process' ? ', in-process buffer' : '';
+      const tag = mode === 'in-process' ? ', in-process buffer' : mode === 'in-process-rt' ? ', in-process buffer, SCHED_FIFO' : '';
       const head = `[${cc}] ${epochMs} ms epochs${tag}`;
       const runs = [];
       for (let i = 0; i < REPEAT; i++) runs.push(await buffered(epochMs, mode));
