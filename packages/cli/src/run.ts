@@ -6,8 +6,8 @@
  */
 import {
   RemusError,
-  createCheckpointDevices,
   applyRealtime,
+  createCheckpointDevices,
   describeCause,
   newOperationId,
   runCheckpointLoop,

@@ -55,11 +55,13 @@ const RCVBUF = 8 << 20;
 /** How often a buffer's host reports changed figures ({@link NfqueueBuffer.takeReport}). */
 export const REPORT_INTERVAL_MS = 250;
 /**
- * The largest datagram this buffer reads (the `netlink` package's receive buffer and
- * {@link NfqueueBuffer}'s own): queues copy 1 byte of each packet (`copyRange`), so a
+ * The `netlink` package's receive buffer, allocated per datagram it reads (a longer one is
+ * reported as truncated, not parsed): queues copy 1 byte of each packet (`copyRange`), so a
  * packet message is a few hundred bytes, and an error ACK quotes a verdict of a few dozen.
  */
-const MAX_DATAGRAM = 16384;
+const MAX_DATAGRAM = 4096;
+/** The buffer of the inline reads (`#drainNow`), allocated once: read() would cut a longer datagram silently. */
+const INLINE_BUFFER = 65536;
 /** Datagrams read in one synchronous drain at most (see `#drainNow`); the rest are read by the event loop. */
 const MAX_DRAIN = 256;
 /** Packets released by the first of a commit's two batch verdicts (see `release`). */
@@ -129,7 +131,7 @@ export class NfqueueBuffer {
    * undefined when it could not be found (then the event loop reads everything).
    */
   readonly #fd: number | undefined;
-  readonly #readBuf = Buffer.allocUnsafe(MAX_DATAGRAM);
+  readonly #readBuf = Buffer.allocUnsafe(INLINE_BUFFER);
   /**
    * Profiling aid (REMUS_NFQ_TRACE, which the benchmark sets): the file
    * {@link traceRelease} appends to, and the points of the release being
@@ -280,7 +282,7 @@ export class NfqueueBuffer {
     for (let i = 0; i < MAX_DRAIN && this.#pendingAcks.size > 0; i++) {
       let n: number;
       try {
-        n = readSync(fd, this.#readBuf, 0, MAX_DATAGRAM, null);
+        n = readSync(fd, this.#readBuf, 0, INLINE_BUFFER, null);
       } catch {
         return; // EAGAIN: drained. ENOBUFS (the kernel dropped a message) is counted by the event loop's read.
       }
