@@ -568,12 +568,7 @@ export class Agent {
     try {
       const r = await applyRealtime(c.realtime, { signal: stop });
       realtime = r.handle;
-      this.#emit(
-        'scheduling',
-        r.handle
-          ? { realtime: c.realtime, policy: r.handle.policy, priority: r.handle.priority, already: r.handle.already }
-          : { realtime: c.realtime, policy: 'other', ...(r.refused ? { refused: r.refused.message } : {}) },
-      );
+      this.#emit('scheduling', { ...r.report });
     } catch (e) {
       this.#emit('realtime-refused', { error: errorJson(e), policy: 'realtime "on": this host does not serve as primary; the role is given back' });
       await arbiter.resign();

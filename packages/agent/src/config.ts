@@ -7,12 +7,12 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
-  REALTIME_MODES,
   RemusError,
   closestName,
   describeCause,
   formatSocketAddress,
   isLoopbackHost,
+  parseRealtimeMode,
   parseSocketAddress,
   validateDuration,
   type RealtimeMode,
@@ -302,8 +302,7 @@ export function validateAgentConfig(value: unknown, base: string = process.cwd()
 
   const intervalMs = o.intervalMs === undefined ? 50 : validateDuration(o.intervalMs, 'intervalMs', { min: 1 });
   const stepTimeoutMs = o.stepTimeoutMs === undefined ? 2000 : validateDuration(o.stepTimeoutMs, 'stepTimeoutMs', { min: 1 });
-  const realtime = o.realtime === undefined ? 'off' : REALTIME_MODES.find((m) => m === o.realtime);
-  if (realtime === undefined) throw bad(`realtime ${JSON.stringify(o.realtime)} is not one of ${REALTIME_MODES.join(', ')}: auto runs the primary's checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`);
+  const realtime = o.realtime === undefined ? 'off' : parseRealtimeMode(o.realtime, 'realtime');
   return {
     cluster,
     hosts,

@@ -131,10 +131,14 @@ const idle = loadMax < cores / 2;
 const pause = all.map((c) => c.pauseMs);
 const commit = all.map((c) => c.commitLatencyMs);
 const commitStep = all.map((c) => c.steps.commit);
-const placePause = inPlace.map((c) => c.pauseMs);
-const placeCommit = inPlace.map((c) => c.commitLatencyMs);
-const normalPause = normal.map((c) => c.pauseMs);
-const normalCommit = normal.map((c) => c.commitLatencyMs);
+/** The comparisons run alongside the default, each against the default's own checkpoints. */
+const COMPARISONS = [
+  { cps: inPlace, label: 'inside its router (default)', baseline: 'same, in place (NIC in another namespace: a buffer process)', steps: 'in place', line: "in place (its NIC in another namespace, nic-nfqueue's buffer process" },
+  { cps: normal, label: 'loop under SCHED_FIFO (default)', baseline: 'same, loop at normal priority (--realtime off)', steps: 'at normal priority', line: 'normal priority (--realtime off' },
+];
+const p50 = (cps, key) => pct(cps.map((c) => c[key]), 0.5);
+const stepsP50 = (cps) => STEPS.map((s) => [s, pct(cps.map((c) => c.steps[s]), 0.5)]);
+const stepsLine = (cps) => stepsP50(cps).map(([s, v]) => `${s} ${v.toFixed(3)}`).join(', ');
 const machine = `${idle ? 'idle' : 'busy'} machine: 1-min load ${Math.min(...load1).toFixed(2)}-${loadMax.toFixed(2)} on ${cores} cores`;
 const figures = [
   { name: `remus demo pause p50 (${machine})`, value: pct(pause, 0.5), unit: 'ms', baseline: { name: 'issue 18, idle machine', value: ISSUE.pauseIdle, unit: 'ms' }, ratio: pct(pause, 0.5) / ISSUE.pauseIdle, target: `<= ${TARGET.pause} ms on an idle machine` },
@@ -143,37 +147,20 @@ const figures = [
   { name: `remus demo commit p50, epoch closed to output released (${machine})`, value: pct(commit, 0.5), unit: 'ms', baseline: { name: 'issue 18, busy machine', value: ISSUE.commitBusy, unit: 'ms' }, ratio: pct(commit, 0.5) / ISSUE.commitBusy, target: `<= ${TARGET.commit} ms on an idle machine` },
   { name: 'remus demo commit p99', value: pct(commit, 0.99), unit: 'ms' },
   { name: 'remus demo commit step alone p50 (the NIC releases the epoch)', value: pct(commitStep, 0.5), unit: 'ms' },
-  ...STEPS.map((s) => ({ name: `remus demo step ${s} p50`, value: pct(all.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
-  {
-    name: 'remus demo pause p50, inside its router (default)',
-    value: pct(pause, 0.5),
-    unit: 'ms',
-    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(placePause, 0.5), unit: 'ms' },
-    ratio: pct(pause, 0.5) / pct(placePause, 0.5),
-  },
-  {
-    name: 'remus demo commit p50, inside its router (default)',
-    value: pct(commit, 0.5),
-    unit: 'ms',
-    baseline: { name: 'same, in place (NIC in another namespace: a buffer process)', value: pct(placeCommit, 0.5), unit: 'ms' },
-    ratio: pct(commit, 0.5) / pct(placeCommit, 0.5),
-  },
-  ...STEPS.map((s) => ({ name: `remus demo in place, step ${s} p50`, value: pct(inPlace.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
-  {
-    name: 'remus demo commit p50, loop under SCHED_FIFO (default)',
-    value: pct(commit, 0.5),
-    unit: 'ms',
-    baseline: { name: 'same, loop at normal priority (--realtime off)', value: pct(normalCommit, 0.5), unit: 'ms' },
-    ratio: pct(commit, 0.5) / pct(normalCommit, 0.5),
-  },
-  {
-    name: 'remus demo pause p50, loop under SCHED_FIFO (default)',
-    value: pct(pause, 0.5),
-    unit: 'ms',
-    baseline: { name: 'same, loop at normal priority (--realtime off)', value: pct(normalPause, 0.5), unit: 'ms' },
-    ratio: pct(pause, 0.5) / pct(normalPause, 0.5),
-  },
-  ...STEPS.map((s) => ({ name: `remus demo at normal priority, step ${s} p50`, value: pct(normal.map((c) => c.steps[s]), 0.5), unit: 'ms' })),
+  ...stepsP50(all).map(([s, value]) => ({ name: `remus demo step ${s} p50`, value, unit: 'ms' })),
+  ...COMPARISONS.flatMap(({ cps, label, baseline, steps }) => [
+    ...[
+      ['pause', 'pauseMs'],
+      ['commit', 'commitLatencyMs'],
+    ].map(([what, key]) => ({
+      name: `remus demo ${what} p50, ${label}`,
+      value: p50(all, key),
+      unit: 'ms',
+      baseline: { name: baseline, value: p50(cps, key), unit: 'ms' },
+      ratio: p50(all, key) / p50(cps, key),
+    })),
+    ...stepsP50(cps).map(([s, value]) => ({ name: `remus demo ${steps}, step ${s} p50`, value, unit: 'ms' })),
+  ]),
   { name: 'load average (1 min) at the start of the runs, lowest', value: Math.min(...load1), unit: `(${cores} cores)` },
   { name: 'load average (1 min) during the runs, highest', value: loadMax, unit: `(${cores} cores)` },
 ];
@@ -181,11 +168,11 @@ console.log(
   `remus demo, ${all.length} checkpoints in ${RUNS} runs (${runs[0]?.nic}, ${INTERVAL_MS} ms interval), ${machine}:\n` +
     `  pause  p50 ${pct(pause, 0.5).toFixed(3)} ms  p99 ${pct(pause, 0.99).toFixed(3)} ms   (issue: ${ISSUE.pauseBusy} ms busy, ${ISSUE.pauseIdle} ms idle; target <= ${TARGET.pause} ms idle)\n` +
     `  commit p50 ${pct(commit, 0.5).toFixed(3)} ms  p99 ${pct(commit, 0.99).toFixed(3)} ms   (issue: ${ISSUE.commitBusy} ms busy; target <= ${TARGET.commit} ms idle)\n` +
-    `  steps p50: ${STEPS.map((s) => `${s} ${pct(all.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
-    `  in place (its NIC in another namespace, nic-nfqueue's buffer process; ${inPlace.length} checkpoints): pause p50 ${pct(placePause, 0.5).toFixed(3)} ms, commit p50 ${pct(placeCommit, 0.5).toFixed(3)} ms\n` +
-    `  in place, steps p50: ${STEPS.map((s) => `${s} ${pct(inPlace.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms\n` +
-    `  normal priority (--realtime off; ${normal.length} checkpoints): pause p50 ${pct(normalPause, 0.5).toFixed(3)} ms, commit p50 ${pct(normalCommit, 0.5).toFixed(3)} ms\n` +
-    `  normal priority, steps p50: ${STEPS.map((s) => `${s} ${pct(normal.map((c) => c.steps[s]), 0.5).toFixed(3)}`).join(', ')} ms`,
+    `  steps p50: ${stepsLine(all)} ms` +
+    COMPARISONS.map(
+      ({ cps, line, steps }) =>
+        `\n  ${line}; ${cps.length} checkpoints): pause p50 ${p50(cps, 'pauseMs').toFixed(3)} ms, commit p50 ${p50(cps, 'commitLatencyMs').toFixed(3)} ms\n  ${steps}, steps p50: ${stepsLine(cps)} ms`,
+    ).join(''),
 );
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'cli-demo.json'), `${JSON.stringify({ package: '@remus/cli', machine: { idle, cores, runs }, figures }, null, 2)}\n`);

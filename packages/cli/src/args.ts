@@ -1,6 +1,6 @@
 /** Argument helpers shared by the commands. */
 import { parseArgs } from 'node:util';
-import { MAX_TIMER_MS, REALTIME_MODES, RemusError, validateCount, validateDuration, type RealtimeMode } from '@remus/core';
+import { MAX_TIMER_MS, RemusError, parseRealtimeMode, validateCount, validateDuration, type RealtimeMode } from '@remus/core';
 import type { Io } from './io.js';
 import type { ViewMode } from './progress.js';
 
@@ -49,10 +49,7 @@ export function countFlag(value: string | undefined, flag: string, max?: number)
 
 /** `--realtime auto|on|off` (see `RemusConfig.realtime`). Throws INVALID_ARGUMENT naming the flag and the values. */
 export function realtimeFlag(value: string | undefined): RealtimeMode | undefined {
-  if (value === undefined) return undefined;
-  const mode = REALTIME_MODES.find((m) => m === value);
-  if (mode !== undefined) return mode;
-  throw new RemusError('INVALID_ARGUMENT', `--realtime ${JSON.stringify(value)} is not one of auto, on, off: auto runs the checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`);
+  return value === undefined ? undefined : parseRealtimeMode(value, '--realtime');
 }
 
 export function viewMode(json: boolean | undefined, io: Io): ViewMode {

@@ -225,16 +225,10 @@ export async function runProtected(options: RunOptions, built: BuiltOps): Promis
  * loop runs at normal priority; `on`: a refusal fails the run.
  */
 async function loopScheduling(mode: RemusConfig['realtime'], view: ProgressView, signal: AbortSignal): Promise<RealtimeHandle | undefined> {
-  const { handle: h, refused } = await applyRealtime(mode, { signal });
-  if (h) {
-    view.say(`checkpoint loop: SCHED_FIFO priority ${h.priority}${h.already ? ' (as started)' : ''}`);
-    view.event('scheduling', { realtime: mode, policy: h.policy, priority: h.priority, already: h.already });
-  } else if (refused) {
-    view.say(`warning: the checkpoint loop runs at normal priority: ${refused.message} (set "realtime": "off" in the config, or --realtime off, to not ask)`);
-    view.event('scheduling', { realtime: mode, policy: 'other', refused: refused.message });
-  } else {
-    view.event('scheduling', { realtime: mode, policy: 'other' });
-  }
+  const { handle: h, refused, report } = await applyRealtime(mode, { signal });
+  if (h) view.say(`checkpoint loop: SCHED_FIFO priority ${h.priority}${h.already ? ' (as started)' : ''}`);
+  if (refused) view.say(`warning: the checkpoint loop runs at normal priority: ${refused.message} (set "realtime": "off" in the config, or --realtime off, to not ask)`);
+  view.event('scheduling', { ...report });
   return h;
 }
 

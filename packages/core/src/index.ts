@@ -64,8 +64,8 @@ export { localArbiter, openEpochStore, roleLapse, validateArbiter, validateEpoch
 export type { RangeOptions } from './validate.js';
 export type { Arbiter, EpochStore, LocalArbiterOptions, Role, RoleState } from './arbiter.js';
 export { liveStartTime, parseProcStat, procStat, processAlive } from './proc.js';
-export { DEFAULT_REALTIME_PRIORITY, REALTIME_MODES, applyRealtime, enterRealtime } from './realtime.js';
-export type { RealtimeHandle, RealtimeMode, RealtimeOptions, RealtimeOutcome } from './realtime.js';
+export { DEFAULT_REALTIME_PRIORITY, REALTIME_MODES, applyRealtime, enterRealtime, parseRealtimeMode } from './realtime.js';
+export type { RealtimeHandle, RealtimeMode, RealtimeOptions, RealtimeOutcome, RealtimeReport } from './realtime.js';
 export type { ProcStat } from './proc.js';
 export { runScript } from './script.js';
 export type { ScriptOptions, ScriptResult } from './script.js';

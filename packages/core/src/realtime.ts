@@ -88,11 +88,12 @@ export async function enterRealtime(options: RealtimeOptions = {}): Promise<Real
   }
   const chrt = options.chrt ?? 'chrt';
   const timeoutMs = options.timeoutMs ?? 5000;
+  const backToOther = (): Promise<void> => runChrt(chrt, ['--other', '--pid', '0', String(pid)], undefined, timeoutMs, priority);
   await runChrt(chrt, ['--fifo', '--reset-on-fork', '--pid', String(priority), String(pid)], options.signal, timeoutMs, priority);
   const after = procStat(pid);
   if (after?.policy !== SCHED_FIFO || after.rtPriority !== priority) {
     // chrt said yes but the kernel shows otherwise: put it back and say so.
-    await runChrt(chrt, ['--other', '--pid', '0', String(pid)], undefined, timeoutMs, priority).catch(() => undefined);
+    await backToOther().catch(() => undefined);
     throw new RemusError('UNSUPPORTED_HOST', `\`${chrt}\` reported success but process ${pid} runs under policy ${after?.policy ?? 'unknown'} priority ${after?.rtPriority ?? 'unknown'}, not SCHED_FIFO ${priority}: check what else changes this process's scheduling`, {
       details: { pid, priority, policy: after?.policy },
     });
@@ -103,7 +104,7 @@ export async function enterRealtime(options: RealtimeOptions = {}): Promise<Real
     priority,
     already: false,
     restore: () =>
-      (restored ??= runChrt(chrt, ['--other', '--pid', '0', String(pid)], undefined, timeoutMs, priority).then(
+      (restored ??= backToOther().then(
         () => undefined,
         (e: unknown) => `could not put process ${pid} back under SCHED_OTHER: ${describeCause(e) ?? String(e)}`,
       )),
@@ -116,10 +117,35 @@ export type RealtimeMode = 'auto' | 'on' | 'off';
 /** The modes, for validating configs and flags. */
 export const REALTIME_MODES: readonly RealtimeMode[] = ['auto', 'on', 'off'];
 
-/** What {@link applyRealtime} did: the handle when the thread runs real-time, the refusal when `auto` went on without. */
+/** What a program reports about its loop's scheduling (the `scheduling` event of `remus run` and of the agent). */
+export interface RealtimeReport {
+  readonly realtime: RealtimeMode;
+  readonly policy: 'fifo' | 'rr' | 'other';
+  readonly priority?: number;
+  readonly already?: boolean;
+  /** Why the host refused, when `auto` went on at normal priority. */
+  readonly refused?: string;
+}
+
+/** What {@link applyRealtime} did: the handle when the thread runs real-time, the refusal when `auto` went on without, and the report of either. */
 export interface RealtimeOutcome {
   readonly handle?: RealtimeHandle;
   readonly refused?: RemusError;
+  readonly report: RealtimeReport;
+}
+
+/**
+ * `value` as a {@link RealtimeMode}; INVALID_ARGUMENT naming `what` (a flag or a
+ * config field) and the modes otherwise.
+ */
+export function parseRealtimeMode(value: unknown, what: string): RealtimeMode {
+  const mode = REALTIME_MODES.find((m) => m === value);
+  if (mode !== undefined) return mode;
+  throw new RemusError(
+    'INVALID_ARGUMENT',
+    `${what} ${JSON.stringify(value)} is not one of ${REALTIME_MODES.join(', ')}: auto runs the checkpoint loop under SCHED_FIFO when the host allows it, on requires it, off never asks`,
+    { details: { [what]: value } },
+  );
 }
 
 /**
@@ -130,12 +156,13 @@ export interface RealtimeOutcome {
  * with ABORTED when `signal` aborts.
  */
 export async function applyRealtime(mode: RealtimeMode, options: RealtimeOptions = {}): Promise<RealtimeOutcome> {
-  if (mode === 'off') return {};
+  if (mode === 'off') return { report: { realtime: mode, policy: 'other' } };
   try {
-    return { handle: await enterRealtime(options) };
+    const h = await enterRealtime(options);
+    return { handle: h, report: { realtime: mode, policy: h.policy, priority: h.priority, already: h.already } };
   } catch (e) {
     if (mode === 'on' || !(e instanceof RemusError) || e.code === 'ABORTED' || e.code === 'INVALID_ARGUMENT') throw e;
-    return { refused: e };
+    return { refused: e, report: { realtime: mode, policy: 'other', refused: e.message } };
   }
 }
 
@@ -144,11 +171,9 @@ async function runChrt(chrt: string, args: string[], signal: AbortSignal | undef
     await runScript(chrt, args, { timeoutMs, ...(signal ? { signal } : {}) });
   } catch (e) {
     if (e instanceof RemusError && e.code === 'ABORTED') throw e;
-    // What went wrong, down the cause chain (runScript keeps spawn's ENOENT as its cause) and in chrt's stderr.
-    let text = '';
-    for (let c: unknown = e, depth = 0; c !== undefined && depth < 4; c = c instanceof Error ? c.cause : undefined, depth++) {
-      text += ` ${c instanceof Error ? c.message : String(c)} ${JSON.stringify(c instanceof RemusError ? (c.details ?? {}) : {})}`;
-    }
+    // runScript keeps a failed spawn's message (ENOENT) as the cause and chrt's stderr in details.
+    const r = e instanceof RemusError ? e : undefined;
+    const text = `${describeCause(r?.cause) ?? ''} ${String(r?.details?.['stderrTail'] ?? '')}`;
     const why = /ENOENT/.test(text)
       ? `\`${chrt}\` is not installed: install util-linux (it provides chrt)`
       : /not permitted|EPERM/i.test(text)

@@ -12,6 +12,8 @@ const CORE = fileURLToPath(new URL('../dist/index.js', import.meta.url));
  * tests below check the refusal instead of the policy.
  */
 const HOST_ALLOWS_RT = spawnSync('chrt', ['--fifo', '1', 'true']).status === 0;
+/** This process's (the test runner's) policy and priority: the in-process cases below must leave them alone. */
+const mine = (): [number | undefined, number | undefined] => [procStat(process.pid)?.policy, procStat(process.pid)?.rtPriority];
 const REFUSED = `
 let code; try { await core.enterRealtime(); } catch (e) { code = e.code; }
 out({ code, after: [core.procStat(process.pid).policy, core.procStat(process.pid).rtPriority] });`;
@@ -87,7 +89,6 @@ out({ code, message, after: mine() });`, ['prlimit', '--rtprio=0:0', 'setpriv', 
   });
 
   it('says when chrt is missing, refuses a bad priority and an aborted signal, changing nothing', async () => {
-    const mine = (): [number | undefined, number | undefined] => [procStat(process.pid)?.policy, procStat(process.pid)?.rtPriority];
     const before = mine();
     const missing = await enterRealtime({ chrt: '/nonexistent/chrt' }).catch((e: unknown) => e);
     expect(isRemusError(missing) && missing.code).toBe('UNSUPPORTED_HOST');
@@ -105,14 +106,14 @@ out({ code, message, after: mine() });`, ['prlimit', '--rtprio=0:0', 'setpriv', 
 
 describe('applyRealtime', () => {
   it('does nothing when off, returns the refusal when auto, rejects when on, and never swallows an abort or a bad priority', async () => {
-    const mine = (): [number | undefined, number | undefined] => [procStat(process.pid)?.policy, procStat(process.pid)?.rtPriority];
     const before = mine();
     const missing = { chrt: '/nonexistent/chrt' };
-    expect(await applyRealtime('off', missing)).toEqual({});
+    expect(await applyRealtime('off', missing)).toEqual({ report: { realtime: 'off', policy: 'other' } });
     const auto = await applyRealtime('auto', missing);
     expect(auto.handle).toBeUndefined();
     expect(auto.refused?.code).toBe('UNSUPPORTED_HOST');
     expect(auto.refused?.message).toContain('is not installed');
+    expect(auto.report).toEqual({ realtime: 'auto', policy: 'other', refused: auto.refused?.message });
     const on = await applyRealtime('on', missing).catch((e: unknown) => e);
     expect(isRemusError(on) && on.code).toBe('UNSUPPORTED_HOST');
     const aborted = await applyRealtime('auto', { ...missing, signal: AbortSignal.abort() }).catch((e: unknown) => e);
