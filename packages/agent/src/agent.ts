@@ -435,8 +435,10 @@ export class Agent {
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, 500);
+        // Each wait gives its listener back: a backup may wait here for hours.
         function done(): void {
           clearTimeout(t);
+          stop.removeEventListener('abort', done);
           resolve();
         }
         this.#stateWake = done;

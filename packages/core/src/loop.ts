@@ -12,7 +12,6 @@
  * suspended for the caller to stop (it must not run again unfenced: a
  * deposed primary comes back only as a new backup after a full resync).
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { LazyContext } from './engine.js';
 import { validateCount, validateDuration } from './validate.js';
 import { RemusError, describeCause } from './errors.js';
@@ -390,13 +389,23 @@ async function wait(ms: number, stop: AbortSignal | undefined, abort: AbortSigna
     if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
     return;
   }
-  const signals = [stop, abort].filter((s): s is AbortSignal => s !== undefined);
-  try {
-    await sleep(ms, undefined, signals.length ? { signal: AbortSignal.any(signals) } : undefined);
-  } catch (e) {
-    if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
-    if (!stop?.aborted) throw e;
+  // A listener on each signal, taken back when the wait ends: not
+  // AbortSignal.any, whose composite Node 20 keeps in both signals for as
+  // long as they live (about 100 bytes per checkpoint, never freed).
+  if (!stop?.aborted && !abort?.aborted) {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        stop?.removeEventListener('abort', done);
+        abort?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      stop?.addEventListener('abort', done, { once: true });
+      abort?.addEventListener('abort', done, { once: true });
+    });
   }
+  if (abort?.aborted) throw new RemusError('ABORTED', 'the checkpoint loop was aborted', { cause: abort.reason });
 }
 
 /** A performance.now() reading as wall-clock ms since the epoch, keeping sub-millisecond precision. */

@@ -1,5 +1,6 @@
 // The checkpoint loop with a fake domain and fault injection at every step.
-import { describe, expect, it } from 'vitest';
+import { getEventListeners } from 'node:events';
+import { describe, expect, it, vi } from 'vitest';
 import {
   CHECKPOINT_STEPS,
   createCheckpointDevices,
@@ -155,6 +156,35 @@ describe('checkpoint loop', () => {
     const r = await runCheckpointLoop({ devices, domain: fakeDomain(), intervalMs: 60_000, stop: stop.signal });
     expect(r.checkpoints).toBe(1);
     expect(performance.now() - t0).toBeLessThan(30_000);
+  });
+
+  it('the waits between checkpoints leave nothing on the caller\'s signals (no composite signal per checkpoint)', async () => {
+    // Node 20 keeps every AbortSignal.any composite in its source signals for as long as they live:
+    // one per checkpoint was ~100 bytes a checkpoint that the loop's caller never got back.
+    const devices = await readyDevices();
+    const stop = new AbortController();
+    const abort = new AbortController();
+    const any = vi.spyOn(AbortSignal, 'any');
+    const listening: number[] = [];
+    try {
+      const r = await runCheckpointLoop({
+        devices,
+        domain: fakeDomain(),
+        intervalMs: 1,
+        maxCheckpoints: 40,
+        stop: stop.signal,
+        signal: abort.signal,
+        onCheckpoint: () => listening.push(getEventListeners(stop.signal, 'abort').length),
+      });
+      expect(r).toMatchObject({ checkpoints: 40, stoppedBy: 'limit' });
+      expect(any).not.toHaveBeenCalled();
+    } finally {
+      any.mockRestore();
+    }
+    // Between checkpoints the wait holds one listener at most, and gives it back.
+    expect(Math.max(...listening)).toBeLessThanOrEqual(1);
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
   });
 
   it('with interval 0 and a synchronous domain the loop still yields, so a stop timer is seen', async () => {
