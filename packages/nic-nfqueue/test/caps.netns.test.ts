@@ -26,6 +26,12 @@ function track(l: CheckpointDevices): CheckpointDevices {
 }
 
 const held = (l: Lab): number => [...l.queueTotals().values()].reduce((a, b) => a + b, 0);
+/** The kernel's queue-full drops over the bound queues (`queue_dropped`, the sixth field of /proc/net/netfilter/nfnetlink_queue). */
+const queueDropped = (l: Lab): number =>
+  boundQueues(l.host)
+    .map((line) => Number(line.split(/\s+/)[5]))
+    .filter(Number.isFinite)
+    .reduce((a, b) => a + b, 0);
 
 async function checkpoint(layer: CheckpointDevices): Promise<void> {
   await layer.postsuspend();
@@ -44,11 +50,16 @@ describe('nic-nfqueue caps (netns)', () => {
     await layer.setup();
     const sent = Array.from({ length: 8 }, (_, i) => `cap-${i + 1}`);
     await l.send(sent);
-    await waitFor(() => held(l) === 5, 10_000, 'five packets held');
+    // "sent" means the guest's kernel took them; the host's kernel may meet the last three a moment later.
+    // Committing before it did would give them the next epoch's empty queue instead of the cap.
+    await waitFor(() => held(l) === 5 && queueDropped(l) === 3, 10_000, 'five packets held and three dropped by the kernel at the cap');
     await checkpoint(layer);
     await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 5, 10_000, 'the five held packets');
     await new Promise((r) => setTimeout(r, 150));
     expect(l.received()).toEqual(sent.slice(0, 5));
+    // The kernel's counters reach the figures with the buffer's next report (every 250 ms while figures change);
+    // a commit's reply carries them as last read, so it may be one report behind.
+    await waitFor(() => layer.stats()[0]!.stats.queueFullDropped === 3, 5_000, "the kernel's three queue-full drops in the figures");
     expect(layer.stats()[0]!.stats).toMatchObject({ released: 5, queueFullDropped: 3, dropped: 3, held: 0 });
   });
 
