@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Arbiter } from '@remus/core';
+import { pollUntil, type Arbiter } from '@remus/core';
 import { Agent, validateAgentConfig, type AgentEvent } from '../src/index.js';
 import { initTrial } from '../src/certs.js';
 
@@ -63,18 +63,13 @@ it('a backup waiting to be eligible keeps a constant number of listeners on its 
   const running = agent.run(stop.signal);
   try {
     const count = (): number => getEventListeners(stop.signal, 'abort').length;
-    const until = async (reached: () => boolean): Promise<void> => {
-      const deadline = Date.now() + 10_000;
-      while (!reached()) {
-        if (Date.now() > deadline) throw new Error(`not reached; events: ${JSON.stringify(events.slice(-3))}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
-    await until(() => events.some((e) => e.type === 'not-eligible'));
+    const until = (what: string, reached: () => boolean): Promise<true> =>
+      pollUntil(() => reached(), { what, timeoutMs: 10_000, intervalMs: 20, describe: () => JSON.stringify(events.slice(-3)) });
+    await until('the first not-eligible event', () => events.some((e) => e.type === 'not-eligible'));
     const readsAtFirst = reads.n;
     const first = count();
     // 13 more rounds of 500 ms: past Node's 10-listener warning.
-    await until(() => reads.n >= readsAtFirst + 13);
+    await until('13 more reads of the records', () => reads.n >= readsAtFirst + 13);
     expect(agent.mode).toBe('backup');
     expect(String(events.find((e) => e.type === 'not-eligible')?.reason)).toMatch(/no state/);
     expect(count()).toBeLessThanOrEqual(first);

@@ -10,7 +10,7 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { RemusError, describeCause } from '@remus/core';
+import { RemusError, describeCause, withDeadline } from '@remus/core';
 
 const PROTO = fileURLToPath(new URL('../proto/etcd.proto', import.meta.url));
 
@@ -221,30 +221,30 @@ export class EtcdClient {
       const index = (this.#current + i) % this.#eps.length;
       const ep = this.#eps[index] as Endpoint;
       const service: Service = what.startsWith('KV') ? 'KV' : 'Lease';
-      // The caller's signal or the time limit, with a listener taken back after the call: not
-      // AbortSignal.any, whose composite Node 20 keeps in the caller's signal for as long as it
-      // lives (keepalives and campaign polls run for days on one signal).
-      const ac = new AbortController();
-      const bound = ac.signal;
-      const timer = setTimeout(() => ac.abort(new RemusError('TIMEOUT', `etcd ${what}: no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
-      const onAbort = (): void => ac.abort(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
+      // Core's withDeadline: the caller's signal or the time limit, with nothing left on the
+      // caller's signal afterwards (not AbortSignal.any, whose composite Node 20 keeps in it for
+      // as long as it lives: keepalives and campaign polls run for days on one signal).
+      let bound: AbortSignal | undefined;
       this.calls++;
       try {
-        const r = await one(this.#client(ep, service), Date.now() + this.#timeoutMs, bound);
+        const r = await withDeadline(
+          (b) => {
+            bound = b;
+            return one(this.#client(ep, service), Date.now() + this.#timeoutMs, b);
+          },
+          { what: `etcd ${what} on ${ep.address}`, timeoutMs: this.#timeoutMs, signal },
+        );
         this.#current = index;
         return r;
       } catch (e) {
         if (signal.aborted) throw signal.reason;
+        const timedOut = bound?.aborted === true;
         const code = (e as { code?: unknown }).code;
-        const transport = bound.aborted || typeof code !== 'number' || TRANSPORT.has(code);
+        const transport = timedOut || typeof code !== 'number' || TRANSPORT.has(code);
         if (!transport) throw e;
-        errors.push(`${ep.address}: ${bound.aborted ? `no answer within ${this.#timeoutMs} ms` : describeCause(e)}`);
+        errors.push(`${ep.address}: ${timedOut ? `no answer within ${this.#timeoutMs} ms` : describeCause(e)}`);
         this.#drop(ep);
         this.failovers++;
-      } finally {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
       }
     }
     throw new RemusError('ARBITER_FAILED', `etcd ${what}: no member answered (${errors.join('; ')}); fix: check the endpoints and that a majority of the etcd members run (etcdctl --endpoints ${this.endpoints.join(',')} endpoint health)`, {

@@ -26,12 +26,6 @@ function track(l: CheckpointDevices): CheckpointDevices {
 }
 
 const held = (l: Lab): number => [...l.queueTotals().values()].reduce((a, b) => a + b, 0);
-/** The kernel's queue-full drops over the bound queues (`queue_dropped`, the sixth field of /proc/net/netfilter/nfnetlink_queue). */
-const queueDropped = (l: Lab): number =>
-  boundQueues(l.host)
-    .map((line) => Number(line.split(/\s+/)[5]))
-    .filter(Number.isFinite)
-    .reduce((a, b) => a + b, 0);
 
 async function checkpoint(layer: CheckpointDevices): Promise<void> {
   await layer.postsuspend();
@@ -52,7 +46,7 @@ describe('nic-nfqueue caps (netns)', () => {
     await l.send(sent);
     // "sent" means the guest's kernel took them; the host's kernel may meet the last three a moment later.
     // Committing before it did would give them the next epoch's empty queue instead of the cap.
-    await waitFor(() => held(l) === 5 && queueDropped(l) === 3, 10_000, 'five packets held and three dropped by the kernel at the cap');
+    await waitFor(() => held(l) === 5 && l.queueDropped() === 3, 10_000, 'five packets held and three dropped by the kernel at the cap');
     await checkpoint(layer);
     await l.receiver!.waitFor((x) => x.filter((s) => s.startsWith('rx ')).length >= 5, 10_000, 'the five held packets');
     await new Promise((r) => setTimeout(r, 150));

@@ -29,6 +29,8 @@ export interface Lab extends Trio {
   send(payloads: readonly string[], addr?: string): Promise<void>;
   /** Packets the host's kernel holds in each bound NFQUEUE queue. */
   queueTotals(): Map<number, number>;
+  /** Packets the host's kernel dropped because a bound queue was full (`queue_dropped`), over all of them. */
+  queueDropped(): number;
 }
 
 const nsx = (ns: string, file: string, args: readonly string[]): string => sh('ip', ['netns', 'exec', ns, file, ...args]);
@@ -56,12 +58,10 @@ export function createLab(topology: Topology, options: { ipv6?: boolean } = {}):
       await this.sender!.waitFor((l) => payloads.every((p) => l.includes(`sent ${p}`)), 10_000, `sends ${payloads.join(',')}`);
     },
     queueTotals() {
-      const out = new Map<number, number>();
-      for (const line of boundQueues(trio.host)) {
-        const f = line.split(/\s+/).map(Number);
-        if (f.length >= 3 && Number.isFinite(f[0])) out.set(f[0]!, f[2]!);
-      }
-      return out;
+      return new Map(queueRows(trio.host).map((f) => [f[0]!, f[2]!]));
+    },
+    queueDropped() {
+      return queueRows(trio.host).reduce((sum, f) => sum + f[5]!, 0);
     },
     destroy() {
       this.receiver?.stop();
@@ -79,6 +79,16 @@ export function remusRules(ns: string): string[] {
     for (const l of nsx(ns, bin, []).split('\n')) if (l.includes('remus:')) out.push(`${bin}: ${l}`);
   }
   return out;
+}
+
+/**
+ * The numeric fields of each bound queue's /proc line: queue number, peer portid, queue_total,
+ * copy mode, copy range, queue_dropped, user_dropped, id sequence, 1.
+ */
+function queueRows(ns: string): number[][] {
+  return boundQueues(ns)
+    .map((line) => line.split(/\s+/).map(Number))
+    .filter((f) => f.length >= 7 && f.every(Number.isFinite));
 }
 
 /** Bound NFQUEUE queues in the namespace, as /proc lines. */
